@@ -1,0 +1,404 @@
+//! `/v2.0/ports`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use neutrino_model::policy::{Context, Viewer};
+use neutrino_model::resources::*;
+use neutrino_model::{Error, NetworkId, PortId, ResourceKind, Result, SubnetId};
+use neutrino_store::ListQuery;
+use serde_json::{Map, Value, json};
+
+use super::query::{ListParams, apply, fields_of};
+use super::request::{
+    Fields, Item, MAX_STRING, parse_create, parse_update, to_ip, to_list, to_mac, to_string, to_string_list, to_uuid,
+};
+use super::spec::PORT;
+use super::{
+    Body, Ctx, created, forbidden, if_match, list_response, no_body, one, path_id, put_standard, request_base, respond,
+};
+use crate::error::ApiResult;
+use crate::server::App;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v2.0/ports", get(list).post(create))
+        .route("/v2.0/ports/{id}", get(show).put(update).delete(delete))
+}
+
+pub fn view(p: &Port, ctx: &Context) -> Map<String, Value> {
+    let mut v = Map::new();
+    v.insert("id".into(), json!(p.id));
+    v.insert("name".into(), json!(p.name));
+    v.insert("network_id".into(), json!(p.network_id));
+    v.insert("admin_state_up".into(), json!(p.admin_state_up));
+    v.insert("mac_address".into(), json!(p.mac_address.to_string()));
+    let ips: Vec<Value> =
+        p.fixed_ips.iter().map(|f| json!({"subnet_id": f.subnet_id, "ip_address": f.ip_address.to_string()})).collect();
+    v.insert("fixed_ips".into(), Value::Array(ips));
+    v.insert("device_id".into(), json!(p.device_id));
+    v.insert("device_owner".into(), json!(p.device_owner));
+    v.insert("status".into(), json!(p.status));
+    v.insert("port_security_enabled".into(), json!(p.port_security_enabled));
+    v.insert("allowed_address_pairs".into(), json!(p.allowed_address_pairs));
+    v.insert("extra_dhcp_opts".into(), json!(p.extra_dhcp_opts));
+    v.insert("binding:vnic_type".into(), json!(p.binding.vnic_type));
+    if ctx.is_privileged() {
+        v.insert("binding:host_id".into(), json!(p.binding.host_id));
+        v.insert("binding:profile".into(), p.binding.profile.clone());
+        v.insert("binding:vif_type".into(), json!(p.binding.vif_type));
+        v.insert("binding:vif_details".into(), p.binding.vif_details.clone());
+    }
+    v.insert("ip_allocation".into(), json!(p.ip_allocation));
+    put_standard(&mut v, Some(p.project_id.as_str()), &p.std, &p.description);
+    v
+}
+
+fn fixed_ips(v: &Value) -> Result<Vec<FixedIpRequest>> {
+    let mut out = Vec::new();
+    for e in to_list("fixed_ips", v)? {
+        let Value::Object(m) = e else {
+            return Err(Error::attr("fixed_ips", format!("'{e}' is not a valid fixed IP")));
+        };
+        if let Some(k) = m.keys().find(|k| *k != "subnet_id" && *k != "ip_address") {
+            return Err(Error::attr("fixed_ips", format!("Unrecognized key '{k}' in fixed IP")));
+        }
+        let subnet_id = match m.get("subnet_id") {
+            None | Some(Value::Null) => None,
+            // A malformed subnet id names no subnet.
+            Some(Value::String(s)) => {
+                Some(s.parse::<SubnetId>().map_err(|_| Error::not_found(ResourceKind::Subnet, s))?)
+            }
+            Some(other) => return Err(Error::attr("fixed_ips", format!("'{other}' is not a valid subnet id"))),
+        };
+        let ip_address = match m.get("ip_address") {
+            None | Some(Value::Null) => None,
+            Some(ip) => Some(to_ip("ip_address", ip)?),
+        };
+        out.push(FixedIpRequest { subnet_id, ip_address });
+    }
+    Ok(out)
+}
+
+fn address_pairs(v: &Value) -> Result<Vec<AddressPairRequest>> {
+    let mut out = Vec::new();
+    for e in to_list("allowed_address_pairs", v)? {
+        let Value::Object(m) = e else {
+            return Err(Error::attr("allowed_address_pairs", format!("'{e}' is not a valid address pair")));
+        };
+        if let Some(k) = m.keys().find(|k| *k != "ip_address" && *k != "mac_address") {
+            return Err(Error::attr("allowed_address_pairs", format!("Unrecognized attribute(s) '{k}'")));
+        }
+        let Some(Value::String(ip)) = m.get("ip_address") else {
+            return Err(Error::BadRequest("AllowedAddressPair must contain ip_address".into()));
+        };
+        let text = if let Some(net) = super::request::parse_cidr(ip) {
+            if net.network().is_multicast() {
+                return Err(Error::attr("allowed_address_pairs", format!("'{ip}' is a multicast prefix")));
+            }
+            net.to_string()
+        } else if let Some(addr) = super::request::parse_ip(ip) {
+            if addr.is_multicast() {
+                return Err(Error::attr("allowed_address_pairs", format!("'{ip}' is a multicast address")));
+            }
+            addr.to_string()
+        } else {
+            return Err(Error::attr("allowed_address_pairs", format!("'{ip}' is not a valid IP address or CIDR")));
+        };
+        let mac = match m.get("mac_address") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let mac = to_mac("mac_address", v)?;
+                if mac.is_multicast() {
+                    return Err(Error::attr("allowed_address_pairs", format!("'{mac}' is a multicast MAC")));
+                }
+                Some(mac)
+            }
+        };
+        out.push(AddressPairRequest { ip_address: text, mac_address: mac });
+    }
+    Ok(out)
+}
+
+fn dhcp_opts(v: &Value) -> Result<Vec<ExtraDhcpOpt>> {
+    let mut out = Vec::new();
+    for e in to_list("extra_dhcp_opts", v)? {
+        let Value::Object(m) = e else {
+            return Err(Error::attr("extra_dhcp_opts", format!("'{e}' is not a valid option")));
+        };
+        if let Some(k) = m.keys().find(|k| !["opt_name", "opt_value", "ip_version"].contains(&k.as_str())) {
+            return Err(Error::attr("extra_dhcp_opts", format!("Unrecognized key '{k}'")));
+        }
+        let name = match m.get("opt_name") {
+            Some(Value::String(s)) if !s.trim().is_empty() && !s.contains('\n') => s.clone(),
+            _ => return Err(Error::attr("extra_dhcp_opts", "opt_name must be a non-empty one-line string")),
+        };
+        let value = match m.get("opt_value") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => Some(other.to_string()),
+        };
+        let ip_version = match m.get("ip_version") {
+            None | Some(Value::Null) => 4,
+            Some(v) => {
+                let n = super::request::to_int("ip_version", v)?;
+                if n != 4 && n != 6 {
+                    return Err(Error::attr("extra_dhcp_opts", format!("'{n}' is not in [4, 6]")));
+                }
+                n
+            }
+        };
+        out.push(ExtraDhcpOpt { opt_name: name, opt_value: value, ip_version });
+    }
+    Ok(out)
+}
+
+fn profile(v: Value) -> Result<Value> {
+    match v {
+        Value::Null => Ok(json!({})),
+        Value::Object(_) => Ok(v),
+        other => Err(Error::attr("binding:profile", format!("'{other}' is not a dictionary"))),
+    }
+}
+
+fn vnic(v: &Value) -> Result<String> {
+    let s = to_string("binding:vnic_type", v, 64)?;
+    if !VNIC_TYPES.contains(&s.as_str()) {
+        return Err(Error::attr("binding:vnic_type", format!("'{s}' is not in {VNIC_TYPES:?}")));
+    }
+    Ok(s)
+}
+
+/// What the caller may do on a network it attaches a port to.
+struct NetworkRights {
+    /// Admin, service, or member of the network's project.
+    operator: bool,
+}
+
+fn rights(ctx: &Context, network: &Network) -> NetworkRights {
+    NetworkRights { operator: ctx.is_privileged() || ctx.is_member_of(&network.project_id) }
+}
+
+fn parse_port_create(ctx: &Context, item: Item) -> Result<PortCreate> {
+    let project =
+        neutrino_model::ProjectId(item.get("project_id").and_then(Value::as_str).unwrap_or_default().to_string());
+    let mut f = Fields(item);
+    f.take("project_id");
+    let network_id: NetworkId = to_uuid("network_id", &f.take("network_id").unwrap_or_default())?;
+    let mac_address = f.take("mac_address").map(|v| to_mac("mac_address", &v)).transpose()?;
+    let fixed = match f.take("fixed_ips") {
+        None => None,
+        Some(v) => Some(fixed_ips(&v)?),
+    };
+    let pairs = f.take("allowed_address_pairs").map(|v| address_pairs(&v)).transpose()?.unwrap_or_default();
+    let opts = f.take("extra_dhcp_opts").map(|v| dhcp_opts(&v)).transpose()?.unwrap_or_default();
+    let host = f.take("binding:host_id").map(|v| to_string("binding:host_id", &v, MAX_STRING)).transpose()?;
+    let prof = f.take("binding:profile").map(profile).transpose()?;
+    let vnic_type = f.take("binding:vnic_type").map(|v| vnic(&v)).transpose()?;
+    let tags = f.take("tags").map(|v| to_string_list("tags", &v, MAX_STRING)).transpose()?.unwrap_or_default();
+    if host.as_ref().is_some_and(|h| !h.is_empty()) && !ctx.is_privileged() {
+        return Err(Error::policy("create_port:binding:host_id"));
+    }
+    if prof.as_ref().is_some_and(|p| p.as_object().is_some_and(|o| !o.is_empty())) && !ctx.is_privileged() {
+        return Err(Error::policy("create_port:binding:profile"));
+    }
+    Ok(PortCreate {
+        project_id: project,
+        network_id,
+        name: f.string("name")?.unwrap_or_default(),
+        description: f.string("description")?.unwrap_or_default(),
+        admin_state_up: f.bool("admin_state_up")?.unwrap_or(true),
+        mac_address,
+        fixed_ips: fixed,
+        device_id: f.string("device_id")?.unwrap_or_default(),
+        device_owner: f.string("device_owner")?.unwrap_or_default(),
+        port_security_enabled: f.bool("port_security_enabled")?,
+        allowed_address_pairs: pairs,
+        extra_dhcp_opts: opts,
+        binding_host_id: host.unwrap_or_default(),
+        binding_profile: prof.unwrap_or_else(|| json!({})),
+        binding_vnic_type: vnic_type.unwrap_or_else(|| "normal".into()),
+        tags,
+    })
+}
+
+/// Attribute-level create rules that depend on the network (spec §3.10).
+fn check_create_policy(ctx: &Context, network: &Network, req: &PortCreate) -> Result<()> {
+    let r = rights(ctx, network);
+    let shared = network.is_shared_with(Some(&ctx.project_id)) && ctx.roles.member;
+    if !(r.operator || shared) {
+        return Err(Error::policy("create_port"));
+    }
+    if r.operator {
+        return Ok(());
+    }
+    if device_owner::is_network_owned(&req.device_owner) {
+        return Err(Error::policy("create_port:device_owner"));
+    }
+    if req.mac_address.is_some() {
+        return Err(Error::policy("create_port:mac_address"));
+    }
+    if req.fixed_ips.as_ref().is_some_and(|f| f.iter().any(|e| e.ip_address.is_some())) {
+        return Err(Error::policy("create_port:fixed_ips:ip_address"));
+    }
+    if req.port_security_enabled.is_some() {
+        return Err(Error::policy("create_port:port_security_enabled"));
+    }
+    if !req.allowed_address_pairs.is_empty() {
+        return Err(Error::policy("create_port:allowed_address_pairs"));
+    }
+    Ok(())
+}
+
+fn parse_port_update(ctx: &Context, network: &Network, item: Item) -> Result<PortUpdate> {
+    let r = rights(ctx, network);
+    let mut f = Fields(item);
+    let mut upd = PortUpdate {
+        name: f.string("name")?,
+        description: f.string("description")?,
+        admin_state_up: f.bool("admin_state_up")?,
+        device_id: f.string("device_id")?,
+        device_owner: f.string("device_owner")?,
+        port_security_enabled: f.bool("port_security_enabled")?,
+        ..Default::default()
+    };
+    upd.mac_address = f.take("mac_address").map(|v| to_mac("mac_address", &v)).transpose()?;
+    upd.fixed_ips = f.take("fixed_ips").map(|v| fixed_ips(&v)).transpose()?;
+    upd.allowed_address_pairs = f.take("allowed_address_pairs").map(|v| address_pairs(&v)).transpose()?;
+    upd.extra_dhcp_opts = f.take("extra_dhcp_opts").map(|v| dhcp_opts(&v)).transpose()?;
+    upd.binding_host_id =
+        f.take("binding:host_id").map(|v| to_string("binding:host_id", &v, MAX_STRING)).transpose()?;
+    upd.binding_profile = f.take("binding:profile").map(profile).transpose()?;
+    upd.binding_vnic_type = f.take("binding:vnic_type").map(|v| vnic(&v)).transpose()?;
+    if (upd.binding_host_id.is_some() || upd.binding_profile.is_some()) && !ctx.is_privileged() {
+        return Err(Error::policy("update_port:binding:host_id"));
+    }
+    if upd.mac_address.is_some() && !(ctx.is_privileged() || ctx.is_manager_of(&network.project_id)) {
+        return Err(Error::policy("update_port:mac_address"));
+    }
+    if !r.operator {
+        if upd.device_owner.as_deref().is_some_and(device_owner::is_network_owned) {
+            return Err(Error::policy("update_port:device_owner"));
+        }
+        if upd.fixed_ips.as_ref().is_some_and(|f| f.iter().any(|e| e.ip_address.is_some())) {
+            return Err(Error::policy("update_port:fixed_ips:ip_address"));
+        }
+        if upd.port_security_enabled.is_some() {
+            return Err(Error::policy("update_port:port_security_enabled"));
+        }
+        if upd.allowed_address_pairs.is_some() {
+            return Err(Error::policy("update_port:allowed_address_pairs"));
+        }
+    }
+    Ok(upd)
+}
+
+/// Matches `fixed_ips=ip_address=...`, `subnet_id=...` and
+/// `ip_address_substr=...`: some one address of the port must satisfy all.
+fn fixed_ips_filter(view: &Map<String, Value>, values: &[String]) -> Result<bool> {
+    let mut ips = Vec::new();
+    let mut subnets = Vec::new();
+    let mut substrs = Vec::new();
+    for v in values {
+        let (k, val) = v.split_once('=').ok_or_else(|| Error::BadRequest(format!("Invalid fixed_ips filter '{v}'")))?;
+        match k {
+            "ip_address" => {
+                ips.push(super::request::parse_ip(val).map(|i| i.to_string()).unwrap_or_else(|| val.to_string()))
+            }
+            "subnet_id" => subnets.push(val.to_string()),
+            "ip_address_substr" => substrs.push(val.to_string()),
+            other => {
+                return Err(Error::BadRequest(format!("['fixed_ips={other}'] is invalid attribute for filtering")));
+            }
+        }
+    }
+    let list = view.get("fixed_ips").and_then(Value::as_array).cloned().unwrap_or_default();
+    Ok(list.iter().any(|f| {
+        let ip = f["ip_address"].as_str().unwrap_or_default();
+        let subnet = f["subnet_id"].as_str().unwrap_or_default();
+        (ips.is_empty() || ips.iter().any(|i| i == ip))
+            && (subnets.is_empty() || subnets.iter().any(|s| s == subnet))
+            && substrs.iter().all(|s| ip.contains(s.as_str()))
+    }))
+}
+
+async fn list(
+    State(app): State<Arc<App>>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let params = ListParams::parse(q.as_deref(), &PORT, &[])?;
+    let mut lq = ListQuery::new(ctx.viewer());
+    lq.pushdown = params.pushdown();
+    let ports = app.store.list_ports(&lq).await?;
+    let special = |v: &Map<String, Value>, name: &str, values: &[String]| -> Result<Option<bool>> {
+        if name == "fixed_ips" { fixed_ips_filter(v, values).map(Some) } else { Ok(None) }
+    };
+    let views = ports.iter().map(|p| view(p, &ctx)).collect();
+    let page = apply(views, &PORT, &params, &request_base(&app, &headers, &uri), &special)?;
+    Ok(list_response(&PORT, page))
+}
+
+async fn create(State(app): State<Arc<App>>, ctx: Ctx, Body(body): Body) -> ApiResult<Response> {
+    let (items, bulk) = parse_create(&body, &PORT, &ctx)?;
+    let requests = items.into_iter().map(|i| parse_port_create(&ctx, i)).collect::<Result<Vec<_>>>()?;
+    for r in &requests {
+        let network = app.store.get_network(&ctx.viewer(), &r.network_id).await?;
+        check_create_policy(&ctx, &network, r)?;
+    }
+    let ports = app.store.create_ports(requests).await?;
+    Ok(created(&PORT, ports.iter().map(|p| view(p, &ctx)).collect(), bulk))
+}
+
+async fn show(
+    State(app): State<Arc<App>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let id: PortId = path_id(&id, ResourceKind::Port)?;
+    let p = app.store.get_port(&ctx.viewer(), &id).await?;
+    Ok(respond(StatusCode::OK, one("port", view(&p, &ctx), &fields_of(q.as_deref()))))
+}
+
+async fn update(
+    State(app): State<Arc<App>>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let id: PortId = path_id(&id, ResourceKind::Port)?;
+    let current = app.store.get_port(&ctx.viewer(), &id).await?;
+    let network = app.store.get_network(&Viewer::All, &current.network_id).await?;
+    if !(ctx.is_privileged() || ctx.is_member_of(&current.project_id) || ctx.is_member_of(&network.project_id)) {
+        return Err(forbidden("update_port"));
+    }
+    let upd = parse_port_update(&ctx, &network, parse_update(&body, &PORT)?)?;
+    let p = app.store.update_port(&id, upd, if_match(&headers)?).await?;
+    Ok(respond(StatusCode::OK, one("port", view(&p, &ctx), &[])))
+}
+
+async fn delete(
+    State(app): State<Arc<App>>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    no_body(&body)?;
+    let id: PortId = path_id(&id, ResourceKind::Port)?;
+    let current = app.store.get_port(&ctx.viewer(), &id).await?;
+    let network = app.store.get_network(&Viewer::All, &current.network_id).await?;
+    if !(ctx.is_privileged() || ctx.is_member_of(&current.project_id) || ctx.is_member_of(&network.project_id)) {
+        return Err(forbidden("delete_port"));
+    }
+    app.store.delete_port(&id, if_match(&headers)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

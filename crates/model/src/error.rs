@@ -1,0 +1,314 @@
+//! The one error type that crosses Neutrino's layers.
+//!
+//! Each variant is a Neutron exception class: its name is the `type` of the
+//! `NeutronError` body and its `#[error]` text is the `message`. The API layer
+//! maps variants to HTTP statuses in exactly one place (`neutrino_api::error`).
+//! Internal failures (database, I/O) never carry their detail to clients.
+
+use std::borrow::Cow;
+
+/// What a request did wrong, or why the server refused it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    // ---- 400 -----------------------------------------------------------
+    /// Generic malformed request (bad JSON, envelope, unknown attributes).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Attribute validation failure: "Invalid input for X. Reason: ...".
+    #[error("Invalid input for {attribute}. Reason: {reason}.")]
+    InvalidAttribute { attribute: String, reason: String },
+    /// Business-rule validation failure.
+    #[error("Invalid input for operation: {0}.")]
+    InvalidInput(String),
+    #[error("The allocation pool {pool} spanning beyond the subnet cidr {cidr}.")]
+    OutOfBoundsAllocationPool { pool: String, cidr: String },
+    #[error("The allocation pool {0} is not valid.")]
+    InvalidAllocationPool(String),
+    #[error("Gateway is not valid on subnet.")]
+    GatewayInvalid,
+    #[error("Unable to complete operation for {subnet}. The number of DNS nameservers exceeds the limit {limit}.")]
+    DnsNameServersExhausted { subnet: String, limit: usize },
+    #[error("Unable to complete operation for {subnet}. The number of host routes exceeds the limit {limit}.")]
+    HostRoutesExhausted { subnet: String, limit: usize },
+    #[error("IP address {ip} is not a valid IP for the specified subnet.")]
+    InvalidIpForSubnet { ip: String },
+    #[error("IP address {ip} is not a valid IP for any of the subnets on the specified network.")]
+    InvalidIpForNetwork { ip: String },
+    #[error(
+        "IPv6 address {ip} cannot be directly assigned to a port on subnet {subnet} as the subnet is configured for automatic addresses"
+    )]
+    AllocationOnAutoAddressSubnet { ip: String, subnet: String },
+    #[error("Illegal prefix bounds: {0}.")]
+    IllegalSubnetPoolPrefixBounds(String),
+    #[error("Illegal subnetpool prefix update: {0}.")]
+    IllegalSubnetPoolPrefixUpdate(String),
+    #[error("Various prefix versions are used in subnetpool: {0}.")]
+    PrefixVersionMismatch(String),
+    #[error("Subnets hosted on the same network must be allocated from the same subnet pool.")]
+    NetworkSubnetPoolAffinityError,
+    #[error("Unable to delete subnet pool: {0}.")]
+    SubnetPoolDeleteError(String),
+    #[error("Port Security must be enabled in order to have allowed address pairs on a port.")]
+    AddressPairAndPortSecurityRequired,
+    #[error("Failed to update port {port} because port_security_enabled can not be disabled with IPv4 address change.")]
+    IpAddressChangeNotAllowed { port: String },
+    /// Used by `X-Openstack-Request-Id`-less clients sending a `DELETE` body.
+    #[error("Request body is not supported in DELETE.")]
+    DeleteBodyNotSupported,
+
+    // ---- 403 -----------------------------------------------------------
+    #[error("({0}) is disallowed by policy")]
+    PolicyNotAuthorized(String),
+
+    // ---- 404 -----------------------------------------------------------
+    /// A resource that does not exist or that the caller may not see.
+    #[error("{kind} {id} could not be found.")]
+    NotFound { kind: ResourceKind, id: String },
+    /// Unknown URL or an object hidden by policy without a specific class.
+    #[error("The resource could not be found.")]
+    HttpNotFound,
+    #[error("AvailabilityZone {0} could not be found.")]
+    AvailabilityZoneNotFound(String),
+    #[error("Tag {tag} could not be found for {resource} {id}.")]
+    TagNotFound { tag: String, resource: String, id: String },
+
+    // ---- 405 -----------------------------------------------------------
+    #[error("The method is not allowed for the requested URL.")]
+    MethodNotAllowed,
+
+    // ---- 409 -----------------------------------------------------------
+    #[error(
+        "Unable to complete operation on network {network}. There are one or more ports still in use on the network, id for these ports is: {ports}."
+    )]
+    NetworkInUse { network: String, ports: String },
+    #[error(
+        "Unable to complete operation on subnet {subnet}: One or more ports have an IP allocation from this subnet."
+    )]
+    SubnetInUse { subnet: String },
+    #[error("IP address {ip} already allocated in subnet {subnet}")]
+    IpAddressAlreadyAllocated { ip: String, subnet: String },
+    #[error("No more IP addresses available on network {0}.")]
+    IpAddressGenerationFailure(String),
+    #[error("No valid service subnet for the given device owner, network {network}, device owner {owner}.")]
+    NoValidServiceSubnet { network: String, owner: String },
+    #[error("Unable to complete operation for network {network}. The mac address {mac} is in use.")]
+    MacAddressInUse { network: String, mac: String },
+    #[error("Quota exceeded for resources: {0}.")]
+    OverQuota(String),
+    #[error("Found overlapping allocation pools: {0}.")]
+    OverlappingAllocationPools(String),
+    #[error("Gateway ip {gateway} conflicts with allocation pool {pool}.")]
+    GatewayConflictWithAllocationPools { gateway: String, pool: String },
+    #[error("Unable to create the flat network. Physical network {0} is in use.")]
+    FlatNetworkInUse(String),
+    #[error("Unable to create the network. The VLAN {vlan} on physical network {physnet} is in use.")]
+    VlanIdInUse { vlan: i64, physnet: String },
+    #[error("Unable to create the network. The tunnel ID {0} is in use.")]
+    TunnelIdInUse(i64),
+    #[error("Segment '{0}' cannot be deleted while it is in use by subnets.")]
+    SegmentInUse(String),
+    #[error("Unable to reconfigure sharing settings for network {0}. Multiple tenants are using it.")]
+    InvalidSharedSetting(String),
+    #[error("Port {port} has owner {owner} and therefore cannot be updated: {reason}")]
+    UnsupportedPortDeviceOwner { port: String, owner: String, reason: String },
+    #[error(
+        "Unable to complete operation on port {port}, port is already bound, port type: {vif_type}, old_mac {old_mac}, new_mac {new_mac}."
+    )]
+    PortBound { port: String, vif_type: String, old_mac: String, new_mac: String },
+    #[error("Requested MTU {mtu} is too small for the subnets of network {network}: {reason}")]
+    NetworkMtuSubnetConflict { network: String, mtu: i64, reason: String },
+    #[error("Unable to allocate subnet from the pool: {0}")]
+    SubnetAllocationError(String),
+    #[error("Per-project subnet pool prefix quota exceeded: {0}")]
+    SubnetPoolQuotaExceeded(String),
+    #[error("{0}")]
+    Conflict(String),
+
+    // ---- 412 -----------------------------------------------------------
+    #[error("Constrained to {expected}, but current revision is {current}")]
+    RevisionMismatch { expected: i64, current: i64 },
+
+    // ---- 413 -----------------------------------------------------------
+    #[error("Request body is too large.")]
+    RequestTooLarge,
+
+    // ---- 501 / 503 ---------------------------------------------------
+    #[error("Not implemented: {0}")]
+    NotImplemented(String),
+    #[error("Unable to create the network. No project network is available for allocation.")]
+    NoNetworkAvailable,
+    #[error("Unable to generate unique mac on network {0}.")]
+    MacAddressGenerationFailure(String),
+    /// A failure of the server itself; the detail is logged, never shown.
+    #[error("Request Failed: internal server error while processing your request.")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for an attribute validation failure.
+    pub fn attr(attribute: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidAttribute { attribute: attribute.into(), reason: reason.into() }
+    }
+
+    pub fn not_found(kind: ResourceKind, id: impl ToString) -> Self {
+        Error::NotFound { kind, id: id.to_string() }
+    }
+
+    pub fn policy(rule: impl Into<String>) -> Self {
+        Error::PolicyNotAuthorized(format!("rule:{}", rule.into()))
+    }
+
+    /// The Neutron exception class name, the `type` of the error body.
+    pub fn type_name(&self) -> Cow<'static, str> {
+        use Error::*;
+        Cow::Borrowed(match self {
+            BadRequest(_) | InvalidAttribute { .. } | DeleteBodyNotSupported => "HTTPBadRequest",
+            InvalidInput(_) => "InvalidInput",
+            OutOfBoundsAllocationPool { .. } => "OutOfBoundsAllocationPool",
+            InvalidAllocationPool(_) => "InvalidAllocationPool",
+            GatewayInvalid => "InvalidInput",
+            DnsNameServersExhausted { .. } => "DNSNameServersExhausted",
+            HostRoutesExhausted { .. } => "HostRoutesExhausted",
+            InvalidIpForSubnet { .. } => "InvalidIpForSubnet",
+            InvalidIpForNetwork { .. } => "InvalidIpForNetwork",
+            AllocationOnAutoAddressSubnet { .. } => "AllocationOnAutoAddressSubnet",
+            IllegalSubnetPoolPrefixBounds(_) => "IllegalSubnetPoolPrefixBounds",
+            IllegalSubnetPoolPrefixUpdate(_) => "IllegalSubnetPoolPrefixUpdate",
+            PrefixVersionMismatch(_) => "PrefixVersionMismatch",
+            NetworkSubnetPoolAffinityError => "NetworkSubnetPoolAffinityError",
+            SubnetPoolDeleteError(_) => "SubnetPoolDeleteError",
+            AddressPairAndPortSecurityRequired => "AddressPairAndPortSecurityRequired",
+            IpAddressChangeNotAllowed { .. } => "IPAddressChangeNotAllowed",
+            PolicyNotAuthorized(_) => "PolicyNotAuthorized",
+            NotFound { kind, .. } => return Cow::Owned(format!("{}NotFound", kind.class())),
+            HttpNotFound => "HTTPNotFound",
+            AvailabilityZoneNotFound(_) => "AvailabilityZoneNotFound",
+            TagNotFound { .. } => "TagNotFound",
+            MethodNotAllowed => "HTTPMethodNotAllowed",
+            NetworkInUse { .. } => "NetworkInUse",
+            SubnetInUse { .. } => "SubnetInUse",
+            IpAddressAlreadyAllocated { .. } => "IpAddressAlreadyAllocated",
+            IpAddressGenerationFailure(_) | NoValidServiceSubnet { .. } => "IpAddressGenerationFailure",
+            MacAddressInUse { .. } => "MacAddressInUse",
+            OverQuota(_) => "OverQuota",
+            OverlappingAllocationPools(_) => "OverlappingAllocationPools",
+            GatewayConflictWithAllocationPools { .. } => "GatewayConflictWithAllocationPools",
+            FlatNetworkInUse(_) => "FlatNetworkInUse",
+            VlanIdInUse { .. } => "VlanIdInUse",
+            TunnelIdInUse(_) => "TunnelIdInUse",
+            SegmentInUse(_) => "SegmentInUse",
+            InvalidSharedSetting(_) => "InvalidSharedSetting",
+            UnsupportedPortDeviceOwner { .. } => "UnsupportedPortDeviceOwner",
+            PortBound { .. } => "PortBound",
+            NetworkMtuSubnetConflict { .. } => "NetworkMTUSubnetConflict",
+            SubnetAllocationError(_) => "SubnetAllocationError",
+            SubnetPoolQuotaExceeded(_) => "SubnetPoolQuotaExceeded",
+            Conflict(_) => "Conflict",
+            RevisionMismatch { .. } => "RevisionNumberConstraintFailed",
+            RequestTooLarge => "RequestEntityTooLarge",
+            NotImplemented(_) => "NotImplementedError",
+            NoNetworkAvailable => "NoNetworkAvailable",
+            MacAddressGenerationFailure(_) => "MacAddressGenerationFailure",
+            Internal(_) => "HTTPInternalServerError",
+        })
+    }
+
+    /// The HTTP status Neutron answers this error with.
+    pub fn status(&self) -> u16 {
+        use Error::*;
+        match self {
+            BadRequest(_)
+            | InvalidAttribute { .. }
+            | InvalidInput(_)
+            | OutOfBoundsAllocationPool { .. }
+            | InvalidAllocationPool(_)
+            | GatewayInvalid
+            | DnsNameServersExhausted { .. }
+            | HostRoutesExhausted { .. }
+            | InvalidIpForSubnet { .. }
+            | InvalidIpForNetwork { .. }
+            | AllocationOnAutoAddressSubnet { .. }
+            | IllegalSubnetPoolPrefixBounds(_)
+            | IllegalSubnetPoolPrefixUpdate(_)
+            | PrefixVersionMismatch(_)
+            | NetworkSubnetPoolAffinityError
+            | SubnetPoolDeleteError(_)
+            | IpAddressChangeNotAllowed { .. }
+            | DeleteBodyNotSupported => 400,
+            PolicyNotAuthorized(_) => 403,
+            NotFound { .. } | HttpNotFound | AvailabilityZoneNotFound(_) | TagNotFound { .. } => 404,
+            MethodNotAllowed => 405,
+            AddressPairAndPortSecurityRequired
+            | NetworkInUse { .. }
+            | SubnetInUse { .. }
+            | IpAddressAlreadyAllocated { .. }
+            | IpAddressGenerationFailure(_)
+            | NoValidServiceSubnet { .. }
+            | MacAddressInUse { .. }
+            | OverQuota(_)
+            | OverlappingAllocationPools(_)
+            | GatewayConflictWithAllocationPools { .. }
+            | FlatNetworkInUse(_)
+            | VlanIdInUse { .. }
+            | TunnelIdInUse(_)
+            | SegmentInUse(_)
+            | InvalidSharedSetting(_)
+            | UnsupportedPortDeviceOwner { .. }
+            | PortBound { .. }
+            | NetworkMtuSubnetConflict { .. }
+            | SubnetAllocationError(_)
+            | SubnetPoolQuotaExceeded(_)
+            | Conflict(_) => 409,
+            RevisionMismatch { .. } => 412,
+            RequestTooLarge => 413,
+            Internal(_) => 500,
+            NotImplemented(_) => 501,
+            NoNetworkAvailable | MacAddressGenerationFailure(_) => 503,
+        }
+    }
+}
+
+/// Resource kinds, for `<Kind>NotFound` errors and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    Network,
+    Subnet,
+    Port,
+    Segment,
+    SubnetPool,
+    SecurityGroup,
+    Project,
+    User,
+    Role,
+    Quota,
+}
+
+impl ResourceKind {
+    /// The prefix of the exception class name (`NetworkNotFound`).
+    pub fn class(self) -> &'static str {
+        match self {
+            ResourceKind::Network => "Network",
+            ResourceKind::Subnet => "Subnet",
+            ResourceKind::Port => "Port",
+            ResourceKind::Segment => "Segment",
+            ResourceKind::SubnetPool => "SubnetPool",
+            ResourceKind::SecurityGroup => "SecurityGroup",
+            ResourceKind::Project => "Project",
+            ResourceKind::User => "User",
+            ResourceKind::Role => "Role",
+            ResourceKind::Quota => "Quota",
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResourceKind::SubnetPool => "Subnet pool",
+            ResourceKind::SecurityGroup => "Security group",
+            other => other.class(),
+        })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

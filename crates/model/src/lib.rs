@@ -1,0 +1,20 @@
+//! Neutrino's resource model: pure types and rules, no I/O and no async.
+//!
+//! Everything the other layers agree on lives here: typed ids, the error
+//! type with its Neutron names, IPAM arithmetic, MACs and EUI-64, segment
+//! and MTU rules, quota limits and the policy vocabulary.
+
+pub mod error;
+pub mod identity;
+pub mod ids;
+pub mod ipam;
+pub mod mac;
+pub mod policy;
+pub mod quota;
+pub mod resources;
+pub mod segments;
+pub mod subnets;
+
+pub use error::{Error, ResourceKind, Result};
+pub use ids::*;
+pub use mac::MacAddress;

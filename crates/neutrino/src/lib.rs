@@ -1,0 +1,6 @@
+//! The `neutrino` binary's library: configuration and process glue, shared
+//! with the integration tests and the benchmark.
+
+pub mod bench;
+pub mod config;
+pub mod server;

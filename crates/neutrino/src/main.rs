@@ -1,0 +1,125 @@
+//! `neutrino`: the server (and, as the project grows, the agent and CLI).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use neutrino::config::{self, FileConfig, Overrides};
+
+#[derive(Parser)]
+#[command(name = "neutrino", version, about = "Networking as a service: a Neutron-compatible API in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server (Neutron v2.0 on /v2.0, Keystone v3 subset on /v3).
+    Server(Box<ServerArgs>),
+    /// Measure the API over HTTP against a fresh server of this binary.
+    Bench(neutrino::bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "NEUTRINO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9696].
+    #[arg(long, env = "NEUTRINO_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for the database [default: ./neutrino-data].
+    #[arg(long, env = "NEUTRINO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// URL clients use to reach this server, for the catalog and links.
+    #[arg(long, env = "NEUTRINO_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Password of the `admin` user created on first start.
+    #[arg(long, env = "NEUTRINO_BOOTSTRAP_PASSWORD", hide_env_values = true)]
+    bootstrap_password: Option<String>,
+    /// `builtin` (default) or `keystone`.
+    #[arg(long, env = "NEUTRINO_AUTH")]
+    auth: Option<String>,
+    /// External Keystone's URL, for `--auth keystone`.
+    #[arg(long, env = "NEUTRINO_KEYSTONE_URL")]
+    keystone_url: Option<String>,
+    /// Service user that validates tokens with Keystone.
+    #[arg(long, env = "NEUTRINO_KEYSTONE_USERNAME")]
+    keystone_username: Option<String>,
+    #[arg(long, env = "NEUTRINO_KEYSTONE_PASSWORD", hide_env_values = true)]
+    keystone_password: Option<String>,
+    /// Project of the service user [default: service].
+    #[arg(long, env = "NEUTRINO_KEYSTONE_PROJECT")]
+    keystone_project: Option<String>,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEUTRINO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn run_server(args: ServerArgs) -> Result<(), String> {
+    let file = match &args.config {
+        Some(p) => config::read_file(p)?,
+        None => FileConfig::default(),
+    };
+    let cfg = config::resolve(
+        file,
+        Overrides {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            public_url: args.public_url,
+            bootstrap_password: args.bootstrap_password,
+            auth: args.auth,
+            keystone_url: args.keystone_url,
+            keystone_username: args.keystone_username,
+            keystone_password: args.keystone_password,
+            keystone_project: args.keystone_project,
+        },
+    )?;
+    let data_dir = cfg.data_dir.clone();
+    let server = neutrino::server::start(cfg).await?;
+    tracing::info!(url = %server.url(), data_dir = %data_dir.display(), "neutrino server ready");
+    // Machine-readable readiness line for scripts and tests.
+    println!("listening on {}", server.addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => run_server(*args).await,
+        Command::Bench(args) => neutrino::bench::run(args).await,
+    };
+    if let Err(e) = result {
+        eprintln!("neutrino: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,136 @@
+//! `neutrino server`: opens the store, sets up identity, and serves the API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use neutrino_api::auth::{KeystoneSettings, KeystoneValidator};
+use neutrino_api::identity::{IdentityConfig, IdentityService, catalog_ids};
+use neutrino_api::{ApiConfig, App, AuthMode};
+use neutrino_store::{SqliteStore, Store, StoreConfig};
+use tokio::sync::oneshot;
+
+use crate::config::{AuthConfig, ServerConfig};
+
+/// A server running in the background of this process.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    /// The admin password when this start created the admin user.
+    pub admin_password: Option<String>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting requests and waits for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+fn random_password() -> String {
+    use rand::RngExt;
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..20).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}
+
+/// Opens everything and starts serving; returns once the socket listens.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    let store_config = StoreConfig {
+        segments: config.segments.clone(),
+        base_mac: config.base_mac,
+        subnet_limits: config.subnet_limits,
+        max_allowed_address_pairs: config.max_allowed_address_pairs,
+        default_quotas: config.quotas.clone(),
+        sync_full: config.sync_full,
+    };
+    let db = config.data_dir.join("neutrino.db");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&db, store_config).await.map_err(|e| format!("cannot open {}: {e:?}", db.display()))?,
+    );
+
+    let mut admin_password = None;
+    let auth = match &config.auth {
+        AuthConfig::Builtin { token_ttl } => {
+            let identity = Arc::new(IdentityService::new(
+                store.clone(),
+                IdentityConfig { token_ttl: *token_ttl, region: config.region.clone() },
+            ));
+            let (password, generated) = match &config.bootstrap_password {
+                Some(p) => (p.clone(), false),
+                None => (random_password(), true),
+            };
+            let created =
+                identity.bootstrap(&password).await.map_err(|e| format!("identity bootstrap failed: {e:?}"))?;
+            if created {
+                if generated {
+                    let file = config.data_dir.join("admin-password");
+                    write_secret(&file, &password)?;
+                    tracing::warn!(file = %file.display(), "no bootstrap password given: generated one for user 'admin'");
+                }
+                admin_password = Some(password);
+            }
+            AuthMode::Builtin(identity)
+        }
+        AuthConfig::Keystone(k) => AuthMode::Keystone(Arc::new(KeystoneValidator::new(KeystoneSettings {
+            url: k.url.clone(),
+            username: k.username.clone(),
+            password: k.password.clone(),
+            project_name: k.project_name.clone(),
+            user_domain: k.user_domain_name.clone(),
+            project_domain: k.project_domain_name.clone(),
+            cache_ttl: k.cache,
+        }))),
+    };
+    let catalog = catalog_ids(store.as_ref()).await.map_err(|e| format!("catalog: {e:?}"))?;
+    let app = Arc::new(App {
+        store: store.clone(),
+        auth,
+        config: ApiConfig {
+            public_url: config.public_url.clone(),
+            region: config.region.clone(),
+            ..Default::default()
+        },
+        catalog,
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(neutrino_api::serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    // Expired tokens are dropped now and then.
+    let purge_store = store.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            let _ = purge_store.purge_expired_tokens(neutrino_api::identity::now_unix()).await;
+        }
+    });
+    Ok(RunningServer { addr, admin_password, stop: Some(stop), task })
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    writeln!(f, "{secret}").map_err(|e| e.to_string())
+}

@@ -1,0 +1,217 @@
+-- Neutrino's initial schema.
+--
+-- Portable on purpose: TEXT, BIGINT, BOOLEAN and BLOB (bytea on
+-- PostgreSQL) only, so that the PostgreSQL migration is this file with
+-- BLOB spelled BYTEA. Lists that are never filtered on are JSON text.
+-- Timestamps are ISO 8601 UTC text ('2026-01-02T03:04:05Z'), which sorts
+-- correctly as text.
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- ---- identity (the built-in Keystone v3 subset) -------------------------
+
+CREATE TABLE projects (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    domain_id   TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    enabled     BOOLEAN NOT NULL,
+    UNIQUE (domain_id, name)
+);
+
+CREATE TABLE users (
+    id                 TEXT PRIMARY KEY,
+    name               TEXT NOT NULL,
+    domain_id          TEXT NOT NULL,
+    password_hash      TEXT,
+    enabled            BOOLEAN NOT NULL,
+    default_project_id TEXT,
+    email              TEXT,
+    description        TEXT NOT NULL DEFAULT '',
+    UNIQUE (domain_id, name)
+);
+
+CREATE TABLE roles (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT ''
+);
+
+CREATE TABLE role_assignments (
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    project_id TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    role_id    TEXT NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, project_id, role_id)
+);
+CREATE INDEX role_assignments_project ON role_assignments (project_id);
+
+-- Tokens are stored by the SHA-256 of their text, never the text itself.
+CREATE TABLE tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    project_id TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    methods    TEXT NOT NULL,
+    audit_id   TEXT NOT NULL,
+    issued_at  BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX tokens_expiry ON tokens (expires_at);
+
+-- ---- networking ---------------------------------------------------------
+
+CREATE TABLE networks (
+    id                    TEXT PRIMARY KEY,
+    project_id            TEXT NOT NULL,
+    name                  TEXT NOT NULL,
+    description           TEXT NOT NULL,
+    admin_state_up        BOOLEAN NOT NULL,
+    status                TEXT NOT NULL,
+    mtu                   BIGINT NOT NULL,
+    port_security_enabled BOOLEAN NOT NULL,
+    az_hints              TEXT NOT NULL,
+    created_at            TEXT NOT NULL,
+    updated_at            TEXT NOT NULL,
+    revision_number       BIGINT NOT NULL
+);
+CREATE INDEX networks_project ON networks (project_id);
+
+-- Who besides the owner may use a network: access_as_shared and
+-- access_as_external grants to one project or to '*'.
+CREATE TABLE network_rbacs (
+    id             TEXT PRIMARY KEY,
+    network_id     TEXT NOT NULL REFERENCES networks (id) ON DELETE CASCADE,
+    project_id     TEXT NOT NULL,
+    action         TEXT NOT NULL,
+    target_project TEXT NOT NULL,
+    UNIQUE (network_id, action, target_project)
+);
+CREATE INDEX network_rbacs_target ON network_rbacs (target_project, action);
+
+-- One row per segment. The UNIQUE constraint is what makes a VNI, a VLAN
+-- on a physical network, or a flat physical network impossible to hand out
+-- twice: physnet_key is '' when there is no physical network and
+-- segmentation_key is 0 for flat segments.
+CREATE TABLE segments (
+    id               TEXT PRIMARY KEY,
+    network_id       TEXT NOT NULL REFERENCES networks (id) ON DELETE CASCADE,
+    name             TEXT,
+    description      TEXT NOT NULL,
+    network_type     TEXT NOT NULL,
+    physical_network TEXT,
+    segmentation_id  BIGINT,
+    physnet_key      TEXT NOT NULL,
+    segmentation_key BIGINT NOT NULL,
+    seq              BIGINT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    revision_number  BIGINT NOT NULL,
+    UNIQUE (network_type, physnet_key, segmentation_key)
+);
+CREATE INDEX segments_network ON segments (network_id);
+
+CREATE TABLE subnetpools (
+    id                TEXT PRIMARY KEY,
+    project_id        TEXT NOT NULL,
+    name              TEXT NOT NULL,
+    description       TEXT NOT NULL,
+    ip_version        BIGINT NOT NULL,
+    prefixes          TEXT NOT NULL,
+    default_prefixlen BIGINT NOT NULL,
+    min_prefixlen     BIGINT NOT NULL,
+    max_prefixlen     BIGINT NOT NULL,
+    default_quota     BIGINT,
+    is_default        BOOLEAN NOT NULL,
+    shared            BOOLEAN NOT NULL,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL,
+    revision_number   BIGINT NOT NULL
+);
+
+CREATE TABLE subnets (
+    id                TEXT PRIMARY KEY,
+    project_id        TEXT NOT NULL,
+    network_id        TEXT NOT NULL REFERENCES networks (id) ON DELETE CASCADE,
+    name              TEXT NOT NULL,
+    description       TEXT NOT NULL,
+    ip_version        BIGINT NOT NULL,
+    cidr              TEXT NOT NULL,
+    gateway_ip        TEXT,
+    allocation_pools  TEXT NOT NULL,
+    dns_nameservers   TEXT NOT NULL,
+    host_routes       TEXT NOT NULL,
+    enable_dhcp       BOOLEAN NOT NULL,
+    ipv6_ra_mode      TEXT,
+    ipv6_address_mode TEXT,
+    subnetpool_id     TEXT REFERENCES subnetpools (id),
+    segment_id        TEXT REFERENCES segments (id),
+    service_types     TEXT NOT NULL,
+    -- Bumped whenever an address of the subnet is allocated or released, so
+    -- an in-memory copy of the allocations can tell that it is stale.
+    ipam_generation   BIGINT NOT NULL,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL,
+    revision_number   BIGINT NOT NULL
+);
+CREATE INDEX subnets_network ON subnets (network_id);
+CREATE INDEX subnets_pool ON subnets (subnetpool_id);
+
+CREATE TABLE ports (
+    id                    TEXT PRIMARY KEY,
+    project_id            TEXT NOT NULL,
+    network_id            TEXT NOT NULL REFERENCES networks (id),
+    name                  TEXT NOT NULL,
+    description           TEXT NOT NULL,
+    admin_state_up        BOOLEAN NOT NULL,
+    mac_address           TEXT NOT NULL,
+    device_id             TEXT NOT NULL,
+    device_owner          TEXT NOT NULL,
+    status                TEXT NOT NULL,
+    port_security_enabled BOOLEAN NOT NULL,
+    allowed_address_pairs TEXT NOT NULL,
+    extra_dhcp_opts       TEXT NOT NULL,
+    binding_host_id       TEXT NOT NULL,
+    binding_profile       TEXT NOT NULL,
+    binding_vnic_type     TEXT NOT NULL,
+    binding_vif_type      TEXT NOT NULL,
+    binding_vif_details   TEXT NOT NULL,
+    ip_allocation         TEXT NOT NULL,
+    created_at            TEXT NOT NULL,
+    updated_at            TEXT NOT NULL,
+    revision_number       BIGINT NOT NULL,
+    UNIQUE (network_id, mac_address)
+);
+CREATE INDEX ports_network ON ports (network_id);
+CREATE INDEX ports_project ON ports (project_id);
+CREATE INDEX ports_device ON ports (device_id);
+
+-- The primary key is what makes an address impossible to hand out twice.
+-- ip_key is the address as 16 big-endian bytes, so it sorts numerically.
+CREATE TABLE ip_allocations (
+    subnet_id  TEXT NOT NULL REFERENCES subnets (id) ON DELETE CASCADE,
+    ip_key     BLOB NOT NULL,
+    ip_address TEXT NOT NULL,
+    port_id    TEXT NOT NULL REFERENCES ports (id) ON DELETE CASCADE,
+    network_id TEXT NOT NULL,
+    seq        BIGINT NOT NULL,
+    PRIMARY KEY (subnet_id, ip_key)
+);
+CREATE INDEX ip_allocations_port ON ip_allocations (port_id);
+CREATE INDEX ip_allocations_network ON ip_allocations (network_id);
+
+CREATE TABLE tags (
+    resource_type TEXT NOT NULL,
+    resource_id   TEXT NOT NULL,
+    tag           TEXT NOT NULL,
+    PRIMARY KEY (resource_type, resource_id, tag)
+);
+CREATE INDEX tags_resource ON tags (resource_id);
+
+CREATE TABLE quotas (
+    project_id TEXT NOT NULL,
+    resource   TEXT NOT NULL,
+    quota      BIGINT NOT NULL,
+    PRIMARY KEY (project_id, resource)
+);

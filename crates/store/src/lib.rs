@@ -1,0 +1,199 @@
+//! Neutrino's persistence layer.
+//!
+//! [`Store`] is the whole contract between the API and the database: every
+//! method is one transaction. Writes that allocate (IP and MAC addresses,
+//! segmentation ids) check and insert inside that transaction, and the
+//! schema's unique constraints are the last word, so nothing is ever handed
+//! out twice. [`SqliteStore`] is the embedded implementation; its SQL sticks
+//! to what PostgreSQL also accepts (`$n` placeholders, portable types).
+
+mod config;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use neutrino_model::identity::{Project, Role, RoleAssignment, TokenRecord, User};
+use neutrino_model::policy::Viewer;
+use neutrino_model::resources::*;
+use neutrino_model::{NetworkId, PortId, ProjectId, Result, SegmentId, SubnetId, SubnetPoolId, UserId};
+
+pub use config::StoreConfig;
+pub use sqlite::SqliteStore;
+
+/// Columns the store can filter on in SQL before the API applies the rest
+/// of a list request's filters in memory. Empty vectors mean "any".
+#[derive(Debug, Clone, Default)]
+pub struct Pushdown {
+    pub ids: Vec<String>,
+    pub network_ids: Vec<String>,
+    pub project_ids: Vec<String>,
+    pub device_ids: Vec<String>,
+}
+
+/// A list request as far as the store is concerned.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub viewer: Viewer,
+    pub pushdown: Pushdown,
+}
+
+impl ListQuery {
+    pub fn new(viewer: Viewer) -> Self {
+        ListQuery { viewer, pushdown: Pushdown::default() }
+    }
+}
+
+/// Taggable resource types (the `standard-attr-tag` collections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaggedKind {
+    Network,
+    Subnet,
+    Port,
+    SubnetPool,
+    Segment,
+}
+
+impl TaggedKind {
+    pub fn table(self) -> &'static str {
+        match self {
+            TaggedKind::Network => "networks",
+            TaggedKind::Subnet => "subnets",
+            TaggedKind::Port => "ports",
+            TaggedKind::SubnetPool => "subnetpools",
+            TaggedKind::Segment => "segments",
+        }
+    }
+}
+
+/// Used and limit for one quota resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaUsage {
+    pub used: i64,
+    pub limit: i64,
+}
+
+/// Address usage of one subnet, for network IP availability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetAvailability {
+    pub subnet_id: SubnetId,
+    pub subnet_name: String,
+    pub ip_version: i64,
+    pub cidr: String,
+    pub total_ips: u128,
+    pub used_ips: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkAvailability {
+    pub network_id: NetworkId,
+    pub network_name: String,
+    pub project_id: ProjectId,
+    pub subnets: Vec<SubnetAvailability>,
+}
+
+/// A filter for listing projects, users and role assignments.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityFilter {
+    pub name: Option<String>,
+    pub user_id: Option<UserId>,
+    pub project_id: Option<ProjectId>,
+    pub role_id: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- identity -------------------------------------------------------
+    async fn get_meta(&self, key: &str) -> Result<Option<String>>;
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+
+    async fn create_project(&self, project: &Project) -> Result<()>;
+    async fn update_project(&self, project: &Project) -> Result<()>;
+    async fn delete_project(&self, id: &ProjectId) -> Result<()>;
+    async fn get_project(&self, id: &ProjectId) -> Result<Option<Project>>;
+    async fn find_project_by_name(&self, domain_id: &str, name: &str) -> Result<Option<Project>>;
+    async fn list_projects(&self, filter: &IdentityFilter) -> Result<Vec<Project>>;
+
+    async fn create_user(&self, user: &User) -> Result<()>;
+    async fn update_user(&self, user: &User) -> Result<()>;
+    async fn delete_user(&self, id: &UserId) -> Result<()>;
+    async fn get_user(&self, id: &UserId) -> Result<Option<User>>;
+    async fn find_user_by_name(&self, domain_id: &str, name: &str) -> Result<Option<User>>;
+    async fn list_users(&self, filter: &IdentityFilter) -> Result<Vec<User>>;
+
+    async fn create_role(&self, role: &Role) -> Result<()>;
+    async fn delete_role(&self, id: &str) -> Result<()>;
+    async fn get_role(&self, id: &str) -> Result<Option<Role>>;
+    async fn find_role_by_name(&self, name: &str) -> Result<Option<Role>>;
+    async fn list_roles(&self, filter: &IdentityFilter) -> Result<Vec<Role>>;
+
+    async fn grant_role(&self, assignment: &RoleAssignment) -> Result<()>;
+    async fn revoke_role(&self, assignment: &RoleAssignment) -> Result<bool>;
+    async fn list_assignments(&self, filter: &IdentityFilter) -> Result<Vec<RoleAssignment>>;
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
+    async fn get_token(&self, token_hash: &str) -> Result<Option<TokenRecord>>;
+    async fn delete_token(&self, token_hash: &str) -> Result<bool>;
+    /// Removes tokens that expired before `now` (unix seconds).
+    async fn purge_expired_tokens(&self, now: i64) -> Result<u64>;
+
+    // ---- networks and segments -----------------------------------------
+    /// Creates all networks or none (bulk create is atomic).
+    async fn create_networks(&self, requests: Vec<NetworkCreate>) -> Result<Vec<Network>>;
+    async fn get_network(&self, viewer: &Viewer, id: &NetworkId) -> Result<Network>;
+    async fn list_networks(&self, query: &ListQuery) -> Result<Vec<Network>>;
+    async fn update_network(&self, id: &NetworkId, update: NetworkUpdate, if_match: Option<i64>) -> Result<Network>;
+    async fn delete_network(&self, id: &NetworkId, if_match: Option<i64>) -> Result<()>;
+
+    async fn create_segments(&self, requests: Vec<SegmentCreate>) -> Result<Vec<Segment>>;
+    async fn get_segment(&self, id: &SegmentId) -> Result<Segment>;
+    async fn list_segments(&self, query: &ListQuery) -> Result<Vec<Segment>>;
+    async fn update_segment(&self, id: &SegmentId, update: SegmentUpdate, if_match: Option<i64>) -> Result<Segment>;
+    async fn delete_segment(&self, id: &SegmentId, if_match: Option<i64>) -> Result<()>;
+
+    // ---- subnets and subnet pools ----------------------------------------
+    async fn create_subnets(&self, requests: Vec<SubnetCreate>) -> Result<Vec<Subnet>>;
+    async fn get_subnet(&self, viewer: &Viewer, id: &SubnetId) -> Result<Subnet>;
+    async fn list_subnets(&self, query: &ListQuery) -> Result<Vec<Subnet>>;
+    async fn update_subnet(&self, id: &SubnetId, update: SubnetUpdate, if_match: Option<i64>) -> Result<Subnet>;
+    async fn delete_subnet(&self, id: &SubnetId, if_match: Option<i64>) -> Result<()>;
+
+    async fn create_subnetpools(&self, requests: Vec<SubnetPoolCreate>) -> Result<Vec<SubnetPool>>;
+    async fn get_subnetpool(&self, viewer: &Viewer, id: &SubnetPoolId) -> Result<SubnetPool>;
+    async fn list_subnetpools(&self, query: &ListQuery) -> Result<Vec<SubnetPool>>;
+    async fn update_subnetpool(
+        &self,
+        id: &SubnetPoolId,
+        update: SubnetPoolUpdate,
+        if_match: Option<i64>,
+    ) -> Result<SubnetPool>;
+    async fn delete_subnetpool(&self, id: &SubnetPoolId, if_match: Option<i64>) -> Result<()>;
+
+    // ---- ports -----------------------------------------------------------
+    async fn create_ports(&self, requests: Vec<PortCreate>) -> Result<Vec<Port>>;
+    async fn get_port(&self, viewer: &Viewer, id: &PortId) -> Result<Port>;
+    async fn list_ports(&self, query: &ListQuery) -> Result<Vec<Port>>;
+    async fn update_port(&self, id: &PortId, update: PortUpdate, if_match: Option<i64>) -> Result<Port>;
+    async fn delete_port(&self, id: &PortId, if_match: Option<i64>) -> Result<()>;
+
+    // ---- tags, quotas, availability ----------------------------------------
+    /// Replaces the tags of a resource; bumps its revision.
+    async fn set_tags(&self, kind: TaggedKind, id: &str, tags: &[String]) -> Result<()>;
+
+    /// Limits of a project: defaults overridden by per-project values.
+    async fn get_quotas(&self, project: &ProjectId) -> Result<BTreeMap<String, i64>>;
+    /// Sets per-project limits. Unless `force`, refuses a limit below the
+    /// current usage.
+    async fn set_quotas(
+        &self,
+        project: &ProjectId,
+        limits: &BTreeMap<String, i64>,
+        force: bool,
+    ) -> Result<BTreeMap<String, i64>>;
+    async fn delete_quotas(&self, project: &ProjectId) -> Result<()>;
+    /// Projects with any non-default limit, with all their limits.
+    async fn list_quotas(&self) -> Result<Vec<(ProjectId, BTreeMap<String, i64>)>>;
+    async fn quota_usage(&self, project: &ProjectId) -> Result<BTreeMap<String, QuotaUsage>>;
+
+    async fn ip_availability(&self, network_ids: &[NetworkId]) -> Result<Vec<NetworkAvailability>>;
+}

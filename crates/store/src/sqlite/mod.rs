@@ -1,0 +1,187 @@
+//! The embedded SQLite store.
+//!
+//! One connection writes, under a mutex, so write transactions are
+//! serialised without `SQLITE_BUSY` retries; a small pool of read-only
+//! connections serves reads concurrently (WAL mode). With WAL and
+//! `synchronous=NORMAL` a committed transaction survives a crash or kill of
+//! the process; `sync_full` extends that to power loss at a cost per commit.
+//!
+//! Every SQL text here is portable: `$n` placeholders and types PostgreSQL
+//! shares, so the PostgreSQL backend reuses the same statements.
+
+mod identity;
+mod ipam;
+mod networks;
+mod ports;
+mod quotas;
+mod rows;
+mod store_impl;
+mod subnetpools;
+mod subnets;
+mod tags;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use neutrino_model::{Error, Result};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, SqlSafeStr};
+use tokio::sync::Mutex;
+
+use crate::StoreConfig;
+
+/// The database handle type the statements are written for.
+pub(crate) type Db = sqlx::Sqlite;
+pub(crate) type Tx<'c> = sqlx::Transaction<'c, Db>;
+
+pub struct SqliteStore {
+    writer: Mutex<Writer>,
+    readers: SqlitePool,
+    config: StoreConfig,
+}
+
+/// The writing connection and the state that is only touched under its lock.
+struct Writer {
+    conn: SqliteConnection,
+    ipam: ipam::IpamCache,
+}
+
+const MIGRATION_INITIAL: &str = include_str!("../../migrations/sqlite/0001_initial.sql");
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings its
+    /// schema up to date.
+    pub async fn open(path: &Path, config: StoreConfig) -> Result<Self> {
+        let sync = if config.sync_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sync)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-32000")
+            .pragma("temp_store", "memory");
+        let mut conn = SqliteConnection::connect_with(&base.clone().create_if_missing(true)).await.map_err(internal)?;
+        migrator().run(&mut conn).await.map_err(|e| Error::Internal(format!("migration: {e}")))?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(internal)?;
+        Ok(SqliteStore { writer: Mutex::new(Writer { conn, ipam: ipam::IpamCache::default() }), readers, config })
+    }
+
+    /// Opens `sqlite://PATH` style URLs as well as plain paths.
+    pub async fn open_url(url: &str, config: StoreConfig) -> Result<Self> {
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        Self::open(Path::new(path), config).await
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+}
+
+fn migrator() -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "initial".into(),
+        MigrationType::Simple,
+        MIGRATION_INITIAL.into_sql_str(),
+        false,
+    )])
+}
+
+/// Logs a database failure and turns it into the opaque internal error.
+pub(crate) fn internal(e: sqlx::Error) -> Error {
+    tracing::error!(error = %e, "database error");
+    Error::Internal(e.to_string())
+}
+
+/// Whether a database error is a violated UNIQUE or PRIMARY KEY constraint.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// The current time in Neutron's timestamp format.
+pub(crate) fn now_iso() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    now.format(&fmt).unwrap_or_default()
+}
+
+/// Refuses a write whose `If-Match` revision is not the current one.
+pub(crate) fn check_revision(if_match: Option<i64>, current: i64) -> Result<()> {
+    match if_match {
+        Some(expected) if expected != current => Err(Error::RevisionMismatch { expected, current }),
+        _ => Ok(()),
+    }
+}
+
+/// JSON text of a value stored in a TEXT column.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::Internal(format!("corrupt JSON column: {e}")))
+}
+
+pub(crate) fn parse_col<T: FromStr>(text: &str, what: &str) -> Result<T> {
+    text.parse().map_err(|_| Error::Internal(format!("corrupt {what} column: {text:?}")))
+}
+
+/// Builds `($k, $k+1, ...)` for an IN list starting at placeholder `first`.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    let items: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();
+    format!("({})", items.join(", "))
+}
+
+/// A WHERE clause under construction, with its bound text arguments.
+#[derive(Default, Clone)]
+pub(crate) struct Where {
+    clauses: Vec<String>,
+    pub args: Vec<String>,
+}
+
+impl Where {
+    /// Adds a condition; `{}` placeholders in `sql` are replaced with
+    /// numbered parameters for `values`, in order.
+    pub fn add(&mut self, sql: &str, values: &[&str]) {
+        let mut out = String::new();
+        let mut rest = sql;
+        for v in values {
+            let Some(pos) = rest.find("{}") else { break };
+            out.push_str(&rest[..pos]);
+            self.args.push((*v).to_string());
+            out.push_str(&format!("${}", self.args.len()));
+            rest = &rest[pos + 2..];
+        }
+        out.push_str(rest);
+        self.clauses.push(out);
+    }
+
+    /// Adds `column IN (...)` unless `values` is empty.
+    pub fn add_in(&mut self, column: &str, values: &[String]) {
+        if values.is_empty() {
+            return;
+        }
+        let ph = placeholders(self.args.len() + 1, values.len());
+        self.args.extend(values.iter().cloned());
+        self.clauses.push(format!("{column} IN {ph}"));
+    }
+
+    pub fn sql(&self) -> String {
+        if self.clauses.is_empty() { "1 = 1".to_string() } else { self.clauses.join(" AND ") }
+    }
+}
+
+/// Begins a write transaction on the writer connection.
+pub(crate) async fn begin(conn: &mut SqliteConnection) -> Result<Tx<'_>> {
+    conn.begin().await.map_err(internal)
+}

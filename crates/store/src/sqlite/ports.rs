@@ -1,0 +1,670 @@
+//! Ports: MAC and fixed-IP allocation (spec §3.1.3), EUI-64 addresses,
+//! port security and allowed address pairs, bindings.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use neutrino_model::ipam::{self, Choice, IpVersion};
+use neutrino_model::policy::Viewer;
+use neutrino_model::resources::*;
+use neutrino_model::{Error, MacAddress, NetworkId, PortId, ResourceKind, Result, SubnetId};
+use sqlx::sqlite::SqliteConnection;
+
+use super::ipam::IpamTxn;
+use super::networks::{check_quota, get_network_in};
+use super::rows::{fetch, load_ports};
+use super::subnets::{bump_generation, insert_allocation, network_subnets_gen, subnet_exists};
+use super::{SqliteStore, Where, begin, check_revision, internal, now_iso, to_json};
+use crate::ListQuery;
+
+/// How many random MACs to try before giving up (503).
+const MAC_ATTEMPTS: usize = 16;
+
+fn port_visibility(w: &mut Where, viewer: &Viewer) {
+    if let Viewer::Project(p) = viewer {
+        w.add(
+            "(p.project_id = {} OR p.network_id IN (SELECT id FROM networks WHERE project_id = {}))",
+            &[p.as_str(), p.as_str()],
+        );
+    }
+}
+
+async fn get_port_in(conn: &mut SqliteConnection, viewer: &Viewer, id: &PortId) -> Result<Port> {
+    let mut w = Where::default();
+    w.add("p.id = {}", &[&id.to_string()]);
+    port_visibility(&mut w, viewer);
+    load_ports(conn, &w).await?.pop().ok_or_else(|| Error::not_found(ResourceKind::Port, id))
+}
+
+async fn mac_in_use(conn: &mut SqliteConnection, network: &NetworkId, mac: MacAddress) -> Result<bool> {
+    let rows = fetch(
+        conn,
+        "SELECT 1 AS one FROM ports WHERE network_id = $1 AND mac_address = $2".into(),
+        &[network.to_string(), mac.to_string()],
+    )
+    .await?;
+    Ok(!rows.is_empty())
+}
+
+/// Resolves requested address pairs (the MAC defaults to the port's) and
+/// checks their number and uniqueness.
+fn resolve_address_pairs(pairs: &[AddressPairRequest], port_mac: MacAddress, max: usize) -> Result<Vec<AddressPair>> {
+    if pairs.len() > max {
+        return Err(Error::BadRequest(format!(
+            "Invalid input for allowed_address_pairs. Reason: Exceeded maximum amount of allowed address pairs {max}."
+        )));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let pair = AddressPair {
+            ip_address: p.ip_address.clone(),
+            mac_address: p.mac_address.unwrap_or(port_mac).to_string(),
+        };
+        if !seen.insert(pair.clone()) {
+            return Err(Error::attr("allowed_address_pairs", "Duplicate address pair in the request"));
+        }
+        out.push(pair);
+    }
+    Ok(out)
+}
+
+/// Merges extra DHCP options by `(opt_name, ip_version)`; a `null` value
+/// removes an option.
+fn merge_dhcp_opts(current: &[ExtraDhcpOpt], changes: &[ExtraDhcpOpt]) -> Vec<ExtraDhcpOpt> {
+    let mut out: Vec<ExtraDhcpOpt> = current.to_vec();
+    for c in changes {
+        let pos = out.iter().position(|o| o.opt_name == c.opt_name && o.ip_version == c.ip_version);
+        match (pos, &c.opt_value) {
+            (Some(i), None) => {
+                out.remove(i);
+            }
+            (Some(i), Some(_)) => out[i] = c.clone(),
+            (None, Some(_)) => out.push(c.clone()),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// The binding attributes that follow from a host id.
+fn binding_for(host: &str, profile: serde_json::Value, vnic: &str) -> Binding {
+    if host.is_empty() {
+        Binding {
+            host_id: String::new(),
+            profile,
+            vnic_type: vnic.to_string(),
+            vif_type: VIF_TYPE_UNBOUND.into(),
+            vif_details: serde_json::json!({}),
+        }
+    } else {
+        Binding {
+            host_id: host.to_string(),
+            profile,
+            vnic_type: vnic.to_string(),
+            vif_type: VIF_TYPE_BRIDGE.into(),
+            vif_details: serde_json::json!({"port_filter": true, "connectivity": "l2"}),
+        }
+    }
+}
+
+/// Whether `addr` may be requested explicitly on `subnet` by a port of
+/// `owner` (inside the CIDR; IPv4 network/broadcast excluded; the IPv6
+/// subnet-router anycast address only for router ports and unowned ports).
+fn valid_for_subnet(subnet: &Subnet, addr: IpAddr, owner: &str) -> bool {
+    if !subnet.cidr.contains(&addr) {
+        return false;
+    }
+    match subnet.cidr {
+        IpNet::V4(n) if n.prefix_len() < 31 => addr != IpAddr::V4(n.network()) && addr != IpAddr::V4(n.broadcast()),
+        IpNet::V6(n) if addr == IpAddr::V6(n.network()) => {
+            owner.is_empty() || device_owner::is_router_port(owner) || owner == device_owner::ROUTER_GATEWAY
+        }
+        _ => true,
+    }
+}
+
+fn eui64_on(subnet: &Subnet, mac: MacAddress) -> Option<IpAddr> {
+    match subnet.cidr {
+        IpNet::V6(prefix) => Some(IpAddr::V6(ipam::eui64_address(&prefix, mac))),
+        IpNet::V4(_) => None,
+    }
+}
+
+/// The inputs of address planning for one port.
+struct PlanInput<'a> {
+    network: &'a NetworkId,
+    subnets: &'a [Subnet],
+    mac: MacAddress,
+    owner: &'a str,
+    /// `None`: automatic (create only).
+    requested: Option<&'a [FixedIpRequest]>,
+    /// The port's current addresses (empty on create).
+    current: &'a [FixedIp],
+}
+
+/// Works out a port's complete list of fixed IPs, allocating in the IPAM
+/// transaction what is new. Addresses already held are kept as they are.
+async fn plan_fixed_ips(
+    conn: &mut SqliteConnection,
+    ipam: &mut IpamTxn<'_>,
+    input: PlanInput<'_>,
+) -> Result<Vec<FixedIp>> {
+    let owner = input.owner;
+    let router_port = device_owner::is_router_port(owner);
+    let router_if = device_owner::is_router_interface(owner);
+    let choice = if device_owner::takes_lowest_address(owner) { Choice::Lowest } else { Choice::Random };
+    let holds =
+        |subnet: &SubnetId, addr: IpAddr| input.current.iter().any(|f| f.subnet_id == *subnet && f.ip_address == addr);
+    let mut out: Vec<FixedIp> = Vec::new();
+
+    let Some(requested) = input.requested else {
+        // Automatic: service-typed subnets for this owner first, then plain.
+        let typed: Vec<&Subnet> = input
+            .subnets
+            .iter()
+            .filter(|s| !s.service_types.is_empty() && s.service_types.iter().any(|t| t == owner))
+            .collect();
+        let plain: Vec<&Subnet> = input.subnets.iter().filter(|s| s.service_types.is_empty()).collect();
+        if !input.subnets.is_empty() && typed.is_empty() && plain.is_empty() {
+            return Err(Error::NoValidServiceSubnet { network: input.network.to_string(), owner: owner.to_string() });
+        }
+        let ordered: Vec<&Subnet> = typed.into_iter().chain(plain).collect();
+        for stateful in [
+            ordered.iter().filter(|s| s.ip_version == IpVersion::V4).copied().collect::<Vec<_>>(),
+            ordered.iter().filter(|s| s.ip_version == IpVersion::V6 && !s.is_auto_address()).copied().collect(),
+        ] {
+            if stateful.is_empty() {
+                continue;
+            }
+            let mut got = None;
+            for s in &stateful {
+                if let Some(a) = ipam.choose(s, choice) {
+                    got = Some((s.id, ipam::from_u128(a, s.ip_version)));
+                    break;
+                }
+            }
+            let (subnet_id, ip_address) =
+                got.ok_or_else(|| Error::IpAddressGenerationFailure(input.network.to_string()))?;
+            ipam.take(&subnet_id, ipam::to_u128(ip_address));
+            out.push(FixedIp { subnet_id, ip_address });
+        }
+        if !router_port {
+            for s in ordered.iter().filter(|s| s.is_auto_address()) {
+                let Some(addr) = eui64_on(s, input.mac) else { continue };
+                if ipam.is_taken(&s.id, ipam::to_u128(addr)) {
+                    return Err(Error::IpAddressAlreadyAllocated { ip: addr.to_string(), subnet: s.id.to_string() });
+                }
+                ipam.take(&s.id, ipam::to_u128(addr));
+                out.push(FixedIp { subnet_id: s.id, ip_address: addr });
+            }
+        }
+        return Ok(out);
+    };
+
+    // Explicit list: resolve each entry's subnet first.
+    let by_id: HashMap<SubnetId, &Subnet> = input.subnets.iter().map(|s| (s.id, s)).collect();
+    let mut resolved: Vec<(&Subnet, Option<IpAddr>)> = Vec::with_capacity(requested.len());
+    let mut seen_ips = HashSet::new();
+    for entry in requested {
+        let subnet = match (entry.subnet_id, entry.ip_address) {
+            (None, None) => {
+                return Err(Error::BadRequest("IP allocation requires subnet_id or ip_address".into()));
+            }
+            (Some(sid), _) => match by_id.get(&sid) {
+                Some(s) => *s,
+                None if subnet_exists(conn, &sid).await? => {
+                    return Err(Error::InvalidInput(format!(
+                        "Failed to create port on network {}, because fixed_ips included invalid subnet {sid}",
+                        input.network
+                    )));
+                }
+                None => return Err(Error::not_found(ResourceKind::Subnet, sid)),
+            },
+            (None, Some(ip)) => input
+                .subnets
+                .iter()
+                .find(|s| s.cidr.contains(&ip))
+                .ok_or_else(|| Error::InvalidIpForNetwork { ip: ip.to_string() })?,
+        };
+        if let Some(ip) = entry.ip_address {
+            if !valid_for_subnet(subnet, ip, owner) {
+                return Err(Error::InvalidIpForSubnet { ip: ip.to_string() });
+            }
+            if subnet.is_auto_address() && !router_if && Some(ip) != eui64_on(subnet, input.mac) {
+                return Err(Error::AllocationOnAutoAddressSubnet { ip: ip.to_string(), subnet: subnet.id.to_string() });
+            }
+            if !seen_ips.insert(ip) {
+                return Err(Error::attr("fixed_ips", format!("Duplicate IP address '{ip}'")));
+            }
+        }
+        resolved.push((subnet, entry.ip_address));
+    }
+
+    // Explicit addresses are claimed before any automatic choice.
+    let mut chosen: Vec<Option<IpAddr>> = vec![None; resolved.len()];
+    for (i, (subnet, ip)) in resolved.iter().enumerate() {
+        let Some(ip) = ip else { continue };
+        if !holds(&subnet.id, *ip) {
+            let key = ipam::to_u128(*ip);
+            if ipam.is_taken(&subnet.id, key) {
+                return Err(Error::IpAddressAlreadyAllocated { ip: ip.to_string(), subnet: subnet.id.to_string() });
+            }
+            ipam.take(&subnet.id, key);
+        }
+        chosen[i] = Some(*ip);
+    }
+    let mut kept_current: HashSet<IpAddr> = HashSet::new();
+    for (i, (subnet, ip)) in resolved.iter().enumerate() {
+        if ip.is_some() {
+            continue;
+        }
+        // Keep the address the port already has on this subnet, if any.
+        if let Some(existing) = input.current.iter().find(|f| {
+            f.subnet_id == subnet.id && !kept_current.contains(&f.ip_address) && !chosen.contains(&Some(f.ip_address))
+        }) {
+            let want = if subnet.is_auto_address() && !router_if { eui64_on(subnet, input.mac) } else { None };
+            if want.is_none() || want == Some(existing.ip_address) {
+                kept_current.insert(existing.ip_address);
+                chosen[i] = Some(existing.ip_address);
+                continue;
+            }
+        }
+        let addr = if subnet.is_auto_address() && !router_if {
+            let a = eui64_on(subnet, input.mac).ok_or_else(|| Error::Internal("EUI-64 on IPv4".into()))?;
+            if !holds(&subnet.id, a) && ipam.is_taken(&subnet.id, ipam::to_u128(a)) {
+                return Err(Error::IpAddressAlreadyAllocated { ip: a.to_string(), subnet: subnet.id.to_string() });
+            }
+            a
+        } else {
+            let a = ipam
+                .choose(subnet, choice)
+                .ok_or_else(|| Error::IpAddressGenerationFailure(input.network.to_string()))?;
+            ipam::from_u128(a, subnet.ip_version)
+        };
+        if !holds(&subnet.id, addr) {
+            ipam.take(&subnet.id, ipam::to_u128(addr));
+        }
+        chosen[i] = Some(addr);
+    }
+    for ((subnet, _), ip) in resolved.iter().zip(chosen) {
+        if let Some(ip) = ip {
+            out.push(FixedIp { subnet_id: subnet.id, ip_address: ip });
+        }
+    }
+    // Addresses on auto-address subnets stay even when the update omits them.
+    for f in input.current {
+        let auto = by_id.get(&f.subnet_id).is_some_and(|s| s.is_auto_address());
+        if auto && !out.iter().any(|o| o.subnet_id == f.subnet_id) {
+            let addr = by_id
+                .get(&f.subnet_id)
+                .and_then(|s| if router_if { None } else { eui64_on(s, input.mac) })
+                .unwrap_or(f.ip_address);
+            if addr != f.ip_address {
+                if ipam.is_taken(&f.subnet_id, ipam::to_u128(addr)) {
+                    return Err(Error::IpAddressAlreadyAllocated {
+                        ip: addr.to_string(),
+                        subnet: f.subnet_id.to_string(),
+                    });
+                }
+                ipam.take(&f.subnet_id, ipam::to_u128(addr));
+            }
+            out.push(FixedIp { subnet_id: f.subnet_id, ip_address: addr });
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a port's addresses (replacing any it had) and keeps the IPAM
+/// generations and cache in step.
+async fn write_allocations(
+    conn: &mut SqliteConnection,
+    ipam: &mut IpamTxn<'_>,
+    port: &PortId,
+    network: &NetworkId,
+    old: &[FixedIp],
+    new: &[FixedIp],
+) -> Result<()> {
+    let pid = port.to_string();
+    if !old.is_empty() {
+        sqlx::query("DELETE FROM ip_allocations WHERE port_id = $1")
+            .bind(&pid)
+            .execute(&mut *conn)
+            .await
+            .map_err(internal)?;
+    }
+    let mut touched: HashSet<SubnetId> = HashSet::new();
+    for f in old {
+        if !new.contains(f) {
+            ipam.release(&f.subnet_id, ipam::to_u128(f.ip_address));
+            touched.insert(f.subnet_id);
+        }
+    }
+    for (i, f) in new.iter().enumerate() {
+        insert_allocation(conn, &f.subnet_id, f.ip_address, &pid, &network.to_string(), i as i64 + 1).await?;
+        if !old.contains(f) {
+            touched.insert(f.subnet_id);
+        }
+    }
+    for s in touched {
+        bump_generation(conn, ipam, &s).await?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    pub(crate) async fn create_ports_impl(&self, requests: Vec<PortCreate>) -> Result<Vec<Port>> {
+        let mut guard = self.writer.lock().await;
+        let w = &mut *guard;
+        let mut tx = begin(&mut w.conn).await?;
+        let mut ipam = w.ipam.begin();
+        let now = now_iso();
+        let mut per_project: HashMap<String, i64> = HashMap::new();
+        for r in &requests {
+            *per_project.entry(r.project_id.to_string()).or_default() += 1;
+        }
+        for (project, count) in &per_project {
+            check_quota(&mut tx, self, project, "port", "ports", *count).await?;
+        }
+        let mut created = Vec::with_capacity(requests.len());
+        let mut networks: HashMap<NetworkId, (Network, Vec<Subnet>)> = HashMap::new();
+        for req in requests {
+            if let std::collections::hash_map::Entry::Vacant(e) = networks.entry(req.network_id) {
+                let network = get_network_in(&mut tx, &Viewer::All, &req.network_id).await?;
+                e.insert((network, Vec::new()));
+            }
+            // Subnets are re-read per port: their generations move as we go.
+            let subnets_gen = network_subnets_gen(&mut tx, &req.network_id).await?;
+            for (s, generation) in &subnets_gen {
+                ipam.ensure(&mut tx, &s.id, *generation).await?;
+            }
+            let subnets: Vec<Subnet> = subnets_gen.into_iter().map(|(s, _)| s).collect();
+            let network = &networks[&req.network_id].0;
+
+            let mac = match req.mac_address {
+                Some(mac) => {
+                    if mac_in_use(&mut tx, &req.network_id, mac).await? {
+                        return Err(Error::MacAddressInUse {
+                            network: req.network_id.to_string(),
+                            mac: mac.to_string(),
+                        });
+                    }
+                    mac
+                }
+                None => {
+                    let mut found = None;
+                    for _ in 0..MAC_ATTEMPTS {
+                        let candidate = MacAddress::random_with_base(self.config.base_mac, &mut rand::rng());
+                        if !mac_in_use(&mut tx, &req.network_id, candidate).await? {
+                            found = Some(candidate);
+                            break;
+                        }
+                    }
+                    found.ok_or_else(|| Error::MacAddressGenerationFailure(req.network_id.to_string()))?
+                }
+            };
+            let port_security = req.port_security_enabled.unwrap_or(network.port_security_enabled);
+            if !port_security && !req.allowed_address_pairs.is_empty() {
+                return Err(Error::AddressPairAndPortSecurityRequired);
+            }
+            let pairs = resolve_address_pairs(&req.allowed_address_pairs, mac, self.config.max_allowed_address_pairs)?;
+            let id = PortId::new();
+            let fixed = plan_fixed_ips(
+                &mut tx,
+                &mut ipam,
+                PlanInput {
+                    network: &req.network_id,
+                    subnets: &subnets,
+                    mac,
+                    owner: &req.device_owner,
+                    requested: req.fixed_ips.as_deref(),
+                    current: &[],
+                },
+            )
+            .await?;
+            let binding = binding_for(&req.binding_host_id, req.binding_profile.clone(), &req.binding_vnic_type);
+            let ip_allocation = if req.fixed_ips.as_ref().is_some_and(|f| f.is_empty()) { "none" } else { "immediate" };
+            let res = sqlx::query(
+                "INSERT INTO ports (id, project_id, network_id, name, description, admin_state_up, mac_address, device_id, \
+                 device_owner, status, port_security_enabled, allowed_address_pairs, extra_dhcp_opts, binding_host_id, \
+                 binding_profile, binding_vnic_type, binding_vif_type, binding_vif_details, ip_allocation, created_at, \
+                 updated_at, revision_number) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'DOWN', $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, 1)",
+            )
+            .bind(id.to_string())
+            .bind(req.project_id.as_str())
+            .bind(req.network_id.to_string())
+            .bind(&req.name)
+            .bind(&req.description)
+            .bind(req.admin_state_up)
+            .bind(mac.to_string())
+            .bind(&req.device_id)
+            .bind(&req.device_owner)
+            .bind(port_security)
+            .bind(to_json(&pairs))
+            .bind(to_json(&req.extra_dhcp_opts))
+            .bind(&binding.host_id)
+            .bind(to_json(&binding.profile))
+            .bind(&binding.vnic_type)
+            .bind(&binding.vif_type)
+            .bind(to_json(&binding.vif_details))
+            .bind(ip_allocation)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await;
+            match res {
+                Ok(_) => {}
+                Err(e) if super::is_unique_violation(&e) => {
+                    return Err(Error::MacAddressInUse { network: req.network_id.to_string(), mac: mac.to_string() });
+                }
+                Err(e) => return Err(internal(e)),
+            }
+            write_allocations(&mut tx, &mut ipam, &id, &req.network_id, &[], &fixed).await?;
+            let mut tags = req.tags.clone();
+            tags.sort();
+            tags.dedup();
+            for tag in &tags {
+                sqlx::query("INSERT INTO tags (resource_type, resource_id, tag) VALUES ('ports', $1, $2)")
+                    .bind(id.to_string())
+                    .bind(tag)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+            }
+            created.push(Port {
+                id,
+                project_id: req.project_id,
+                network_id: req.network_id,
+                name: req.name,
+                description: req.description,
+                admin_state_up: req.admin_state_up,
+                mac_address: mac,
+                fixed_ips: fixed,
+                device_id: req.device_id,
+                device_owner: req.device_owner,
+                status: "DOWN".into(),
+                port_security_enabled: port_security,
+                allowed_address_pairs: pairs,
+                extra_dhcp_opts: req.extra_dhcp_opts,
+                binding,
+                ip_allocation: ip_allocation.into(),
+                std: StandardAttrs { created_at: now.clone(), updated_at: now.clone(), revision_number: 1, tags },
+            });
+        }
+        tx.commit().await.map_err(internal)?;
+        ipam.commit();
+        Ok(created)
+    }
+
+    pub(crate) async fn get_port_impl(&self, viewer: &Viewer, id: &PortId) -> Result<Port> {
+        let mut conn = self.readers.acquire().await.map_err(internal)?;
+        get_port_in(&mut conn, viewer, id).await
+    }
+
+    pub(crate) async fn list_ports_impl(&self, q: &ListQuery) -> Result<Vec<Port>> {
+        let mut w = Where::default();
+        port_visibility(&mut w, &q.viewer);
+        w.add_in("p.id", &q.pushdown.ids);
+        w.add_in("p.network_id", &q.pushdown.network_ids);
+        w.add_in("p.project_id", &q.pushdown.project_ids);
+        w.add_in("p.device_id", &q.pushdown.device_ids);
+        let mut conn = self.readers.acquire().await.map_err(internal)?;
+        load_ports(&mut conn, &w).await
+    }
+
+    pub(crate) async fn update_port_impl(&self, id: &PortId, upd: PortUpdate, if_match: Option<i64>) -> Result<Port> {
+        let mut guard = self.writer.lock().await;
+        let w = &mut *guard;
+        let mut tx = begin(&mut w.conn).await?;
+        let mut ipam = w.ipam.begin();
+        let current = get_port_in(&mut tx, &Viewer::All, id).await?;
+        check_revision(if_match, current.std.revision_number)?;
+        let network = get_network_in(&mut tx, &Viewer::All, &current.network_id).await?;
+        let owner = upd.device_owner.clone().unwrap_or_else(|| current.device_owner.clone());
+
+        let mac = upd.mac_address.unwrap_or(current.mac_address);
+        if mac != current.mac_address {
+            if device_owner::is_network_owned(&current.device_owner) {
+                return Err(Error::UnsupportedPortDeviceOwner {
+                    port: id.to_string(),
+                    owner: current.device_owner.clone(),
+                    reason: "its MAC address cannot be changed".into(),
+                });
+            }
+            if !current.binding.host_id.is_empty() && current.binding.vif_type != VIF_TYPE_UNBOUND {
+                return Err(Error::PortBound {
+                    port: id.to_string(),
+                    vif_type: current.binding.vif_type.clone(),
+                    old_mac: current.mac_address.to_string(),
+                    new_mac: mac.to_string(),
+                });
+            }
+            if mac_in_use(&mut tx, &current.network_id, mac).await? {
+                return Err(Error::MacAddressInUse { network: current.network_id.to_string(), mac: mac.to_string() });
+            }
+        }
+        let port_security = upd.port_security_enabled.unwrap_or(current.port_security_enabled);
+        let pairs = match &upd.allowed_address_pairs {
+            Some(p) => resolve_address_pairs(p, mac, self.config.max_allowed_address_pairs)?,
+            None => current.allowed_address_pairs.clone(),
+        };
+        if !port_security && !pairs.is_empty() {
+            return Err(Error::AddressPairAndPortSecurityRequired);
+        }
+
+        if upd.fixed_ips.is_some() || mac != current.mac_address {
+            let subnets_gen = network_subnets_gen(&mut tx, &current.network_id).await?;
+            for (s, generation) in &subnets_gen {
+                ipam.ensure(&mut tx, &s.id, *generation).await?;
+            }
+            let subnets: Vec<Subnet> = subnets_gen.into_iter().map(|(s, _)| s).collect();
+            // Without a new list, a MAC change re-derives the EUI-64 addresses.
+            let keep_all: Vec<FixedIpRequest>;
+            let requested = match &upd.fixed_ips {
+                Some(list) => list.as_slice(),
+                None => {
+                    keep_all = current
+                        .fixed_ips
+                        .iter()
+                        .map(|f| {
+                            let auto = subnets.iter().any(|s| s.id == f.subnet_id && s.is_auto_address());
+                            FixedIpRequest { subnet_id: Some(f.subnet_id), ip_address: (!auto).then_some(f.ip_address) }
+                        })
+                        .collect();
+                    keep_all.as_slice()
+                }
+            };
+            let fixed = plan_fixed_ips(
+                &mut tx,
+                &mut ipam,
+                PlanInput {
+                    network: &current.network_id,
+                    subnets: &subnets,
+                    mac,
+                    owner: &owner,
+                    requested: Some(requested),
+                    current: &current.fixed_ips,
+                },
+            )
+            .await?;
+            if device_owner::is_router_port(&current.device_owner) {
+                let v4 = |list: &[FixedIp]| -> Vec<IpAddr> {
+                    list.iter().filter(|f| f.ip_address.is_ipv4()).map(|f| f.ip_address).collect()
+                };
+                if v4(&fixed) != v4(&current.fixed_ips) {
+                    return Err(Error::IpAddressChangeNotAllowed { port: id.to_string() });
+                }
+            }
+            if fixed != current.fixed_ips {
+                write_allocations(&mut tx, &mut ipam, id, &current.network_id, &current.fixed_ips, &fixed).await?;
+            }
+        }
+
+        let dhcp_opts = match &upd.extra_dhcp_opts {
+            Some(changes) => merge_dhcp_opts(&current.extra_dhcp_opts, changes),
+            None => current.extra_dhcp_opts.clone(),
+        };
+        let host = upd.binding_host_id.clone().unwrap_or_else(|| current.binding.host_id.clone());
+        let profile = upd.binding_profile.clone().unwrap_or_else(|| current.binding.profile.clone());
+        let vnic = upd.binding_vnic_type.clone().unwrap_or_else(|| current.binding.vnic_type.clone());
+        let binding = binding_for(&host, profile, &vnic);
+        // A port moved to another host is not wired there yet.
+        let status = if host != current.binding.host_id { "DOWN".to_string() } else { current.status.clone() };
+        let _ = &network;
+        let now = now_iso();
+        sqlx::query(
+            "UPDATE ports SET name = $1, description = $2, admin_state_up = $3, mac_address = $4, device_id = $5, \
+             device_owner = $6, status = $7, port_security_enabled = $8, allowed_address_pairs = $9, extra_dhcp_opts = $10, \
+             binding_host_id = $11, binding_profile = $12, binding_vnic_type = $13, binding_vif_type = $14, \
+             binding_vif_details = $15, updated_at = $16, revision_number = revision_number + 1 WHERE id = $17",
+        )
+        .bind(upd.name.as_ref().unwrap_or(&current.name))
+        .bind(upd.description.as_ref().unwrap_or(&current.description))
+        .bind(upd.admin_state_up.unwrap_or(current.admin_state_up))
+        .bind(mac.to_string())
+        .bind(upd.device_id.as_ref().unwrap_or(&current.device_id))
+        .bind(&owner)
+        .bind(&status)
+        .bind(port_security)
+        .bind(to_json(&pairs))
+        .bind(to_json(&dhcp_opts))
+        .bind(&binding.host_id)
+        .bind(to_json(&binding.profile))
+        .bind(&binding.vnic_type)
+        .bind(&binding.vif_type)
+        .bind(to_json(&binding.vif_details))
+        .bind(&now)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| if super::is_unique_violation(&e) {
+            Error::MacAddressInUse { network: current.network_id.to_string(), mac: mac.to_string() }
+        } else {
+            internal(e)
+        })?;
+        let updated = get_port_in(&mut tx, &Viewer::All, id).await?;
+        tx.commit().await.map_err(internal)?;
+        ipam.commit();
+        Ok(updated)
+    }
+
+    pub(crate) async fn delete_port_impl(&self, id: &PortId, if_match: Option<i64>) -> Result<()> {
+        let mut guard = self.writer.lock().await;
+        let w = &mut *guard;
+        let mut tx = begin(&mut w.conn).await?;
+        let mut ipam = w.ipam.begin();
+        let current = get_port_in(&mut tx, &Viewer::All, id).await?;
+        check_revision(if_match, current.std.revision_number)?;
+        write_allocations(&mut tx, &mut ipam, id, &current.network_id, &current.fixed_ips, &[]).await?;
+        let pid = id.to_string();
+        for stmt in
+            ["DELETE FROM tags WHERE resource_type = 'ports' AND resource_id = $1", "DELETE FROM ports WHERE id = $1"]
+        {
+            sqlx::query(stmt).bind(&pid).execute(&mut *tx).await.map_err(internal)?;
+        }
+        tx.commit().await.map_err(internal)?;
+        ipam.commit();
+        Ok(())
+    }
+}

@@ -1,0 +1,345 @@
+//! Turning result rows into model types, and the loaders that attach each
+//! resource's child rows (tags, grants, segments, addresses) in one query
+//! per child table rather than one per resource.
+
+use std::collections::HashMap;
+
+use neutrino_model::ipam::IpVersion;
+use neutrino_model::resources::*;
+use neutrino_model::segments::NetworkType;
+use neutrino_model::{Error, Result};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Where, from_json, internal, parse_col};
+
+/// Runs a dynamically assembled statement (only fixed fragments and
+/// placeholders are interpolated; every value is bound).
+pub(crate) async fn fetch(conn: &mut SqliteConnection, sql: String, args: &[String]) -> Result<Vec<SqliteRow>> {
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for a in args {
+        q = q.bind(a.clone());
+    }
+    q.fetch_all(conn).await.map_err(internal)
+}
+
+pub(crate) fn get<'r, T>(row: &'r SqliteRow, col: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(col).map_err(internal)
+}
+
+fn std_attrs(row: &SqliteRow) -> Result<StandardAttrs> {
+    Ok(StandardAttrs {
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+        revision_number: get(row, "revision_number")?,
+        tags: Vec::new(),
+    })
+}
+
+/// Tags of every resource of `table` matched by `subquery` (a SELECT of ids).
+async fn load_tags(
+    conn: &mut SqliteConnection,
+    table: &str,
+    subquery: &str,
+    args: &[String],
+) -> Result<HashMap<String, Vec<String>>> {
+    let sql = format!(
+        "SELECT resource_id, tag FROM tags WHERE resource_type = '{table}' AND resource_id IN ({subquery}) ORDER BY tag"
+    );
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for row in fetch(conn, sql, args).await? {
+        out.entry(get(&row, "resource_id")?).or_default().push(get(&row, "tag")?);
+    }
+    Ok(out)
+}
+
+// ---- networks and segments ----------------------------------------------
+
+pub(crate) const SEGMENT_COLS: &str = "s.id, s.network_id, s.name, s.description, s.network_type, \
+     s.physical_network, s.segmentation_id, s.created_at, s.updated_at, s.revision_number";
+
+pub(crate) fn segment_from_row(row: &SqliteRow) -> Result<Segment> {
+    let network_type: String = get(row, "network_type")?;
+    Ok(Segment {
+        id: parse_col(&get::<String>(row, "id")?, "segment id")?,
+        network_id: parse_col(&get::<String>(row, "network_id")?, "network id")?,
+        name: get(row, "name")?,
+        description: get(row, "description")?,
+        network_type: NetworkType::parse(&network_type)
+            .map_err(|_| Error::Internal(format!("unknown network type {network_type}")))?,
+        physical_network: get(row, "physical_network")?,
+        segmentation_id: get(row, "segmentation_id")?,
+        std: std_attrs(row)?,
+    })
+}
+
+/// Segments matched by a WHERE clause over alias `s`, with tags.
+pub(crate) async fn load_segments(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<Segment>> {
+    let cond = w.sql();
+    let sql = format!("SELECT {SEGMENT_COLS} FROM segments s WHERE {cond} ORDER BY s.network_id, s.seq");
+    let rows = fetch(conn, sql, &w.args).await?;
+    let mut segments = rows.iter().map(segment_from_row).collect::<Result<Vec<_>>>()?;
+    let mut tags = load_tags(conn, "segments", &format!("SELECT s.id FROM segments s WHERE {cond}"), &w.args).await?;
+    for s in &mut segments {
+        s.std.tags = tags.remove(&s.id.to_string()).unwrap_or_default();
+    }
+    Ok(segments)
+}
+
+const NETWORK_COLS: &str = "n.id, n.project_id, n.name, n.description, n.admin_state_up, n.status, n.mtu, \
+     n.port_security_enabled, n.az_hints, n.created_at, n.updated_at, n.revision_number";
+
+/// Networks matched by a WHERE clause over alias `n`, with their grants,
+/// segments, subnet ids and tags.
+pub(crate) async fn load_networks(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<Network>> {
+    let cond = w.sql();
+    let ids_sql = format!("SELECT n.id FROM networks n WHERE {cond}");
+    let rows =
+        fetch(conn, format!("SELECT {NETWORK_COLS} FROM networks n WHERE {cond} ORDER BY n.created_at, n.id"), &w.args)
+            .await?;
+    let mut networks = Vec::with_capacity(rows.len());
+    for row in &rows {
+        networks.push(Network {
+            id: parse_col(&get::<String>(row, "id")?, "network id")?,
+            project_id: neutrino_model::ProjectId(get(row, "project_id")?),
+            name: get(row, "name")?,
+            description: get(row, "description")?,
+            admin_state_up: get(row, "admin_state_up")?,
+            status: get(row, "status")?,
+            mtu: get(row, "mtu")?,
+            port_security_enabled: get(row, "port_security_enabled")?,
+            availability_zone_hints: from_json(&get::<String>(row, "az_hints")?)?,
+            rbac: Vec::new(),
+            segments: Vec::new(),
+            subnets: Vec::new(),
+            has_segment_subnets: false,
+            std: std_attrs(row)?,
+        });
+    }
+    if networks.is_empty() {
+        return Ok(networks);
+    }
+    let index: HashMap<String, usize> = networks.iter().enumerate().map(|(i, n)| (n.id.to_string(), i)).collect();
+
+    let rbac_sql = format!(
+        "SELECT network_id, action, target_project FROM network_rbacs WHERE network_id IN ({ids_sql}) ORDER BY action, target_project"
+    );
+    for row in fetch(conn, rbac_sql, &w.args).await? {
+        if let Some(&i) = index.get(&get::<String>(&row, "network_id")?) {
+            networks[i]
+                .rbac
+                .push(NetworkRbac { action: get(&row, "action")?, target_project: get(&row, "target_project")? });
+        }
+    }
+
+    let seg_where = Where { clauses: vec![format!("s.network_id IN ({ids_sql})")], args: w.args.clone() };
+    for seg in load_segments(conn, &seg_where).await? {
+        if let Some(&i) = index.get(&seg.network_id.to_string()) {
+            networks[i].segments.push(seg);
+        }
+    }
+
+    let subnet_sql = format!(
+        "SELECT network_id, id, segment_id FROM subnets WHERE network_id IN ({ids_sql}) ORDER BY created_at, id"
+    );
+    for row in fetch(conn, subnet_sql, &w.args).await? {
+        if let Some(&i) = index.get(&get::<String>(&row, "network_id")?) {
+            networks[i].subnets.push(parse_col(&get::<String>(&row, "id")?, "subnet id")?);
+            if get::<Option<String>>(&row, "segment_id")?.is_some() {
+                networks[i].has_segment_subnets = true;
+            }
+        }
+    }
+
+    let mut tags = load_tags(conn, "networks", &ids_sql, &w.args).await?;
+    for n in &mut networks {
+        n.std.tags = tags.remove(&n.id.to_string()).unwrap_or_default();
+    }
+    Ok(networks)
+}
+
+// ---- subnets ---------------------------------------------------------------
+
+const SUBNET_COLS: &str = "s.id, s.project_id, s.network_id, s.name, s.description, s.ip_version, s.cidr, \
+     s.gateway_ip, s.allocation_pools, s.dns_nameservers, s.host_routes, s.enable_dhcp, s.ipv6_ra_mode, \
+     s.ipv6_address_mode, s.subnetpool_id, s.segment_id, s.service_types, s.created_at, s.updated_at, \
+     s.revision_number, s.ipam_generation, \
+     EXISTS (SELECT 1 FROM network_rbacs r WHERE r.network_id = s.network_id AND r.action = 'access_as_external') AS router_external";
+
+/// Allocation pools as stored: `[["first", "last"], ...]`.
+pub(crate) type StoredPools = Vec<(String, String)>;
+
+pub(crate) fn pools_to_json(pools: &[neutrino_model::ipam::IpRange]) -> String {
+    let stored: StoredPools = pools.iter().map(|p| (p.start_ip().to_string(), p.end_ip().to_string())).collect();
+    super::to_json(&stored)
+}
+
+fn subnet_from_row(row: &SqliteRow) -> Result<(Subnet, i64)> {
+    let version =
+        IpVersion::from_number(get(row, "ip_version")?).ok_or_else(|| Error::Internal("corrupt ip_version".into()))?;
+    let pools: StoredPools = from_json(&get::<String>(row, "allocation_pools")?)?;
+    let pools = pools
+        .iter()
+        .map(|(a, b)| Ok(neutrino_model::ipam::IpRange::new(parse_col(a, "pool")?, parse_col(b, "pool")?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mode = |col: &str| -> Result<Option<Ipv6Mode>> {
+        Ok(get::<Option<String>>(row, col)?.and_then(|m| Ipv6Mode::parse(&m)))
+    };
+    let subnet = Subnet {
+        id: parse_col(&get::<String>(row, "id")?, "subnet id")?,
+        project_id: neutrino_model::ProjectId(get(row, "project_id")?),
+        network_id: parse_col(&get::<String>(row, "network_id")?, "network id")?,
+        name: get(row, "name")?,
+        description: get(row, "description")?,
+        ip_version: version,
+        cidr: parse_col(&get::<String>(row, "cidr")?, "cidr")?,
+        gateway_ip: get::<Option<String>>(row, "gateway_ip")?.map(|g| parse_col(&g, "gateway")).transpose()?,
+        allocation_pools: pools,
+        dns_nameservers: from_json(&get::<String>(row, "dns_nameservers")?)?,
+        host_routes: from_json(&get::<String>(row, "host_routes")?)?,
+        enable_dhcp: get(row, "enable_dhcp")?,
+        ipv6_ra_mode: mode("ipv6_ra_mode")?,
+        ipv6_address_mode: mode("ipv6_address_mode")?,
+        subnetpool_id: get::<Option<String>>(row, "subnetpool_id")?.map(|p| parse_col(&p, "pool id")).transpose()?,
+        segment_id: get::<Option<String>>(row, "segment_id")?.map(|p| parse_col(&p, "segment id")).transpose()?,
+        service_types: from_json(&get::<String>(row, "service_types")?)?,
+        router_external: get(row, "router_external")?,
+        std: std_attrs(row)?,
+    };
+    Ok((subnet, get(row, "ipam_generation")?))
+}
+
+/// Subnets matched by a WHERE clause over alias `s`, with tags, each with
+/// its IPAM generation.
+pub(crate) async fn load_subnets_gen(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<(Subnet, i64)>> {
+    let cond = w.sql();
+    let rows =
+        fetch(conn, format!("SELECT {SUBNET_COLS} FROM subnets s WHERE {cond} ORDER BY s.created_at, s.id"), &w.args)
+            .await?;
+    let mut subnets = rows.iter().map(subnet_from_row).collect::<Result<Vec<_>>>()?;
+    if subnets.is_empty() {
+        return Ok(subnets);
+    }
+    let mut tags = load_tags(conn, "subnets", &format!("SELECT s.id FROM subnets s WHERE {cond}"), &w.args).await?;
+    for (s, _) in &mut subnets {
+        s.std.tags = tags.remove(&s.id.to_string()).unwrap_or_default();
+    }
+    Ok(subnets)
+}
+
+pub(crate) async fn load_subnets(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<Subnet>> {
+    Ok(load_subnets_gen(conn, w).await?.into_iter().map(|(s, _)| s).collect())
+}
+
+// ---- subnet pools ----------------------------------------------------------
+
+const SUBNETPOOL_COLS: &str = "p.id, p.project_id, p.name, p.description, p.ip_version, p.prefixes, \
+     p.default_prefixlen, p.min_prefixlen, p.max_prefixlen, p.default_quota, p.is_default, p.shared, \
+     p.created_at, p.updated_at, p.revision_number";
+
+pub(crate) async fn load_subnetpools(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<SubnetPool>> {
+    let cond = w.sql();
+    let rows = fetch(
+        conn,
+        format!("SELECT {SUBNETPOOL_COLS} FROM subnetpools p WHERE {cond} ORDER BY p.created_at, p.id"),
+        &w.args,
+    )
+    .await?;
+    let mut pools = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let prefixes: Vec<String> = from_json(&get::<String>(row, "prefixes")?)?;
+        pools.push(SubnetPool {
+            id: parse_col(&get::<String>(row, "id")?, "subnetpool id")?,
+            project_id: neutrino_model::ProjectId(get(row, "project_id")?),
+            name: get(row, "name")?,
+            description: get(row, "description")?,
+            ip_version: IpVersion::from_number(get(row, "ip_version")?)
+                .ok_or_else(|| Error::Internal("corrupt ip_version".into()))?,
+            prefixes: prefixes.iter().map(|p| parse_col(p, "prefix")).collect::<Result<_>>()?,
+            default_prefixlen: get::<i64>(row, "default_prefixlen")? as u8,
+            min_prefixlen: get::<i64>(row, "min_prefixlen")? as u8,
+            max_prefixlen: get::<i64>(row, "max_prefixlen")? as u8,
+            default_quota: get(row, "default_quota")?,
+            is_default: get(row, "is_default")?,
+            shared: get(row, "shared")?,
+            std: std_attrs(row)?,
+        });
+    }
+    if !pools.is_empty() {
+        let mut tags =
+            load_tags(conn, "subnetpools", &format!("SELECT p.id FROM subnetpools p WHERE {cond}"), &w.args).await?;
+        for p in &mut pools {
+            p.std.tags = tags.remove(&p.id.to_string()).unwrap_or_default();
+        }
+    }
+    Ok(pools)
+}
+
+// ---- ports -------------------------------------------------------------------
+
+const PORT_COLS: &str = "p.id, p.project_id, p.network_id, p.name, p.description, p.admin_state_up, \
+     p.mac_address, p.device_id, p.device_owner, p.status, p.port_security_enabled, \
+     p.allowed_address_pairs, p.extra_dhcp_opts, p.binding_host_id, p.binding_profile, \
+     p.binding_vnic_type, p.binding_vif_type, p.binding_vif_details, p.ip_allocation, \
+     p.created_at, p.updated_at, p.revision_number";
+
+fn port_from_row(row: &SqliteRow) -> Result<Port> {
+    Ok(Port {
+        id: parse_col(&get::<String>(row, "id")?, "port id")?,
+        project_id: neutrino_model::ProjectId(get(row, "project_id")?),
+        network_id: parse_col(&get::<String>(row, "network_id")?, "network id")?,
+        name: get(row, "name")?,
+        description: get(row, "description")?,
+        admin_state_up: get(row, "admin_state_up")?,
+        mac_address: parse_col(&get::<String>(row, "mac_address")?, "mac")?,
+        fixed_ips: Vec::new(),
+        device_id: get(row, "device_id")?,
+        device_owner: get(row, "device_owner")?,
+        status: get(row, "status")?,
+        port_security_enabled: get(row, "port_security_enabled")?,
+        allowed_address_pairs: from_json(&get::<String>(row, "allowed_address_pairs")?)?,
+        extra_dhcp_opts: from_json(&get::<String>(row, "extra_dhcp_opts")?)?,
+        binding: Binding {
+            host_id: get(row, "binding_host_id")?,
+            profile: from_json(&get::<String>(row, "binding_profile")?)?,
+            vnic_type: get(row, "binding_vnic_type")?,
+            vif_type: get(row, "binding_vif_type")?,
+            vif_details: from_json(&get::<String>(row, "binding_vif_details")?)?,
+        },
+        ip_allocation: get(row, "ip_allocation")?,
+        std: std_attrs(row)?,
+    })
+}
+
+/// Ports matched by a WHERE clause over alias `p`, with addresses and tags.
+pub(crate) async fn load_ports(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<Port>> {
+    let cond = w.sql();
+    let rows =
+        fetch(conn, format!("SELECT {PORT_COLS} FROM ports p WHERE {cond} ORDER BY p.created_at, p.id"), &w.args)
+            .await?;
+    let mut ports = rows.iter().map(port_from_row).collect::<Result<Vec<_>>>()?;
+    if ports.is_empty() {
+        return Ok(ports);
+    }
+    let index: HashMap<String, usize> = ports.iter().enumerate().map(|(i, p)| (p.id.to_string(), i)).collect();
+    let ids_sql = format!("SELECT p.id FROM ports p WHERE {cond}");
+    let ip_sql = format!(
+        "SELECT port_id, subnet_id, ip_address FROM ip_allocations WHERE port_id IN ({ids_sql}) ORDER BY port_id, seq"
+    );
+    for row in fetch(conn, ip_sql, &w.args).await? {
+        if let Some(&i) = index.get(&get::<String>(&row, "port_id")?) {
+            ports[i].fixed_ips.push(FixedIp {
+                subnet_id: parse_col(&get::<String>(&row, "subnet_id")?, "subnet id")?,
+                ip_address: parse_col(&get::<String>(&row, "ip_address")?, "ip")?,
+            });
+        }
+    }
+    let mut tags = load_tags(conn, "ports", &ids_sql, &w.args).await?;
+    for p in &mut ports {
+        p.std.tags = tags.remove(&p.id.to_string()).unwrap_or_default();
+    }
+    Ok(ports)
+}
