@@ -1,0 +1,201 @@
+//! Shared helpers of the integration tests: a real server on 127.0.0.1:0
+//! with its SQLite file in a temporary directory, and a small HTTP client.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use neutrino::config::ServerConfig;
+use neutrino::server::{RunningServer, start};
+use serde_json::{Value, json};
+
+pub const ADMIN_PASSWORD: &str = "test-admin-secret";
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    /// A token of `admin` in project `admin`.
+    pub admin: String,
+}
+
+/// A response: status and JSON body (`Null` when empty or not JSON).
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Resp {
+    /// The `NeutronError` type, if this is a Neutron error.
+    pub fn error_type(&self) -> &str {
+        self.body["NeutronError"]["type"].as_str().unwrap_or("")
+    }
+    pub fn error_message(&self) -> &str {
+        self.body["NeutronError"]["message"].as_str().unwrap_or("")
+    }
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        self.body
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `tweak` adjusted its configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, tweak).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let mut config = ServerConfig::local(dir.path().to_path_buf());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.bootstrap_password = Some(ADMIN_PASSWORD.into());
+        tweak(&mut config);
+        let server = start(config).await.expect("server starts");
+        let url = server.url();
+        let http = reqwest::Client::new();
+        let mut t = TestServer { server: Some(server), url, dir, http, admin: String::new() };
+        t.admin = t.token("admin", ADMIN_PASSWORD, "admin").await;
+        t
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+        self.dir
+    }
+
+    /// Issues a project-scoped token by user and project name.
+    pub async fn token(&self, user: &str, password: &str, project: &str) -> String {
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}}},
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}});
+        let resp =
+            self.http.post(format!("{}/v3/auth/tokens", self.url)).json(&body).send().await.expect("token request");
+        assert_eq!(resp.status().as_u16(), 201, "token for {user}@{project}");
+        resp.headers()["x-subject-token"].to_str().unwrap().to_string()
+    }
+
+    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Resp {
+        let url = format!("{}{}", self.url, path);
+        let mut req = self.http.request(method.parse().unwrap(), url);
+        if let Some(t) = token {
+            req = req.header("X-Auth-Token", t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp { status, body, headers }
+    }
+
+    /// Sends raw bytes as the body.
+    pub async fn raw(&self, method: &str, path: &str, token: &str, body: Vec<u8>) -> Resp {
+        let resp = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.url, path))
+            .header("X-Auth-Token", token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        Resp { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.request("GET", path, Some(token), None).await
+    }
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.request("POST", path, Some(token), Some(&body)).await
+    }
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.request("PUT", path, Some(token), Some(&body)).await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.request("DELETE", path, Some(token), None).await
+    }
+
+    /// Creates a project and a user holding `role` on it (through the
+    /// Keystone API, as an operator would) and returns a token of that user.
+    pub async fn project_user(&self, project: &str, user: &str, role: &str) -> (String, String) {
+        let p =
+            self.post("/v3/projects", &self.admin, json!({"project": {"name": project, "domain_id": "default"}})).await;
+        let project_id = if p.status == 201 {
+            p.body["project"]["id"].as_str().unwrap().to_string()
+        } else {
+            let found = self.get(&format!("/v3/projects?name={project}"), &self.admin).await.expect(200);
+            found["projects"][0]["id"].as_str().unwrap().to_string()
+        };
+        let u = self
+            .post("/v3/users", &self.admin, json!({"user": {"name": user, "password": "pw", "domain_id": "default", "default_project_id": project_id}}))
+            .await
+            .expect(201);
+        let user_id = u["user"]["id"].as_str().unwrap().to_string();
+        let roles = self.get(&format!("/v3/roles?name={role}"), &self.admin).await.expect(200);
+        let role_id = roles["roles"][0]["id"].as_str().unwrap().to_string();
+        let r = self
+            .request(
+                "PUT",
+                &format!("/v3/projects/{project_id}/users/{user_id}/roles/{role_id}"),
+                Some(&self.admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 204);
+        (self.token(user, "pw", project).await, project_id)
+    }
+
+    // ---- resource helpers -------------------------------------------------
+
+    pub async fn network(&self, token: &str, body: Value) -> Value {
+        let mut net = json!({"name": "net"});
+        merge(&mut net, body);
+        self.post("/v2.0/networks", token, json!({"network": net})).await.expect(201)["network"].clone()
+    }
+
+    pub async fn subnet(&self, token: &str, network_id: &str, cidr: &str, extra: Value) -> Value {
+        let version = if cidr.contains(':') { 6 } else { 4 };
+        let mut sub = json!({"network_id": network_id, "cidr": cidr, "ip_version": version});
+        merge(&mut sub, extra);
+        self.post("/v2.0/subnets", token, json!({"subnet": sub})).await.expect(201)["subnet"].clone()
+    }
+
+    pub async fn port(&self, token: &str, network_id: &str, extra: Value) -> Value {
+        let mut port = json!({"network_id": network_id});
+        merge(&mut port, extra);
+        self.post("/v2.0/ports", token, json!({"port": port})).await.expect(201)["port"].clone()
+    }
+}
+
+/// Shallow-merges the keys of `extra` into `base`.
+pub fn merge(base: &mut Value, extra: Value) {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        for (k, v) in e {
+            b.insert(k, v);
+        }
+    }
+}
+
+pub fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
