@@ -213,11 +213,15 @@ pub fn to_cidr(name: &str, v: &Value) -> Result<IpNet> {
     parse_cidr(s).ok_or_else(|| Error::attr(name, format!("'{s}' is not a valid IP subnet")))
 }
 
+/// Parses `address/prefix` strictly: the address in canonical form (no
+/// leading zeros in IPv4 octets) and a plain decimal prefix length.
 pub fn parse_cidr(s: &str) -> Option<IpNet> {
-    if !s.contains('/') {
+    let (addr, len) = s.split_once('/')?;
+    if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    s.parse().ok()
+    let addr: IpAddr = addr.parse().ok()?;
+    IpNet::new(addr, len.parse().ok()?).ok()
 }
 
 pub fn to_mac(name: &str, v: &Value) -> Result<MacAddress> {

@@ -64,6 +64,8 @@ CREATE INDEX tokens_expiry ON tokens (expires_at);
 
 CREATE TABLE networks (
     id                    TEXT PRIMARY KEY,
+    -- Creation order, for stable listing.
+    seq BIGINT NOT NULL,
     project_id            TEXT NOT NULL,
     name                  TEXT NOT NULL,
     description           TEXT NOT NULL,
@@ -77,6 +79,7 @@ CREATE TABLE networks (
     revision_number       BIGINT NOT NULL
 );
 CREATE INDEX networks_project ON networks (project_id);
+CREATE UNIQUE INDEX networks_seq ON networks (seq);
 
 -- Who besides the owner may use a network: access_as_shared and
 -- access_as_external grants to one project or to '*'.
@@ -114,6 +117,8 @@ CREATE INDEX segments_network ON segments (network_id);
 
 CREATE TABLE subnetpools (
     id                TEXT PRIMARY KEY,
+    -- Creation order, for stable listing.
+    seq BIGINT NOT NULL,
     project_id        TEXT NOT NULL,
     name              TEXT NOT NULL,
     description       TEXT NOT NULL,
@@ -129,9 +134,12 @@ CREATE TABLE subnetpools (
     updated_at        TEXT NOT NULL,
     revision_number   BIGINT NOT NULL
 );
+CREATE UNIQUE INDEX subnetpools_seq ON subnetpools (seq);
 
 CREATE TABLE subnets (
     id                TEXT PRIMARY KEY,
+    -- Creation order, for stable listing.
+    seq BIGINT NOT NULL,
     project_id        TEXT NOT NULL,
     network_id        TEXT NOT NULL REFERENCES networks (id) ON DELETE CASCADE,
     name              TEXT NOT NULL,
@@ -156,10 +164,13 @@ CREATE TABLE subnets (
     revision_number   BIGINT NOT NULL
 );
 CREATE INDEX subnets_network ON subnets (network_id);
+CREATE UNIQUE INDEX subnets_seq ON subnets (seq);
 CREATE INDEX subnets_pool ON subnets (subnetpool_id);
 
 CREATE TABLE ports (
     id                    TEXT PRIMARY KEY,
+    -- Creation order, for stable listing.
+    seq BIGINT NOT NULL,
     project_id            TEXT NOT NULL,
     network_id            TEXT NOT NULL REFERENCES networks (id),
     name                  TEXT NOT NULL,
@@ -184,6 +195,7 @@ CREATE TABLE ports (
     UNIQUE (network_id, mac_address)
 );
 CREATE INDEX ports_network ON ports (network_id);
+CREATE UNIQUE INDEX ports_seq ON ports (seq);
 CREATE INDEX ports_project ON ports (project_id);
 CREATE INDEX ports_device ON ports (device_id);
 

@@ -287,9 +287,9 @@ impl SqliteStore {
                 _ => max_mtu,
             };
             sqlx::query(
-                "INSERT INTO networks (id, project_id, name, description, admin_state_up, status, mtu, \
+                "INSERT INTO networks (id, seq, project_id, name, description, admin_state_up, status, mtu, \
                  port_security_enabled, az_hints, created_at, updated_at, revision_number) \
-                 VALUES ($1, $2, $3, $4, $5, 'ACTIVE', $6, $7, $8, $9, $9, 1)",
+                 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM networks), $2, $3, $4, $5, 'ACTIVE', $6, $7, $8, $9, $9, 1)",
             )
             .bind(id.to_string())
             .bind(req.project_id.as_str())

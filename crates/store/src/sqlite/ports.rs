@@ -426,11 +426,12 @@ impl SqliteStore {
             let binding = binding_for(&req.binding_host_id, req.binding_profile.clone(), &req.binding_vnic_type);
             let ip_allocation = if req.fixed_ips.as_ref().is_some_and(|f| f.is_empty()) { "none" } else { "immediate" };
             let res = sqlx::query(
-                "INSERT INTO ports (id, project_id, network_id, name, description, admin_state_up, mac_address, device_id, \
+                "INSERT INTO ports (id, seq, project_id, network_id, name, description, admin_state_up, mac_address, device_id, \
                  device_owner, status, port_security_enabled, allowed_address_pairs, extra_dhcp_opts, binding_host_id, \
                  binding_profile, binding_vnic_type, binding_vif_type, binding_vif_details, ip_allocation, created_at, \
                  updated_at, revision_number) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'DOWN', $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, 1)",
+                 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ports), $2, $3, $4, $5, $6, $7, $8, $9, 'DOWN', $10, \
+                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, 1)",
             )
             .bind(id.to_string())
             .bind(req.project_id.as_str())

@@ -98,8 +98,7 @@ pub(crate) async fn load_networks(conn: &mut SqliteConnection, w: &Where) -> Res
     let cond = w.sql();
     let ids_sql = format!("SELECT n.id FROM networks n WHERE {cond}");
     let rows =
-        fetch(conn, format!("SELECT {NETWORK_COLS} FROM networks n WHERE {cond} ORDER BY n.created_at, n.id"), &w.args)
-            .await?;
+        fetch(conn, format!("SELECT {NETWORK_COLS} FROM networks n WHERE {cond} ORDER BY n.seq"), &w.args).await?;
     let mut networks = Vec::with_capacity(rows.len());
     for row in &rows {
         networks.push(Network {
@@ -142,9 +141,8 @@ pub(crate) async fn load_networks(conn: &mut SqliteConnection, w: &Where) -> Res
         }
     }
 
-    let subnet_sql = format!(
-        "SELECT network_id, id, segment_id FROM subnets WHERE network_id IN ({ids_sql}) ORDER BY created_at, id"
-    );
+    let subnet_sql =
+        format!("SELECT network_id, id, segment_id FROM subnets WHERE network_id IN ({ids_sql}) ORDER BY seq");
     for row in fetch(conn, subnet_sql, &w.args).await? {
         if let Some(&i) = index.get(&get::<String>(&row, "network_id")?) {
             networks[i].subnets.push(parse_col(&get::<String>(&row, "id")?, "subnet id")?);
@@ -216,9 +214,7 @@ fn subnet_from_row(row: &SqliteRow) -> Result<(Subnet, i64)> {
 /// its IPAM generation.
 pub(crate) async fn load_subnets_gen(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<(Subnet, i64)>> {
     let cond = w.sql();
-    let rows =
-        fetch(conn, format!("SELECT {SUBNET_COLS} FROM subnets s WHERE {cond} ORDER BY s.created_at, s.id"), &w.args)
-            .await?;
+    let rows = fetch(conn, format!("SELECT {SUBNET_COLS} FROM subnets s WHERE {cond} ORDER BY s.seq"), &w.args).await?;
     let mut subnets = rows.iter().map(subnet_from_row).collect::<Result<Vec<_>>>()?;
     if subnets.is_empty() {
         return Ok(subnets);
@@ -242,12 +238,8 @@ const SUBNETPOOL_COLS: &str = "p.id, p.project_id, p.name, p.description, p.ip_v
 
 pub(crate) async fn load_subnetpools(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<SubnetPool>> {
     let cond = w.sql();
-    let rows = fetch(
-        conn,
-        format!("SELECT {SUBNETPOOL_COLS} FROM subnetpools p WHERE {cond} ORDER BY p.created_at, p.id"),
-        &w.args,
-    )
-    .await?;
+    let rows = fetch(conn, format!("SELECT {SUBNETPOOL_COLS} FROM subnetpools p WHERE {cond} ORDER BY p.seq"), &w.args)
+        .await?;
     let mut pools = Vec::with_capacity(rows.len());
     for row in &rows {
         let prefixes: Vec<String> = from_json(&get::<String>(row, "prefixes")?)?;
@@ -317,9 +309,7 @@ fn port_from_row(row: &SqliteRow) -> Result<Port> {
 /// Ports matched by a WHERE clause over alias `p`, with addresses and tags.
 pub(crate) async fn load_ports(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<Port>> {
     let cond = w.sql();
-    let rows =
-        fetch(conn, format!("SELECT {PORT_COLS} FROM ports p WHERE {cond} ORDER BY p.created_at, p.id"), &w.args)
-            .await?;
+    let rows = fetch(conn, format!("SELECT {PORT_COLS} FROM ports p WHERE {cond} ORDER BY p.seq"), &w.args).await?;
     let mut ports = rows.iter().map(port_from_row).collect::<Result<Vec<_>>>()?;
     if ports.is_empty() {
         return Ok(ports);

@@ -99,9 +99,10 @@ impl SqliteStore {
             let id = SubnetPoolId::new();
             let texts: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
             sqlx::query(
-                "INSERT INTO subnetpools (id, project_id, name, description, ip_version, prefixes, default_prefixlen, \
+                "INSERT INTO subnetpools (id, seq, project_id, name, description, ip_version, prefixes, default_prefixlen, \
                  min_prefixlen, max_prefixlen, default_quota, is_default, shared, created_at, updated_at, revision_number) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, 1)",
+                 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM subnetpools), $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                 $11, $12, $13, $13, 1)",
             )
             .bind(id.to_string())
             .bind(req.project_id.as_str())

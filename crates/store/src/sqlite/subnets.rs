@@ -297,10 +297,11 @@ impl SqliteStore {
             (None, None)
         };
         sqlx::query(
-            "INSERT INTO subnets (id, project_id, network_id, name, description, ip_version, cidr, gateway_ip, \
+            "INSERT INTO subnets (id, seq, project_id, network_id, name, description, ip_version, cidr, gateway_ip, \
              allocation_pools, dns_nameservers, host_routes, enable_dhcp, ipv6_ra_mode, ipv6_address_mode, \
              subnetpool_id, segment_id, service_types, ipam_generation, created_at, updated_at, revision_number) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, 0, $18, $18, 1)",
+             VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM subnets), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             $13, $14, $15, $16, $17, 0, $18, $18, 1)",
         )
         .bind(id.to_string())
         .bind(req.project_id.as_str())
