@@ -18,7 +18,7 @@ enum Command {
     /// Run the API server (Neutron v2.0 on /v2.0, Keystone v3 subset on /v3).
     Server(Box<ServerArgs>),
     /// Measure the API over HTTP against a fresh server of this binary.
-    Bench(neutrino::bench::BenchArgs),
+    Bench(Box<neutrino::bench::BenchArgs>),
 }
 
 #[derive(clap::Args)]
@@ -116,7 +116,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => run_server(*args).await,
-        Command::Bench(args) => neutrino::bench::run(args).await,
+        Command::Bench(args) => neutrino::bench::run(*args).await,
     };
     if let Err(e) = result {
         eprintln!("neutrino: {e}");

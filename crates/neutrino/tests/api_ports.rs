@@ -182,7 +182,7 @@ async fn slaac_rules() {
     let p = t
         .port(&t.admin, &n, json!({"mac_address": mac, "fixed_ips": [{"subnet_id": id(&v6), "ip_address": want}]}))
         .await;
-    assert_eq!(ips(&p), [want.clone()]);
+    assert_eq!(ips(&p), [want]);
     // A stateful IPv6 subnet hands out pool addresses instead.
     let n2 = id(&t.network(&t.admin, json!({})).await);
     t.subnet(
