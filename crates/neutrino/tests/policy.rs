@@ -14,7 +14,10 @@ async fn other_projects_resources_are_invisible() {
     let n = t.network(&alice, json!({"name": "same-name"})).await;
     let s = t.subnet(&alice, &id(&n), "10.0.0.0/24", json!({})).await;
     let p = t.port(&alice, &id(&n), json!({})).await;
-    let pool = t.post("/v2.0/subnetpools", &alice, json!({"subnetpool": {"name": "p", "prefixes": ["10.50.0.0/16"]}})).await.expect(201);
+    let pool = t
+        .post("/v2.0/subnetpools", &alice, json!({"subnetpool": {"name": "p", "prefixes": ["10.50.0.0/16"]}}))
+        .await
+        .expect(201);
     // Bob can use the same names and CIDRs in his project.
     let bn = t.network(&bob, json!({"name": "same-name"})).await;
     t.subnet(&bob, &id(&bn), "10.0.0.0/24", json!({})).await;
@@ -38,7 +41,9 @@ async fn other_projects_resources_are_invisible() {
     let r = t.post("/v2.0/ports", &bob, json!({"port": {"network_id": id(&n)}})).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.error_type(), "NetworkNotFound");
-    let r = t.post("/v2.0/subnets", &bob, json!({"subnet": {"network_id": id(&n), "ip_version": 4, "cidr": "10.9.0.0/24"}})).await;
+    let r = t
+        .post("/v2.0/subnets", &bob, json!({"subnet": {"network_id": id(&n), "ip_version": 4, "cidr": "10.9.0.0/24"}}))
+        .await;
     assert_eq!(r.status, 404);
     // Admin lists are not limited to the admin's project.
     let all = t.get("/v2.0/networks?name=same-name", &t.admin).await.expect(200);
@@ -52,9 +57,24 @@ async fn readers_read_but_do_not_write() {
     let t = TestServer::start().await;
     let (member, project) = t.project_user("demo", "member", "member").await;
     // A reader of the same project.
-    let u = t.post("/v3/users", &t.admin, json!({"user": {"name": "reader", "password": "pw", "default_project_id": project}})).await.expect(201);
-    let role = t.get("/v3/roles?name=reader", &t.admin).await.expect(200)["roles"][0]["id"].as_str().unwrap().to_string();
-    let r = t.request("PUT", &format!("/v3/projects/{project}/users/{}/roles/{role}", u["user"]["id"].as_str().unwrap()), Some(&t.admin), None).await;
+    let u = t
+        .post(
+            "/v3/users",
+            &t.admin,
+            json!({"user": {"name": "reader", "password": "pw", "default_project_id": project}}),
+        )
+        .await
+        .expect(201);
+    let role =
+        t.get("/v3/roles?name=reader", &t.admin).await.expect(200)["roles"][0]["id"].as_str().unwrap().to_string();
+    let r = t
+        .request(
+            "PUT",
+            &format!("/v3/projects/{project}/users/{}/roles/{role}", u["user"]["id"].as_str().unwrap()),
+            Some(&t.admin),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 204);
     let reader = t.token("reader", "pw", "demo").await;
     let n = t.network(&member, json!({})).await;
@@ -99,10 +119,20 @@ async fn shared_and_external_networks_are_visible_to_all() {
 #[tokio::test]
 async fn identity_api_manages_projects_users_and_roles() {
     let t = TestServer::start().await;
-    let p = t.post("/v3/projects", &t.admin, json!({"project": {"name": "demo", "domain_id": "default", "description": "d"}})).await.expect(201);
+    let p = t
+        .post(
+            "/v3/projects",
+            &t.admin,
+            json!({"project": {"name": "demo", "domain_id": "default", "description": "d"}}),
+        )
+        .await
+        .expect(201);
     let pid = p["project"]["id"].as_str().unwrap().to_string();
     assert_eq!(t.post("/v3/projects", &t.admin, json!({"project": {"name": "demo"}})).await.status, 409);
-    let u = t.post("/v3/users", &t.admin, json!({"user": {"name": "demo", "password": "pw", "default_project_id": pid}})).await.expect(201);
+    let u = t
+        .post("/v3/users", &t.admin, json!({"user": {"name": "demo", "password": "pw", "default_project_id": pid}}))
+        .await
+        .expect(201);
     let uid = u["user"]["id"].as_str().unwrap().to_string();
     // No role yet: no token.
     let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "demo", "domain": {"name": "Default"}, "password": "pw"}}},
@@ -113,13 +143,17 @@ async fn identity_api_manages_projects_users_and_roles() {
     for r in ["admin", "member", "reader"] {
         assert!(names.contains(&r));
     }
-    let member_role = roles["roles"].as_array().unwrap().iter().find(|r| r["name"] == "member").unwrap()["id"].as_str().unwrap().to_string();
+    let member_role = roles["roles"].as_array().unwrap().iter().find(|r| r["name"] == "member").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let grant = format!("/v3/projects/{pid}/users/{uid}/roles/{member_role}");
     assert_eq!(t.request("PUT", &grant, Some(&t.admin), None).await.status, 204);
     assert_eq!(t.request("HEAD", &grant, Some(&t.admin), None).await.status, 204);
     // Token with member and implied reader roles, and the catalog.
     let r = t.request("POST", "/v3/auth/tokens", None, Some(&body)).await.expect(201);
-    let role_names: Vec<&str> = r["token"]["roles"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let role_names: Vec<&str> =
+        r["token"]["roles"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert!(role_names.contains(&"member") && role_names.contains(&"reader") && !role_names.contains(&"admin"));
     let network = r["token"]["catalog"].as_array().unwrap().iter().find(|s| s["type"] == "network").unwrap().clone();
     assert_eq!(network["endpoints"][0]["url"], t.url.as_str());
@@ -133,7 +167,9 @@ async fn identity_api_manages_projects_users_and_roles() {
     assert_eq!(t.get("/v3/users", &demo_token).await.status, 403);
     // Endpoints and services can be read back.
     let eps = t.get("/v3/endpoints", &demo_token).await.expect(200);
-    assert!(eps["endpoints"].as_array().unwrap().iter().any(|e| e["url"] == t.url.as_str() && e["interface"] == "public"));
+    assert!(
+        eps["endpoints"].as_array().unwrap().iter().any(|e| e["url"] == t.url.as_str() && e["interface"] == "public")
+    );
     let svcs = t.get("/v3/services", &demo_token).await.expect(200);
     assert!(svcs["services"].as_array().unwrap().iter().any(|s| s["type"] == "network"));
     // Token validation for services.
@@ -146,7 +182,14 @@ async fn identity_api_manages_projects_users_and_roles() {
         .await
         .unwrap();
     assert_eq!(v.status(), 200);
-    let v = t.http.get(format!("{}/v3/auth/tokens", t.url)).header("X-Auth-Token", &t.admin).header("X-Subject-Token", "nope").send().await.unwrap();
+    let v = t
+        .http
+        .get(format!("{}/v3/auth/tokens", t.url))
+        .header("X-Auth-Token", &t.admin)
+        .header("X-Subject-Token", "nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(v.status(), 404);
     // Revoking the role invalidates the user's tokens.
     assert_eq!(t.delete(&grant, &t.admin).await.status, 204);
