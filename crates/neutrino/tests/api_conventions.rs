@@ -366,3 +366,34 @@ async fn tags_sub_resource_and_tag_filters() {
     let (member, _) = t.project_user("p", "u", "member").await;
     assert_eq!(t.request("PUT", &format!("{base}/mine"), Some(&member), None).await.status, 404);
 }
+
+#[tokio::test]
+async fn changed_since_and_forwarded_links() {
+    let t = TestServer::start().await;
+    let old = t.network(&t.admin, json!({"name": "old"})).await;
+    let stamp = old["updated_at"].as_str().unwrap().to_string();
+    // Timestamps have whole seconds: wait for the next one.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let new = t.network(&t.admin, json!({"name": "new"})).await;
+    let since = new["created_at"].as_str().unwrap().to_string();
+    assert!(since > stamp);
+    let r = t.get(&format!("/v2.0/networks?changed_since={since}"), &t.admin).await.expect(200);
+    assert_eq!(names(&r, "networks"), ["new"]);
+    let r =
+        t.get(&format!("/v2.0/networks?changed_since={stamp}&sort_key=name&sort_dir=asc"), &t.admin).await.expect(200);
+    assert_eq!(names(&r, "networks"), ["new", "old"]);
+    assert_eq!(t.get("/v2.0/networks?changed_since=yesterday", &t.admin).await.status, 400);
+    // Links follow the scheme a proxy reports.
+    let r = t
+        .http
+        .get(format!("{}/v2.0/networks?limit=1", t.url))
+        .header("X-Auth-Token", &t.admin)
+        .header("X-Forwarded-Proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let href = body["networks_links"][0]["href"].as_str().unwrap();
+    assert!(href.starts_with("https://"), "{href}");
+    assert!(href.contains("limit=1") && href.contains("marker="), "{href}");
+}
