@@ -1,0 +1,196 @@
+//! The store conformance suite: properties every `Store` implementation
+//! must have, written against the trait. SQLite runs it today; a PostgreSQL
+//! implementation adds one more `#[tokio::test]` that calls `run_all`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use neutrino_model::ipam::IpVersion;
+use neutrino_model::policy::Viewer;
+use neutrino_model::resources::*;
+use neutrino_model::segments::IdRange;
+use neutrino_model::{Error, ProjectId};
+use neutrino_store::{ListQuery, SqliteStore, Store, StoreConfig};
+
+fn project() -> ProjectId {
+    ProjectId("p1".into())
+}
+
+fn network_request(name: &str) -> NetworkCreate {
+    NetworkCreate {
+        project_id: project(),
+        name: name.into(),
+        description: String::new(),
+        admin_state_up: true,
+        shared: false,
+        external: false,
+        port_security_enabled: true,
+        mtu: None,
+        segments: None,
+        availability_zone_hints: vec![],
+    }
+}
+
+fn subnet_request(network: &Network, cidr: &str) -> SubnetCreate {
+    SubnetCreate {
+        project_id: project(),
+        network_id: network.id,
+        name: String::new(),
+        description: String::new(),
+        ip_version: if cidr.contains(':') { IpVersion::V6 } else { IpVersion::V4 },
+        cidr: Some(cidr.parse().unwrap()),
+        prefixlen: None,
+        subnetpool: PoolChoice::None,
+        gateway: GatewayChoice::Default,
+        allocation_pools: None,
+        dns_nameservers: vec![],
+        host_routes: vec![],
+        enable_dhcp: true,
+        ipv6_ra_mode: None,
+        ipv6_address_mode: None,
+        segment_id: None,
+        service_types: vec![],
+    }
+}
+
+fn port_request(network: &Network) -> PortCreate {
+    PortCreate {
+        project_id: project(),
+        network_id: network.id,
+        name: String::new(),
+        description: String::new(),
+        admin_state_up: true,
+        mac_address: None,
+        fixed_ips: None,
+        device_id: String::new(),
+        device_owner: String::new(),
+        port_security_enabled: None,
+        allowed_address_pairs: vec![],
+        extra_dhcp_opts: vec![],
+        binding_host_id: String::new(),
+        binding_profile: serde_json::json!({}),
+        binding_vnic_type: "normal".into(),
+        tags: vec![],
+    }
+}
+
+async fn sqlite(config: StoreConfig) -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db.sqlite"), config).await.unwrap();
+    (Arc::new(store), dir)
+}
+
+/// Concurrent allocation on one small subnet hands out each address once.
+async fn allocation_is_unique_under_concurrency(store: Arc<dyn Store>) {
+    let net = store.create_networks(vec![network_request("n")]).await.unwrap().remove(0);
+    store.create_subnets(vec![subnet_request(&net, "10.0.0.0/27")]).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        let net = net.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                match store.create_ports(vec![port_request(&net)]).await {
+                    Ok(mut p) => got.push(p.remove(0).fixed_ips[0].ip_address),
+                    Err(Error::IpAddressGenerationFailure(_)) => return got,
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for t in tasks {
+        for ip in t.await.unwrap() {
+            assert!(seen.insert(ip), "{ip} twice");
+        }
+    }
+    assert_eq!(seen.len(), 29);
+}
+
+/// A failing item rolls back the whole bulk request.
+async fn bulk_is_atomic(store: Arc<dyn Store>) {
+    let net = store.create_networks(vec![network_request("bulk")]).await.unwrap().remove(0);
+    let err = store
+        .create_subnets(vec![subnet_request(&net, "10.1.0.0/24"), subnet_request(&net, "10.1.0.128/25")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    let mut q = ListQuery::new(Viewer::All);
+    q.pushdown.network_ids = vec![net.id.to_string()];
+    assert!(store.list_subnets(&q).await.unwrap().is_empty());
+}
+
+/// Revisions move on every change and guard conditional writes.
+async fn revisions_guard_updates(store: Arc<dyn Store>) {
+    let net = store.create_networks(vec![network_request("rev")]).await.unwrap().remove(0);
+    assert_eq!(net.std.revision_number, 1);
+    let upd = NetworkUpdate { name: Some("x".into()), ..Default::default() };
+    let err = store.update_network(&net.id, upd.clone(), Some(7)).await.unwrap_err();
+    assert_eq!(err, Error::RevisionMismatch { expected: 7, current: 1 });
+    let n = store.update_network(&net.id, upd, Some(1)).await.unwrap();
+    assert_eq!((n.name.as_str(), n.std.revision_number), ("x", 2));
+}
+
+/// Released addresses and ids come back; deletes cascade as Neutron's do.
+async fn deletes_release_and_cascade(store: Arc<dyn Store>) {
+    let net = store.create_networks(vec![network_request("del")]).await.unwrap().remove(0);
+    let subnet = store.create_subnets(vec![subnet_request(&net, "10.2.0.0/30")]).await.unwrap().remove(0);
+    let port = store.create_ports(vec![port_request(&net)]).await.unwrap().remove(0);
+    assert_eq!(port.fixed_ips[0].ip_address.to_string(), "10.2.0.2");
+    assert!(matches!(store.create_ports(vec![port_request(&net)]).await, Err(Error::IpAddressGenerationFailure(_))));
+    assert!(matches!(store.delete_network(&net.id, None).await, Err(Error::NetworkInUse { .. })));
+    store.delete_port(&port.id, None).await.unwrap();
+    let again = store.create_ports(vec![port_request(&net)]).await.unwrap().remove(0);
+    assert_eq!(again.fixed_ips[0].ip_address.to_string(), "10.2.0.2");
+    store.delete_port(&again.id, None).await.unwrap();
+    store.delete_network(&net.id, None).await.unwrap();
+    assert!(matches!(store.get_subnet(&Viewer::All, &subnet.id).await, Err(Error::NotFound { .. })));
+}
+
+/// Visibility: a project sees its own and shared networks only.
+async fn visibility(store: Arc<dyn Store>) {
+    let mut other = network_request("other");
+    other.project_id = ProjectId("p2".into());
+    let mut shared = network_request("shared");
+    shared.project_id = ProjectId("p2".into());
+    shared.shared = true;
+    let created = store.create_networks(vec![other, shared]).await.unwrap();
+    let seen = store.list_networks(&ListQuery::new(Viewer::Project(ProjectId("p3".into())))).await.unwrap();
+    assert_eq!(seen.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["shared"]);
+    let hidden = store.get_network(&Viewer::Project(ProjectId("p3".into())), &created[0].id).await;
+    assert!(matches!(hidden, Err(Error::NotFound { .. })));
+}
+
+pub async fn run_all(make: impl AsyncFn() -> Arc<dyn Store>) {
+    allocation_is_unique_under_concurrency(make().await).await;
+    bulk_is_atomic(make().await).await;
+    revisions_guard_updates(make().await).await;
+    deletes_release_and_cascade(make().await).await;
+    visibility(make().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_conforms() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    run_all(async || {
+        let (store, dir) = sqlite(StoreConfig::default()).await;
+        dirs.lock().unwrap().push(dir);
+        store
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn segmentation_ids_exhaust_cleanly() {
+    let config = StoreConfig {
+        segments: neutrino_model::segments::SegmentConfig {
+            vni_ranges: vec![IdRange { first: 5, last: 6 }],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (store, _dir) = sqlite(config).await;
+    store.create_networks(vec![network_request("a"), network_request("b")]).await.unwrap();
+    assert_eq!(store.create_networks(vec![network_request("c")]).await.unwrap_err(), Error::NoNetworkAvailable);
+}
