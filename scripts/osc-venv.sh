@@ -100,9 +100,12 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 if [[ -e "$VENV" ]]; then
-    # Only ever remove something that is a virtualenv.
-    [[ -f "$VENV/pyvenv.cfg" ]] || die "$VENV exists and is not a virtualenv; refusing to replace it"
-    rm -rf "$VENV"
+    # Only ever remove a virtualenv (or an empty directory).
+    if [[ -f "$VENV/pyvenv.cfg" ]] || [[ -d "$VENV" && -z "$(ls -A "$VENV")" ]]; then
+        rm -rf "$VENV"
+    else
+        die "$VENV exists and is not a virtualenv; refusing to replace it"
+    fi
 fi
 
 LOG="$(mktemp)"

@@ -95,6 +95,7 @@ impl Server {
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("NEUTRINO_BOOTSTRAP_PASSWORD", ADMIN_PASSWORD)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(File::create(&log).expect("server log file"))
@@ -208,6 +209,15 @@ impl Osc<'_> {
     }
 }
 
+/// Runs two independent commands at once (each is mostly Python start-up).
+fn join2<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    std::thread::scope(|s| {
+        let a = s.spawn(a);
+        let b = b();
+        (a.join().unwrap_or_else(|e| std::panic::resume_unwind(e)), b)
+    })
+}
+
 /// A flag as OSC prints it: JSON output gives booleans; accept the table
 /// words too (`UP`/`DOWN`, `External`/`Internal`, `True`/`False`).
 #[track_caller]
@@ -281,7 +291,10 @@ fn openstack_cli_self_service_walkthrough() {
     let out = admin.run(&["role", "add", "--project", "demo", "--user", "demo", "member"]);
     assert_eq!(out.trim(), "", "role add prints nothing");
 
-    let endpoints = admin.json(&["endpoint", "list"]);
+    let ((endpoints, services), assignments) = join2(
+        || join2(|| admin.json(&["endpoint", "list"]), || admin.json(&["service", "list"])),
+        || admin.json(&["role", "assignment", "list", "--names"]),
+    );
     let endpoints = endpoints.as_array().expect("endpoint list is a list");
     let network_eps: Vec<&Value> = endpoints.iter().filter(|e| e["Service Type"] == "network").collect();
     assert!(network_eps.iter().any(|e| e["Interface"] == "public"), "no public network endpoint: {endpoints:?}");
@@ -294,12 +307,10 @@ fn openstack_cli_self_service_walkthrough() {
         "identity endpoint at {url}/v3: {endpoints:?}"
     );
 
-    let services = admin.json(&["service", "list"]);
     let types: BTreeSet<&str> =
         services.as_array().expect("service list").iter().filter_map(|s| s["Type"].as_str()).collect();
     assert!(types.contains("network") && types.contains("identity"), "{services}");
 
-    let assignments = admin.json(&["role", "assignment", "list", "--names"]);
     let assignments = assignments.as_array().expect("role assignment list");
     assert!(
         assignments
@@ -392,7 +403,10 @@ fn openstack_cli_self_service_walkthrough() {
     let expected_v6 = eui64("fd00:192:168:1::".parse().unwrap(), &mac);
     assert_eq!(v6_addr, expected_v6, "SLAAC (EUI-64) address of {mac}");
 
-    let ports = demo.json(&["port", "list"]);
+    let ((ports, shown), (subnet_rows, networks)) = join2(
+        || join2(|| demo.json(&["port", "list"]), || demo.json(&["port", "show", "port1"])),
+        || join2(|| demo.json(&["subnet", "list"]), || demo.json(&["network", "list"])),
+    );
     let row = ports
         .as_array()
         .expect("port list")
@@ -410,12 +424,10 @@ fn openstack_cli_self_service_walkthrough() {
     let expected_ips = [v4_addr.to_string(), expected_v6.to_string()];
     assert_eq!(listed_ips, expected_ips.iter().map(String::as_str).collect(), "{row}");
 
-    let shown = demo.json(&["port", "show", "port1"]);
     assert_eq!(shown["id"], port_id.as_str(), "{shown}");
     assert_eq!(shown["mac_address"], mac.as_str(), "{shown}");
     assert_eq!(shown["fixed_ips"], port["fixed_ips"], "port show agrees with port create");
 
-    let subnet_rows = demo.json(&["subnet", "list"]);
     let subnet_rows = subnet_rows.as_array().expect("subnet list");
     for (id, name, cidr) in
         [(&v4_id, "selfservice1-v4", "192.168.1.0/24"), (&v6_id, "selfservice1-v6", "fd00:192:168:1::/64")]
@@ -429,7 +441,6 @@ fn openstack_cli_self_service_walkthrough() {
         assert_eq!(row["Network"], net_id.as_str(), "{row}");
     }
 
-    let networks = demo.json(&["network", "list"]);
     let row = networks
         .as_array()
         .expect("network list")
