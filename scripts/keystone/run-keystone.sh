@@ -33,7 +33,8 @@
 #   alt      / project alt     / role member   KEYSTONE_ALT_PASSWORD     [alt-secret]
 #
 # Keystone stays in the foreground under the script's process id (the script
-# execs it), so killing that process stops it. Needs python3 (>= 3.10) with
+# execs it), so killing that process stops it; with KEYSTONE_EXIT_WITH_PID=N
+# in the environment it also stops by itself once process N is gone. Needs python3 (>= 3.10) with
 # the venv module and access to PyPI; set PYTHON for another interpreter.
 set -euo pipefail
 
@@ -166,9 +167,14 @@ done
 [[ "$PORT" =~ ^[0-9]+$ ]] || die "--port must be a number"
 [[ "$EXPIRATION" =~ ^[0-9]+$ && "$EXPIRATION" -gt 0 ]] || die "--token-expiration must be a positive number"
 [[ -n "$VENV" && -n "$STATE" ]] || die "--venv and --state must not be empty"
-mkdir -p "$(dirname "$VENV")" "$STATE"
+mkdir -p "$(dirname "$VENV")"
 VENV="$(cd "$(dirname "$VENV")" && pwd)/$(basename "$VENV")"
-STATE="$(cd "$STATE" && pwd)"
+if [[ "$MODE" != install ]]; then
+    mkdir -p "$STATE"
+    STATE="$(cd "$STATE" && pwd)"
+    # Whoever waits for ready.json must not see the one of an earlier run.
+    rm -f "$STATE/ready.json"
+fi
 
 # --- 1. the virtualenv ------------------------------------------------------
 
@@ -268,8 +274,8 @@ SETUP_STAMP="$STATE/.setup-stamp"
 SETUP_TEXT="keystone $KEYSTONE_VERSION port $PORT admin $(printf '%s' "$ADMIN_PASSWORD" | sha256sum | cut -c1-16)"
 
 run_manage() {
-    local log="$STATE/keystone-manage.log"
-    if ! "$VENV/bin/keystone-manage" --config-file "$CONF" "$@" >>"$log" 2>&1; then
+    local log="$STATE/keystone-manage-$1.log"
+    if ! "$VENV/bin/keystone-manage" --config-file "$CONF" "$@" >"$log" 2>&1; then
         tail -n 40 "$log" >&2
         die "keystone-manage $1 failed (full output: $log)"
     fi
@@ -277,12 +283,25 @@ run_manage() {
 
 if [[ ! -f "$SETUP_STAMP" || "$(cat "$SETUP_STAMP")" != "$SETUP_TEXT" ]]; then
     started=$SECONDS
-    run_manage db_sync
     user="$(id -un)"
     group="$(id -gn)"
-    [[ -f "$STATE/fernet-keys/0" ]] || run_manage fernet_setup --keystone-user "$user" --keystone-group "$group"
-    [[ -f "$STATE/credential-keys/0" ]] ||
-        run_manage credential_setup --keystone-user "$user" --keystone-group "$group"
+    # Independent steps at once (each is mostly Python start-up).
+    pids=()
+    run_manage db_sync &
+    pids+=($!)
+    if [[ ! -f "$STATE/fernet-keys/0" ]]; then
+        run_manage fernet_setup --keystone-user "$user" --keystone-group "$group" &
+        pids+=($!)
+    fi
+    if [[ ! -f "$STATE/credential-keys/0" ]]; then
+        run_manage credential_setup --keystone-user "$user" --keystone-group "$group" &
+        pids+=($!)
+    fi
+    failed=0
+    for pid in "${pids[@]}"; do
+        wait "$pid" || failed=1
+    done
+    [[ "$failed" == 0 ]] || die "setting up $STATE failed"
     run_manage bootstrap --bootstrap-password "$ADMIN_PASSWORD" \
         --bootstrap-region-id RegionOne \
         --bootstrap-public-url "http://127.0.0.1:$PORT/v3"
@@ -293,7 +312,6 @@ fi
 
 # --- 4. serve ---------------------------------------------------------------
 
-rm -f "$STATE/ready.json"
 export OS_KEYSTONE_CONFIG_FILES="$CONF"
 exec "$VENV/bin/python" "$SCRIPT_DIR/serve.py" --port "$PORT" --ready "$STATE/ready.json" \
     --admin-password "$ADMIN_PASSWORD" --token-expiration "$EXPIRATION"

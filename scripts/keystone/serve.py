@@ -16,7 +16,9 @@ identity API with an admin token:
 Passwords come from the environment (KEYSTONE_SERVICE_PASSWORD,
 KEYSTONE_DEMO_PASSWORD, KEYSTONE_ALT_PASSWORD; defaults below). Once that is
 done it writes FILE (atomically) with the URL and the ids of everything, which
-is the signal that Keystone is ready, and serves until killed.
+is the signal that Keystone is ready, and serves until killed -- or, when
+KEYSTONE_EXIT_WITH_PID names a process, until that process is gone (so a test
+that dies without cleaning up does not leave Keystone behind).
 """
 
 import argparse
@@ -25,6 +27,7 @@ import os
 import socketserver
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -159,6 +162,22 @@ def provision(base, admin_password):
     return accounts
 
 
+def exit_with(pid):
+    """Ends this process once process `pid` no longer exists."""
+
+    def watch():
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass
+            time.sleep(1)
+
+    threading.Thread(target=watch, name="exit-with", daemon=True).start()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
@@ -168,6 +187,9 @@ def main():
     args = parser.parse_args()
     # Keystone's configuration loader reads sys.argv too: hide ours from it.
     del sys.argv[1:]
+    watched = os.environ.get("KEYSTONE_EXIT_WITH_PID", "").strip()
+    if watched:
+        exit_with(int(watched))
 
     from keystone.server.wsgi import initialize_public_application
 

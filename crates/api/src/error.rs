@@ -39,6 +39,7 @@ impl ApiError {
             403 => "Forbidden",
             404 => "Not Found",
             409 => "Conflict",
+            503 => "Service Unavailable",
             _ => "Internal Server Error",
         };
         ApiError::Identity { status, title, message: message.into() }
