@@ -99,6 +99,10 @@ pub struct BenchArgs {
     /// With --url: leave the benchmark's networks and ports in place.
     #[arg(long)]
     pub keep: bool,
+    /// Also sample this process's CPU time per phase (the server's PID when
+    /// it runs apart from the benchmark, e.g. with --url).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// Free text recorded with the results (e.g. what else the machine ran).
     #[arg(long)]
     pub note: Option<String>,
@@ -106,11 +110,16 @@ pub struct BenchArgs {
 
 // ---- measurements --------------------------------------------------------------
 
+/// The server process named by `--server-pid`, sampled with each phase.
+static SERVER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
 /// CPU counters sampled around a phase.
 #[derive(Clone, Copy)]
 struct CpuSample {
     /// This process's user+system time.
     process: Duration,
+    /// The `--server-pid` process's user+system time.
+    server: Option<Duration>,
     /// Whole machine, in clock ticks: busy and total.
     busy_ticks: u64,
     total_ticks: u64,
@@ -118,17 +127,18 @@ struct CpuSample {
 
 impl CpuSample {
     fn now() -> Self {
-        let process = read_process_cpu().unwrap_or_default();
+        let process = read_process_cpu("self").unwrap_or_default();
+        let server = SERVER_PID.get().and_then(|pid| read_process_cpu(&pid.to_string()));
         let (busy_ticks, total_ticks) = read_machine_ticks().unwrap_or((0, 0));
-        CpuSample { process, busy_ticks, total_ticks }
+        CpuSample { process, server, busy_ticks, total_ticks }
     }
 }
 
 /// Clock ticks per second of /proc (USER_HZ, 100 on every Linux we meet).
 const USER_HZ: u64 = 100;
 
-fn read_process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+fn read_process_cpu(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th fields of the whole line.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -163,6 +173,8 @@ struct Phase {
     /// Process CPU time spent during the phase (server and client when the
     /// server runs in this process).
     process_cpu: Duration,
+    /// CPU time of the `--server-pid` process during the phase.
+    server_cpu: Option<Duration>,
     /// Share of the whole machine's CPU that was busy during the phase.
     machine_busy: f64,
     /// Response size and item count (list phases).
@@ -185,6 +197,7 @@ impl Phase {
             first_error: None,
             cut_short: false,
             process_cpu: after.process.saturating_sub(before.process),
+            server_cpu: after.server.zip(before.server).map(|(a, b)| a.saturating_sub(b)),
             machine_busy: if total == 0 { 0.0 } else { busy as f64 / total as f64 },
             bytes: None,
             items: None,
@@ -215,9 +228,11 @@ impl Phase {
         self.latencies.iter().sum::<Duration>() / self.latencies.len() as u32
     }
 
-    /// Process CPU per successful request.
+    /// CPU per successful request: of the `--server-pid` process when
+    /// given, else of this process.
     fn cpu_per_request(&self) -> Duration {
-        if self.count == 0 { Duration::ZERO } else { self.process_cpu / self.count as u32 }
+        let cpu = self.server_cpu.unwrap_or(self.process_cpu);
+        if self.count == 0 { Duration::ZERO } else { cpu / self.count as u32 }
     }
 }
 
@@ -395,8 +410,13 @@ fn git_commit() -> String {
     };
     match run(&["rev-parse", "--short=12", "HEAD"]) {
         Some(c) => {
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-            if dirty { format!("{c} (with uncommitted changes)") } else { c }
+            let changed =
+                run(&["status", "--porcelain", "--untracked-files=no"]).map(|s| s.lines().count()).unwrap_or(0);
+            match changed {
+                0 => c,
+                1 => format!("{c} + uncommitted changes in 1 file"),
+                n => format!("{c} + uncommitted changes in {n} files"),
+            }
         }
         None => "unknown (not run inside a git checkout)".into(),
     }
@@ -462,7 +482,6 @@ struct Report {
     args_ports: usize,
     setup: Duration,
     phases: Vec<Phase>,
-    fill: Option<Phase>,
     total: Duration,
     messages: Vec<String>,
 }
@@ -470,6 +489,9 @@ struct Report {
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.clients == 0 {
         return Err("--clients must be at least 1".into());
+    }
+    if let Some(pid) = args.server_pid {
+        let _ = SERVER_PID.set(pid);
     }
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.time_limit);
@@ -517,7 +539,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
-    let (phases, fill, setup, mut messages) = result?;
+    let (phases, setup, mut messages) = result?;
     machine.load_after = loadavg();
     if Instant::now() > deadline {
         messages.push(format!("the time limit of {} s was reached; later phases were cut short", args.time_limit));
@@ -530,7 +552,6 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         args_ports: args.ports,
         setup,
         phases,
-        fill,
         total: started.elapsed(),
         messages,
     };
@@ -542,7 +563,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-type Measured = (Vec<Phase>, Option<Phase>, Duration, Vec<String>);
+type Measured = (Vec<Phase>, Duration, Vec<String>);
 
 async fn measure(args: &BenchArgs, base: &str, password: &str, deadline: Instant) -> Result<Measured, String> {
     let setup_start = Instant::now();
@@ -559,22 +580,23 @@ async fn measure(args: &BenchArgs, base: &str, password: &str, deadline: Instant
     }
     let mut on_large = 20;
 
-    eprintln!("bench: {} sequential port creates", args.sequential);
-    let seq = sequential_creates(&api, &fixture.large, args.sequential, deadline).await;
-    on_large += seq.count;
-    phases.push(seq);
+    if args.sequential > 0 {
+        eprintln!("bench: {} sequential port creates", args.sequential);
+        let seq = sequential_creates(&api, &fixture.large, args.sequential, deadline).await;
+        on_large += seq.count;
+        phases.push(seq);
+    }
+    if args.concurrent > 0 {
+        eprintln!("bench: {} port creates from {} concurrent clients", args.concurrent, args.clients);
+        let conc = concurrent_creates(&api, &fixture.large, args.concurrent, args.clients, deadline).await?;
+        on_large += conc.count;
+        phases.push(conc);
+    }
 
-    eprintln!("bench: {} port creates from {} concurrent clients", args.concurrent, args.clients);
-    let conc = concurrent_creates(&api, &fixture.large, args.concurrent, args.clients, deadline).await?;
-    on_large += conc.count;
-    phases.push(conc);
-
-    let fill = if on_large < args.ports {
+    if on_large < args.ports {
         eprintln!("bench: filling the network up to {} ports", args.ports);
-        Some(fill_network(&api, &fixture.large, args.ports - on_large, args.fill_batch.max(1), deadline).await)
-    } else {
-        None
-    };
+        phases.push(fill_network(&api, &fixture.large, args.ports - on_large, args.fill_batch.max(1), deadline).await);
+    }
     for i in 0..args.small_ports {
         create_port(&api, &fixture.small, &format!("bench-small-{i}")).await?;
     }
@@ -587,7 +609,7 @@ async fn measure(args: &BenchArgs, base: &str, password: &str, deadline: Instant
         ("list: first page, limit=100", format!("/v2.0/ports?network_id={large}&limit=100")),
         ("list: small network", format!("/v2.0/ports?network_id={small}")),
     ];
-    for (name, path) in &variants {
+    for (name, path) in variants.iter().filter(|_| args.list_requests > 0) {
         eprintln!("bench: {} x GET {path}", args.list_requests);
         phases.push(time_list(&api, name, path, args.list_requests, deadline).await?);
     }
@@ -604,7 +626,7 @@ async fn measure(args: &BenchArgs, base: &str, password: &str, deadline: Instant
             messages.push(format!("cleanup failed: {e}"));
         }
     }
-    Ok((phases, fill, setup, messages))
+    Ok((phases, setup, messages))
 }
 
 fn temp_dir() -> Result<PathBuf, String> {
@@ -889,6 +911,16 @@ fn verdicts(r: &Report) -> Vec<String> {
     out
 }
 
+/// What the CPU column measures in this run.
+fn cpu_meaning() -> String {
+    match SERVER_PID.get() {
+        Some(pid) => format!("CPU time of the server process (pid {pid}) per request."),
+        None => "CPU time of the benchmark process per request (server and client together when the server \
+                 runs in-process)."
+            .into(),
+    }
+}
+
 fn phase_notes(p: &Phase) -> String {
     let mut notes = Vec::new();
     if p.cut_short {
@@ -918,8 +950,7 @@ fn text_report(r: &Report) -> String {
         "  {:<32} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
         "phase", "n", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean ms", "cpu ms/rq", "busy"
     );
-    let all: Vec<&Phase> = r.fill.iter().chain(r.phases.iter()).collect();
-    for p in all {
+    for p in &r.phases {
         let _ = writeln!(
             s,
             "  {:<32} {:>6} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>5.0}%",
@@ -938,7 +969,7 @@ fn text_report(r: &Report) -> String {
         if let (Some(b), Some(i)) = (p.bytes, p.items) {
             extra.push(format!("{i} ports, {} per response", size(b)));
         } else if let Some(i) = p.items {
-            extra.push(format!("{i} ports created"));
+            extra.push(format!("{i} ports created, {:.0} ports/s", i as f64 / p.wall.as_secs_f64().max(1e-9)));
         }
         let notes = phase_notes(p);
         if !notes.is_empty() {
@@ -948,7 +979,7 @@ fn text_report(r: &Report) -> String {
             let _ = writeln!(s, "  {:<32} {}", "", extra.join("; "));
         }
     }
-    let _ = writeln!(s, "\n  cpu ms/rq: CPU time of this process per request (server and client when in-process)");
+    let _ = writeln!(s, "\n  cpu ms/rq: {}", cpu_meaning());
     let _ = writeln!(s, "  busy: share of the whole machine's CPU in use during the phase (all processes)\n");
     for v in verdicts(r) {
         let _ = writeln!(s, "  target: {v}");
@@ -985,13 +1016,15 @@ fn markdown_report(r: &Report) -> String {
         "| phase | n | req/s | p50 ms | p90 ms | p99 ms | max ms | mean ms | CPU ms/req | machine busy | notes |"
     );
     let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
-    let all: Vec<&Phase> = r.fill.iter().chain(r.phases.iter()).collect();
-    for p in all {
+    for p in &r.phases {
         let mut notes = Vec::new();
         if let (Some(b), Some(i)) = (p.bytes, p.items) {
             notes.push(format!("{i} ports, {} per response", size(b)));
         } else if let Some(i) = p.items {
-            notes.push(format!("{i} ports created (not a target)"));
+            notes.push(format!(
+                "{i} ports created, {:.0} ports/s (untimed fill, not a target)",
+                i as f64 / p.wall.as_secs_f64().max(1e-9)
+            ));
         }
         let n = phase_notes(p);
         if !n.is_empty() {
@@ -1015,8 +1048,8 @@ fn markdown_report(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "\nCPU ms/req: CPU time of the benchmark process per request (server and client when the server runs \
-         in-process). Machine busy: share of all CPUs in use during the phase, by any process.\n"
+        "\nCPU ms/req: {} Machine busy: share of all CPUs in use during the phase, by any process.\n",
+        cpu_meaning()
     );
     let _ = writeln!(s, "Targets:\n");
     for v in verdicts(r) {
