@@ -43,6 +43,8 @@ pub struct App {
     pub config: ApiConfig,
     /// Catalog ids of the built-in identity service.
     pub catalog: CatalogIds,
+    /// Rendered port JSON, reused across list requests.
+    pub port_json: crate::neutron::render_cache::RenderCache,
 }
 
 impl App {

@@ -100,6 +100,12 @@ impl fmt::Display for MacAddress {
     }
 }
 
+impl serde::Serialize for MacAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Debug for MacAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MacAddress({self})")

@@ -101,6 +101,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
             ..Default::default()
         },
         catalog,
+        port_json: Default::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)

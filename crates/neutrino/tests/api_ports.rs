@@ -452,3 +452,80 @@ async fn quotas_and_ip_availability() {
     let list = t.get("/v2.0/network-ip-availabilities?ip_version=4", &t.admin).await.expect(200);
     assert_eq!(list["network_ip_availabilities"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn lists_never_show_a_stale_port() {
+    let t = TestServer::start().await;
+    let n = id(&t.network(&t.admin, json!({})).await);
+    let v4 = t.subnet(&t.admin, &n, "10.0.0.0/24", json!({})).await;
+    let v6 = t.subnet(&t.admin, &n, "2001:db8::/64", json!({"ipv6_address_mode": "slaac"})).await;
+    let p = t.port(&t.admin, &n, json!({"name": "before"})).await;
+    let url = format!("/v2.0/ports?network_id={n}");
+    let list = async |t: &TestServer| t.get(&url, &t.admin).await.expect(200)["ports"][0].clone();
+    assert_eq!(list(&t).await, p);
+    // Every kind of change shows up in the next list.
+    t.put(&format!("/v2.0/ports/{}", id(&p)), &t.admin, json!({"port": {"name": "after"}})).await.expect(200);
+    assert_eq!(list(&t).await["name"], "after");
+    t.request("PUT", &format!("/v2.0/ports/{}/tags/blue", id(&p)), Some(&t.admin), None).await;
+    assert_eq!(list(&t).await["tags"], json!(["blue"]));
+    t.delete(&format!("/v2.0/subnets/{}", id(&v6)), &t.admin).await.expect(204);
+    assert_eq!(list(&t).await["fixed_ips"].as_array().unwrap().len(), 1);
+    t.subnet(&t.admin, &n, "2001:db8:1::/64", json!({"ipv6_address_mode": "slaac"})).await;
+    assert_eq!(list(&t).await["fixed_ips"].as_array().unwrap().len(), 2);
+    let shown = t.get(&format!("/v2.0/ports/{}", id(&p)), &t.admin).await.expect(200);
+    assert_eq!(list(&t).await, shown["port"]);
+    assert_eq!(list(&t).await["fixed_ips"][0]["subnet_id"], v4["id"]);
+    t.delete(&format!("/v2.0/ports/{}", id(&p)), &t.admin).await.expect(204);
+    assert_eq!(t.get(&format!("/v2.0/ports?network_id={n}"), &t.admin).await.expect(200)["ports"], json!([]));
+}
+
+#[tokio::test]
+async fn port_lists_sort_page_and_select_fields() {
+    let t = TestServer::start().await;
+    let n = id(&t.network(&t.admin, json!({})).await);
+    t.subnet(&t.admin, &n, "10.0.0.0/24", json!({})).await;
+    for i in 0..5 {
+        t.port(&t.admin, &n, json!({"name": format!("p{i}")})).await;
+    }
+    let mut url = format!("/v2.0/ports?network_id={n}&sort_key=name&sort_dir=desc&limit=2&fields=name&fields=id");
+    let mut names = Vec::new();
+    for _ in 0..5 {
+        let r = t.get(&url, &t.admin).await.expect(200);
+        for p in r["ports"].as_array().unwrap() {
+            let mut keys: Vec<&String> = p.as_object().unwrap().keys().collect();
+            keys.sort();
+            assert_eq!(keys, ["id", "name"]);
+            names.push(p["name"].as_str().unwrap().to_string());
+        }
+        match r["ports_links"].as_array().unwrap().iter().find(|l| l["rel"] == "next") {
+            Some(l) => url = l["href"].as_str().unwrap()[t.url.len()..].to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["p4", "p3", "p2", "p1", "p0"]);
+    // Only fields, no paging: exact keys on every port.
+    let r = t.get(&format!("/v2.0/ports?network_id={n}&fields=mac_address"), &t.admin).await.expect(200);
+    assert_eq!(r["ports"].as_array().unwrap().len(), 5);
+    assert!(r["ports"].as_array().unwrap().iter().all(|p| p.as_object().unwrap().len() == 1));
+    // Filters the store cannot apply still work alongside.
+    let r = t.get(&format!("/v2.0/ports?network_id={n}&name=p3"), &t.admin).await.expect(200);
+    assert_eq!(r["ports"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn cached_list_renderings_respect_the_callers_role() {
+    let t = TestServer::start().await;
+    let (member, _) = t.project_user("demo", "demo", "member").await;
+    let n = id(&t.network(&member, json!({})).await);
+    t.subnet(&member, &n, "10.0.0.0/24", json!({})).await;
+    t.port(&member, &n, json!({})).await;
+    let url = format!("/v2.0/ports?network_id={n}");
+    for _ in 0..2 {
+        let admin_view = t.get(&url, &t.admin).await.expect(200);
+        assert_eq!(admin_view["ports"][0]["binding:vif_type"], "unbound");
+        let member_view = t.get(&url, &member).await.expect(200);
+        assert!(member_view["ports"][0].get("binding:vif_type").is_none());
+        assert!(member_view["ports"][0].get("binding:host_id").is_none());
+        assert_eq!(member_view["ports"][0]["id"], admin_view["ports"][0]["id"]);
+    }
+}

@@ -172,7 +172,8 @@ pub trait Store: Send + Sync + 'static {
     // ---- ports -----------------------------------------------------------
     async fn create_ports(&self, requests: Vec<PortCreate>) -> Result<Vec<Port>>;
     async fn get_port(&self, viewer: &Viewer, id: &PortId) -> Result<Port>;
-    async fn list_ports(&self, query: &ListQuery) -> Result<Vec<Port>>;
+    /// Ports in creation order, shared with the store's read cache.
+    async fn list_ports(&self, query: &ListQuery) -> Result<Vec<std::sync::Arc<Port>>>;
     async fn update_port(&self, id: &PortId, update: PortUpdate, if_match: Option<i64>) -> Result<Port>;
     async fn delete_port(&self, id: &PortId, if_match: Option<i64>) -> Result<()>;
 

@@ -6,6 +6,7 @@ mod networks;
 mod ports;
 pub mod query;
 mod quotas;
+pub mod render_cache;
 pub mod request;
 mod segments;
 pub mod spec;

@@ -103,6 +103,27 @@ impl ListParams {
         self.filters.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
 
+    /// Whether the store's SQL filters are all the filtering the request
+    /// asks for (nothing left to check in memory).
+    pub fn filters_pushed_down(&self) -> bool {
+        const PUSHED: &[&str] = &["id", "network_id", "project_id", "tenant_id", "device_id"];
+        !(self.values("project_id").is_some() && self.values("tenant_id").is_some())
+            && self
+                .filters
+                .iter()
+                .all(|(name, values)| PUSHED.contains(&name.as_str()) && values.iter().all(|v| !v.is_empty()))
+    }
+
+    /// Whether the store's SQL does the whole request: no filter left for
+    /// memory, no field selection, sorting or paging.
+    pub fn fully_pushed_down(&self) -> bool {
+        self.filters_pushed_down()
+            && self.fields.is_empty()
+            && self.sorts.is_empty()
+            && self.limit.is_none()
+            && self.marker.is_none()
+    }
+
     /// Filters the store can apply in SQL.
     pub fn pushdown(&self) -> Pushdown {
         let mut p = Pushdown::default();
@@ -282,64 +303,74 @@ pub fn apply(
             items.push(v);
         }
     }
+    let (items, links) = sort_and_page(items, params, base, |v, key| v.get(key).cloned().unwrap_or(Value::Null))?;
+    let items = items.into_iter().map(|v| Value::Object(select_fields(v, &params.fields))).collect();
+    Ok(ListPage { items, links })
+}
+
+/// Sorts and paginates (spec §1.7, §1.8) items of any kind; `key` gives an
+/// item's value of an attribute. Returns the page and, when paginated, its
+/// links.
+pub fn sort_and_page<T>(
+    mut items: Vec<T>,
+    params: &ListParams,
+    base: &RequestBase,
+    key: impl Fn(&T, &str) -> Value,
+) -> Result<(Vec<T>, Option<Vec<Value>>)> {
     let mut sorts = params.sorts.clone();
     if params.limit.is_some() && !sorts.iter().any(|(k, _)| k == "id") {
         sorts.push(("id".into(), true));
     }
     if !sorts.is_empty() {
-        items.sort_by(|a, b| {
-            for (key, asc) in &sorts {
-                let o = compare(a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null));
+        // Extract the keys once rather than on every comparison.
+        let mut keyed: Vec<(Vec<Value>, T)> =
+            items.into_iter().map(|it| (sorts.iter().map(|(k, _)| key(&it, k)).collect(), it)).collect();
+        keyed.sort_by(|(a, _), (b, _)| {
+            for (i, (_, asc)) in sorts.iter().enumerate() {
+                let o = compare(&a[i], &b[i]);
                 if o != Ordering::Equal {
                     return if *asc { o } else { o.reverse() };
                 }
             }
             Ordering::Equal
         });
+        items = keyed.into_iter().map(|(_, it)| it).collect();
     }
-    let mut links = None;
-    if let Some(limit) = params.limit {
-        let start_end = match &params.marker {
-            None => {
-                if params.page_reverse {
-                    (items.len().saturating_sub(limit), items.len())
-                } else {
-                    (0, limit.min(items.len()))
-                }
+    let Some(limit) = params.limit else { return Ok((items, None)) };
+    let id_of = |it: &T| key(it, "id").as_str().map(str::to_string);
+    let (start, end) = match &params.marker {
+        None => {
+            if params.page_reverse {
+                (items.len().saturating_sub(limit), items.len())
+            } else {
+                (0, limit.min(items.len()))
             }
-            Some(marker) => {
-                // Neutron looks the marker up first: an unknown one is a 404.
-                let pos = items
-                    .iter()
-                    .position(|v| v.get("id").and_then(Value::as_str) == Some(marker.as_str()))
-                    .ok_or(Error::HttpNotFound)?;
-                if params.page_reverse {
-                    (pos.saturating_sub(limit), pos)
-                } else {
-                    (pos + 1, (pos + 1 + limit).min(items.len()))
-                }
+        }
+        Some(marker) => {
+            // Neutron looks the marker up first: an unknown one is a 404.
+            let pos =
+                items.iter().position(|it| id_of(it).as_deref() == Some(marker.as_str())).ok_or(Error::HttpNotFound)?;
+            if params.page_reverse {
+                (pos.saturating_sub(limit), pos)
+            } else {
+                (pos + 1, (pos + 1 + limit).min(items.len()))
             }
-        };
-        let page: Vec<Map<String, Value>> = items.drain(start_end.0..start_end.1).collect();
-        items = page;
-        let mut l = Vec::new();
-        let short = items.len() < limit;
-        let first = items.first().and_then(|v| v.get("id")).and_then(Value::as_str).map(str::to_string);
-        let last = items.last().and_then(|v| v.get("id")).and_then(Value::as_str).map(str::to_string);
-        // `next` unless a short forward page; `previous` unless a short
-        // backward page (spec §1.8).
-        let has_next = !short || params.page_reverse;
-        let has_previous = !short || !params.page_reverse;
-        if has_next && let Some(last) = &last {
-            l.push(serde_json::json!({"rel": "next", "href": link(base, params, last, false)}));
         }
-        if has_previous && let Some(first) = &first {
-            l.push(serde_json::json!({"rel": "previous", "href": link(base, params, first, true)}));
-        }
-        links = Some(l);
+    };
+    let page: Vec<T> = items.drain(start..end).collect();
+    let mut links = Vec::new();
+    let short = page.len() < limit;
+    // `next` unless a short forward page; `previous` unless a short
+    // backward page (spec §1.8).
+    let has_next = !short || params.page_reverse;
+    let has_previous = !short || !params.page_reverse;
+    if has_next && let Some(last) = page.last().and_then(&id_of) {
+        links.push(serde_json::json!({"rel": "next", "href": link(base, params, &last, false)}));
     }
-    let items = items.into_iter().map(|v| Value::Object(select_fields(v, &params.fields))).collect();
-    Ok(ListPage { items, links })
+    if has_previous && let Some(first) = page.first().and_then(&id_of) {
+        links.push(serde_json::json!({"rel": "previous", "href": link(base, params, &first, true)}));
+    }
+    Ok((page, Some(links)))
 }
 
 fn link(base: &RequestBase, params: &ListParams, marker: &str, reverse: bool) -> String {

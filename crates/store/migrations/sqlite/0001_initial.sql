@@ -74,6 +74,7 @@ CREATE TABLE networks (
     mtu                   BIGINT NOT NULL,
     port_security_enabled BOOLEAN NOT NULL,
     az_hints              TEXT NOT NULL,
+    tags                  TEXT NOT NULL DEFAULT '[]',
     created_at            TEXT NOT NULL,
     updated_at            TEXT NOT NULL,
     revision_number       BIGINT NOT NULL
@@ -108,6 +109,7 @@ CREATE TABLE segments (
     physnet_key      TEXT NOT NULL,
     segmentation_key BIGINT NOT NULL,
     seq              BIGINT NOT NULL,
+    tags             TEXT NOT NULL DEFAULT '[]',
     created_at       TEXT NOT NULL,
     updated_at       TEXT NOT NULL,
     revision_number  BIGINT NOT NULL,
@@ -130,6 +132,7 @@ CREATE TABLE subnetpools (
     default_quota     BIGINT,
     is_default        BOOLEAN NOT NULL,
     shared            BOOLEAN NOT NULL,
+    tags              TEXT NOT NULL DEFAULT '[]',
     created_at        TEXT NOT NULL,
     updated_at        TEXT NOT NULL,
     revision_number   BIGINT NOT NULL
@@ -159,6 +162,7 @@ CREATE TABLE subnets (
     -- Bumped whenever an address of the subnet is allocated or released, so
     -- an in-memory copy of the allocations can tell that it is stale.
     ipam_generation   BIGINT NOT NULL,
+    tags              TEXT NOT NULL DEFAULT '[]',
     created_at        TEXT NOT NULL,
     updated_at        TEXT NOT NULL,
     revision_number   BIGINT NOT NULL
@@ -189,12 +193,14 @@ CREATE TABLE ports (
     binding_vif_type      TEXT NOT NULL,
     binding_vif_details   TEXT NOT NULL,
     ip_allocation         TEXT NOT NULL,
+    tags                  TEXT NOT NULL DEFAULT '[]',
     created_at            TEXT NOT NULL,
     updated_at            TEXT NOT NULL,
     revision_number       BIGINT NOT NULL,
     UNIQUE (network_id, mac_address)
 );
-CREATE INDEX ports_network ON ports (network_id);
+-- Lists by network come out in creation order straight from this index.
+CREATE INDEX ports_network ON ports (network_id, seq);
 CREATE UNIQUE INDEX ports_seq ON ports (seq);
 CREATE INDEX ports_project ON ports (project_id);
 CREATE INDEX ports_device ON ports (device_id);
@@ -212,14 +218,6 @@ CREATE TABLE ip_allocations (
 );
 CREATE INDEX ip_allocations_port ON ip_allocations (port_id);
 CREATE INDEX ip_allocations_network ON ip_allocations (network_id);
-
-CREATE TABLE tags (
-    resource_type TEXT NOT NULL,
-    resource_id   TEXT NOT NULL,
-    tag           TEXT NOT NULL,
-    PRIMARY KEY (resource_type, resource_id, tag)
-);
-CREATE INDEX tags_resource ON tags (resource_id);
 
 CREATE TABLE quotas (
     project_id TEXT NOT NULL,

@@ -12,6 +12,7 @@
 mod identity;
 mod ipam;
 mod networks;
+mod port_cache;
 mod ports;
 mod quotas;
 mod rows;
@@ -41,6 +42,7 @@ pub struct SqliteStore {
     writer: Mutex<Writer>,
     readers: SqlitePool,
     config: StoreConfig,
+    ports: port_cache::PortCache,
 }
 
 /// The writing connection and the state that is only touched under its lock.
@@ -72,7 +74,12 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .map_err(internal)?;
-        Ok(SqliteStore { writer: Mutex::new(Writer { conn, ipam: ipam::IpamCache::default() }), readers, config })
+        Ok(SqliteStore {
+            writer: Mutex::new(Writer { conn, ipam: ipam::IpamCache::default() }),
+            readers,
+            config,
+            ports: port_cache::PortCache::default(),
+        })
     }
 
     /// Opens `sqlite://PATH` style URLs as well as plain paths.
@@ -140,6 +147,12 @@ pub(crate) fn parse_col<T: FromStr>(text: &str, what: &str) -> Result<T> {
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     let items: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();
     format!("({})", items.join(", "))
+}
+
+/// An ordered, comma-separated aggregate of `expr` over a subquery's rows
+/// (`group_concat` here; PostgreSQL spells it `string_agg`).
+pub(crate) fn aggregate(expr: &str, order_by: &str) -> String {
+    format!("group_concat({expr}, ',' ORDER BY {order_by})")
 }
 
 /// A WHERE clause under construction, with its bound text arguments.

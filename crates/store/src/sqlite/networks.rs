@@ -472,13 +472,9 @@ impl SqliteStore {
             fetch(&mut tx, "SELECT id FROM subnets WHERE network_id = $1".into(), std::slice::from_ref(&nid)).await?;
         let subnet_ids: Vec<String> = subnet_rows.iter().map(|r| get(r, "id")).collect::<Result<_>>()?;
         for stmt in [
-            "DELETE FROM tags WHERE resource_type = 'ports' AND resource_id IN (SELECT id FROM ports WHERE network_id = $1)",
             "DELETE FROM ports WHERE network_id = $1",
-            "DELETE FROM tags WHERE resource_type = 'subnets' AND resource_id IN (SELECT id FROM subnets WHERE network_id = $1)",
             "DELETE FROM subnets WHERE network_id = $1",
-            "DELETE FROM tags WHERE resource_type = 'segments' AND resource_id IN (SELECT id FROM segments WHERE network_id = $1)",
             "DELETE FROM segments WHERE network_id = $1",
-            "DELETE FROM tags WHERE resource_type = 'networks' AND resource_id = $1",
             "DELETE FROM networks WHERE id = $1",
         ] {
             sqlx::query(stmt).bind(&nid).execute(&mut *tx).await.map_err(internal)?;
@@ -572,11 +568,6 @@ impl SqliteStore {
         if !users.is_empty() {
             return Err(Error::SegmentInUse(sid));
         }
-        sqlx::query("DELETE FROM tags WHERE resource_type = 'segments' AND resource_id = $1")
-            .bind(&sid)
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
         sqlx::query("DELETE FROM segments WHERE id = $1").bind(&sid).execute(&mut *tx).await.map_err(internal)?;
         bump(&mut tx, "networks", &current.network_id.to_string(), &now_iso()).await?;
         tx.commit().await.map_err(internal)?;

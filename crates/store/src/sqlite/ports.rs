@@ -3,17 +3,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use neutrino_model::ipam::{self, Choice, IpVersion};
 use neutrino_model::policy::Viewer;
 use neutrino_model::resources::*;
 use neutrino_model::{Error, MacAddress, NetworkId, PortId, ResourceKind, Result, SubnetId};
+use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 
 use super::ipam::IpamTxn;
-use super::networks::{check_quota, get_network_in};
-use super::rows::{fetch, load_ports};
+use super::networks::check_quota;
+use super::rows::{fetch, get, load_ports};
 use super::subnets::{bump_generation, insert_allocation, network_subnets_gen, subnet_exists};
 use super::{SqliteStore, Where, begin, check_revision, internal, now_iso, to_json};
 use crate::ListQuery;
@@ -368,11 +370,18 @@ impl SqliteStore {
             check_quota(&mut tx, self, project, "port", "ports", *count).await?;
         }
         let mut created = Vec::with_capacity(requests.len());
-        let mut networks: HashMap<NetworkId, (Network, Vec<Subnet>)> = HashMap::new();
+        // Each network's port-security default, read once per request.
+        let mut port_security_default: HashMap<NetworkId, bool> = HashMap::new();
         for req in requests {
-            if let std::collections::hash_map::Entry::Vacant(e) = networks.entry(req.network_id) {
-                let network = get_network_in(&mut tx, &Viewer::All, &req.network_id).await?;
-                e.insert((network, Vec::new()));
+            if let std::collections::hash_map::Entry::Vacant(slot) = port_security_default.entry(req.network_id) {
+                let rows = fetch(
+                    &mut tx,
+                    "SELECT port_security_enabled FROM networks WHERE id = $1".into(),
+                    &[req.network_id.to_string()],
+                )
+                .await?;
+                let row = rows.first().ok_or_else(|| Error::not_found(ResourceKind::Network, req.network_id))?;
+                slot.insert(get(row, "port_security_enabled")?);
             }
             // Subnets are re-read per port: their generations move as we go.
             let subnets_gen = network_subnets_gen(&mut tx, &req.network_id).await?;
@@ -380,36 +389,72 @@ impl SqliteStore {
                 ipam.ensure(&mut tx, &s.id, *generation).await?;
             }
             let subnets: Vec<Subnet> = subnets_gen.into_iter().map(|(s, _)| s).collect();
-            let network = &networks[&req.network_id].0;
 
-            let mac = match req.mac_address {
-                Some(mac) => {
-                    if mac_in_use(&mut tx, &req.network_id, mac).await? {
-                        return Err(Error::MacAddressInUse {
-                            network: req.network_id.to_string(),
-                            mac: mac.to_string(),
-                        });
-                    }
-                    mac
-                }
-                None => {
-                    let mut found = None;
-                    for _ in 0..MAC_ATTEMPTS {
-                        let candidate = MacAddress::random_with_base(self.config.base_mac, &mut rand::rng());
-                        if !mac_in_use(&mut tx, &req.network_id, candidate).await? {
-                            found = Some(candidate);
-                            break;
-                        }
-                    }
-                    found.ok_or_else(|| Error::MacAddressGenerationFailure(req.network_id.to_string()))?
-                }
-            };
-            let port_security = req.port_security_enabled.unwrap_or(network.port_security_enabled);
+            let port_security = req.port_security_enabled.unwrap_or(port_security_default[&req.network_id]);
             if !port_security && !req.allowed_address_pairs.is_empty() {
                 return Err(Error::AddressPairAndPortSecurityRequired);
             }
-            let pairs = resolve_address_pairs(&req.allowed_address_pairs, mac, self.config.max_allowed_address_pairs)?;
+            let binding = binding_for(&req.binding_host_id, req.binding_profile.clone(), &req.binding_vnic_type);
+            let ip_allocation = if req.fixed_ips.as_ref().is_some_and(|f| f.is_empty()) { "none" } else { "immediate" };
+            let mut tags = req.tags.clone();
+            tags.sort();
+            tags.dedup();
             let id = PortId::new();
+            // The (network, MAC) unique constraint decides whether a MAC is
+            // free: a generated one that collides is simply drawn again.
+            let mut attempt = 0;
+            let (mac, pairs) = loop {
+                attempt += 1;
+                let mac = match req.mac_address {
+                    Some(m) => m,
+                    None => MacAddress::random_with_base(self.config.base_mac, &mut rand::rng()),
+                };
+                let pairs =
+                    resolve_address_pairs(&req.allowed_address_pairs, mac, self.config.max_allowed_address_pairs)?;
+                let inserted = sqlx::query(
+                    "INSERT INTO ports (id, seq, project_id, network_id, name, description, admin_state_up, mac_address, \
+                     device_id, device_owner, status, port_security_enabled, allowed_address_pairs, extra_dhcp_opts, \
+                     binding_host_id, binding_profile, binding_vnic_type, binding_vif_type, binding_vif_details, \
+                     ip_allocation, tags, created_at, updated_at, revision_number) \
+                     VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ports), $2, $3, $4, $5, $6, $7, $8, $9, 'DOWN', \
+                     $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, 1) \
+                     ON CONFLICT (network_id, mac_address) DO NOTHING",
+                )
+                .bind(id.to_string())
+                .bind(req.project_id.as_str())
+                .bind(req.network_id.to_string())
+                .bind(&req.name)
+                .bind(&req.description)
+                .bind(req.admin_state_up)
+                .bind(mac.to_string())
+                .bind(&req.device_id)
+                .bind(&req.device_owner)
+                .bind(port_security)
+                .bind(to_json(&pairs))
+                .bind(to_json(&req.extra_dhcp_opts))
+                .bind(&binding.host_id)
+                .bind(to_json(&binding.profile))
+                .bind(&binding.vnic_type)
+                .bind(&binding.vif_type)
+                .bind(to_json(&binding.vif_details))
+                .bind(ip_allocation)
+                .bind(to_json(&tags))
+                .bind(&now)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?
+                .rows_affected()
+                    == 1;
+                if inserted {
+                    break (mac, pairs);
+                }
+                if req.mac_address.is_some() {
+                    return Err(Error::MacAddressInUse { network: req.network_id.to_string(), mac: mac.to_string() });
+                }
+                if attempt == MAC_ATTEMPTS {
+                    return Err(Error::MacAddressGenerationFailure(req.network_id.to_string()));
+                }
+            };
             let fixed = plan_fixed_ips(
                 &mut tx,
                 &mut ipam,
@@ -423,56 +468,7 @@ impl SqliteStore {
                 },
             )
             .await?;
-            let binding = binding_for(&req.binding_host_id, req.binding_profile.clone(), &req.binding_vnic_type);
-            let ip_allocation = if req.fixed_ips.as_ref().is_some_and(|f| f.is_empty()) { "none" } else { "immediate" };
-            let res = sqlx::query(
-                "INSERT INTO ports (id, seq, project_id, network_id, name, description, admin_state_up, mac_address, device_id, \
-                 device_owner, status, port_security_enabled, allowed_address_pairs, extra_dhcp_opts, binding_host_id, \
-                 binding_profile, binding_vnic_type, binding_vif_type, binding_vif_details, ip_allocation, created_at, \
-                 updated_at, revision_number) \
-                 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ports), $2, $3, $4, $5, $6, $7, $8, $9, 'DOWN', $10, \
-                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, 1)",
-            )
-            .bind(id.to_string())
-            .bind(req.project_id.as_str())
-            .bind(req.network_id.to_string())
-            .bind(&req.name)
-            .bind(&req.description)
-            .bind(req.admin_state_up)
-            .bind(mac.to_string())
-            .bind(&req.device_id)
-            .bind(&req.device_owner)
-            .bind(port_security)
-            .bind(to_json(&pairs))
-            .bind(to_json(&req.extra_dhcp_opts))
-            .bind(&binding.host_id)
-            .bind(to_json(&binding.profile))
-            .bind(&binding.vnic_type)
-            .bind(&binding.vif_type)
-            .bind(to_json(&binding.vif_details))
-            .bind(ip_allocation)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await;
-            match res {
-                Ok(_) => {}
-                Err(e) if super::is_unique_violation(&e) => {
-                    return Err(Error::MacAddressInUse { network: req.network_id.to_string(), mac: mac.to_string() });
-                }
-                Err(e) => return Err(internal(e)),
-            }
             write_allocations(&mut tx, &mut ipam, &id, &req.network_id, &[], &fixed).await?;
-            let mut tags = req.tags.clone();
-            tags.sort();
-            tags.dedup();
-            for tag in &tags {
-                sqlx::query("INSERT INTO tags (resource_type, resource_id, tag) VALUES ('ports', $1, $2)")
-                    .bind(id.to_string())
-                    .bind(tag)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(internal)?;
-            }
             created.push(Port {
                 id,
                 project_id: req.project_id,
@@ -503,7 +499,7 @@ impl SqliteStore {
         get_port_in(&mut conn, viewer, id).await
     }
 
-    pub(crate) async fn list_ports_impl(&self, q: &ListQuery) -> Result<Vec<Port>> {
+    pub(crate) async fn list_ports_impl(&self, q: &ListQuery) -> Result<Vec<Arc<Port>>> {
         let mut w = Where::default();
         port_visibility(&mut w, &q.viewer);
         w.add_in("p.id", &q.pushdown.ids);
@@ -511,7 +507,44 @@ impl SqliteStore {
         w.add_in("p.project_id", &q.pushdown.project_ids);
         w.add_in("p.device_id", &q.pushdown.device_ids);
         let mut conn = self.readers.acquire().await.map_err(internal)?;
-        load_ports(&mut conn, &w).await
+        // One snapshot for the id list and the rows loaded after it.
+        let mut tx = conn.begin().await.map_err(internal)?;
+        // Which ports, at which revision, in one row rather than one per port.
+        let sql = format!(
+            "SELECT {} AS entries FROM ports p WHERE {}",
+            super::aggregate("p.id || ' ' || p.revision_number", "p.seq"),
+            w.sql()
+        );
+        let rows = fetch(&mut tx, sql, &w.args).await?;
+        let entries: String =
+            rows.first().map(|r| get::<Option<String>>(r, "entries")).transpose()?.flatten().unwrap_or_default();
+        let mut wanted: Vec<(PortId, i64)> = Vec::new();
+        for entry in entries.split(',').filter(|e| !e.is_empty()) {
+            let (id, rev) = entry.split_once(' ').ok_or_else(|| Error::Internal("corrupt port list".into()))?;
+            wanted.push((super::parse_col(id, "port id")?, super::parse_col(rev, "revision")?));
+        }
+        let mut out = self.ports.lookup(&wanted);
+        let order: Vec<PortId> = wanted.iter().map(|(id, _)| *id).collect();
+        let missing: Vec<String> =
+            out.iter().zip(&wanted).filter(|(hit, _)| hit.is_none()).map(|(_, (id, _))| id.to_string()).collect();
+        if !missing.is_empty() {
+            let mut loaded: HashMap<PortId, Arc<Port>> = HashMap::with_capacity(missing.len());
+            for chunk in missing.chunks(500) {
+                let mut cw = Where::default();
+                cw.add_in("p.id", chunk);
+                for p in load_ports(&mut tx, &cw).await? {
+                    loaded.insert(p.id, Arc::new(p));
+                }
+            }
+            self.ports.put(loaded.values().cloned());
+            for (slot, id) in out.iter_mut().zip(&order) {
+                if slot.is_none() {
+                    *slot = loaded.get(id).cloned();
+                }
+            }
+        }
+        tx.commit().await.map_err(internal)?;
+        Ok(out.into_iter().flatten().collect())
     }
 
     pub(crate) async fn update_port_impl(&self, id: &PortId, upd: PortUpdate, if_match: Option<i64>) -> Result<Port> {
@@ -521,7 +554,6 @@ impl SqliteStore {
         let mut ipam = w.ipam.begin();
         let current = get_port_in(&mut tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
-        let network = get_network_in(&mut tx, &Viewer::All, &current.network_id).await?;
         let owner = upd.device_owner.clone().unwrap_or_else(|| current.device_owner.clone());
 
         let mac = upd.mac_address.unwrap_or(current.mac_address);
@@ -612,7 +644,6 @@ impl SqliteStore {
         let binding = binding_for(&host, profile, &vnic);
         // A port moved to another host is not wired there yet.
         let status = if host != current.binding.host_id { "DOWN".to_string() } else { current.status.clone() };
-        let _ = &network;
         let now = now_iso();
         sqlx::query(
             "UPDATE ports SET name = $1, description = $2, admin_state_up = $3, mac_address = $4, device_id = $5, \
@@ -659,13 +690,12 @@ impl SqliteStore {
         check_revision(if_match, current.std.revision_number)?;
         write_allocations(&mut tx, &mut ipam, id, &current.network_id, &current.fixed_ips, &[]).await?;
         let pid = id.to_string();
-        for stmt in
-            ["DELETE FROM tags WHERE resource_type = 'ports' AND resource_id = $1", "DELETE FROM ports WHERE id = $1"]
-        {
+        for stmt in ["DELETE FROM ports WHERE id = $1"] {
             sqlx::query(stmt).bind(&pid).execute(&mut *tx).await.map_err(internal)?;
         }
         tx.commit().await.map_err(internal)?;
         ipam.commit();
+        self.ports.forget(id);
         Ok(())
     }
 }

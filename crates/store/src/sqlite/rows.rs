@@ -31,35 +31,19 @@ where
 }
 
 fn std_attrs(row: &SqliteRow) -> Result<StandardAttrs> {
+    let tags: String = get(row, "tags")?;
     Ok(StandardAttrs {
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
         revision_number: get(row, "revision_number")?,
-        tags: Vec::new(),
+        tags: if tags == "[]" { Vec::new() } else { from_json(&tags)? },
     })
-}
-
-/// Tags of every resource of `table` matched by `subquery` (a SELECT of ids).
-async fn load_tags(
-    conn: &mut SqliteConnection,
-    table: &str,
-    subquery: &str,
-    args: &[String],
-) -> Result<HashMap<String, Vec<String>>> {
-    let sql = format!(
-        "SELECT resource_id, tag FROM tags WHERE resource_type = '{table}' AND resource_id IN ({subquery}) ORDER BY tag"
-    );
-    let mut out: HashMap<String, Vec<String>> = HashMap::new();
-    for row in fetch(conn, sql, args).await? {
-        out.entry(get(&row, "resource_id")?).or_default().push(get(&row, "tag")?);
-    }
-    Ok(out)
 }
 
 // ---- networks and segments ----------------------------------------------
 
 pub(crate) const SEGMENT_COLS: &str = "s.id, s.network_id, s.name, s.description, s.network_type, \
-     s.physical_network, s.segmentation_id, s.created_at, s.updated_at, s.revision_number";
+     s.physical_network, s.segmentation_id, s.tags, s.created_at, s.updated_at, s.revision_number";
 
 pub(crate) fn segment_from_row(row: &SqliteRow) -> Result<Segment> {
     let network_type: String = get(row, "network_type")?;
@@ -76,31 +60,38 @@ pub(crate) fn segment_from_row(row: &SqliteRow) -> Result<Segment> {
     })
 }
 
-/// Segments matched by a WHERE clause over alias `s`, with tags.
+/// Segments matched by a WHERE clause over alias `s`.
 pub(crate) async fn load_segments(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<Segment>> {
     let cond = w.sql();
     let sql = format!("SELECT {SEGMENT_COLS} FROM segments s WHERE {cond} ORDER BY s.network_id, s.seq");
     let rows = fetch(conn, sql, &w.args).await?;
-    let mut segments = rows.iter().map(segment_from_row).collect::<Result<Vec<_>>>()?;
-    let mut tags = load_tags(conn, "segments", &format!("SELECT s.id FROM segments s WHERE {cond}"), &w.args).await?;
-    for s in &mut segments {
-        s.std.tags = tags.remove(&s.id.to_string()).unwrap_or_default();
-    }
-    Ok(segments)
+    rows.iter().map(segment_from_row).collect()
 }
 
-const NETWORK_COLS: &str = "n.id, n.project_id, n.name, n.description, n.admin_state_up, n.status, n.mtu, \
-     n.port_security_enabled, n.az_hints, n.created_at, n.updated_at, n.revision_number";
+/// The network columns, with its grants and subnet ids aggregated in the
+/// same row (one query instead of one per child table).
+fn network_cols() -> String {
+    format!(
+        "n.id, n.project_id, n.name, n.description, n.admin_state_up, n.status, n.mtu, \
+         n.port_security_enabled, n.az_hints, n.tags, n.created_at, n.updated_at, n.revision_number, \
+         (SELECT {} FROM network_rbacs r WHERE r.network_id = n.id) AS rbac, \
+         (SELECT {} FROM subnets s WHERE s.network_id = n.id) AS subnet_ids, \
+         EXISTS (SELECT 1 FROM subnets s WHERE s.network_id = n.id AND s.segment_id IS NOT NULL) AS segment_subnets",
+        super::aggregate("r.action || ' ' || r.target_project", "r.action, r.target_project"),
+        super::aggregate("s.id", "s.seq"),
+    )
+}
 
 /// Networks matched by a WHERE clause over alias `n`, with their grants,
-/// segments, subnet ids and tags.
+/// segments and subnet ids.
 pub(crate) async fn load_networks(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<Network>> {
     let cond = w.sql();
-    let ids_sql = format!("SELECT n.id FROM networks n WHERE {cond}");
     let rows =
-        fetch(conn, format!("SELECT {NETWORK_COLS} FROM networks n WHERE {cond} ORDER BY n.seq"), &w.args).await?;
+        fetch(conn, format!("SELECT {} FROM networks n WHERE {cond} ORDER BY n.seq", network_cols()), &w.args).await?;
     let mut networks = Vec::with_capacity(rows.len());
     for row in &rows {
+        let rbac = get::<Option<String>>(row, "rbac")?.unwrap_or_default();
+        let subnets = get::<Option<String>>(row, "subnet_ids")?.unwrap_or_default();
         networks.push(Network {
             id: parse_col(&get::<String>(row, "id")?, "network id")?,
             project_id: neutrino_model::ProjectId(get(row, "project_id")?),
@@ -111,10 +102,18 @@ pub(crate) async fn load_networks(conn: &mut SqliteConnection, w: &Where) -> Res
             mtu: get(row, "mtu")?,
             port_security_enabled: get(row, "port_security_enabled")?,
             availability_zone_hints: from_json(&get::<String>(row, "az_hints")?)?,
-            rbac: Vec::new(),
+            rbac: rbac
+                .split(',')
+                .filter_map(|g| g.split_once(' '))
+                .map(|(a, t)| NetworkRbac { action: a.to_string(), target_project: t.to_string() })
+                .collect(),
             segments: Vec::new(),
-            subnets: Vec::new(),
-            has_segment_subnets: false,
+            subnets: subnets
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| parse_col(s, "subnet id"))
+                .collect::<Result<_>>()?,
+            has_segment_subnets: get(row, "segment_subnets")?,
             std: std_attrs(row)?,
         });
     }
@@ -122,39 +121,14 @@ pub(crate) async fn load_networks(conn: &mut SqliteConnection, w: &Where) -> Res
         return Ok(networks);
     }
     let index: HashMap<String, usize> = networks.iter().enumerate().map(|(i, n)| (n.id.to_string(), i)).collect();
-
-    let rbac_sql = format!(
-        "SELECT network_id, action, target_project FROM network_rbacs WHERE network_id IN ({ids_sql}) ORDER BY action, target_project"
-    );
-    for row in fetch(conn, rbac_sql, &w.args).await? {
-        if let Some(&i) = index.get(&get::<String>(&row, "network_id")?) {
-            networks[i]
-                .rbac
-                .push(NetworkRbac { action: get(&row, "action")?, target_project: get(&row, "target_project")? });
-        }
-    }
-
-    let seg_where = Where { clauses: vec![format!("s.network_id IN ({ids_sql})")], args: w.args.clone() };
+    let seg_where = Where {
+        clauses: vec![format!("s.network_id IN (SELECT n.id FROM networks n WHERE {cond})")],
+        args: w.args.clone(),
+    };
     for seg in load_segments(conn, &seg_where).await? {
         if let Some(&i) = index.get(&seg.network_id.to_string()) {
             networks[i].segments.push(seg);
         }
-    }
-
-    let subnet_sql =
-        format!("SELECT network_id, id, segment_id FROM subnets WHERE network_id IN ({ids_sql}) ORDER BY seq");
-    for row in fetch(conn, subnet_sql, &w.args).await? {
-        if let Some(&i) = index.get(&get::<String>(&row, "network_id")?) {
-            networks[i].subnets.push(parse_col(&get::<String>(&row, "id")?, "subnet id")?);
-            if get::<Option<String>>(&row, "segment_id")?.is_some() {
-                networks[i].has_segment_subnets = true;
-            }
-        }
-    }
-
-    let mut tags = load_tags(conn, "networks", &ids_sql, &w.args).await?;
-    for n in &mut networks {
-        n.std.tags = tags.remove(&n.id.to_string()).unwrap_or_default();
     }
     Ok(networks)
 }
@@ -163,7 +137,7 @@ pub(crate) async fn load_networks(conn: &mut SqliteConnection, w: &Where) -> Res
 
 const SUBNET_COLS: &str = "s.id, s.project_id, s.network_id, s.name, s.description, s.ip_version, s.cidr, \
      s.gateway_ip, s.allocation_pools, s.dns_nameservers, s.host_routes, s.enable_dhcp, s.ipv6_ra_mode, \
-     s.ipv6_address_mode, s.subnetpool_id, s.segment_id, s.service_types, s.created_at, s.updated_at, \
+     s.ipv6_address_mode, s.subnetpool_id, s.segment_id, s.service_types, s.tags, s.created_at, s.updated_at, \
      s.revision_number, s.ipam_generation, \
      EXISTS (SELECT 1 FROM network_rbacs r WHERE r.network_id = s.network_id AND r.action = 'access_as_external') AS router_external";
 
@@ -210,20 +184,12 @@ fn subnet_from_row(row: &SqliteRow) -> Result<(Subnet, i64)> {
     Ok((subnet, get(row, "ipam_generation")?))
 }
 
-/// Subnets matched by a WHERE clause over alias `s`, with tags, each with
-/// its IPAM generation.
+/// Subnets matched by a WHERE clause over alias `s`, each with its IPAM
+/// generation.
 pub(crate) async fn load_subnets_gen(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<(Subnet, i64)>> {
     let cond = w.sql();
     let rows = fetch(conn, format!("SELECT {SUBNET_COLS} FROM subnets s WHERE {cond} ORDER BY s.seq"), &w.args).await?;
-    let mut subnets = rows.iter().map(subnet_from_row).collect::<Result<Vec<_>>>()?;
-    if subnets.is_empty() {
-        return Ok(subnets);
-    }
-    let mut tags = load_tags(conn, "subnets", &format!("SELECT s.id FROM subnets s WHERE {cond}"), &w.args).await?;
-    for (s, _) in &mut subnets {
-        s.std.tags = tags.remove(&s.id.to_string()).unwrap_or_default();
-    }
-    Ok(subnets)
+    rows.iter().map(subnet_from_row).collect()
 }
 
 pub(crate) async fn load_subnets(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<Subnet>> {
@@ -234,7 +200,7 @@ pub(crate) async fn load_subnets(conn: &mut SqliteConnection, w: &Where) -> Resu
 
 const SUBNETPOOL_COLS: &str = "p.id, p.project_id, p.name, p.description, p.ip_version, p.prefixes, \
      p.default_prefixlen, p.min_prefixlen, p.max_prefixlen, p.default_quota, p.is_default, p.shared, \
-     p.created_at, p.updated_at, p.revision_number";
+     p.tags, p.created_at, p.updated_at, p.revision_number";
 
 pub(crate) async fn load_subnetpools(conn: &mut SqliteConnection, w: &Where) -> Result<Vec<SubnetPool>> {
     let cond = w.sql();
@@ -260,13 +226,6 @@ pub(crate) async fn load_subnetpools(conn: &mut SqliteConnection, w: &Where) -> 
             std: std_attrs(row)?,
         });
     }
-    if !pools.is_empty() {
-        let mut tags =
-            load_tags(conn, "subnetpools", &format!("SELECT p.id FROM subnetpools p WHERE {cond}"), &w.args).await?;
-        for p in &mut pools {
-            p.std.tags = tags.remove(&p.id.to_string()).unwrap_or_default();
-        }
-    }
     Ok(pools)
 }
 
@@ -276,7 +235,7 @@ const PORT_COLS: &str = "p.id, p.project_id, p.network_id, p.name, p.description
      p.mac_address, p.device_id, p.device_owner, p.status, p.port_security_enabled, \
      p.allowed_address_pairs, p.extra_dhcp_opts, p.binding_host_id, p.binding_profile, \
      p.binding_vnic_type, p.binding_vif_type, p.binding_vif_details, p.ip_allocation, \
-     p.created_at, p.updated_at, p.revision_number";
+     p.tags, p.created_at, p.updated_at, p.revision_number";
 
 fn port_from_row(row: &SqliteRow) -> Result<Port> {
     Ok(Port {
@@ -326,10 +285,6 @@ pub(crate) async fn load_ports(conn: &mut SqliteConnection, w: &Where) -> Result
                 ip_address: parse_col(&get::<String>(&row, "ip_address")?, "ip")?,
             });
         }
-    }
-    let mut tags = load_tags(conn, "ports", &ids_sql, &w.args).await?;
-    for p in &mut ports {
-        p.std.tags = tags.remove(&p.id.to_string()).unwrap_or_default();
     }
     Ok(ports)
 }

@@ -165,7 +165,7 @@ impl Store for SqliteStore {
     async fn get_port(&self, viewer: &Viewer, id: &PortId) -> Result<Port> {
         self.get_port_impl(viewer, id).await
     }
-    async fn list_ports(&self, query: &ListQuery) -> Result<Vec<Port>> {
+    async fn list_ports(&self, query: &ListQuery) -> Result<Vec<std::sync::Arc<Port>>> {
         self.list_ports_impl(query).await
     }
     async fn update_port(&self, id: &PortId, update: PortUpdate, if_match: Option<i64>) -> Result<Port> {

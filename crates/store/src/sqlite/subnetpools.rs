@@ -214,10 +214,7 @@ impl SqliteStore {
         if !used.is_empty() {
             return Err(Error::SubnetPoolDeleteError(format!("subnet pool {sid} has subnets allocated from it")));
         }
-        for stmt in [
-            "DELETE FROM tags WHERE resource_type = 'subnetpools' AND resource_id = $1",
-            "DELETE FROM subnetpools WHERE id = $1",
-        ] {
+        for stmt in ["DELETE FROM subnetpools WHERE id = $1"] {
             sqlx::query(stmt).bind(&sid).execute(&mut *tx).await.map_err(internal)?;
         }
         tx.commit().await.map_err(internal)?;

@@ -506,11 +506,7 @@ impl SqliteStore {
         for row in &rows {
             bump(&mut tx, "ports", &get::<String>(row, "port_id")?, &now).await?;
         }
-        for stmt in [
-            "DELETE FROM ip_allocations WHERE subnet_id = $1",
-            "DELETE FROM tags WHERE resource_type = 'subnets' AND resource_id = $1",
-            "DELETE FROM subnets WHERE id = $1",
-        ] {
+        for stmt in ["DELETE FROM ip_allocations WHERE subnet_id = $1", "DELETE FROM subnets WHERE id = $1"] {
             sqlx::query(stmt).bind(&sid).execute(&mut *tx).await.map_err(internal)?;
         }
         bump(&mut tx, "networks", &current.network_id.to_string(), &now).await?;

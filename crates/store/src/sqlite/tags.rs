@@ -1,9 +1,10 @@
-//! Tags of resources with standard attributes.
+//! Tags of resources with standard attributes, kept as a JSON list in the
+//! resource's own row (tags are filtered in memory, never in SQL).
 
 use neutrino_model::{Error, Result};
 
-use super::networks::{bump, revision_of};
-use super::{SqliteStore, begin, internal, now_iso};
+use super::networks::revision_of;
+use super::{SqliteStore, begin, internal, now_iso, to_json};
 use crate::TaggedKind;
 
 impl SqliteStore {
@@ -12,24 +13,19 @@ impl SqliteStore {
         let mut tx = begin(&mut w.conn).await?;
         let table = kind.table();
         revision_of(&mut tx, table, id).await?.ok_or(Error::HttpNotFound)?;
-        sqlx::query("DELETE FROM tags WHERE resource_type = $1 AND resource_id = $2")
-            .bind(table)
+        let mut sorted = tags.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let sql = format!(
+            "UPDATE {table} SET tags = $1, revision_number = revision_number + 1, updated_at = $2 WHERE id = $3"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to_json(&sorted))
+            .bind(now_iso())
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
-        for tag in tags {
-            sqlx::query(
-                "INSERT INTO tags (resource_type, resource_id, tag) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(table)
-            .bind(id)
-            .bind(tag)
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
-        }
-        bump(&mut tx, table, id, &now_iso()).await?;
         tx.commit().await.map_err(internal)?;
         Ok(())
     }
