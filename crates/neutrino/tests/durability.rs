@@ -1,7 +1,8 @@
 //! Every acknowledged write survives a restart and a `kill -9` of the real
 //! binary.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
@@ -28,11 +29,8 @@ fn start(data: &std::path::Path) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start neutrino");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("readiness line");
-    let addr =
-        line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected output {line:?}")).to_string();
-    Server { child, url: format!("http://{addr}") }
+    let url = common::wait_until_listening(&mut child, std::time::Duration::from_secs(60)).expect("readiness line");
+    Server { child, url }
 }
 
 async fn token(http: &reqwest::Client, url: &str) -> String {

@@ -12,13 +12,13 @@
 //! `NEUTRINO_SKIP_KEYSTONE_TESTS=1` skips the test on a machine without
 //! Python.
 
+mod common;
+
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -202,20 +202,11 @@ fn start_neutrino(keystone: &Keystone, dir: &Path) -> (Proc, String) {
         .stderr(File::create(&log).expect("neutrino log file"))
         .spawn()
         .expect("start neutrino server");
-    let stdout = child.stdout.take().expect("neutrino stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
+    let url = common::wait_until_listening(&mut child, Duration::from_secs(60));
     let proc = Proc { name: "neutrino", child: Some(child), own_group: false, logs: vec![log] };
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => (proc, format!("http://{addr}")),
-        Err(_) => panic!("neutrino did not print `listening on ADDR` within 60 s"),
+    match url {
+        Some(url) => (proc, url),
+        None => panic!("neutrino did not print `listening on ADDR` within 60 s"),
     }
 }
 

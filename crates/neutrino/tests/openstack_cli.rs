@@ -9,13 +9,13 @@
 //! `<workspace>/target/osc-venv`); `NEUTRINO_SKIP_OSC_TESTS=1` skips the test
 //! on a machine without Python.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -101,20 +101,11 @@ impl Server {
             .stderr(File::create(&log).expect("server log file"))
             .spawn()
             .expect("start neutrino server");
-        let stdout = child.stdout.take().expect("server stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
+        let url = common::wait_until_listening(&mut child, Duration::from_secs(60));
         let mut server = Server { child, url: String::new(), log };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => server.url = format!("http://{addr}"),
-            Err(_) => panic!("the server did not print `listening on ADDR` within 60 s"),
+        match url {
+            Some(url) => server.url = url,
+            None => panic!("the server did not print `listening on ADDR` within 60 s"),
         }
         server
     }

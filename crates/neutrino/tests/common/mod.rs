@@ -199,3 +199,21 @@ pub fn merge(base: &mut Value, extra: Value) {
 pub fn id(v: &Value) -> String {
     v["id"].as_str().expect("id").to_string()
 }
+
+/// Waits for a `neutrino server` child to print its readiness line
+/// (`listening on ADDR`) and returns `http://ADDR`; keeps draining stdout
+/// afterwards so the child never blocks on a full pipe.
+pub fn wait_until_listening(child: &mut std::process::Child, within: std::time::Duration) -> Option<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    rx.recv_timeout(within).ok().map(|addr| format!("http://{addr}"))
+}
