@@ -50,6 +50,14 @@ pub enum Error {
     SubnetPoolDeleteError(String),
     #[error("Port Security must be enabled in order to have allowed address pairs on a port.")]
     AddressPairAndPortSecurityRequired,
+    #[error("Port security must be enabled and port must have an IP address in order to use security groups.")]
+    PortSecurityAndIpRequiredForSecurityGroups,
+    #[error(
+        "Port has security group associated. Cannot disable port security or ip address until security group is removed"
+    )]
+    PortSecurityPortHasSecurityGroup,
+    #[error("Port {port} cannot be deleted directly via the port API: has device owner {owner}.")]
+    ServicePortInUse { port: String, owner: String },
     #[error("Failed to update port {port} because port_security_enabled can not be disabled with IPv4 address change.")]
     IpAddressChangeNotAllowed { port: String },
     /// Used by `X-Openstack-Request-Id`-less clients sending a `DELETE` body.
@@ -178,6 +186,9 @@ impl Error {
             NetworkSubnetPoolAffinityError => "NetworkSubnetPoolAffinityError",
             SubnetPoolDeleteError(_) => "SubnetPoolDeleteError",
             AddressPairAndPortSecurityRequired => "AddressPairAndPortSecurityRequired",
+            PortSecurityAndIpRequiredForSecurityGroups => "PortSecurityAndIPRequiredForSecurityGroups",
+            PortSecurityPortHasSecurityGroup => "PortSecurityPortHasSecurityGroup",
+            ServicePortInUse { .. } => "ServicePortInUse",
             IpAddressChangeNotAllowed { .. } => "IPAddressChangeNotAllowed",
             PolicyNotAuthorized(_) => "PolicyNotAuthorized",
             NotFound { kind, .. } => return Cow::Owned(format!("{}NotFound", kind.class())),
@@ -234,11 +245,14 @@ impl Error {
             | NetworkSubnetPoolAffinityError
             | SubnetPoolDeleteError(_)
             | IpAddressChangeNotAllowed { .. }
+            | PortSecurityAndIpRequiredForSecurityGroups
             | DeleteBodyNotSupported => 400,
             PolicyNotAuthorized(_) => 403,
             NotFound { .. } | HttpNotFound | AvailabilityZoneNotFound(_) | TagNotFound { .. } => 404,
             MethodNotAllowed => 405,
             AddressPairAndPortSecurityRequired
+            | PortSecurityPortHasSecurityGroup
+            | ServicePortInUse { .. }
             | NetworkInUse { .. }
             | SubnetInUse { .. }
             | IpAddressAlreadyAllocated { .. }
@@ -281,6 +295,12 @@ pub enum ResourceKind {
     User,
     Role,
     Quota,
+    SecurityGroupRule,
+    Router,
+    FloatingIp,
+    PortForwarding,
+    Agent,
+    RbacPolicy,
 }
 
 impl ResourceKind {
@@ -297,6 +317,12 @@ impl ResourceKind {
             ResourceKind::User => "User",
             ResourceKind::Role => "Role",
             ResourceKind::Quota => "Quota",
+            ResourceKind::SecurityGroupRule => "SecurityGroupRule",
+            ResourceKind::Router => "Router",
+            ResourceKind::FloatingIp => "FloatingIP",
+            ResourceKind::PortForwarding => "PortForwarding",
+            ResourceKind::Agent => "Agent",
+            ResourceKind::RbacPolicy => "RbacPolicy",
         }
     }
 }
@@ -306,6 +332,10 @@ impl std::fmt::Display for ResourceKind {
         f.write_str(match self {
             ResourceKind::SubnetPool => "Subnet pool",
             ResourceKind::SecurityGroup => "Security group",
+            ResourceKind::SecurityGroupRule => "Security group rule",
+            ResourceKind::FloatingIp => "Floating IP",
+            ResourceKind::PortForwarding => "Port forwarding",
+            ResourceKind::RbacPolicy => "RBAC policy",
             other => other.class(),
         })
     }

@@ -82,6 +82,30 @@ uuid_id!(
     /// Identifies a security group.
     SecurityGroupId
 );
+uuid_id!(
+    /// Identifies a security group rule.
+    SecurityGroupRuleId
+);
+uuid_id!(
+    /// Identifies a router.
+    RouterId
+);
+uuid_id!(
+    /// Identifies a floating IP.
+    FloatingIpId
+);
+uuid_id!(
+    /// Identifies a port forwarding of a floating IP.
+    PortForwardingId
+);
+uuid_id!(
+    /// Identifies an agent (one per host and agent type).
+    AgentId
+);
+uuid_id!(
+    /// Identifies an RBAC policy.
+    RbacPolicyId
+);
 
 /// A Keystone project id. Keystone ids are opaque strings (32 hex digits
 /// for ids Keystone generates); Neutron stores them verbatim.

@@ -3,14 +3,34 @@
 use std::collections::BTreeMap;
 
 /// The resources that count against quotas, by their Neutron quota key.
-pub const QUOTA_RESOURCES: &[&str] = &["network", "subnet", "port", "subnetpool"];
+pub const QUOTA_RESOURCES: &[&str] = &[
+    "network",
+    "subnet",
+    "port",
+    "subnetpool",
+    "router",
+    "floatingip",
+    "security_group",
+    "security_group_rule",
+    "rbac_policy",
+];
 
 /// Default limits, as Neutron ships them.
 pub fn default_limits() -> BTreeMap<String, i64> {
-    [("network", 100), ("subnet", 100), ("port", 500), ("subnetpool", -1)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    [
+        ("network", 100),
+        ("subnet", 100),
+        ("port", 500),
+        ("subnetpool", -1),
+        ("router", 10),
+        ("floatingip", 50),
+        ("security_group", 10),
+        ("security_group_rule", 100),
+        ("rbac_policy", 10),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Whether creating `adding` more of a resource with `used` existing ones

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{NetworkId, PortId, ProjectId, SegmentId, SubnetId, SubnetPoolId};
+use crate::ids::{NetworkId, PortId, ProjectId, SecurityGroupId, SegmentId, SubnetId, SubnetPoolId};
 use crate::ipam::{IpRange, IpVersion};
 use crate::mac::MacAddress;
 use crate::segments::{NetworkType, SegmentRequest};
@@ -289,6 +289,7 @@ pub struct Port {
     pub device_owner: String,
     pub status: String,
     pub port_security_enabled: bool,
+    pub security_groups: Vec<SecurityGroupId>,
     pub allowed_address_pairs: Vec<AddressPair>,
     pub extra_dhcp_opts: Vec<ExtraDhcpOpt>,
     pub binding: Binding,
@@ -435,6 +436,9 @@ pub struct PortCreate {
     pub device_owner: String,
     /// `None`: inherit the network's setting.
     pub port_security_enabled: Option<bool>,
+    /// `None`: the project's default group (when port security is on and
+    /// the owner is not `network:*`); `Some([])`: none.
+    pub security_groups: Option<Vec<SecurityGroupId>>,
     pub allowed_address_pairs: Vec<AddressPairRequest>,
     pub extra_dhcp_opts: Vec<ExtraDhcpOpt>,
     pub binding_host_id: String,
@@ -453,6 +457,7 @@ pub struct PortUpdate {
     pub device_id: Option<String>,
     pub device_owner: Option<String>,
     pub port_security_enabled: Option<bool>,
+    pub security_groups: Option<Vec<SecurityGroupId>>,
     pub allowed_address_pairs: Option<Vec<AddressPairRequest>>,
     /// Merged by `(opt_name, ip_version)`; a `None` value deletes.
     pub extra_dhcp_opts: Option<Vec<ExtraDhcpOpt>>,

@@ -7,7 +7,11 @@
 //! out twice. [`SqliteStore`] is the embedded implementation; its SQL sticks
 //! to what PostgreSQL also accepts (`$n` placeholders, portable types).
 
+mod agents;
 mod config;
+mod l3;
+mod rbac;
+mod security_groups;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -18,8 +22,24 @@ use neutrino_model::policy::Viewer;
 use neutrino_model::resources::*;
 use neutrino_model::{NetworkId, PortId, ProjectId, Result, SegmentId, SubnetId, SubnetPoolId, UserId};
 
+pub use agents::*;
 pub use config::StoreConfig;
+pub use l3::*;
+pub use rbac::*;
+pub use security_groups::*;
 pub use sqlite::SqliteStore;
+
+/// Everything a backend implements: one trait per area, each in its own
+/// module, so that areas grow without touching each other.
+pub trait Store: CoreStore + SecurityGroupStore + L3Store + AgentStore + RbacStore {}
+
+impl<T: CoreStore + SecurityGroupStore + L3Store + AgentStore + RbacStore> Store for T {}
+
+/// Brings every store trait into scope (needed to call their methods on a
+/// `dyn Store`).
+pub mod prelude {
+    pub use crate::{AgentStore, CoreStore, L3Store, RbacStore, SecurityGroupStore, Store};
+}
 
 /// Columns the store can filter on in SQL before the API applies the rest
 /// of a list request's filters in memory. Empty vectors mean "any".
@@ -101,8 +121,10 @@ pub struct IdentityFilter {
     pub role_id: Option<String>,
 }
 
+/// Identity, networks, segments, subnets, subnet pools, ports, tags,
+/// quotas and IP availability.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait CoreStore: Send + Sync + 'static {
     // ---- identity -------------------------------------------------------
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     async fn set_meta(&self, key: &str, value: &str) -> Result<()>;

@@ -65,6 +65,7 @@ fn port_request(network: &Network) -> PortCreate {
         device_id: String::new(),
         device_owner: String::new(),
         port_security_enabled: None,
+        security_groups: None,
         allowed_address_pairs: vec![],
         extra_dhcp_opts: vec![],
         binding_host_id: String::new(),

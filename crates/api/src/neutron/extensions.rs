@@ -13,7 +13,7 @@ use crate::error::ApiResult;
 use crate::server::App;
 
 /// (alias, name, updated, description)
-pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
+pub const CORE: &[(&str, &str, &str, &str)] = &[
     (
         "project-id",
         "project_id field enabled",
@@ -148,15 +148,25 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// Every advertised extension: the core's and each module's own.
+fn all() -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str, &'static str)> {
+    CORE.iter()
+        .chain(super::security_groups::EXTENSIONS)
+        .chain(super::routers::EXTENSIONS)
+        .chain(super::floatingips::EXTENSIONS)
+        .chain(super::agents::EXTENSIONS)
+        .chain(super::rbac::EXTENSIONS)
+}
+
 fn entry(e: &(&str, &str, &str, &str)) -> Value {
     json!({"alias": e.0, "name": e.1, "updated": e.2, "description": e.3, "links": []})
 }
 
 pub async fn list(State(_app): State<Arc<App>>, _ctx: Ctx) -> ApiResult<Response> {
-    Ok(respond(StatusCode::OK, json!({"extensions": EXTENSIONS.iter().map(entry).collect::<Vec<_>>()})))
+    Ok(respond(StatusCode::OK, json!({"extensions": all().map(entry).collect::<Vec<_>>()})))
 }
 
 pub async fn show(_ctx: Ctx, Path(alias): Path<String>) -> ApiResult<Response> {
-    let e = EXTENSIONS.iter().find(|e| e.0 == alias).ok_or(Error::HttpNotFound)?;
+    let e = all().find(|e| e.0 == alias).ok_or(Error::HttpNotFound)?;
     Ok(respond(StatusCode::OK, json!({"extension": entry(e)})))
 }

@@ -1,13 +1,18 @@
 //! The Neutron v2.0 API.
 
+mod agents;
 mod availability;
 mod extensions;
+mod floatingips;
 mod networks;
 mod ports;
 pub mod query;
 mod quotas;
+mod rbac;
 pub mod render_cache;
 pub mod request;
+mod routers;
+mod security_groups;
 mod segments;
 pub mod spec;
 mod subnetpools;
@@ -44,6 +49,11 @@ pub fn routes(_app: Arc<App>) -> Router<Arc<App>> {
         .merge(quotas::routes())
         .merge(availability::routes())
         .merge(tags::routes())
+        .merge(security_groups::routes())
+        .merge(routers::routes())
+        .merge(floatingips::routes())
+        .merge(agents::routes())
+        .merge(rbac::routes())
 }
 
 /// `GET /`, which needs no token.

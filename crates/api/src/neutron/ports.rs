@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use neutrino_model::policy::{Context, Viewer};
 use neutrino_model::resources::*;
-use neutrino_model::{Error, MacAddress, NetworkId, PortId, ResourceKind, Result, SubnetId};
+use neutrino_model::{Error, MacAddress, NetworkId, PortId, ResourceKind, Result, SecurityGroupId, SubnetId};
 use neutrino_store::ListQuery;
 use serde_json::{Map, Value, json};
 
@@ -44,6 +44,7 @@ pub struct PortView<'a> {
     device_owner: &'a str,
     status: &'a str,
     port_security_enabled: bool,
+    security_groups: &'a [SecurityGroupId],
     allowed_address_pairs: &'a [AddressPair],
     extra_dhcp_opts: &'a [ExtraDhcpOpt],
     #[serde(rename = "binding:vnic_type")]
@@ -80,6 +81,7 @@ impl<'a> PortView<'a> {
             device_owner: &p.device_owner,
             status: &p.status,
             port_security_enabled: p.port_security_enabled,
+            security_groups: &p.security_groups,
             allowed_address_pairs: &p.allowed_address_pairs,
             extra_dhcp_opts: &p.extra_dhcp_opts,
             vnic_type: &p.binding.vnic_type,
@@ -226,6 +228,17 @@ fn dhcp_opts(v: &Value) -> Result<Vec<ExtraDhcpOpt>> {
     Ok(out)
 }
 
+/// A list of security group ids; ids that name no group are 404s.
+fn security_groups(v: &Value) -> Result<Vec<SecurityGroupId>> {
+    to_list("security_groups", v)?
+        .iter()
+        .map(|g| match g {
+            Value::String(s) => s.parse().map_err(|_| Error::not_found(ResourceKind::SecurityGroup, s)),
+            other => Err(Error::attr("security_groups", format!("'{other}' is not a valid security group id"))),
+        })
+        .collect()
+}
+
 fn profile(v: Value) -> Result<Value> {
     match v {
         Value::Null => Ok(json!({})),
@@ -264,6 +277,7 @@ fn parse_port_create(ctx: &Context, item: Item) -> Result<PortCreate> {
         Some(v) => Some(fixed_ips(&v)?),
     };
     let pairs = f.take("allowed_address_pairs").map(|v| address_pairs(&v)).transpose()?.unwrap_or_default();
+    let groups = f.take("security_groups").map(|v| security_groups(&v)).transpose()?;
     let opts = f.take("extra_dhcp_opts").map(|v| dhcp_opts(&v)).transpose()?.unwrap_or_default();
     let host = f.take("binding:host_id").map(|v| to_string("binding:host_id", &v, MAX_STRING)).transpose()?;
     let prof = f.take("binding:profile").map(profile).transpose()?;
@@ -286,6 +300,7 @@ fn parse_port_create(ctx: &Context, item: Item) -> Result<PortCreate> {
         device_id: f.string("device_id")?.unwrap_or_default(),
         device_owner: f.string("device_owner")?.unwrap_or_default(),
         port_security_enabled: f.bool("port_security_enabled")?,
+        security_groups: groups,
         allowed_address_pairs: pairs,
         extra_dhcp_opts: opts,
         binding_host_id: host.unwrap_or_default(),
@@ -338,6 +353,7 @@ fn parse_port_update(ctx: &Context, network: &Network, item: Item) -> Result<Por
     upd.mac_address = f.take("mac_address").map(|v| to_mac("mac_address", &v)).transpose()?;
     upd.fixed_ips = f.take("fixed_ips").map(|v| fixed_ips(&v)).transpose()?;
     upd.allowed_address_pairs = f.take("allowed_address_pairs").map(|v| address_pairs(&v)).transpose()?;
+    upd.security_groups = f.take("security_groups").map(|v| security_groups(&v)).transpose()?;
     upd.extra_dhcp_opts = f.take("extra_dhcp_opts").map(|v| dhcp_opts(&v)).transpose()?;
     upd.binding_host_id =
         f.take("binding:host_id").map(|v| to_string("binding:host_id", &v, MAX_STRING)).transpose()?;

@@ -180,6 +180,7 @@ pub const PORT: ResourceSpec = ResourceSpec {
         attr("device_owner", true, true, Text, true),
         attr("status", false, false, Text, true),
         attr("port_security_enabled", true, true, Bool, false),
+        attr("security_groups", true, true, Member, false),
         attr("allowed_address_pairs", true, true, No, false),
         attr("extra_dhcp_opts", true, true, No, false),
         attr("binding:host_id", true, true, Text, false),

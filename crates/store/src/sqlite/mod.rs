@@ -9,13 +9,17 @@
 //! Every SQL text here is portable: `$n` placeholders and types PostgreSQL
 //! shares, so the PostgreSQL backend reuses the same statements.
 
+mod agents;
 mod identity;
 mod ipam;
+mod l3;
 mod networks;
 mod port_cache;
 mod ports;
 mod quotas;
+mod rbac;
 mod rows;
+mod security_groups;
 mod store_impl;
 mod subnetpools;
 mod subnets;
@@ -51,7 +55,13 @@ struct Writer {
     ipam: ipam::IpamCache,
 }
 
-const MIGRATION_INITIAL: &str = include_str!("../../migrations/sqlite/0001_initial.sql");
+/// The schema, in order: (version, description, SQL).
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (2, "security groups", include_str!("../../migrations/sqlite/0002_security_groups.sql")),
+    (3, "l3", include_str!("../../migrations/sqlite/0003_l3.sql")),
+    (4, "agents", include_str!("../../migrations/sqlite/0004_agents.sql")),
+];
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and brings its
@@ -95,13 +105,14 @@ impl SqliteStore {
 
 fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "initial".into(),
-        MigrationType::Simple,
-        MIGRATION_INITIAL.into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
 }
 
 /// Logs a database failure and turns it into the opaque internal error.

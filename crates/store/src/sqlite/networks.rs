@@ -306,6 +306,7 @@ impl SqliteStore {
             for seg in &resolved {
                 insert_segment(&mut tx, &id, seg, None, "", &now).await?;
             }
+            super::security_groups::ensure_default_group(&mut tx, &req.project_id, &now).await?;
             set_rbac(&mut tx, &id, req.project_id.as_str(), ACCESS_AS_SHARED, req.shared).await?;
             set_rbac(&mut tx, &id, req.project_id.as_str(), ACCESS_AS_EXTERNAL, req.external).await?;
             created.push(get_network_in(&mut tx, &Viewer::All, &id).await?);
@@ -358,6 +359,9 @@ impl SqliteStore {
             set_rbac(&mut tx, id, owner, ACCESS_AS_SHARED, shared).await?;
         }
         if let Some(external) = upd.external {
+            if !external && current.is_external() {
+                super::l3::check_external_removal(&mut tx, id).await?;
+            }
             set_rbac(&mut tx, id, owner, ACCESS_AS_EXTERNAL, external).await?;
         }
         let mut mtu = current.mtu;
@@ -452,6 +456,8 @@ impl SqliteStore {
         let rev =
             revision_of(&mut tx, "networks", &nid).await?.ok_or_else(|| Error::not_found(ResourceKind::Network, id))?;
         check_revision(if_match, rev)?;
+        let mut ipam = w.ipam.begin();
+        super::l3::before_network_delete(self, &mut tx, &mut ipam, id).await?;
         let ports = fetch(
             &mut tx,
             "SELECT id, device_owner FROM ports WHERE network_id = $1 ORDER BY id".into(),
@@ -480,7 +486,6 @@ impl SqliteStore {
             sqlx::query(stmt).bind(&nid).execute(&mut *tx).await.map_err(internal)?;
         }
         tx.commit().await.map_err(internal)?;
-        let mut ipam = w.ipam.begin();
         for s in &subnet_ids {
             if let Ok(sid) = s.parse() {
                 ipam.forget(&sid);

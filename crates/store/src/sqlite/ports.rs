@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use neutrino_model::ipam::{self, Choice, IpVersion};
 use neutrino_model::policy::Viewer;
 use neutrino_model::resources::*;
-use neutrino_model::{Error, MacAddress, NetworkId, PortId, ResourceKind, Result, SubnetId};
+use neutrino_model::{Error, MacAddress, NetworkId, PortId, ResourceKind, Result, SecurityGroupId, SubnetId};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 
@@ -18,6 +18,7 @@ use super::networks::check_quota;
 use super::rows::{fetch, get, load_ports};
 use super::subnets::{bump_generation, insert_allocation, network_subnets_gen, subnet_exists};
 use super::{SqliteStore, Where, begin, check_revision, internal, now_iso, to_json};
+use super::{l3, security_groups};
 use crate::ListQuery;
 
 /// How many random MACs to try before giving up (503).
@@ -355,6 +356,55 @@ async fn write_allocations(
     Ok(())
 }
 
+/// Inserts the security-group bindings of a port.
+async fn bind_groups(conn: &mut SqliteConnection, port: &PortId, groups: &[SecurityGroupId]) -> Result<()> {
+    sqlx::query("DELETE FROM port_security_groups WHERE port_id = $1")
+        .bind(port.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(internal)?;
+    for g in groups {
+        sqlx::query("INSERT INTO port_security_groups (port_id, security_group_id) VALUES ($1, $2)")
+            .bind(port.to_string())
+            .bind(g.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(internal)?;
+    }
+    Ok(())
+}
+
+/// The groups a new port gets: the requested ones (checked), or the
+/// project's default group when port security is on and the port is not
+/// a `network:*` port.
+async fn groups_for_new_port(
+    conn: &mut SqliteConnection,
+    req: &PortCreate,
+    port_security: bool,
+    now: &str,
+) -> Result<Vec<SecurityGroupId>> {
+    match &req.security_groups {
+        Some(groups) if !groups.is_empty() => {
+            if !port_security {
+                return Err(Error::PortSecurityAndIpRequiredForSecurityGroups);
+            }
+            let mut unique: Vec<SecurityGroupId> = Vec::new();
+            for g in groups {
+                if !unique.contains(g) {
+                    unique.push(*g);
+                }
+            }
+            security_groups::check_groups_usable(conn, &req.project_id, &unique).await?;
+            Ok(unique)
+        }
+        Some(_) => Ok(vec![]),
+        None if port_security && !device_owner::is_network_owned(&req.device_owner) => {
+            Ok(security_groups::ensure_default_group(conn, &req.project_id, now).await?.into_iter().collect())
+        }
+        None => Ok(vec![]),
+    }
+}
+
 impl SqliteStore {
     pub(crate) async fn create_ports_impl(&self, requests: Vec<PortCreate>) -> Result<Vec<Port>> {
         let mut guard = self.writer.lock().await;
@@ -370,128 +420,143 @@ impl SqliteStore {
             check_quota(&mut tx, self, project, "port", "ports", *count).await?;
         }
         let mut created = Vec::with_capacity(requests.len());
-        // Each network's port-security default, read once per request.
-        let mut port_security_default: HashMap<NetworkId, bool> = HashMap::new();
         for req in requests {
-            if let std::collections::hash_map::Entry::Vacant(slot) = port_security_default.entry(req.network_id) {
-                let rows = fetch(
-                    &mut tx,
-                    "SELECT port_security_enabled FROM networks WHERE id = $1".into(),
-                    &[req.network_id.to_string()],
-                )
-                .await?;
-                let row = rows.first().ok_or_else(|| Error::not_found(ResourceKind::Network, req.network_id))?;
-                slot.insert(get(row, "port_security_enabled")?);
-            }
-            // Subnets are re-read per port: their generations move as we go.
-            let subnets_gen = network_subnets_gen(&mut tx, &req.network_id).await?;
-            for (s, generation) in &subnets_gen {
-                ipam.ensure(&mut tx, &s.id, *generation).await?;
-            }
-            let subnets: Vec<Subnet> = subnets_gen.into_iter().map(|(s, _)| s).collect();
-
-            let port_security = req.port_security_enabled.unwrap_or(port_security_default[&req.network_id]);
-            if !port_security && !req.allowed_address_pairs.is_empty() {
-                return Err(Error::AddressPairAndPortSecurityRequired);
-            }
-            let binding = binding_for(&req.binding_host_id, req.binding_profile.clone(), &req.binding_vnic_type);
-            let ip_allocation = if req.fixed_ips.as_ref().is_some_and(|f| f.is_empty()) { "none" } else { "immediate" };
-            let mut tags = req.tags.clone();
-            tags.sort();
-            tags.dedup();
-            let id = PortId::new();
-            // The (network, MAC) unique constraint decides whether a MAC is
-            // free: a generated one that collides is simply drawn again.
-            let mut attempt = 0;
-            let (mac, pairs) = loop {
-                attempt += 1;
-                let mac = match req.mac_address {
-                    Some(m) => m,
-                    None => MacAddress::random_with_base(self.config.base_mac, &mut rand::rng()),
-                };
-                let pairs =
-                    resolve_address_pairs(&req.allowed_address_pairs, mac, self.config.max_allowed_address_pairs)?;
-                let inserted = sqlx::query(
-                    "INSERT INTO ports (id, seq, project_id, network_id, name, description, admin_state_up, mac_address, \
-                     device_id, device_owner, status, port_security_enabled, allowed_address_pairs, extra_dhcp_opts, \
-                     binding_host_id, binding_profile, binding_vnic_type, binding_vif_type, binding_vif_details, \
-                     ip_allocation, tags, created_at, updated_at, revision_number) \
-                     VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ports), $2, $3, $4, $5, $6, $7, $8, $9, 'DOWN', \
-                     $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, 1) \
-                     ON CONFLICT (network_id, mac_address) DO NOTHING",
-                )
-                .bind(id.to_string())
-                .bind(req.project_id.as_str())
-                .bind(req.network_id.to_string())
-                .bind(&req.name)
-                .bind(&req.description)
-                .bind(req.admin_state_up)
-                .bind(mac.to_string())
-                .bind(&req.device_id)
-                .bind(&req.device_owner)
-                .bind(port_security)
-                .bind(to_json(&pairs))
-                .bind(to_json(&req.extra_dhcp_opts))
-                .bind(&binding.host_id)
-                .bind(to_json(&binding.profile))
-                .bind(&binding.vnic_type)
-                .bind(&binding.vif_type)
-                .bind(to_json(&binding.vif_details))
-                .bind(ip_allocation)
-                .bind(to_json(&tags))
-                .bind(&now)
-                .execute(&mut *tx)
-                .await
-                .map_err(internal)?
-                .rows_affected()
-                    == 1;
-                if inserted {
-                    break (mac, pairs);
-                }
-                if req.mac_address.is_some() {
-                    return Err(Error::MacAddressInUse { network: req.network_id.to_string(), mac: mac.to_string() });
-                }
-                if attempt == MAC_ATTEMPTS {
-                    return Err(Error::MacAddressGenerationFailure(req.network_id.to_string()));
-                }
-            };
-            let fixed = plan_fixed_ips(
-                &mut tx,
-                &mut ipam,
-                PlanInput {
-                    network: &req.network_id,
-                    subnets: &subnets,
-                    mac,
-                    owner: &req.device_owner,
-                    requested: req.fixed_ips.as_deref(),
-                    current: &[],
-                },
-            )
-            .await?;
-            write_allocations(&mut tx, &mut ipam, &id, &req.network_id, &[], &fixed).await?;
-            created.push(Port {
-                id,
-                project_id: req.project_id,
-                network_id: req.network_id,
-                name: req.name,
-                description: req.description,
-                admin_state_up: req.admin_state_up,
-                mac_address: mac,
-                fixed_ips: fixed,
-                device_id: req.device_id,
-                device_owner: req.device_owner,
-                status: "DOWN".into(),
-                port_security_enabled: port_security,
-                allowed_address_pairs: pairs,
-                extra_dhcp_opts: req.extra_dhcp_opts,
-                binding,
-                ip_allocation: ip_allocation.into(),
-                std: StandardAttrs { created_at: now.clone(), updated_at: now.clone(), revision_number: 1, tags },
-            });
+            created.push(self.create_port_in(&mut tx, &mut ipam, req, "DOWN", &now).await?);
         }
         tx.commit().await.map_err(internal)?;
         ipam.commit();
         Ok(created)
+    }
+
+    /// Creates one port inside a write transaction, with the given initial
+    /// status (routers' and floating IPs' own ports are not `DOWN`).
+    /// Quotas are the caller's business.
+    pub(crate) async fn create_port_in(
+        &self,
+        tx: &mut SqliteConnection,
+        ipam: &mut IpamTxn<'_>,
+        req: PortCreate,
+        status: &str,
+        now: &str,
+    ) -> Result<Port> {
+        let rows = fetch(
+            &mut *tx,
+            "SELECT port_security_enabled FROM networks WHERE id = $1".into(),
+            &[req.network_id.to_string()],
+        )
+        .await?;
+        let row = rows.first().ok_or_else(|| Error::not_found(ResourceKind::Network, req.network_id))?;
+        let network_port_security: bool = get(row, "port_security_enabled")?;
+        // Subnets are re-read per port: their generations move as we go.
+        let subnets_gen = network_subnets_gen(&mut *tx, &req.network_id).await?;
+        for (s, generation) in &subnets_gen {
+            ipam.ensure(&mut *tx, &s.id, *generation).await?;
+        }
+        let subnets: Vec<Subnet> = subnets_gen.into_iter().map(|(s, _)| s).collect();
+
+        let port_security = req.port_security_enabled.unwrap_or(network_port_security);
+        if !port_security && !req.allowed_address_pairs.is_empty() {
+            return Err(Error::AddressPairAndPortSecurityRequired);
+        }
+        let groups = groups_for_new_port(&mut *tx, &req, port_security, now).await?;
+        let binding = binding_for(&req.binding_host_id, req.binding_profile.clone(), &req.binding_vnic_type);
+        let ip_allocation = if req.fixed_ips.as_ref().is_some_and(|f| f.is_empty()) { "none" } else { "immediate" };
+        let mut tags = req.tags.clone();
+        tags.sort();
+        tags.dedup();
+        let id = PortId::new();
+        // The (network, MAC) unique constraint decides whether a MAC is
+        // free: a generated one that collides is simply drawn again.
+        let mut attempt = 0;
+        let (mac, pairs) = loop {
+            attempt += 1;
+            let mac = match req.mac_address {
+                Some(m) => m,
+                None => MacAddress::random_with_base(self.config.base_mac, &mut rand::rng()),
+            };
+            let pairs = resolve_address_pairs(&req.allowed_address_pairs, mac, self.config.max_allowed_address_pairs)?;
+            let inserted = sqlx::query(
+                "INSERT INTO ports (id, seq, project_id, network_id, name, description, admin_state_up, mac_address, \
+                 device_id, device_owner, status, port_security_enabled, allowed_address_pairs, extra_dhcp_opts, \
+                 binding_host_id, binding_profile, binding_vnic_type, binding_vif_type, binding_vif_details, \
+                 ip_allocation, tags, created_at, updated_at, revision_number) \
+                 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ports), $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $21, 1) \
+                 ON CONFLICT (network_id, mac_address) DO NOTHING",
+            )
+            .bind(id.to_string())
+            .bind(req.project_id.as_str())
+            .bind(req.network_id.to_string())
+            .bind(&req.name)
+            .bind(&req.description)
+            .bind(req.admin_state_up)
+            .bind(mac.to_string())
+            .bind(&req.device_id)
+            .bind(&req.device_owner)
+            .bind(status)
+            .bind(port_security)
+            .bind(to_json(&pairs))
+            .bind(to_json(&req.extra_dhcp_opts))
+            .bind(&binding.host_id)
+            .bind(to_json(&binding.profile))
+            .bind(&binding.vnic_type)
+            .bind(&binding.vif_type)
+            .bind(to_json(&binding.vif_details))
+            .bind(ip_allocation)
+            .bind(to_json(&tags))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?
+            .rows_affected()
+                == 1;
+            if inserted {
+                break (mac, pairs);
+            }
+            if req.mac_address.is_some() {
+                return Err(Error::MacAddressInUse { network: req.network_id.to_string(), mac: mac.to_string() });
+            }
+            if attempt == MAC_ATTEMPTS {
+                return Err(Error::MacAddressGenerationFailure(req.network_id.to_string()));
+            }
+        };
+        let fixed = plan_fixed_ips(
+            &mut *tx,
+            ipam,
+            PlanInput {
+                network: &req.network_id,
+                subnets: &subnets,
+                mac,
+                owner: &req.device_owner,
+                requested: req.fixed_ips.as_deref(),
+                current: &[],
+            },
+        )
+        .await?;
+        write_allocations(&mut *tx, ipam, &id, &req.network_id, &[], &fixed).await?;
+        if !groups.is_empty() {
+            bind_groups(&mut *tx, &id, &groups).await?;
+        }
+        Ok(Port {
+            id,
+            project_id: req.project_id,
+            network_id: req.network_id,
+            name: req.name,
+            description: req.description,
+            admin_state_up: req.admin_state_up,
+            mac_address: mac,
+            fixed_ips: fixed,
+            device_id: req.device_id,
+            device_owner: req.device_owner,
+            status: status.into(),
+            port_security_enabled: port_security,
+            security_groups: groups,
+            allowed_address_pairs: pairs,
+            extra_dhcp_opts: req.extra_dhcp_opts,
+            binding,
+            ip_allocation: ip_allocation.into(),
+            std: StandardAttrs { created_at: now.into(), updated_at: now.into(), revision_number: 1, tags },
+        })
     }
 
     pub(crate) async fn get_port_impl(&self, viewer: &Viewer, id: &PortId) -> Result<Port> {
@@ -552,7 +617,22 @@ impl SqliteStore {
         let w = &mut *guard;
         let mut tx = begin(&mut w.conn).await?;
         let mut ipam = w.ipam.begin();
-        let current = get_port_in(&mut tx, &Viewer::All, id).await?;
+        let updated = self.update_port_in(&mut tx, &mut ipam, id, upd, if_match).await?;
+        tx.commit().await.map_err(internal)?;
+        ipam.commit();
+        Ok(updated)
+    }
+
+    /// Updates one port inside a write transaction.
+    pub(crate) async fn update_port_in(
+        &self,
+        tx: &mut SqliteConnection,
+        ipam: &mut IpamTxn<'_>,
+        id: &PortId,
+        upd: PortUpdate,
+        if_match: Option<i64>,
+    ) -> Result<Port> {
+        let current = get_port_in(&mut *tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
         let owner = upd.device_owner.clone().unwrap_or_else(|| current.device_owner.clone());
 
@@ -573,7 +653,7 @@ impl SqliteStore {
                     new_mac: mac.to_string(),
                 });
             }
-            if mac_in_use(&mut tx, &current.network_id, mac).await? {
+            if mac_in_use(&mut *tx, &current.network_id, mac).await? {
                 return Err(Error::MacAddressInUse { network: current.network_id.to_string(), mac: mac.to_string() });
             }
         }
@@ -585,11 +665,39 @@ impl SqliteStore {
         if !port_security && !pairs.is_empty() {
             return Err(Error::AddressPairAndPortSecurityRequired);
         }
+        // Security groups: a new list replaces the old; port security off
+        // needs none (given or left over).
+        let groups = match &upd.security_groups {
+            Some(requested) => {
+                let mut unique: Vec<SecurityGroupId> = Vec::new();
+                for g in requested {
+                    if !unique.contains(g) {
+                        unique.push(*g);
+                    }
+                }
+                if !unique.is_empty() {
+                    if !port_security {
+                        return Err(Error::PortSecurityAndIpRequiredForSecurityGroups);
+                    }
+                    security_groups::check_groups_usable(&mut *tx, &current.project_id, &unique).await?;
+                }
+                unique
+            }
+            None => {
+                if !port_security && !current.security_groups.is_empty() {
+                    return Err(Error::PortSecurityPortHasSecurityGroup);
+                }
+                current.security_groups.clone()
+            }
+        };
+        if groups != current.security_groups {
+            bind_groups(&mut *tx, id, &groups).await?;
+        }
 
         if upd.fixed_ips.is_some() || mac != current.mac_address {
-            let subnets_gen = network_subnets_gen(&mut tx, &current.network_id).await?;
+            let subnets_gen = network_subnets_gen(&mut *tx, &current.network_id).await?;
             for (s, generation) in &subnets_gen {
-                ipam.ensure(&mut tx, &s.id, *generation).await?;
+                ipam.ensure(&mut *tx, &s.id, *generation).await?;
             }
             let subnets: Vec<Subnet> = subnets_gen.into_iter().map(|(s, _)| s).collect();
             // Without a new list, a MAC change re-derives the EUI-64 addresses.
@@ -609,8 +717,8 @@ impl SqliteStore {
                 }
             };
             let fixed = plan_fixed_ips(
-                &mut tx,
-                &mut ipam,
+                &mut *tx,
+                ipam,
                 PlanInput {
                     network: &current.network_id,
                     subnets: &subnets,
@@ -630,7 +738,8 @@ impl SqliteStore {
                 }
             }
             if fixed != current.fixed_ips {
-                write_allocations(&mut tx, &mut ipam, id, &current.network_id, &current.fixed_ips, &fixed).await?;
+                l3::check_fixed_ips_change(&mut *tx, &current, &fixed).await?;
+                write_allocations(&mut *tx, ipam, id, &current.network_id, &current.fixed_ips, &fixed).await?;
             }
         }
 
@@ -675,10 +784,7 @@ impl SqliteStore {
         } else {
             internal(e)
         })?;
-        let updated = get_port_in(&mut tx, &Viewer::All, id).await?;
-        tx.commit().await.map_err(internal)?;
-        ipam.commit();
-        Ok(updated)
+        get_port_in(&mut *tx, &Viewer::All, id).await
     }
 
     pub(crate) async fn delete_port_impl(&self, id: &PortId, if_match: Option<i64>) -> Result<()> {
@@ -688,14 +794,30 @@ impl SqliteStore {
         let mut ipam = w.ipam.begin();
         let current = get_port_in(&mut tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
-        write_allocations(&mut tx, &mut ipam, id, &current.network_id, &current.fixed_ips, &[]).await?;
-        let pid = id.to_string();
-        for stmt in ["DELETE FROM ports WHERE id = $1"] {
-            sqlx::query(stmt).bind(&pid).execute(&mut *tx).await.map_err(internal)?;
-        }
+        l3::check_port_delete(&mut tx, &current).await?;
+        self.delete_port_in(&mut tx, &mut ipam, &current).await?;
         tx.commit().await.map_err(internal)?;
         ipam.commit();
-        self.ports.forget(id);
+        Ok(())
+    }
+
+    /// Deletes a port inside a write transaction, releasing its addresses
+    /// and disassociating floating IPs that pointed at it. The API-level
+    /// checks (`ServicePortInUse`) are the caller's.
+    pub(crate) async fn delete_port_in(
+        &self,
+        tx: &mut SqliteConnection,
+        ipam: &mut IpamTxn<'_>,
+        port: &Port,
+    ) -> Result<()> {
+        l3::on_port_deleted(&mut *tx, &port.id, &now_iso()).await?;
+        write_allocations(&mut *tx, ipam, &port.id, &port.network_id, &port.fixed_ips, &[]).await?;
+        sqlx::query("DELETE FROM ports WHERE id = $1")
+            .bind(port.id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        self.ports.forget(&port.id);
         Ok(())
     }
 }

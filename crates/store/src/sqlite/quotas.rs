@@ -16,6 +16,11 @@ fn table_of(resource: &str) -> Option<&'static str> {
         "subnet" => Some("subnets"),
         "port" => Some("ports"),
         "subnetpool" => Some("subnetpools"),
+        "router" => Some("routers"),
+        "floatingip" => Some("floatingips"),
+        "security_group" => Some("security_groups"),
+        "security_group_rule" => Some("security_group_rules"),
+        "rbac_policy" => Some("network_rbacs"),
         _ => None,
     }
 }

@@ -251,6 +251,7 @@ fn port_from_row(row: &SqliteRow) -> Result<Port> {
         device_owner: get(row, "device_owner")?,
         status: get(row, "status")?,
         port_security_enabled: get(row, "port_security_enabled")?,
+        security_groups: Vec::new(),
         allowed_address_pairs: from_json(&get::<String>(row, "allowed_address_pairs")?)?,
         extra_dhcp_opts: from_json(&get::<String>(row, "extra_dhcp_opts")?)?,
         binding: Binding {
@@ -284,6 +285,15 @@ pub(crate) async fn load_ports(conn: &mut SqliteConnection, w: &Where) -> Result
                 subnet_id: parse_col(&get::<String>(&row, "subnet_id")?, "subnet id")?,
                 ip_address: parse_col(&get::<String>(&row, "ip_address")?, "ip")?,
             });
+        }
+    }
+    let sg_sql = format!(
+        "SELECT b.port_id, b.security_group_id FROM port_security_groups b JOIN security_groups g ON g.id = b.security_group_id \
+         WHERE b.port_id IN ({ids_sql}) ORDER BY b.port_id, g.seq"
+    );
+    for row in fetch(conn, sg_sql, &w.args).await? {
+        if let Some(&i) = index.get(&get::<String>(&row, "port_id")?) {
+            ports[i].security_groups.push(parse_col(&get::<String>(&row, "security_group_id")?, "security group id")?);
         }
     }
     Ok(ports)

@@ -1,4 +1,4 @@
-//! `Store` for `SqliteStore`: each method is one of the operations above.
+//! `CoreStore` for `SqliteStore`: each method is one of the operations above.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,7 +14,7 @@ use super::{SqliteStore, Where, internal};
 use crate::*;
 
 #[async_trait]
-impl Store for SqliteStore {
+impl CoreStore for SqliteStore {
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         self.get_meta_impl(key).await
     }

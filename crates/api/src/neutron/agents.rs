@@ -1,0 +1,14 @@
+//! Agents and scheduling: /v2.0/agents and the DHCP/L3 scheduler sub-resources.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::server::App;
+
+/// The extensions this module implements: (alias, name, updated, description).
+pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[];
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+}

@@ -1,0 +1,14 @@
+//! Routers: /v2.0/routers and their member actions.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::server::App;
+
+/// The extensions this module implements: (alias, name, updated, description).
+pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[];
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+}

@@ -1,0 +1,49 @@
+-- Security groups, their rules, and which ports use them.
+
+CREATE TABLE security_groups (
+    id              TEXT PRIMARY KEY,
+    seq             BIGINT NOT NULL,
+    project_id      TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    description     TEXT NOT NULL,
+    stateful        BOOLEAN NOT NULL,
+    -- The project's `default` group; at most one per project.
+    is_default      BOOLEAN NOT NULL,
+    tags            TEXT NOT NULL DEFAULT '[]',
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    revision_number BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX security_groups_seq ON security_groups (seq);
+CREATE INDEX security_groups_project ON security_groups (project_id);
+-- Exactly one default group per project, however many requests race.
+CREATE UNIQUE INDEX security_groups_one_default ON security_groups (project_id) WHERE is_default;
+
+CREATE TABLE security_group_rules (
+    id                      TEXT PRIMARY KEY,
+    seq                     BIGINT NOT NULL,
+    security_group_id       TEXT NOT NULL REFERENCES security_groups (id) ON DELETE CASCADE,
+    project_id              TEXT NOT NULL,
+    direction               TEXT NOT NULL,
+    ethertype               TEXT NOT NULL,
+    protocol                TEXT,
+    port_range_min          BIGINT,
+    port_range_max          BIGINT,
+    remote_ip_prefix        TEXT,
+    remote_group_id         TEXT,
+    remote_address_group_id TEXT,
+    description             TEXT,
+    created_at              TEXT NOT NULL,
+    updated_at              TEXT NOT NULL,
+    revision_number         BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX security_group_rules_seq ON security_group_rules (seq);
+CREATE INDEX security_group_rules_group ON security_group_rules (security_group_id);
+CREATE INDEX security_group_rules_remote ON security_group_rules (remote_group_id);
+
+CREATE TABLE port_security_groups (
+    port_id           TEXT NOT NULL REFERENCES ports (id) ON DELETE CASCADE,
+    security_group_id TEXT NOT NULL REFERENCES security_groups (id),
+    PRIMARY KEY (port_id, security_group_id)
+);
+CREATE INDEX port_security_groups_group ON port_security_groups (security_group_id);

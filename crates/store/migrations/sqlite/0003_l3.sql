@@ -1,0 +1,65 @@
+-- Routers, floating IPs and port forwardings.
+--
+-- Router interfaces and gateways are ports (device_owner
+-- network:router_interface / network:router_gateway, device_id = router);
+-- a floating IP's address lives on a port of the external network
+-- (device_owner network:floatingip, device_id = floating IP).
+
+CREATE TABLE routers (
+    id              TEXT PRIMARY KEY,
+    seq             BIGINT NOT NULL,
+    project_id      TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    description     TEXT NOT NULL,
+    admin_state_up  BOOLEAN NOT NULL,
+    status          TEXT NOT NULL,
+    ha              BOOLEAN NOT NULL,
+    distributed     BOOLEAN NOT NULL,
+    -- The external gateway: network, its port, and whether to SNAT.
+    gw_network_id   TEXT REFERENCES networks (id),
+    gw_port_id      TEXT REFERENCES ports (id),
+    enable_snat     BOOLEAN NOT NULL,
+    routes          TEXT NOT NULL DEFAULT '[]',
+    az_hints        TEXT NOT NULL DEFAULT '[]',
+    tags            TEXT NOT NULL DEFAULT '[]',
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    revision_number BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX routers_seq ON routers (seq);
+CREATE INDEX routers_project ON routers (project_id);
+
+CREATE TABLE floatingips (
+    id                  TEXT PRIMARY KEY,
+    seq                 BIGINT NOT NULL,
+    project_id          TEXT NOT NULL,
+    floating_network_id TEXT NOT NULL REFERENCES networks (id),
+    floating_port_id    TEXT NOT NULL REFERENCES ports (id),
+    floating_ip_address TEXT NOT NULL,
+    fixed_port_id       TEXT REFERENCES ports (id),
+    fixed_ip_address    TEXT,
+    router_id           TEXT REFERENCES routers (id),
+    status              TEXT NOT NULL,
+    description         TEXT NOT NULL,
+    tags                TEXT NOT NULL DEFAULT '[]',
+    created_at          TEXT NOT NULL,
+    updated_at          TEXT NOT NULL,
+    revision_number     BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX floatingips_seq ON floatingips (seq);
+CREATE INDEX floatingips_project ON floatingips (project_id);
+CREATE INDEX floatingips_fixed_port ON floatingips (fixed_port_id);
+CREATE INDEX floatingips_router ON floatingips (router_id);
+
+CREATE TABLE port_forwardings (
+    id                  TEXT PRIMARY KEY,
+    floatingip_id       TEXT NOT NULL REFERENCES floatingips (id) ON DELETE CASCADE,
+    internal_port_id    TEXT NOT NULL REFERENCES ports (id),
+    internal_ip_address TEXT NOT NULL,
+    internal_port       BIGINT NOT NULL,
+    external_port       BIGINT NOT NULL,
+    protocol            TEXT NOT NULL,
+    description         TEXT NOT NULL,
+    UNIQUE (floatingip_id, external_port, protocol)
+);
+CREATE INDEX port_forwardings_internal ON port_forwardings (internal_port_id);
