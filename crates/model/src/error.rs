@@ -132,6 +132,68 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 
+    // ---- security groups ---------------------------------------------
+    #[error("Default security group already exists.")]
+    SecurityGroupDefaultAlreadyExists,
+    #[error("Updating default security group not allowed.")]
+    SecurityGroupCannotUpdateDefault,
+    #[error("Insufficient rights for removing default security group.")]
+    SecurityGroupCannotRemoveDefault,
+    #[error("Security Group {0} in use.")]
+    SecurityGroupInUse(String),
+    #[error("Security group rule already exists. Rule id is {0}.")]
+    SecurityGroupRuleExists(String),
+    #[error("Duplicate Security Group Rule in POST.")]
+    DuplicateSecurityGroupRuleInPost,
+    #[error(
+        "Security group rule protocol {protocol} not supported. Only protocol values {allowed} and integer representations [0 to 255] are supported."
+    )]
+    SecurityGroupRuleInvalidProtocol { protocol: String, allowed: String },
+    #[error("{0}")]
+    SecurityGroupRuleInvalid(String),
+
+    // ---- routers and floating IPs ------------------------------------
+    #[error("Router {router} still has ports. {detail}")]
+    RouterInUse { router: String, detail: String },
+    #[error("Router {router} does not have an interface with id {port}")]
+    RouterInterfaceNotFound { router: String, port: String },
+    #[error("Router {router} has no interface on subnet {subnet}")]
+    RouterInterfaceNotFoundForSubnet { router: String, subnet: String },
+    #[error(
+        "Gateway cannot be updated for router {router}, since a gateway to external network {network} is required by one or more floating IPs."
+    )]
+    RouterExternalGatewayInUseByFloatingIp { router: String, network: String },
+    #[error("Cannot remove the interface of router {router} on subnet {subnet}: floating IPs need it.")]
+    RouterInterfaceInUseByFloatingIp { router: String, subnet: String },
+    #[error(
+        "Router interface for subnet {subnet} on router {router} cannot be deleted, as it is required by one or more routes."
+    )]
+    RouterInterfaceInUseByRoute { router: String, subnet: String },
+    #[error(
+        "External network {network} is not reachable from subnet {subnet}.  Therefore, cannot associate Port {port} with a Floating IP."
+    )]
+    ExternalGatewayForFloatingIpNotFound { network: String, subnet: String, port: String },
+    #[error(
+        "Cannot associate floating IP {floating_ip} ({fip_id}) with port {port} using fixed IP {fixed_ip}, as that fixed IP already has a floating IP on external network {network}."
+    )]
+    FloatingIpPortAlreadyAssociated {
+        floating_ip: String,
+        fip_id: String,
+        port: String,
+        fixed_ip: String,
+        network: String,
+    },
+    #[error("Unable to find any IP address on external network {0}.")]
+    ExternalIpAddressExhausted(String),
+    #[error(
+        "Unable to complete operation on port {port} for network {network}. Port already has an attached device {device}."
+    )]
+    PortInUse { port: String, network: String, device: String },
+    #[error("External network {0} cannot be made internal: routers use it as their gateway.")]
+    ExternalNetworkInUse(String),
+    #[error("Current gateway ip {ip} already in use by port {port}. Unable to update.")]
+    GatewayIpInUse { ip: String, port: String },
+
     // ---- 412 -----------------------------------------------------------
     #[error("Constrained to {expected}, but current revision is {current}")]
     RevisionMismatch { expected: i64, current: i64 },
@@ -215,6 +277,26 @@ impl Error {
             SubnetAllocationError(_) => "SubnetAllocationError",
             SubnetPoolQuotaExceeded(_) => "SubnetPoolQuotaExceeded",
             Conflict(_) => "Conflict",
+            SecurityGroupDefaultAlreadyExists => "SecurityGroupDefaultAlreadyExists",
+            SecurityGroupCannotUpdateDefault => "SecurityGroupCannotUpdateDefault",
+            SecurityGroupCannotRemoveDefault => "SecurityGroupCannotRemoveDefault",
+            SecurityGroupInUse(_) => "SecurityGroupInUse",
+            SecurityGroupRuleExists(_) => "SecurityGroupRuleExists",
+            DuplicateSecurityGroupRuleInPost => "DuplicateSecurityGroupRuleInPost",
+            SecurityGroupRuleInvalidProtocol { .. } => "SecurityGroupRuleInvalidProtocol",
+            SecurityGroupRuleInvalid(_) => "InvalidInput",
+            RouterInUse { .. } => "RouterInUse",
+            RouterInterfaceNotFound { .. } => "RouterInterfaceNotFound",
+            RouterInterfaceNotFoundForSubnet { .. } => "RouterInterfaceNotFoundForSubnet",
+            RouterExternalGatewayInUseByFloatingIp { .. } => "RouterExternalGatewayInUseByFloatingIp",
+            RouterInterfaceInUseByFloatingIp { .. } => "RouterInterfaceInUseByFloatingIP",
+            RouterInterfaceInUseByRoute { .. } => "RouterInterfaceInUseByRoute",
+            ExternalGatewayForFloatingIpNotFound { .. } => "ExternalGatewayForFloatingIPNotFound",
+            FloatingIpPortAlreadyAssociated { .. } => "FloatingIPPortAlreadyAssociated",
+            ExternalIpAddressExhausted(_) => "ExternalIpAddressExhausted",
+            PortInUse { .. } => "PortInUse",
+            ExternalNetworkInUse(_) => "ExternalNetworkInUse",
+            GatewayIpInUse { .. } => "GatewayIpInUse",
             RevisionMismatch { .. } => "RevisionNumberConstraintFailed",
             RequestTooLarge => "RequestEntityTooLarge",
             NotImplemented(_) => "NotImplementedError",
@@ -246,6 +328,9 @@ impl Error {
             | SubnetPoolDeleteError(_)
             | IpAddressChangeNotAllowed { .. }
             | PortSecurityAndIpRequiredForSecurityGroups
+            | SecurityGroupRuleInvalidProtocol { .. }
+            | SecurityGroupRuleInvalid(_)
+            | ExternalIpAddressExhausted(_)
             | DeleteBodyNotSupported => 400,
             PolicyNotAuthorized(_) => 403,
             NotFound { .. } | HttpNotFound | AvailabilityZoneNotFound(_) | TagNotFound { .. } => 404,
@@ -272,6 +357,20 @@ impl Error {
             | NetworkMtuSubnetConflict { .. }
             | SubnetAllocationError(_)
             | SubnetPoolQuotaExceeded(_)
+            | SecurityGroupDefaultAlreadyExists
+            | SecurityGroupCannotUpdateDefault
+            | SecurityGroupCannotRemoveDefault
+            | SecurityGroupInUse(_)
+            | SecurityGroupRuleExists(_)
+            | DuplicateSecurityGroupRuleInPost
+            | RouterInUse { .. }
+            | RouterExternalGatewayInUseByFloatingIp { .. }
+            | RouterInterfaceInUseByFloatingIp { .. }
+            | RouterInterfaceInUseByRoute { .. }
+            | FloatingIpPortAlreadyAssociated { .. }
+            | PortInUse { .. }
+            | ExternalNetworkInUse(_)
+            | GatewayIpInUse { .. }
             | Conflict(_) => 409,
             RevisionMismatch { .. } => 412,
             RequestTooLarge => 413,
