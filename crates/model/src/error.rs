@@ -333,7 +333,13 @@ impl Error {
             | ExternalIpAddressExhausted(_)
             | DeleteBodyNotSupported => 400,
             PolicyNotAuthorized(_) => 403,
-            NotFound { .. } | HttpNotFound | AvailabilityZoneNotFound(_) | TagNotFound { .. } => 404,
+            NotFound { .. }
+            | HttpNotFound
+            | AvailabilityZoneNotFound(_)
+            | TagNotFound { .. }
+            | RouterInterfaceNotFound { .. }
+            | RouterInterfaceNotFoundForSubnet { .. }
+            | ExternalGatewayForFloatingIpNotFound { .. } => 404,
             MethodNotAllowed => 405,
             AddressPairAndPortSecurityRequired
             | PortSecurityPortHasSecurityGroup
