@@ -24,11 +24,18 @@ pub struct ApiConfig {
     pub region: String,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Seconds without a heartbeat before an agent is reported dead.
+    pub agent_down_time_secs: i64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { public_url: None, region: "RegionOne".into(), max_body_bytes: 1 << 20 }
+        ApiConfig {
+            public_url: None,
+            region: "RegionOne".into(),
+            max_body_bytes: 1 << 20,
+            agent_down_time_secs: neutrino_model::agents::DEFAULT_DOWN_TIME_SECS,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! type with its Neutron names, IPAM arithmetic, MACs and EUI-64, segment
 //! and MTU rules, quota limits and the policy vocabulary.
 
+pub mod agents;
 pub mod error;
 pub mod identity;
 pub mod ids;

@@ -33,6 +33,15 @@ pub struct FileConfig {
     pub subnets: SubnetsSection,
     #[serde(default)]
     pub quotas: BTreeMap<String, i64>,
+    #[serde(default)]
+    pub agents: AgentsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsSection {
+    /// Seconds without a heartbeat before an agent is reported dead.
+    pub down_time_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +133,7 @@ pub struct ServerConfig {
     pub max_allowed_address_pairs: usize,
     pub subnet_limits: SubnetLimits,
     pub quotas: BTreeMap<String, i64>,
+    pub agent_down_time_secs: i64,
 }
 
 impl ServerConfig {
@@ -142,6 +152,7 @@ impl ServerConfig {
             max_allowed_address_pairs: 10,
             subnet_limits: SubnetLimits::default(),
             quotas: neutrino_model::quota::default_limits(),
+            agent_down_time_secs: neutrino_model::agents::DEFAULT_DOWN_TIME_SECS,
         }
     }
 }
@@ -229,6 +240,9 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, String> {
     }
     if let Some(n) = file.subnets.max_host_routes {
         c.subnet_limits.max_host_routes = n;
+    }
+    if let Some(d) = file.agents.down_time_seconds {
+        c.agent_down_time_secs = d;
     }
     for (k, v) in file.quotas {
         if !neutrino_model::quota::QUOTA_RESOURCES.contains(&k.as_str()) {

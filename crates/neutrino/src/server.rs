@@ -14,6 +14,8 @@ use crate::config::{AuthConfig, ServerConfig};
 /// A server running in the background of this process.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The server's store, for in-process users (tests, the agent channel).
+    pub store: Arc<dyn Store>,
     /// The admin password when this start created the admin user.
     pub admin_password: Option<String>,
     stop: Option<oneshot::Sender<()>>,
@@ -98,6 +100,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
         config: ApiConfig {
             public_url: config.public_url.clone(),
             region: config.region.clone(),
+            agent_down_time_secs: config.agent_down_time_secs,
             ..Default::default()
         },
         catalog,
@@ -121,7 +124,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
             let _ = purge_store.purge_expired_tokens(neutrino_api::identity::now_unix()).await;
         }
     });
-    Ok(RunningServer { addr, admin_password, stop: Some(stop), task })
+    Ok(RunningServer { addr, store, admin_password, stop: Some(stop), task })
 }
 
 fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {

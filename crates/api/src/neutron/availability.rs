@@ -1,5 +1,6 @@
 //! `/v2.0/network-ip-availabilities` (admin) and `/v2.0/availability_zones`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -7,6 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use neutrino_model::agents::agent_type;
 use neutrino_model::{Error, NetworkId, ResourceKind};
 use neutrino_store::NetworkAvailability;
 use serde_json::{Value, json};
@@ -134,7 +136,48 @@ async fn show(
     ))
 }
 
-/// Availability zones come from agents; Neutrino has none yet.
-async fn zones(_ctx: Ctx) -> ApiResult<Response> {
-    Ok(respond(StatusCode::OK, json!({"availability_zones": []})))
+/// The availability zones agents report: DHCP agents' zones serve
+/// networks, L3 agents' zones routers; a zone is available while one of its
+/// agents is up and alive.
+pub async fn zone_states(app: &App) -> neutrino_model::Result<BTreeMap<(String, &'static str), bool>> {
+    let now = crate::identity::now_unix();
+    let mut zones: BTreeMap<(String, &'static str), bool> = BTreeMap::new();
+    for a in app.store.list_agents().await? {
+        let Some(az) = a.availability_zone.clone() else { continue };
+        let resource = match a.agent_type.as_str() {
+            agent_type::DHCP => "network",
+            agent_type::L3 => "router",
+            _ => continue,
+        };
+        let up = a.admin_state_up && a.is_alive(now, app.config.agent_down_time_secs);
+        *zones.entry((az, resource)).or_default() |= up;
+    }
+    Ok(zones)
+}
+
+async fn zones(State(app): State<Arc<App>>, _ctx: Ctx, RawQuery(q): RawQuery) -> ApiResult<Response> {
+    let pairs = parse_pairs(q.as_deref());
+    for (k, _) in &pairs {
+        if !["name", "resource", "state", "fields"].contains(&k.as_str()) {
+            return Err(Error::BadRequest(format!("['{k}'] is invalid attribute for filtering")).into());
+        }
+    }
+    let wanted = |key: &str, value: &str| {
+        let given: Vec<&String> = pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v).collect();
+        given.is_empty() || given.iter().any(|g| g.as_str() == value)
+    };
+    let fields = fields_of(q.as_deref());
+    let items: Vec<Value> = zone_states(&app)
+        .await?
+        .into_iter()
+        .map(|((name, resource), up)| (name, resource, if up { "available" } else { "unavailable" }))
+        .filter(|(name, resource, state)| {
+            wanted("name", name) && wanted("resource", resource) && wanted("state", state)
+        })
+        .map(|(name, resource, state)| {
+            let m = json!({"name": name, "resource": resource, "state": state});
+            Value::Object(select_fields(m.as_object().cloned().unwrap_or_default(), &fields))
+        })
+        .collect();
+    Ok(respond(StatusCode::OK, json!({"availability_zones": items})))
 }

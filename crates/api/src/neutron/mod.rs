@@ -1,7 +1,7 @@
 //! The Neutron v2.0 API.
 
 mod agents;
-mod availability;
+pub mod availability;
 mod extensions;
 mod floatingips;
 mod networks;

@@ -162,10 +162,6 @@ fn parse_network_create(ctx: &Context, item: Map<String, Value>) -> Result<Netwo
     if (provider.is_some() || segments.is_some()) && !ctx.is_admin() {
         return Err(Error::policy("create_network:provider:network_type"));
     }
-    // Availability zones come from agents; without agents no hint names one.
-    if let Some(first) = hints.first() {
-        return Err(Error::AvailabilityZoneNotFound(first.clone()));
-    }
     Ok(NetworkCreate {
         project_id: project,
         name,
@@ -245,6 +241,15 @@ async fn list(
 async fn create(State(app): State<Arc<App>>, ctx: Ctx, Body(body): Body) -> ApiResult<Response> {
     let (items, bulk) = parse_create(&body, &NETWORK, &ctx)?;
     let requests = items.into_iter().map(|i| parse_network_create(&ctx, i)).collect::<Result<Vec<_>>>()?;
+    // Hints must name zones that DHCP agents report.
+    if requests.iter().any(|r| !r.availability_zone_hints.is_empty()) {
+        let zones = super::availability::zone_states(&app).await?;
+        for hint in requests.iter().flat_map(|r| &r.availability_zone_hints) {
+            if !zones.contains_key(&(hint.clone(), "network")) {
+                return Err(Error::AvailabilityZoneNotFound(hint.clone()).into());
+            }
+        }
+    }
     let networks = app.store.create_networks(requests).await?;
     Ok(created(&NETWORK, networks.iter().map(|n| view(n, &ctx)).collect(), bulk))
 }

@@ -1,6 +1,233 @@
 //! Agents: registration, heartbeats, and what is scheduled to them.
 
-use super::SqliteStore;
+use async_trait::async_trait;
+use neutrino_model::agents::{Agent, AgentReport, AgentUpdate};
+use neutrino_model::{AgentId, Error, NetworkId, ResourceKind, Result, RouterId};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+
+use super::rows::{fetch, get};
+use super::{SqliteStore, begin, from_json, internal, parse_col, to_json};
 use crate::AgentStore;
 
-impl AgentStore for SqliteStore {}
+const COLS: &str = "id, agent_type, binary_name, topic, host, admin_state_up, description, availability_zone, \
+     configurations, resources_synced, created_at, started_at, heartbeat_at";
+
+/// Now, as agent timestamps are written.
+fn agent_now() -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::OffsetDateTime::now_utc().format(&fmt).unwrap_or_default()
+}
+
+fn agent_from(row: &SqliteRow) -> Result<Agent> {
+    Ok(Agent {
+        id: parse_col(&get::<String>(row, "id")?, "agent id")?,
+        agent_type: get(row, "agent_type")?,
+        binary: get(row, "binary_name")?,
+        topic: get(row, "topic")?,
+        host: get(row, "host")?,
+        admin_state_up: get(row, "admin_state_up")?,
+        description: get(row, "description")?,
+        availability_zone: get(row, "availability_zone")?,
+        configurations: from_json(&get::<String>(row, "configurations")?)?,
+        resources_synced: get(row, "resources_synced")?,
+        created_at: get(row, "created_at")?,
+        started_at: get(row, "started_at")?,
+        heartbeat_timestamp: get(row, "heartbeat_at")?,
+    })
+}
+
+async fn agent_in(conn: &mut SqliteConnection, id: &AgentId) -> Result<Agent> {
+    let rows = fetch(conn, format!("SELECT {COLS} FROM agents WHERE id = $1"), &[id.to_string()]).await?;
+    rows.first().map(agent_from).transpose()?.ok_or_else(|| Error::not_found(ResourceKind::Agent, id))
+}
+
+impl SqliteStore {
+    async fn agents_where(&self, cond: &str, arg: String) -> Result<Vec<Agent>> {
+        let mut conn = self.readers.acquire().await.map_err(internal)?;
+        let rows =
+            fetch(&mut conn, format!("SELECT {COLS} FROM agents a WHERE {cond} ORDER BY host, agent_type"), &[arg])
+                .await?;
+        rows.iter().map(agent_from).collect()
+    }
+
+    async fn ids_where(&self, sql: &'static str, arg: String, column: &str) -> Result<Vec<String>> {
+        let mut conn = self.readers.acquire().await.map_err(internal)?;
+        let rows = fetch(&mut conn, sql.into(), &[arg]).await?;
+        rows.iter().map(|r| get::<String>(r, column)).collect()
+    }
+
+    async fn link(&self, sql: &'static str, a: String, b: String) -> Result<bool> {
+        let mut w = self.writer.lock().await;
+        let done = sqlx::query(sql).bind(a).bind(b).execute(&mut w.conn).await.map_err(internal)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl AgentStore for SqliteStore {
+    async fn report_agent(&self, r: &AgentReport) -> Result<Agent> {
+        let mut w = self.writer.lock().await;
+        let mut tx = begin(&mut w.conn).await?;
+        let now = agent_now();
+        let rows = fetch(
+            &mut tx,
+            "SELECT id FROM agents WHERE agent_type = $1 AND host = $2".into(),
+            &[r.agent_type.clone(), r.host.clone()],
+        )
+        .await?;
+        let id: AgentId = match rows.first() {
+            Some(row) => {
+                let id: AgentId = parse_col(&get::<String>(row, "id")?, "agent id")?;
+                sqlx::query(
+                    "UPDATE agents SET binary_name = $1, topic = $2, availability_zone = $3, configurations = $4, \
+                     heartbeat_at = $5, started_at = CASE WHEN $6 THEN $5 ELSE started_at END WHERE id = $7",
+                )
+                .bind(&r.binary)
+                .bind(&r.topic)
+                .bind(&r.availability_zone)
+                .bind(to_json(&r.configurations))
+                .bind(&now)
+                .bind(r.start_flag)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
+                id
+            }
+            None => {
+                let id = AgentId::new();
+                sqlx::query(
+                    "INSERT INTO agents (id, agent_type, binary_name, topic, host, admin_state_up, description, \
+                     availability_zone, configurations, resources_synced, created_at, started_at, heartbeat_at) \
+                     VALUES ($1, $2, $3, $4, $5, TRUE, NULL, $6, $7, NULL, $8, $8, $8)",
+                )
+                .bind(id.to_string())
+                .bind(&r.agent_type)
+                .bind(&r.binary)
+                .bind(&r.topic)
+                .bind(&r.host)
+                .bind(&r.availability_zone)
+                .bind(to_json(&r.configurations))
+                .bind(&now)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
+                id
+            }
+        };
+        let agent = agent_in(&mut tx, &id).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(agent)
+    }
+
+    async fn list_agents(&self) -> Result<Vec<Agent>> {
+        let mut conn = self.readers.acquire().await.map_err(internal)?;
+        let rows = fetch(&mut conn, format!("SELECT {COLS} FROM agents ORDER BY host, agent_type"), &[]).await?;
+        rows.iter().map(agent_from).collect()
+    }
+
+    async fn get_agent(&self, id: &AgentId) -> Result<Agent> {
+        let mut conn = self.readers.acquire().await.map_err(internal)?;
+        agent_in(&mut conn, id).await
+    }
+
+    async fn update_agent(&self, id: &AgentId, u: AgentUpdate) -> Result<Agent> {
+        let mut w = self.writer.lock().await;
+        let mut tx = begin(&mut w.conn).await?;
+        let current = agent_in(&mut tx, id).await?;
+        sqlx::query("UPDATE agents SET admin_state_up = $1, description = $2 WHERE id = $3")
+            .bind(u.admin_state_up.unwrap_or(current.admin_state_up))
+            .bind(u.description.unwrap_or(current.description))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        let agent = agent_in(&mut tx, id).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(agent)
+    }
+
+    async fn delete_agent(&self, id: &AgentId) -> Result<()> {
+        let mut w = self.writer.lock().await;
+        let done = sqlx::query("DELETE FROM agents WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut w.conn)
+            .await
+            .map_err(internal)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(ResourceKind::Agent, id));
+        }
+        Ok(())
+    }
+
+    async fn network_dhcp_agents(&self, network: &NetworkId) -> Result<Vec<Agent>> {
+        self.agents_where(
+            "a.id IN (SELECT agent_id FROM network_dhcp_agents WHERE network_id = $1)",
+            network.to_string(),
+        )
+        .await
+    }
+
+    async fn dhcp_agent_networks(&self, agent: &AgentId) -> Result<Vec<NetworkId>> {
+        let ids = self
+            .ids_where(
+                "SELECT network_id FROM network_dhcp_agents WHERE agent_id = $1 ORDER BY network_id",
+                agent.to_string(),
+                "network_id",
+            )
+            .await?;
+        ids.iter().map(|s| parse_col(s, "network id")).collect()
+    }
+
+    async fn add_network_to_dhcp_agent(&self, agent: &AgentId, network: &NetworkId) -> Result<bool> {
+        self.link(
+            "INSERT INTO network_dhcp_agents (agent_id, network_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            agent.to_string(),
+            network.to_string(),
+        )
+        .await
+    }
+
+    async fn remove_network_from_dhcp_agent(&self, agent: &AgentId, network: &NetworkId) -> Result<bool> {
+        self.link(
+            "DELETE FROM network_dhcp_agents WHERE agent_id = $1 AND network_id = $2",
+            agent.to_string(),
+            network.to_string(),
+        )
+        .await
+    }
+
+    async fn router_l3_agents(&self, router: &RouterId) -> Result<Vec<Agent>> {
+        self.agents_where("a.id IN (SELECT agent_id FROM router_l3_agents WHERE router_id = $1)", router.to_string())
+            .await
+    }
+
+    async fn l3_agent_routers(&self, agent: &AgentId) -> Result<Vec<RouterId>> {
+        let ids = self
+            .ids_where(
+                "SELECT router_id FROM router_l3_agents WHERE agent_id = $1 ORDER BY router_id",
+                agent.to_string(),
+                "router_id",
+            )
+            .await?;
+        ids.iter().map(|s| parse_col(s, "router id")).collect()
+    }
+
+    async fn add_router_to_l3_agent(&self, agent: &AgentId, router: &RouterId) -> Result<bool> {
+        self.link(
+            "INSERT INTO router_l3_agents (agent_id, router_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            agent.to_string(),
+            router.to_string(),
+        )
+        .await
+    }
+
+    async fn remove_router_from_l3_agent(&self, agent: &AgentId, router: &RouterId) -> Result<bool> {
+        self.link(
+            "DELETE FROM router_l3_agents WHERE agent_id = $1 AND router_id = $2",
+            agent.to_string(),
+            router.to_string(),
+        )
+        .await
+    }
+}

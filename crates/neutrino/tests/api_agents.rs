@@ -1,0 +1,125 @@
+//! Agents: the records agents create by reporting in, their liveness, the
+//! admin API over them, DHCP scheduling and availability zones.
+
+mod common;
+
+use common::*;
+use neutrino_model::agents::{AgentReport, agent_type};
+use neutrino_store::prelude::*;
+use serde_json::json;
+
+fn report(kind: &str, host: &str, az: Option<&str>) -> AgentReport {
+    AgentReport {
+        agent_type: kind.into(),
+        binary: "neutrino-agent".into(),
+        topic: if kind == agent_type::DHCP { "dhcp_agent".into() } else { "N/A".into() },
+        host: host.into(),
+        availability_zone: az.map(str::to_string),
+        configurations: json!({"tunnel_ip": "172.31.0.11"}),
+        start_flag: true,
+    }
+}
+
+#[tokio::test]
+async fn agents_register_heartbeat_and_are_managed_by_admins() {
+    let t = TestServer::start_with(|c| c.agent_down_time_secs = 2).await;
+    let store = t.server.as_ref().unwrap().store.clone();
+    let lb = store.report_agent(&report(agent_type::LINUX_BRIDGE, "compute1", None)).await.unwrap();
+    let dhcp = store.report_agent(&report(agent_type::DHCP, "compute1", Some("nova"))).await.unwrap();
+    // A second report of the same type and host is a heartbeat, not a new agent.
+    let again = store
+        .report_agent(&AgentReport { start_flag: false, ..report(agent_type::LINUX_BRIDGE, "compute1", None) })
+        .await
+        .unwrap();
+    assert_eq!(again.id, lb.id);
+    assert_eq!(again.started_at, lb.started_at);
+
+    let list = t.get("/v2.0/agents", &t.admin).await.expect(200);
+    let agents = list["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 2);
+    let a = agents.iter().find(|a| a["id"] == lb.id.to_string().as_str()).unwrap();
+    assert_eq!(a["agent_type"], "Linux bridge agent");
+    assert_eq!(a["host"], "compute1");
+    assert_eq!(a["alive"], true);
+    assert_eq!(a["admin_state_up"], true);
+    assert_eq!(a["configurations"]["tunnel_ip"], "172.31.0.11");
+    assert_eq!(a["heartbeat_timestamp"].as_str().unwrap().len(), "2026-01-01 00:00:00".len());
+    let r = t.get("/v2.0/agents?agent_type=DHCP%20agent", &t.admin).await.expect(200);
+    assert_eq!(r["agents"].as_array().unwrap().len(), 1);
+    let r = t.get("/v2.0/agents?alive=true&host=compute1", &t.admin).await.expect(200);
+    assert_eq!(r["agents"].as_array().unwrap().len(), 2);
+
+    // Members see none of it.
+    let (member, _) = t.project_user("demo", "demo", "member").await;
+    assert_eq!(t.get("/v2.0/agents", &member).await.expect(200)["agents"], json!([]));
+    assert_eq!(t.get(&format!("/v2.0/agents/{}", lb.id), &member).await.status, 404);
+    assert_eq!(
+        t.put(&format!("/v2.0/agents/{}", lb.id), &member, json!({"agent": {"admin_state_up": false}})).await.status,
+        404
+    );
+
+    // Admins update and delete.
+    let r = t
+        .put(
+            &format!("/v2.0/agents/{}", lb.id),
+            &t.admin,
+            json!({"agent": {"admin_state_up": false, "description": "maintenance"}}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r["agent"]["admin_state_up"], false);
+    assert_eq!(r["agent"]["description"], "maintenance");
+    assert_eq!(t.put(&format!("/v2.0/agents/{}", lb.id), &t.admin, json!({"agent": {"host": "x"}})).await.status, 400);
+
+    // An agent that stops reporting is dead after the down time.
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+    let shown = t.get(&format!("/v2.0/agents/{}", lb.id), &t.admin).await.expect(200);
+    assert_eq!(shown["agent"]["alive"], false);
+    store.report_agent(&report(agent_type::LINUX_BRIDGE, "compute1", None)).await.unwrap();
+    let shown = t.get(&format!("/v2.0/agents/{}", lb.id), &t.admin).await.expect(200);
+    assert_eq!(shown["agent"]["alive"], true);
+
+    assert_eq!(t.delete(&format!("/v2.0/agents/{}", lb.id), &t.admin).await.status, 204);
+    assert_eq!(t.get(&format!("/v2.0/agents/{}", lb.id), &t.admin).await.status, 404);
+    assert_eq!(t.get("/v2.0/agents/not-an-id", &t.admin).await.status, 404);
+    let _ = dhcp;
+}
+
+#[tokio::test]
+async fn dhcp_scheduling_and_availability_zones() {
+    let t = TestServer::start().await;
+    let store = t.server.as_ref().unwrap().store.clone();
+    let dhcp = store.report_agent(&report(agent_type::DHCP, "network1", Some("nova"))).await.unwrap();
+    let lb = store.report_agent(&report(agent_type::LINUX_BRIDGE, "network1", None)).await.unwrap();
+    let n = id(&t.network(&t.admin, json!({"availability_zone_hints": ["nova"]})).await);
+    let r = t.post("/v2.0/networks", &t.admin, json!({"network": {"availability_zone_hints": ["elsewhere"]}})).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.error_type(), "AvailabilityZoneNotFound");
+    let zones = t.get("/v2.0/availability_zones", &t.admin).await.expect(200);
+    assert_eq!(zones["availability_zones"], json!([{"name": "nova", "resource": "network", "state": "available"}]));
+
+    let path = format!("/v2.0/agents/{}/dhcp-networks", dhcp.id);
+    assert_eq!(t.post(&path, &t.admin, json!({"network_id": n})).await.status, 201);
+    assert_eq!(t.post(&path, &t.admin, json!({"network_id": n})).await.status, 409);
+    let nets = t.get(&path, &t.admin).await.expect(200);
+    assert_eq!(nets["networks"][0]["id"], n.as_str());
+    let agents = t.get(&format!("/v2.0/networks/{n}/dhcp-agents"), &t.admin).await.expect(200);
+    assert_eq!(agents["agents"][0]["id"], dhcp.id.to_string().as_str());
+    // Only DHCP agents host networks.
+    assert_eq!(
+        t.post(&format!("/v2.0/agents/{}/dhcp-networks", lb.id), &t.admin, json!({"network_id": n})).await.status,
+        400
+    );
+    assert_eq!(t.delete(&format!("{path}/{n}"), &t.admin).await.status, 204);
+    assert_eq!(t.delete(&format!("{path}/{n}"), &t.admin).await.status, 409);
+    assert!(
+        t.get(&format!("/v2.0/networks/{n}/dhcp-agents"), &t.admin).await.expect(200)["agents"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // Deleting a network drops its scheduling.
+    t.post(&path, &t.admin, json!({"network_id": n})).await;
+    t.delete(&format!("/v2.0/networks/{n}"), &t.admin).await.expect(204);
+    assert!(t.get(&path, &t.admin).await.expect(200)["networks"].as_array().unwrap().is_empty());
+}
