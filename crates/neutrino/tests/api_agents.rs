@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use neutrino_model::agents::{AgentReport, agent_type};
-use neutrino_store::prelude::*;
 use serde_json::json;
 
 fn report(kind: &str, host: &str, az: Option<&str>) -> AgentReport {
