@@ -194,6 +194,10 @@ pub enum Error {
     #[error("Current gateway ip {ip} already in use by port {port}. Unable to update.")]
     GatewayIpInUse { ip: String, port: String },
 
+    // ---- RBAC --------------------------------------------------------
+    #[error("RBAC policy on object {object} cannot be removed because other objects depend on it.\nDetails: {details}")]
+    RbacPolicyInUse { object: String, details: String },
+
     // ---- 412 -----------------------------------------------------------
     #[error("Constrained to {expected}, but current revision is {current}")]
     RevisionMismatch { expected: i64, current: i64 },
@@ -297,6 +301,7 @@ impl Error {
             PortInUse { .. } => "PortInUse",
             ExternalNetworkInUse(_) => "ExternalNetworkInUse",
             GatewayIpInUse { .. } => "GatewayIpInUse",
+            RbacPolicyInUse { .. } => "RbacPolicyInUse",
             RevisionMismatch { .. } => "RevisionNumberConstraintFailed",
             RequestTooLarge => "RequestEntityTooLarge",
             NotImplemented(_) => "NotImplementedError",
@@ -377,6 +382,7 @@ impl Error {
             | PortInUse { .. }
             | ExternalNetworkInUse(_)
             | GatewayIpInUse { .. }
+            | RbacPolicyInUse { .. }
             | Conflict(_) => 409,
             RevisionMismatch { .. } => 412,
             RequestTooLarge => 413,
