@@ -479,3 +479,23 @@ pub struct SegmentUpdate {
     pub name: Option<Option<String>>,
     pub description: Option<String>,
 }
+
+/// An RBAC policy: `target_project` (or `*`) may use `object_id` as `action`
+/// says. Neutrino's RBAC objects are networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbacPolicy {
+    pub id: crate::ids::RbacPolicyId,
+    pub project_id: ProjectId,
+    pub object_type: String,
+    pub object_id: NetworkId,
+    pub action: String,
+    pub target_project: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbacPolicyCreate {
+    pub project_id: ProjectId,
+    pub object_id: NetworkId,
+    pub action: String,
+    pub target_project: String,
+}
