@@ -64,6 +64,8 @@ pub struct Network {
     pub subnets: Vec<SubnetId>,
     /// True when some subnet is bound to a segment (a routed network).
     pub has_segment_subnets: bool,
+    /// Zones of the DHCP agents hosting the network.
+    pub availability_zones: Vec<String>,
     pub std: StandardAttrs,
 }
 

@@ -102,6 +102,9 @@ async fn dhcp_scheduling_and_availability_zones() {
     assert_eq!(t.post(&path, &t.admin, json!({"network_id": n})).await.status, 409);
     let nets = t.get(&path, &t.admin).await.expect(200);
     assert_eq!(nets["networks"][0]["id"], n.as_str());
+    let shown = t.get(&format!("/v2.0/networks/{n}"), &t.admin).await.expect(200);
+    assert_eq!(shown["network"]["availability_zones"], json!(["nova"]));
+    assert_eq!(shown["network"]["availability_zone_hints"], json!(["nova"]));
     let agents = t.get(&format!("/v2.0/networks/{n}/dhcp-agents"), &t.admin).await.expect(200);
     assert_eq!(agents["agents"][0]["id"], dhcp.id.to_string().as_str());
     // Only DHCP agents host networks.

@@ -43,7 +43,7 @@ pub fn view(n: &Network, ctx: &Context) -> Map<String, Value> {
     v.insert("router:external".into(), json!(n.is_external()));
     v.insert("port_security_enabled".into(), json!(n.port_security_enabled));
     v.insert("availability_zone_hints".into(), json!(n.availability_zone_hints));
-    v.insert("availability_zones".into(), json!([]));
+    v.insert("availability_zones".into(), json!(n.availability_zones));
     v.insert("l2_adjacency".into(), json!(!n.has_segment_subnets));
     if ctx.is_admin() {
         match n.segments.as_slice() {

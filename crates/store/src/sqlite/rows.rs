@@ -76,9 +76,12 @@ fn network_cols() -> String {
          n.port_security_enabled, n.az_hints, n.tags, n.created_at, n.updated_at, n.revision_number, \
          (SELECT {} FROM network_rbacs r WHERE r.network_id = n.id) AS rbac, \
          (SELECT {} FROM subnets s WHERE s.network_id = n.id) AS subnet_ids, \
-         EXISTS (SELECT 1 FROM subnets s WHERE s.network_id = n.id AND s.segment_id IS NOT NULL) AS segment_subnets",
+         EXISTS (SELECT 1 FROM subnets s WHERE s.network_id = n.id AND s.segment_id IS NOT NULL) AS segment_subnets, \
+         (SELECT {} FROM network_dhcp_agents d JOIN agents a ON a.id = d.agent_id \
+          WHERE d.network_id = n.id AND a.availability_zone IS NOT NULL) AS zones",
         super::aggregate("r.action || ' ' || r.target_project", "r.action, r.target_project"),
         super::aggregate("s.id", "s.seq"),
+        super::aggregate("a.availability_zone", "a.availability_zone"),
     )
 }
 
@@ -114,6 +117,16 @@ pub(crate) async fn load_networks(conn: &mut SqliteConnection, w: &Where) -> Res
                 .map(|s| parse_col(s, "subnet id"))
                 .collect::<Result<_>>()?,
             has_segment_subnets: get(row, "segment_subnets")?,
+            availability_zones: {
+                let mut z: Vec<String> = get::<Option<String>>(row, "zones")?
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|z| !z.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                z.dedup();
+                z
+            },
             std: std_attrs(row)?,
         });
     }
