@@ -62,7 +62,9 @@ struct ServerArgs {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NEUTRINO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: log files stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
 async fn run_server(args: ServerArgs) -> Result<(), String> {

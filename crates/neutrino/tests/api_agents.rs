@@ -125,3 +125,12 @@ async fn dhcp_scheduling_and_availability_zones() {
     t.delete(&format!("/v2.0/networks/{n}"), &t.admin).await.expect(204);
     assert!(t.get(&path, &t.admin).await.expect(200)["networks"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn service_providers_are_listed() {
+    let t = TestServer::start().await;
+    let r = t.get("/v2.0/service-providers", &t.admin).await.expect(200);
+    assert_eq!(r["service_providers"][0]["service_type"], "L3_ROUTER_NAT");
+    let r = t.get("/v2.0/extensions/service-type", &t.admin).await.expect(200);
+    assert_eq!(r["extension"]["alias"], "service-type");
+}

@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v2.0/network-ip-availabilities", get(list))
         .route("/v2.0/network-ip-availabilities/{id}", get(show))
         .route("/v2.0/availability_zones", get(zones))
+        .route("/v2.0/service-providers", get(service_providers))
 }
 
 /// Marks integers too large for `serde_json::Value` (IPv6 totals); the
@@ -180,4 +181,12 @@ async fn zones(State(app): State<Arc<App>>, _ctx: Ctx, RawQuery(q): RawQuery) ->
         })
         .collect();
     Ok(respond(StatusCode::OK, json!({"availability_zones": items})))
+}
+
+/// The service providers (`service-type`): routers are Neutrino's own.
+async fn service_providers(_ctx: Ctx, RawQuery(q): RawQuery) -> ApiResult<Response> {
+    let fields = fields_of(q.as_deref());
+    let provider = json!({"service_type": "L3_ROUTER_NAT", "name": "neutrino", "default": true});
+    let item = Value::Object(select_fields(provider.as_object().cloned().unwrap_or_default(), &fields));
+    Ok(respond(StatusCode::OK, json!({"service_providers": [item]})))
 }

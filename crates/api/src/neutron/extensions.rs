@@ -139,6 +139,12 @@ pub const CORE: &[(&str, &str, &str, &str)] = &[
     ),
     ("ip_allocation", "IP Allocation", "2016-06-10T23:00:00-00:00", "Ports report how their addresses were allocated."),
     ("l2_adjacency", "L2 Adjacency", "2016-04-12T16:00:00-00:00", "Networks report whether they are one L2 domain."),
+    (
+        "service-type",
+        "Neutron Service Type Management",
+        "2013-01-20T00:00:00-00:00",
+        "Lists the providers of services.",
+    ),
     ("availability_zone", "Availability Zone", "2015-01-01T10:00:00-00:00", "Availability zones of agents."),
     (
         "network_availability_zone",
