@@ -9,10 +9,12 @@ pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod ipam;
+pub mod l3;
 pub mod mac;
 pub mod policy;
 pub mod quota;
 pub mod resources;
+pub mod security_groups;
 pub mod segments;
 pub mod subnets;
 

@@ -211,7 +211,10 @@ async fn slaac_rules() {
 async fn port_updates_of_fixed_ips() {
     let t = TestServer::start().await;
     let n = id(&t.network(&t.admin, json!({})).await);
-    let a = id(&t.subnet(&t.admin, &n, "10.0.0.0/24", json!({})).await);
+    // Random choices stay in .2-.50, so the explicit .77 below is never taken.
+    let a = id(&t
+        .subnet(&t.admin, &n, "10.0.0.0/24", json!({"allocation_pools": [{"start": "10.0.0.2", "end": "10.0.0.50"}]}))
+        .await);
     let b = id(&t.subnet(&t.admin, &n, "10.0.1.0/24", json!({})).await);
     let p = t.port(&t.admin, &n, json!({"fixed_ips": [{"subnet_id": a}, {"subnet_id": b}]})).await;
     let path = format!("/v2.0/ports/{}", id(&p));
@@ -250,7 +253,7 @@ async fn port_updates_of_fixed_ips() {
     let rif = t.port(&t.admin, &n, json!({"device_owner": "network:router_interface", "fixed_ips": [{"subnet_id": a, "ip_address": "10.0.0.1"}]})).await;
     let rpath = format!("/v2.0/ports/{}", id(&rif));
     t.put(&rpath, &t.admin, json!({"port": {"fixed_ips": [{"subnet_id": a}]}})).await.expect(200);
-    let r = t.put(&rpath, &t.admin, json!({"port": {"fixed_ips": [{"subnet_id": a, "ip_address": "10.0.0.3"}]}})).await;
+    let r = t.put(&rpath, &t.admin, json!({"port": {"fixed_ips": [{"subnet_id": a, "ip_address": "10.0.0.203"}]}})).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.error_type(), "IPAddressChangeNotAllowed");
     let r = t.put(&rpath, &t.admin, json!({"port": {"mac_address": "fa:16:3e:00:11:22"}})).await;
@@ -298,12 +301,16 @@ async fn bindings_port_security_and_address_pairs() {
         json!([{"ip_address": "10.0.0.50", "mac_address": mac}, {"ip_address": "10.1.0.0/24", "mac_address": "fa:16:3e:00:00:99"}])
     );
     let path = format!("/v2.0/ports/{}", id(&p));
-    // Port security can't be switched off while pairs exist.
-    let r = t.put(&path, &member, json!({"port": {"port_security_enabled": false}})).await;
+    // Port security can't be switched off while pairs (or groups) exist.
+    let r = t.put(&path, &member, json!({"port": {"port_security_enabled": false, "security_groups": []}})).await;
     assert_eq!(r.status, 409);
     assert_eq!(r.error_type(), "AddressPairAndPortSecurityRequired");
     let r = t
-        .put(&path, &member, json!({"port": {"port_security_enabled": false, "allowed_address_pairs": []}}))
+        .put(
+            &path,
+            &member,
+            json!({"port": {"port_security_enabled": false, "allowed_address_pairs": [], "security_groups": []}}),
+        )
         .await
         .expect(200);
     assert_eq!(r["port"]["port_security_enabled"], false);

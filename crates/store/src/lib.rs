@@ -72,6 +72,8 @@ pub enum TaggedKind {
     Port,
     SubnetPool,
     Segment,
+    Router,
+    FloatingIp,
 }
 
 impl TaggedKind {
@@ -82,6 +84,8 @@ impl TaggedKind {
             TaggedKind::Port => "ports",
             TaggedKind::SubnetPool => "subnetpools",
             TaggedKind::Segment => "segments",
+            TaggedKind::Router => "routers",
+            TaggedKind::FloatingIp => "floatingips",
         }
     }
 }

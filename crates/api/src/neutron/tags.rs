@@ -34,6 +34,8 @@ fn kind_of(collection: &str) -> Result<TaggedKind> {
         "ports" => TaggedKind::Port,
         "subnetpools" => TaggedKind::SubnetPool,
         "segments" => TaggedKind::Segment,
+        "routers" => TaggedKind::Router,
+        "floatingips" => TaggedKind::FloatingIp,
         _ => return Err(Error::HttpNotFound),
     })
 }
@@ -73,6 +75,16 @@ async fn load(app: &App, ctx: &Context, kind: TaggedKind, id: &str) -> Result<(V
             }
             let s = app.store.get_segment(&path_id(id, ResourceKind::Segment)?).await?;
             (s.std.tags, true)
+        }
+        TaggedKind::Router => {
+            let r = app.store.get_router(&viewer, &path_id(id, ResourceKind::Router)?).await?;
+            let w = owned(&r.project_id);
+            (r.std.tags, w)
+        }
+        TaggedKind::FloatingIp => {
+            let f = app.store.get_floatingip(&viewer, &path_id(id, ResourceKind::FloatingIp)?).await?;
+            let w = owned(&f.project_id);
+            (f.std.tags, w)
         }
     })
 }

@@ -26,20 +26,27 @@ CREATE TABLE security_group_rules (
     project_id              TEXT NOT NULL,
     direction               TEXT NOT NULL,
     ethertype               TEXT NOT NULL,
+    -- A name (lower case) or a number, as given; NULL is any protocol.
     protocol                TEXT,
     port_range_min          BIGINT,
     port_range_max          BIGINT,
+    -- As given, host bits kept.
     remote_ip_prefix        TEXT,
-    remote_group_id         TEXT,
+    -- Rules that let a group in go with that group.
+    remote_group_id         TEXT REFERENCES security_groups (id) ON DELETE CASCADE,
     remote_address_group_id TEXT,
+    -- NULL for the rules new groups start with.
     description             TEXT,
+    -- What makes two rules of a group the same (see the model's RuleKey).
+    dedup_key               TEXT NOT NULL,
     created_at              TEXT NOT NULL,
     updated_at              TEXT NOT NULL,
     revision_number         BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX security_group_rules_seq ON security_group_rules (seq);
-CREATE INDEX security_group_rules_group ON security_group_rules (security_group_id);
+CREATE UNIQUE INDEX security_group_rules_dedup ON security_group_rules (security_group_id, dedup_key);
 CREATE INDEX security_group_rules_remote ON security_group_rules (remote_group_id);
+CREATE INDEX security_group_rules_project ON security_group_rules (project_id);
 
 CREATE TABLE port_security_groups (
     port_id           TEXT NOT NULL REFERENCES ports (id) ON DELETE CASCADE,

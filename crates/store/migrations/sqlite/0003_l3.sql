@@ -19,6 +19,7 @@ CREATE TABLE routers (
     gw_network_id   TEXT REFERENCES networks (id),
     gw_port_id      TEXT REFERENCES ports (id),
     enable_snat     BOOLEAN NOT NULL,
+    -- Extra routes: [{"destination": CIDR, "nexthop": IP}, ...]
     routes          TEXT NOT NULL DEFAULT '[]',
     az_hints        TEXT NOT NULL DEFAULT '[]',
     tags            TEXT NOT NULL DEFAULT '[]',
@@ -28,6 +29,7 @@ CREATE TABLE routers (
 );
 CREATE UNIQUE INDEX routers_seq ON routers (seq);
 CREATE INDEX routers_project ON routers (project_id);
+CREATE INDEX routers_gw_network ON routers (gw_network_id);
 
 CREATE TABLE floatingips (
     id                  TEXT PRIMARY KEY,
@@ -36,6 +38,8 @@ CREATE TABLE floatingips (
     floating_network_id TEXT NOT NULL REFERENCES networks (id),
     floating_port_id    TEXT NOT NULL REFERENCES ports (id),
     floating_ip_address TEXT NOT NULL,
+    -- The association: internal port and address, and the router serving
+    -- it (also set, without a port, while port forwardings exist).
     fixed_port_id       TEXT REFERENCES ports (id),
     fixed_ip_address    TEXT,
     router_id           TEXT REFERENCES routers (id),
@@ -50,16 +54,27 @@ CREATE UNIQUE INDEX floatingips_seq ON floatingips (seq);
 CREATE INDEX floatingips_project ON floatingips (project_id);
 CREATE INDEX floatingips_fixed_port ON floatingips (fixed_port_id);
 CREATE INDEX floatingips_router ON floatingips (router_id);
+CREATE INDEX floatingips_network ON floatingips (floating_network_id);
+-- One floating IP per (external network, internal address); unassociated
+-- rows have NULLs, which never collide.
+CREATE UNIQUE INDEX floatingips_association
+    ON floatingips (floating_network_id, fixed_port_id, fixed_ip_address);
 
 CREATE TABLE port_forwardings (
     id                  TEXT PRIMARY KEY,
+    seq                 BIGINT NOT NULL,
     floatingip_id       TEXT NOT NULL REFERENCES floatingips (id) ON DELETE CASCADE,
     internal_port_id    TEXT NOT NULL REFERENCES ports (id),
     internal_ip_address TEXT NOT NULL,
+    -- Port ranges, both ends included (a single port: start = end).
     internal_port       BIGINT NOT NULL,
+    internal_port_end   BIGINT NOT NULL,
     external_port       BIGINT NOT NULL,
+    external_port_end   BIGINT NOT NULL,
     protocol            TEXT NOT NULL,
     description         TEXT NOT NULL,
-    UNIQUE (floatingip_id, external_port, protocol)
+    UNIQUE (floatingip_id, external_port, protocol),
+    UNIQUE (internal_port_id, internal_ip_address, internal_port, protocol)
 );
+CREATE UNIQUE INDEX port_forwardings_seq ON port_forwardings (seq);
 CREATE INDEX port_forwardings_internal ON port_forwardings (internal_port_id);
