@@ -29,6 +29,17 @@ const SEED_SUBNET_V4: &str = r"$ openstack subnet create --subnet-range 192.168.
 const SEED_SUBNET_V6: &str = r"$ openstack subnet create --subnet-range fd00:192:168:1::/64 --ip-version 6 \
       --ipv6-ra-mode slaac --ipv6-address-mode slaac --network selfservice1 \
       --dns-nameserver 2001:4860:4860::8844 selfservice1-v6";
+const SEED_EXTERNAL: &str = "$ openstack network set --external provider1";
+const SEED_ROUTER: &str = "$ openstack router create router1";
+const SEED_ROUTER_V4: &str = "$ openstack router add subnet router1 selfservice1-v4";
+const SEED_ROUTER_V6: &str = "$ openstack router add subnet router1 selfservice1-v6";
+const SEED_RULES: [&str; 4] = [
+    "$ openstack security group rule create --proto icmp default",
+    "$ openstack security group rule create --ethertype IPv6 --proto ipv6-icmp default",
+    "$ openstack security group rule create --proto tcp --dst-port 22 default",
+    "$ openstack security group rule create --ethertype IPv6 --proto tcp --dst-port 22 default",
+];
+const SEED_FLOATING_IP: &str = "$ openstack floating ip create provider1";
 
 /// Turns a guide command (`$ openstack ...`, possibly continued with `\`)
 /// into the arguments after `openstack`. The guide quotes nothing, so
@@ -456,4 +467,168 @@ fn openstack_cli_self_service_walkthrough() {
 
     drop(server);
     eprintln!("openstack CLI walkthrough took {:.1?}", started.elapsed());
+}
+
+/// Runs a guide command verbatim.
+#[track_caller]
+fn seed_json(osc: &Osc, text: &str) -> Value {
+    let args = seed_args(text);
+    osc.json(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[track_caller]
+fn seed_run(osc: &Osc, text: &str) -> String {
+    let args = seed_args(text);
+    osc.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The whole self-service guide, in order: the provider network, the
+/// self-service network and its subnets, the router with both subnets and
+/// its gateway, the four security group rules, and a floating IP associated
+/// with a port (standing in for the instance the guide boots).
+#[test]
+fn openstack_cli_whole_self_service_guide() {
+    if std::env::var_os("NEUTRINO_SKIP_OSC_TESTS").is_some_and(|v| v != "0") {
+        eprintln!("NEUTRINO_SKIP_OSC_TESTS is set: skipping the openstack CLI test");
+        return;
+    }
+    let started = Instant::now();
+    let bin = ensure_venv();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data_dir = tmp.path().join("data");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    let server = Server::start(&data_dir, tmp.path().join("server.log"));
+    let auth_url = format!("{}/v3", server.url);
+    let admin = Osc {
+        bin: &bin,
+        home: &home,
+        auth_url: auth_url.clone(),
+        user: "admin",
+        password: ADMIN_PASSWORD,
+        project: "admin",
+    };
+    let demo = Osc { bin: &bin, home: &home, auth_url, user: "demo", password: DEMO_PASSWORD, project: "demo" };
+    admin.run(&["project", "create", "demo"]);
+    admin.run(&["user", "create", "--project", "demo", "--password", DEMO_PASSWORD, "demo"]);
+    admin.run(&["role", "add", "--project", "demo", "--user", "demo", "member"]);
+
+    // The provider network of the provider-network guide, then step 2.
+    admin.run(&[
+        "network",
+        "create",
+        "--provider-network-type",
+        "flat",
+        "--provider-physical-network",
+        "provider",
+        "provider1",
+    ]);
+    admin.run(&[
+        "subnet",
+        "create",
+        "--network",
+        "provider1",
+        "--allocation-pool",
+        "start=203.0.113.101,end=203.0.113.250",
+        "--dns-nameserver",
+        "8.8.4.4",
+        "--gateway",
+        "203.0.113.1",
+        "--subnet-range",
+        "203.0.113.0/24",
+        "--no-dhcp",
+        "provider1",
+    ]);
+    assert_eq!(seed_run(&admin, SEED_EXTERNAL).trim(), "", "network set prints nothing");
+    let provider = admin.json(&["network", "show", "provider1"]);
+    assert_flag(&provider["router:external"], true, "provider1 is external");
+    assert!(admin.json(&["network", "agent", "list"]).is_array(), "agent list answers");
+
+    // Steps 4-6, as demo.
+    let net = demo.json(&["network", "create", "selfservice1"]);
+    assert_eq!(net["mtu"], 1450, "{net}");
+    let v4 = seed_json(&demo, SEED_SUBNET_V4);
+    assert_eq!(v4["gateway_ip"], "192.168.1.1", "{v4}");
+    let v6 = seed_json(&demo, SEED_SUBNET_V6);
+    assert_eq!(v6["gateway_ip"], "fd00:192:168:1::1", "{v6}");
+
+    // Steps 7-9: the router, its interfaces and its gateway.
+    let router = seed_json(&demo, SEED_ROUTER);
+    assert_eq!(router["name"], "router1", "{router}");
+    assert_flag(&router["admin_state_up"], true, "router admin_state_up");
+    assert_eq!(router["status"], "ACTIVE", "{router}");
+    assert_eq!(seed_run(&demo, SEED_ROUTER_V4).trim(), "", "router add subnet prints nothing");
+    assert_eq!(seed_run(&demo, SEED_ROUTER_V6).trim(), "", "router add subnet prints nothing");
+    // `neutron router-gateway-set router1 provider1`, in today's client.
+    assert_eq!(demo.run(&["router", "set", "--external-gateway", "provider1", "router1"]).trim(), "");
+    let router = demo.json(&["router", "show", "router1"]);
+    let gw = &router["external_gateway_info"];
+    assert_eq!(gw["network_id"], provider["id"], "{router}");
+    assert_flag(&gw["enable_snat"], true, "SNAT by default");
+    let gw_ip: Ipv4Addr = gw["external_fixed_ips"][0]["ip_address"].as_str().expect("gateway address").parse().unwrap();
+    let [a, b, c, d] = gw_ip.octets();
+    assert!([a, b, c] == [203, 0, 113] && (101..=250).contains(&d), "gateway address from the pool: {gw_ip}");
+    let interfaces = demo.json(&["port", "list", "--router", "router1"]);
+    let rows = interfaces.as_array().expect("router ports");
+    let addresses: BTreeSet<&str> = rows
+        .iter()
+        .flat_map(|r| r["Fixed IP Addresses"].as_array().into_iter().flatten())
+        .filter_map(|f| f["ip_address"].as_str())
+        .collect();
+    assert!(addresses.contains("192.168.1.1") && addresses.contains("fd00:192:168:1::1"), "{interfaces}");
+
+    // The four security group rules, exactly as the guide writes them.
+    let expected = [
+        ("IPv4", "icmp", None, Some("0.0.0.0/0")),
+        ("IPv6", "ipv6-icmp", None, None),
+        ("IPv4", "tcp", Some(22), Some("0.0.0.0/0")),
+        ("IPv6", "tcp", Some(22), None),
+    ];
+    for (text, (ethertype, protocol, port, prefix)) in SEED_RULES.iter().zip(expected) {
+        let rule = seed_json(&demo, text);
+        assert_eq!(rule["direction"], "ingress", "{text}: {rule}");
+        // The client prints the field as `ether_type` (older ones `ethertype`).
+        let got = rule.get("ether_type").or_else(|| rule.get("ethertype")).unwrap_or(&Value::Null);
+        assert_eq!(got, ethertype, "{text}: {rule}");
+        assert_eq!(rule["protocol"], protocol, "{text}: {rule}");
+        if let Some(p) = port {
+            assert_eq!(rule["port_range_min"], p, "{text}: {rule}");
+            assert_eq!(rule["port_range_max"], p, "{text}: {rule}");
+        }
+        if let Some(prefix) = prefix {
+            assert_eq!(rule["remote_ip_prefix"], prefix, "{text}: {rule}");
+        }
+    }
+
+    // Step 8: a floating IP on provider1, associated with the instance's port.
+    let port = demo.json(&["port", "create", "--network", "selfservice1", "selfservice-instance1"]);
+    let fixed_v4 = port["fixed_ips"]
+        .as_array()
+        .expect("fixed_ips")
+        .iter()
+        .filter_map(|f| f["ip_address"].as_str())
+        .find(|ip| ip.starts_with("192.168.1."))
+        .expect("an IPv4 address")
+        .to_string();
+    let fip = seed_json(&demo, SEED_FLOATING_IP);
+    let address: Ipv4Addr = fip["floating_ip_address"].as_str().expect("floating address").parse().unwrap();
+    let [a, b, c, d] = address.octets();
+    assert!([a, b, c] == [203, 0, 113] && (101..=250).contains(&d), "floating address from the pool: {address}");
+    assert_eq!(fip["floating_network_id"], provider["id"], "{fip}");
+    assert!(fip["port_id"].is_null() && fip["fixed_ip_address"].is_null(), "{fip}");
+    let fip_id = fip["id"].as_str().expect("fip id").to_string();
+    assert_eq!(demo.run(&["floating", "ip", "set", "--port", "selfservice-instance1", &fip_id]).trim(), "");
+    let fip = demo.json(&["floating", "ip", "show", &fip_id]);
+    assert_eq!(fip["port_id"], port["id"], "{fip}");
+    assert_eq!(fip["fixed_ip_address"], fixed_v4.as_str(), "{fip}");
+    assert_eq!(fip["router_id"], router["id"], "{fip}");
+    let listed = demo.json(&["floating", "ip", "list"]);
+    assert!(
+        listed.as_array().expect("fip list").iter().any(|f| f["Floating IP Address"] == address.to_string().as_str()),
+        "{listed}"
+    );
+
+    drop(server);
+    eprintln!("whole self-service guide took {:.1?}", started.elapsed());
 }
