@@ -194,6 +194,9 @@ pub enum Error {
     #[error("Current gateway ip {ip} already in use by port {port}. Unable to update.")]
     GatewayIpInUse { ip: String, port: String },
 
+    #[error("The following device_id {0} is not owned by your project or matches another project's router.")]
+    DeviceIdNotOwnedByTenant(String),
+
     // ---- RBAC --------------------------------------------------------
     #[error("RBAC policy on object {object} cannot be removed because other objects depend on it.\nDetails: {details}")]
     RbacPolicyInUse { object: String, details: String },
@@ -302,6 +305,7 @@ impl Error {
             ExternalNetworkInUse(_) => "ExternalNetworkInUse",
             GatewayIpInUse { .. } => "GatewayIpInUse",
             RbacPolicyInUse { .. } => "RbacPolicyInUse",
+            DeviceIdNotOwnedByTenant(_) => "DeviceIDNotOwnedByTenant",
             RevisionMismatch { .. } => "RevisionNumberConstraintFailed",
             RequestTooLarge => "RequestEntityTooLarge",
             NotImplemented(_) => "NotImplementedError",
@@ -383,6 +387,7 @@ impl Error {
             | ExternalNetworkInUse(_)
             | GatewayIpInUse { .. }
             | RbacPolicyInUse { .. }
+            | DeviceIdNotOwnedByTenant(_)
             | Conflict(_) => 409,
             RevisionMismatch { .. } => 412,
             RequestTooLarge => 413,

@@ -134,3 +134,31 @@ async fn service_providers_are_listed() {
     let r = t.get("/v2.0/extensions/service-type", &t.admin).await.expect(200);
     assert_eq!(r["extension"]["alias"], "service-type");
 }
+
+#[tokio::test]
+async fn l3_scheduling() {
+    let t = TestServer::start().await;
+    let store = t.server.as_ref().unwrap().store.clone();
+    let l3 = store.report_agent(&report(agent_type::L3, "network1", Some("nova"))).await.unwrap();
+    let dhcp = store.report_agent(&report(agent_type::DHCP, "network1", Some("nova"))).await.unwrap();
+    let router =
+        t.post("/v2.0/routers", &t.admin, json!({"router": {"name": "r1"}})).await.expect(201)["router"].clone();
+    let rid = id(&router);
+    let path = format!("/v2.0/agents/{}/l3-routers", l3.id);
+    assert_eq!(t.post(&path, &t.admin, json!({"router_id": rid})).await.status, 201);
+    assert_eq!(t.post(&path, &t.admin, json!({"router_id": rid})).await.status, 409);
+    let routers = t.get(&path, &t.admin).await.expect(200);
+    assert_eq!(routers["routers"][0]["id"], rid.as_str());
+    let agents = t.get(&format!("/v2.0/routers/{rid}/l3-agents"), &t.admin).await.expect(200);
+    assert_eq!(agents["agents"][0]["id"], l3.id.to_string().as_str());
+    assert_eq!(
+        t.post(&format!("/v2.0/agents/{}/l3-routers", dhcp.id), &t.admin, json!({"router_id": rid})).await.status,
+        400
+    );
+    let (member, _) = t.project_user("demo", "demo", "member").await;
+    assert_eq!(t.get(&path, &member).await.status, 404);
+    assert_eq!(t.delete(&format!("{path}/{rid}"), &t.admin).await.status, 204);
+    assert!(t.get(&path, &t.admin).await.expect(200)["routers"].as_array().unwrap().is_empty());
+    let zones = t.get("/v2.0/availability_zones?resource=router", &t.admin).await.expect(200);
+    assert_eq!(zones["availability_zones"], json!([{"name": "nova", "resource": "router", "state": "available"}]));
+}

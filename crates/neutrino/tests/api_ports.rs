@@ -253,7 +253,8 @@ async fn port_updates_of_fixed_ips() {
     let rif = t.port(&t.admin, &n, json!({"device_owner": "network:router_interface", "fixed_ips": [{"subnet_id": a, "ip_address": "10.0.0.1"}]})).await;
     let rpath = format!("/v2.0/ports/{}", id(&rif));
     t.put(&rpath, &t.admin, json!({"port": {"fixed_ips": [{"subnet_id": a}]}})).await.expect(200);
-    let r = t.put(&rpath, &t.admin, json!({"port": {"fixed_ips": [{"subnet_id": a, "ip_address": "10.0.0.203"}]}})).await;
+    let r =
+        t.put(&rpath, &t.admin, json!({"port": {"fixed_ips": [{"subnet_id": a, "ip_address": "10.0.0.203"}]}})).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.error_type(), "IPAddressChangeNotAllowed");
     let r = t.put(&rpath, &t.admin, json!({"port": {"mac_address": "fa:16:3e:00:11:22"}})).await;
@@ -535,4 +536,32 @@ async fn cached_list_renderings_respect_the_callers_role() {
         assert!(member_view["ports"][0].get("binding:host_id").is_none());
         assert_eq!(member_view["ports"][0]["id"], admin_view["ports"][0]["id"]);
     }
+}
+
+#[tokio::test]
+async fn ports_cannot_join_another_projects_router() {
+    let t = TestServer::start().await;
+    let (member, _) = t.project_user("demo", "demo", "member").await;
+    let n = id(&t.network(&member, json!({})).await);
+    t.subnet(&member, &n, "10.0.0.0/24", json!({})).await;
+    let theirs = t.post("/v2.0/routers", &t.admin, json!({"router": {}})).await.expect(201)["router"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mine = t.post("/v2.0/routers", &member, json!({"router": {}})).await.expect(201)["router"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = t
+        .post(
+            "/v2.0/ports",
+            &member,
+            json!({"port": {"network_id": n, "device_owner": "network:router_interface", "device_id": theirs}}),
+        )
+        .await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.error_type(), "DeviceIDNotOwnedByTenant");
+    let p = t.port(&member, &n, json!({"device_owner": "network:router_interface", "device_id": mine})).await;
+    let r = t.put(&format!("/v2.0/ports/{}", id(&p)), &member, json!({"port": {"device_id": theirs}})).await;
+    assert_eq!(r.error_type(), "DeviceIDNotOwnedByTenant");
 }

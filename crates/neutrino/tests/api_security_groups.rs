@@ -806,3 +806,15 @@ async fn security_group_extensions_are_advertised() {
         assert!(!aliases.contains(&absent), "{absent}");
     }
 }
+
+#[tokio::test]
+async fn security_groups_can_be_tagged() {
+    let t = TestServer::start().await;
+    let g = t.post("/v2.0/security-groups", &t.admin, json!({"security_group": {"name": "web"}})).await.expect(201);
+    let gid = g["security_group"]["id"].as_str().unwrap().to_string();
+    let base = format!("/v2.0/security-groups/{gid}/tags");
+    assert_eq!(t.request("PUT", &format!("{base}/red"), Some(&t.admin), None).await.status, 201);
+    assert_eq!(t.get(&base, &t.admin).await.expect(200)["tags"], json!(["red"]));
+    let r = t.get("/v2.0/security-groups?tags=red", &t.admin).await.expect(200);
+    assert_eq!(r["security_groups"].as_array().unwrap().len(), 1);
+}

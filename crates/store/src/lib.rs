@@ -74,6 +74,7 @@ pub enum TaggedKind {
     Segment,
     Router,
     FloatingIp,
+    SecurityGroup,
 }
 
 impl TaggedKind {
@@ -86,6 +87,7 @@ impl TaggedKind {
             TaggedKind::Segment => "segments",
             TaggedKind::Router => "routers",
             TaggedKind::FloatingIp => "floatingips",
+            TaggedKind::SecurityGroup => "security_groups",
         }
     }
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use neutrino_model::agents::{Agent, AgentUpdate, agent_type};
 use neutrino_model::policy::Viewer;
-use neutrino_model::{AgentId, Error, NetworkId, ResourceKind, Result};
+use neutrino_model::{AgentId, Error, NetworkId, ResourceKind, Result, RouterId};
 use serde_json::{Map, Value, json};
 
 use super::query::{ListParams, apply, fields_of};
@@ -30,6 +30,7 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2013-02-07T10:00:00-00:00",
         "Which DHCP agents serve which networks.",
     ),
+    ("l3_agent_scheduler", "L3 Agent Scheduler", "2013-02-07T10:00:00-00:00", "Which L3 agents host which routers."),
 ];
 
 pub const AGENT: ResourceSpec = ResourceSpec {
@@ -64,6 +65,9 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v2.0/agents/{id}/dhcp-networks", get(agent_networks).post(add_network))
         .route("/v2.0/agents/{id}/dhcp-networks/{network}", delete(remove_network))
         .route("/v2.0/networks/{id}/dhcp-agents", get(network_agents))
+        .route("/v2.0/agents/{id}/l3-routers", get(agent_routers).post(add_router))
+        .route("/v2.0/agents/{id}/l3-routers/{router}", delete(remove_router))
+        .route("/v2.0/routers/{id}/l3-agents", get(router_agents))
 }
 
 pub fn view(app: &App, a: &Agent) -> Map<String, Value> {
@@ -218,5 +222,70 @@ async fn network_agents(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<St
     app.store.get_network(&Viewer::All, &id).await?;
     let agents: Vec<Value> =
         app.store.network_dhcp_agents(&id).await?.iter().map(|a| Value::Object(view(&app, a))).collect();
+    Ok(respond(StatusCode::OK, json!({ "agents": agents })))
+}
+
+async fn l3_agent(app: &App, id: &str) -> Result<Agent> {
+    let id: AgentId = path_id(id, ResourceKind::Agent)?;
+    let a = app.store.get_agent(&id).await?;
+    if a.agent_type != agent_type::L3 {
+        return Err(Error::InvalidInput(format!("Agent {id} is not a L3 Agent or has been disabled")));
+    }
+    Ok(a)
+}
+
+async fn agent_routers(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
+    admin_only(&ctx)?;
+    let a = l3_agent(&app, &id).await?;
+    let mut routers = Vec::new();
+    for r in app.store.l3_agent_routers(&a.id).await? {
+        if let Ok(router) = app.store.get_router(&Viewer::All, &r).await {
+            routers.push(Value::Object(super::routers::view(&router, &ctx)));
+        }
+    }
+    Ok(respond(StatusCode::OK, json!({ "routers": routers })))
+}
+
+async fn add_router(
+    State(app): State<Arc<App>>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    admin_only(&ctx)?;
+    let a = l3_agent(&app, &id).await?;
+    let v: Value = serde_json::from_slice(&body).map_err(|_| Error::BadRequest("Body contains invalid data".into()))?;
+    let router: RouterId = to_uuid("router_id", v.get("router_id").unwrap_or(&Value::Null))?;
+    app.store.get_router(&Viewer::All, &router).await?;
+    if !app.store.add_router_to_l3_agent(&a.id, &router).await? {
+        return Err(
+            Error::Conflict(format!("The router {router} has been already hosted by the L3 Agent {}.", a.id)).into()
+        );
+    }
+    Ok((StatusCode::CREATED, "").into_response())
+}
+
+async fn remove_router(
+    State(app): State<Arc<App>>,
+    ctx: Ctx,
+    Path((id, router)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    no_body(&body)?;
+    admin_only(&ctx)?;
+    let a = l3_agent(&app, &id).await?;
+    let router: RouterId = path_id(&router, ResourceKind::Router)?;
+    if !app.store.remove_router_from_l3_agent(&a.id, &router).await? {
+        return Err(Error::Conflict(format!("The router {router} is not hosted by L3 agent {}.", a.id)).into());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn router_agents(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
+    admin_only(&ctx)?;
+    let id: RouterId = path_id(&id, ResourceKind::Router)?;
+    app.store.get_router(&Viewer::All, &id).await?;
+    let agents: Vec<Value> =
+        app.store.router_l3_agents(&id).await?.iter().map(|a| Value::Object(view(&app, a))).collect();
     Ok(respond(StatusCode::OK, json!({ "agents": agents })))
 }

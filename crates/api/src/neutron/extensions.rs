@@ -67,7 +67,7 @@ pub const CORE: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "standard-attr-tag",
-        "Tag support for resources with standard attribute: network, subnet, port, subnetpool, segment",
+        "Tag support for resources with standard attribute: network, subnet, port, subnetpool, segment, router, floatingip, security_group",
         "2017-01-01T00:00:00-00:00",
         "Resources can be tagged.",
     ),

@@ -382,6 +382,18 @@ fn parse_port_update(ctx: &Context, network: &Network, item: Item) -> Result<Por
     Ok(upd)
 }
 
+/// A member may not plug a port into another project's router.
+async fn check_router_device(app: &App, ctx: &Context, owner: &str, device: &str) -> ApiResult<()> {
+    if !device_owner::is_router_port(owner) || device.is_empty() {
+        return Ok(());
+    }
+    let Ok(router) = device.parse() else { return Ok(()) };
+    match app.store.get_router(&Viewer::All, &router).await {
+        Ok(r) if r.project_id != ctx.project_id => Err(Error::DeviceIdNotOwnedByTenant(device.to_string()).into()),
+        _ => Ok(()),
+    }
+}
+
 /// A port's value of a sortable attribute (the `S` column of the spec).
 fn sort_key(p: &Port, key: &str) -> Value {
     match key {
@@ -472,6 +484,7 @@ async fn create(State(app): State<Arc<App>>, ctx: Ctx, Body(body): Body) -> ApiR
         for r in &requests {
             let network = app.store.get_network(&ctx.viewer(), &r.network_id).await?;
             check_create_policy(&ctx, &network, r)?;
+            check_router_device(&app, &ctx, &r.device_owner, &r.device_id).await?;
         }
     }
     let ports = app.store.create_ports(requests).await?;
@@ -514,6 +527,11 @@ async fn update(
         return Err(forbidden("update_port"));
     }
     let upd = parse_port_update(&ctx, &network, parse_update(&body, &PORT)?)?;
+    if !ctx.is_privileged() && (upd.device_owner.is_some() || upd.device_id.is_some()) {
+        let owner = upd.device_owner.as_deref().unwrap_or(&current.device_owner);
+        let device = upd.device_id.as_deref().unwrap_or(&current.device_id);
+        check_router_device(&app, &ctx, owner, device).await?;
+    }
     let p = app.store.update_port(&id, upd, if_match(&headers)?).await?;
     Ok(respond(StatusCode::OK, one("port", view(&p, &ctx), &[])))
 }

@@ -36,6 +36,7 @@ fn kind_of(collection: &str) -> Result<TaggedKind> {
         "segments" => TaggedKind::Segment,
         "routers" => TaggedKind::Router,
         "floatingips" => TaggedKind::FloatingIp,
+        "security-groups" => TaggedKind::SecurityGroup,
         _ => return Err(Error::HttpNotFound),
     })
 }
@@ -80,6 +81,11 @@ async fn load(app: &App, ctx: &Context, kind: TaggedKind, id: &str) -> Result<(V
             let r = app.store.get_router(&viewer, &path_id(id, ResourceKind::Router)?).await?;
             let w = owned(&r.project_id);
             (r.std.tags, w)
+        }
+        TaggedKind::SecurityGroup => {
+            let g = app.store.get_security_group(&viewer, &path_id(id, ResourceKind::SecurityGroup)?).await?;
+            let w = owned(&g.project_id);
+            (g.std.tags, w)
         }
         TaggedKind::FloatingIp => {
             let f = app.store.get_floatingip(&viewer, &path_id(id, ResourceKind::FloatingIp)?).await?;
