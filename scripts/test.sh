@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Neutrino's whole test suite on a fresh machine: prepares the Python
-# tools some tests drive (the real `openstack` CLI, a real Keystone), checks
-# formatting and lints, then runs every test of the workspace.
+# tools some tests drive (the real `openstack` CLI, a real Keystone,
+# tempest), checks formatting and lints, runs every test of the workspace,
+# then upstream tempest's network API suite against a fresh server.
 #
 #   scripts/test.sh
 #
@@ -17,6 +18,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Python tools (pinned, in target/)"
 scripts/osc-venv.sh target/osc-venv
 scripts/keystone/run-keystone.sh --install-only
+scripts/tempest/run-tempest.sh --install-only
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -26,3 +28,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "tempest.api.network (upstream tempest 47.0.0)"
+cargo build -p neutrino --locked
+scripts/tempest/run-tempest.sh
