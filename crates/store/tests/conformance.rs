@@ -195,3 +195,44 @@ async fn segmentation_ids_exhaust_cleanly() {
     store.create_networks(vec![network_request("a"), network_request("b")]).await.unwrap();
     assert_eq!(store.create_networks(vec![network_request("c")]).await.unwrap_err(), Error::NoNetworkAvailable);
 }
+
+/// Two stores on one database file (as two servers would share one
+/// database): each one's in-memory allocation copy must notice the other's
+/// changes, so that neither hands out an address the other holds.
+#[tokio::test]
+async fn two_stores_on_one_database_never_double_allocate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
+    let net = a.create_networks(vec![network_request("shared-db")]).await.unwrap().remove(0);
+    a.create_subnets(vec![subnet_request(&net, "10.9.0.0/28")]).await.unwrap();
+    let mut seen = HashSet::new();
+    let mut created = Vec::new();
+    // Alternate stores; delete some ports on the other store so both
+    // releases and allocations cross over.
+    for i in 0..13 {
+        let store = if i % 2 == 0 { &a } else { &b };
+        let p = store.create_ports(vec![port_request(&net)]).await.unwrap().remove(0);
+        assert!(seen.insert(p.fixed_ips[0].ip_address), "{} handed out twice", p.fixed_ips[0].ip_address);
+        created.push(p);
+        if i % 4 == 3 {
+            let gone = created.remove(0);
+            let other = if i % 2 == 0 { &b } else { &a };
+            other.delete_port(&gone.id, None).await.unwrap();
+            seen.remove(&gone.fixed_ips[0].ip_address);
+        }
+    }
+    // Fill the subnet from both sides: exactly the free addresses remain.
+    let mut i = 0;
+    loop {
+        let store = if i % 2 == 0 { &a } else { &b };
+        match store.create_ports(vec![port_request(&net)]).await {
+            Ok(mut p) => assert!(seen.insert(p.remove(0).fixed_ips[0].ip_address), "handed out twice"),
+            Err(Error::IpAddressGenerationFailure(_)) => break,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        i += 1;
+    }
+    assert_eq!(seen.len(), 13, "a /28 has 13 pool addresses");
+}

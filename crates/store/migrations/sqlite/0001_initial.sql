@@ -159,8 +159,8 @@ CREATE TABLE subnets (
     subnetpool_id     TEXT REFERENCES subnetpools (id),
     segment_id        TEXT REFERENCES segments (id),
     service_types     TEXT NOT NULL,
-    -- Bumped whenever an address of the subnet is allocated or released, so
-    -- an in-memory copy of the allocations can tell that it is stale.
+    -- Moved by triggers whenever an address of the subnet is allocated or
+    -- released (see ip_allocations).
     ipam_generation   BIGINT NOT NULL,
     tags              TEXT NOT NULL DEFAULT '[]',
     created_at        TEXT NOT NULL,
@@ -217,6 +217,14 @@ CREATE TABLE ip_allocations (
     PRIMARY KEY (subnet_id, ip_key)
 );
 CREATE INDEX ip_allocations_port ON ip_allocations (port_id);
+-- Every allocation or release moves its subnet's IPAM generation, so an
+-- in-memory copy of the allocations can tell whether it is current.
+CREATE TRIGGER ip_allocations_added AFTER INSERT ON ip_allocations BEGIN
+    UPDATE subnets SET ipam_generation = ipam_generation + 1 WHERE id = NEW.subnet_id;
+END;
+CREATE TRIGGER ip_allocations_removed AFTER DELETE ON ip_allocations BEGIN
+    UPDATE subnets SET ipam_generation = ipam_generation + 1 WHERE id = OLD.subnet_id;
+END;
 CREATE INDEX ip_allocations_network ON ip_allocations (network_id);
 
 CREATE TABLE quotas (

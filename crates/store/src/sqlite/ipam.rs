@@ -3,16 +3,18 @@
 //! Choosing "one of the first 1000 free addresses" from the database would
 //! read every allocation of a busy subnet on each port create; instead the
 //! writer keeps each subnet's allocated set in memory. The database stays the
-//! truth: every change bumps `subnets.ipam_generation` in the same
-//! transaction, a copy whose generation differs is reloaded, and the
-//! (subnet, address) primary key refuses any duplicate regardless.
+//! truth: triggers move `subnets.ipam_generation` by one for every
+//! allocation row added or removed, a copy whose generation differs is
+//! reloaded, and the (subnet, address) primary key refuses any duplicate
+//! regardless. A transaction counts the rows it changes, so that after the
+//! commit the copy's generation is what the database says without asking.
 //!
 //! A transaction adds addresses to the copy as it allocates them (so later
 //! allocations in the same bulk request see them) and records them in an
 //! [`IpamTxn`]; if the transaction does not commit, dropping the `IpamTxn`
 //! takes them out again. Releases are applied only after the commit.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use neutrino_model::ipam;
 use neutrino_model::resources::Subnet;
@@ -38,14 +40,24 @@ pub(crate) struct IpamTxn<'a> {
     added: Vec<(SubnetId, u128)>,
     /// Addresses to drop from the cache once committed.
     released: Vec<(SubnetId, u128)>,
-    /// Subnets whose generation this transaction bumped, with the new value.
-    bumped: HashMap<SubnetId, i64>,
+    /// Allocation rows this transaction added or removed, per subnet (each
+    /// moved the subnet's generation by one).
+    pending: HashMap<SubnetId, i64>,
+    /// Subnets found current in this transaction.
+    ensured: HashSet<SubnetId>,
     committed: bool,
 }
 
 impl IpamCache {
     pub fn begin(&mut self) -> IpamTxn<'_> {
-        IpamTxn { cache: self, added: Vec::new(), released: Vec::new(), bumped: HashMap::new(), committed: false }
+        IpamTxn {
+            cache: self,
+            added: Vec::new(),
+            released: Vec::new(),
+            pending: HashMap::new(),
+            ensured: HashSet::new(),
+            committed: false,
+        }
     }
 }
 
@@ -54,12 +66,17 @@ impl IpamTxn<'_> {
     /// allocations from the database when it is missing or stale.
     /// `generation` is the subnet row's value read in this transaction.
     pub async fn ensure(&mut self, conn: &mut SqliteConnection, subnet: &SubnetId, generation: i64) -> Result<()> {
-        // A subnet this transaction already changed was current when it was
-        // first ensured, and every change since went through `take`.
-        if self.bumped.contains_key(subnet) {
+        // Once found current, every later change of this transaction went
+        // through `take` (releases apply at commit: until then the address
+        // just stays taken).
+        if self.ensured.contains(subnet) {
             return Ok(());
         }
-        if self.cache.subnets.get(subnet).is_some_and(|s| s.generation == generation) {
+        // `generation` was read in this transaction, so it counts our own
+        // changes so far; the copy does not until the commit.
+        let pending = self.pending.get(subnet).copied().unwrap_or(0);
+        if self.cache.subnets.get(subnet).is_some_and(|s| s.generation + pending == generation) {
+            self.ensured.insert(*subnet);
             return Ok(());
         }
         let rows =
@@ -72,7 +89,8 @@ impl IpamTxn<'_> {
                 key.try_into().map_err(|_| neutrino_model::Error::Internal("corrupt ip_key".into()))?;
             taken.insert(u128::from_be_bytes(bytes));
         }
-        self.cache.subnets.insert(*subnet, SubnetAllocations { generation, taken });
+        self.cache.subnets.insert(*subnet, SubnetAllocations { generation: generation - pending, taken });
+        self.ensured.insert(*subnet);
         Ok(())
     }
 
@@ -102,10 +120,10 @@ impl IpamTxn<'_> {
         self.released.push((*subnet, addr));
     }
 
-    /// Records that the subnet's generation is now `generation` in this
-    /// transaction.
-    pub fn bumped(&mut self, subnet: &SubnetId, generation: i64) {
-        self.bumped.insert(*subnet, generation);
+    /// Records allocation rows added or removed on `subnet` in the database
+    /// (each moved its generation by one).
+    pub fn rows_changed(&mut self, subnet: &SubnetId, rows: i64) {
+        *self.pending.entry(*subnet).or_default() += rows;
     }
 
     pub fn forget(&mut self, subnet: &SubnetId) {
@@ -120,9 +138,11 @@ impl IpamTxn<'_> {
                 s.taken.remove(&addr);
             }
         }
-        for (subnet, generation) in std::mem::take(&mut self.bumped) {
+        // A copy that was current at the start is current now; one that was
+        // not still differs from the database and will be reloaded.
+        for (subnet, rows) in std::mem::take(&mut self.pending) {
             if let Some(s) = self.cache.subnets.get_mut(&subnet) {
-                s.generation = generation;
+                s.generation += rows;
             }
         }
     }

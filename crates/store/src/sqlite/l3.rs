@@ -23,7 +23,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use super::ipam::IpamTxn;
 use super::networks::{bump, check_quota, get_network_in};
 use super::rows::{fetch, get, load_ports, load_subnets};
-use super::subnets::{bump_generation, get_subnet_in, network_subnets_gen, subnet_exists};
+use super::subnets::{get_subnet_in, network_subnets_gen, subnet_exists};
 use super::{SqliteStore, Where, begin, check_revision, from_json, internal, now_iso, parse_col, to_json};
 use crate::{L3Store, ListQuery};
 
@@ -990,10 +990,10 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(internal)?;
-            for f in port.fixed_ips.iter().filter(|f| removed.contains(&f.subnet_id)) {
+            for f in port.fixed_ips.iter().filter(|f| f.subnet_id == removed[0]) {
                 ipam.release(&f.subnet_id, ipam::to_u128(f.ip_address));
+                ipam.rows_changed(&f.subnet_id, 1);
             }
-            bump_generation(tx, ipam, &removed[0]).await?;
             bump(tx, "ports", &port.id.to_string(), &now_iso()).await?;
         }
         bump(tx, "routers", &rid, &now_iso()).await?;

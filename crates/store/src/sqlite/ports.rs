@@ -9,14 +9,16 @@ use ipnet::IpNet;
 use neutrino_model::ipam::{self, Choice, IpVersion};
 use neutrino_model::policy::Viewer;
 use neutrino_model::resources::*;
-use neutrino_model::{Error, MacAddress, NetworkId, PortId, ResourceKind, Result, SecurityGroupId, SubnetId};
+use neutrino_model::{
+    Error, MacAddress, NetworkId, PortId, ProjectId, ResourceKind, Result, SecurityGroupId, SubnetId,
+};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 
 use super::ipam::IpamTxn;
 use super::networks::check_quota;
 use super::rows::{fetch, get, load_ports};
-use super::subnets::{bump_generation, insert_allocation, network_subnets_gen, subnet_exists};
+use super::subnets::{insert_allocation, network_subnets_gen, subnet_exists};
 use super::{SqliteStore, Where, begin, check_revision, internal, now_iso, to_json};
 use super::{l3, security_groups};
 use crate::ListQuery;
@@ -320,7 +322,8 @@ async fn plan_fixed_ips(
 }
 
 /// Writes a port's addresses (replacing any it had) and keeps the IPAM
-/// generations and cache in step.
+/// cache in step: every row removed or added moves its subnet's generation
+/// (by trigger), and the transaction counts them.
 async fn write_allocations(
     conn: &mut SqliteConnection,
     ipam: &mut IpamTxn<'_>,
@@ -337,32 +340,31 @@ async fn write_allocations(
             .await
             .map_err(internal)?;
     }
-    let mut touched: HashSet<SubnetId> = HashSet::new();
     for f in old {
+        ipam.rows_changed(&f.subnet_id, 1);
         if !new.contains(f) {
             ipam.release(&f.subnet_id, ipam::to_u128(f.ip_address));
-            touched.insert(f.subnet_id);
         }
     }
     for (i, f) in new.iter().enumerate() {
         insert_allocation(conn, &f.subnet_id, f.ip_address, &pid, &network.to_string(), i as i64 + 1).await?;
-        if !old.contains(f) {
-            touched.insert(f.subnet_id);
-        }
-    }
-    for s in touched {
-        bump_generation(conn, ipam, &s).await?;
+        ipam.rows_changed(&f.subnet_id, 1);
     }
     Ok(())
 }
 
-/// Inserts the security-group bindings of a port.
-async fn bind_groups(conn: &mut SqliteConnection, port: &PortId, groups: &[SecurityGroupId]) -> Result<()> {
+/// Replaces the security-group bindings of a port.
+async fn rebind_groups(conn: &mut SqliteConnection, port: &PortId, groups: &[SecurityGroupId]) -> Result<()> {
     sqlx::query("DELETE FROM port_security_groups WHERE port_id = $1")
         .bind(port.to_string())
         .execute(&mut *conn)
         .await
         .map_err(internal)?;
+    bind_groups(conn, port, groups).await
+}
+
+/// Adds security-group bindings to a port.
+async fn bind_groups(conn: &mut SqliteConnection, port: &PortId, groups: &[SecurityGroupId]) -> Result<()> {
     for g in groups {
         sqlx::query("INSERT INTO port_security_groups (port_id, security_group_id) VALUES ($1, $2)")
             .bind(port.to_string())
@@ -374,6 +376,35 @@ async fn bind_groups(conn: &mut SqliteConnection, port: &PortId, groups: &[Secur
     Ok(())
 }
 
+/// A network's port-security default and its subnets (with their IPAM
+/// generations), in one statement when it has subnets.
+async fn network_for_port(conn: &mut SqliteConnection, network: &NetworkId) -> Result<(bool, Vec<(Subnet, i64)>)> {
+    let sql = format!(
+        "SELECT {}, (SELECT n.port_security_enabled FROM networks n WHERE n.id = s.network_id) AS network_port_security \
+         FROM subnets s WHERE s.network_id = $1 ORDER BY s.seq",
+        super::rows::SUBNET_COLS
+    );
+    let rows = fetch(&mut *conn, sql, &[network.to_string()]).await?;
+    if let Some(first) = rows.first() {
+        let port_security: bool = get(first, "network_port_security")?;
+        let subnets = rows.iter().map(super::rows::subnet_from_row).collect::<Result<Vec<_>>>()?;
+        return Ok((port_security, subnets));
+    }
+    let rows =
+        fetch(conn, "SELECT port_security_enabled FROM networks WHERE id = $1".into(), &[network.to_string()]).await?;
+    let row = rows.first().ok_or_else(|| Error::not_found(ResourceKind::Network, network))?;
+    Ok((get(row, "port_security_enabled")?, Vec::new()))
+}
+
+/// Which groups a new port asks for.
+enum NewPortGroups {
+    /// These groups (checked).
+    Given(Vec<SecurityGroupId>),
+    /// The project's default group.
+    Default,
+    None,
+}
+
 /// The groups a new port gets: the requested ones (checked), or the
 /// project's default group when port security is on and the port is not
 /// a `network:*` port.
@@ -381,8 +412,7 @@ async fn groups_for_new_port(
     conn: &mut SqliteConnection,
     req: &PortCreate,
     port_security: bool,
-    now: &str,
-) -> Result<Vec<SecurityGroupId>> {
+) -> Result<NewPortGroups> {
     match &req.security_groups {
         Some(groups) if !groups.is_empty() => {
             if !port_security {
@@ -395,14 +425,38 @@ async fn groups_for_new_port(
                 }
             }
             security_groups::check_groups_usable(conn, &req.project_id, &unique).await?;
-            Ok(unique)
+            Ok(NewPortGroups::Given(unique))
         }
-        Some(_) => Ok(vec![]),
-        None if port_security && !device_owner::is_network_owned(&req.device_owner) => {
-            Ok(security_groups::ensure_default_group(conn, &req.project_id, now).await?.into_iter().collect())
-        }
-        None => Ok(vec![]),
+        Some(_) => Ok(NewPortGroups::None),
+        None if port_security && !device_owner::is_network_owned(&req.device_owner) => Ok(NewPortGroups::Default),
+        None => Ok(NewPortGroups::None),
     }
+}
+
+/// Binds a new port to its project's default group: one statement when
+/// the group exists (the usual case), else the group is created first.
+async fn bind_default_group(
+    conn: &mut SqliteConnection,
+    port: &PortId,
+    project: &ProjectId,
+    now: &str,
+) -> Result<Vec<SecurityGroupId>> {
+    let rows = fetch(
+        &mut *conn,
+        "INSERT INTO port_security_groups (port_id, security_group_id) \
+         SELECT $1, id FROM security_groups WHERE project_id = $2 AND is_default RETURNING security_group_id"
+            .into(),
+        &[port.to_string(), project.to_string()],
+    )
+    .await?;
+    if let Some(row) = rows.first() {
+        return Ok(vec![super::parse_col(&get::<String>(row, "security_group_id")?, "security group id")?]);
+    }
+    let Some(group) = security_groups::ensure_default_group(&mut *conn, project, now).await? else {
+        return Ok(vec![]);
+    };
+    bind_groups(conn, port, &[group]).await?;
+    Ok(vec![group])
 }
 
 impl SqliteStore {
@@ -439,16 +493,8 @@ impl SqliteStore {
         status: &str,
         now: &str,
     ) -> Result<Port> {
-        let rows = fetch(
-            &mut *tx,
-            "SELECT port_security_enabled FROM networks WHERE id = $1".into(),
-            &[req.network_id.to_string()],
-        )
-        .await?;
-        let row = rows.first().ok_or_else(|| Error::not_found(ResourceKind::Network, req.network_id))?;
-        let network_port_security: bool = get(row, "port_security_enabled")?;
         // Subnets are re-read per port: their generations move as we go.
-        let subnets_gen = network_subnets_gen(&mut *tx, &req.network_id).await?;
+        let (network_port_security, subnets_gen) = network_for_port(&mut *tx, &req.network_id).await?;
         for (s, generation) in &subnets_gen {
             ipam.ensure(&mut *tx, &s.id, *generation).await?;
         }
@@ -458,7 +504,7 @@ impl SqliteStore {
         if !port_security && !req.allowed_address_pairs.is_empty() {
             return Err(Error::AddressPairAndPortSecurityRequired);
         }
-        let groups = groups_for_new_port(&mut *tx, &req, port_security, now).await?;
+        let wanted_groups = groups_for_new_port(&mut *tx, &req, port_security).await?;
         let binding = binding_for(&req.binding_host_id, req.binding_profile.clone(), &req.binding_vnic_type);
         let ip_allocation = if req.fixed_ips.as_ref().is_some_and(|f| f.is_empty()) { "none" } else { "immediate" };
         let mut tags = req.tags.clone();
@@ -534,9 +580,14 @@ impl SqliteStore {
         )
         .await?;
         write_allocations(&mut *tx, ipam, &id, &req.network_id, &[], &fixed).await?;
-        if !groups.is_empty() {
-            bind_groups(&mut *tx, &id, &groups).await?;
-        }
+        let groups = match wanted_groups {
+            NewPortGroups::Given(groups) => {
+                bind_groups(&mut *tx, &id, &groups).await?;
+                groups
+            }
+            NewPortGroups::Default => bind_default_group(&mut *tx, &id, &req.project_id, now).await?,
+            NewPortGroups::None => vec![],
+        };
         Ok(Port {
             id,
             project_id: req.project_id,
@@ -691,7 +742,7 @@ impl SqliteStore {
             }
         };
         if groups != current.security_groups {
-            bind_groups(&mut *tx, id, &groups).await?;
+            rebind_groups(&mut *tx, id, &groups).await?;
         }
 
         if upd.fixed_ips.is_some() || mac != current.mac_address {

@@ -148,7 +148,7 @@ pub(crate) async fn load_networks(conn: &mut SqliteConnection, w: &Where) -> Res
 
 // ---- subnets ---------------------------------------------------------------
 
-const SUBNET_COLS: &str = "s.id, s.project_id, s.network_id, s.name, s.description, s.ip_version, s.cidr, \
+pub(crate) const SUBNET_COLS: &str = "s.id, s.project_id, s.network_id, s.name, s.description, s.ip_version, s.cidr, \
      s.gateway_ip, s.allocation_pools, s.dns_nameservers, s.host_routes, s.enable_dhcp, s.ipv6_ra_mode, \
      s.ipv6_address_mode, s.subnetpool_id, s.segment_id, s.service_types, s.tags, s.created_at, s.updated_at, \
      s.revision_number, s.ipam_generation, \
@@ -162,7 +162,7 @@ pub(crate) fn pools_to_json(pools: &[neutrino_model::ipam::IpRange]) -> String {
     super::to_json(&stored)
 }
 
-fn subnet_from_row(row: &SqliteRow) -> Result<(Subnet, i64)> {
+pub(crate) fn subnet_from_row(row: &SqliteRow) -> Result<(Subnet, i64)> {
     let version =
         IpVersion::from_number(get(row, "ip_version")?).ok_or_else(|| Error::Internal("corrupt ip_version".into()))?;
     let pools: StoredPools = from_json(&get::<String>(row, "allocation_pools")?)?;

@@ -43,24 +43,6 @@ pub(crate) async fn network_subnets_gen(
     load_subnets_gen(conn, &w).await
 }
 
-/// Bumps a subnet's IPAM generation in the database and tells the cache.
-pub(crate) async fn bump_generation(
-    conn: &mut SqliteConnection,
-    ipam: &mut IpamTxn<'_>,
-    subnet: &SubnetId,
-) -> Result<()> {
-    let rows = fetch(
-        conn,
-        "UPDATE subnets SET ipam_generation = ipam_generation + 1 WHERE id = $1 RETURNING ipam_generation".into(),
-        &[subnet.to_string()],
-    )
-    .await?;
-    if let Some(row) = rows.first() {
-        ipam.bumped(subnet, get(row, "ipam_generation")?);
-    }
-    Ok(())
-}
-
 /// Inserts one address allocation.
 pub(crate) async fn insert_allocation(
     conn: &mut SqliteConnection,
@@ -341,7 +323,6 @@ impl SqliteStore {
             .await?;
             let IpNet::V6(prefix) = cidr else { unreachable!("auto-address subnets are IPv6") };
             ipam.ensure(conn, &id, 0).await?;
-            let mut any = false;
             for row in rows {
                 let owner: String = get(&row, "device_owner")?;
                 if device_owner::is_router_port(&owner) {
@@ -356,12 +337,9 @@ impl SqliteStore {
                 }
                 let seq: i64 = get(&row, "last_seq")?;
                 insert_allocation(conn, &id, addr, &port, &req.network_id.to_string(), seq + 1).await?;
+                ipam.rows_changed(&id, 1);
                 ipam.take(&id, key);
                 bump(conn, "ports", &port, now).await?;
-                any = true;
-            }
-            if any {
-                bump_generation(conn, ipam, &id).await?;
             }
         }
         Ok(id)
