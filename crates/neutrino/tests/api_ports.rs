@@ -419,6 +419,9 @@ async fn quotas_and_ip_availability() {
     for _ in 0..3 {
         t.port(&member, &n, json!({})).await;
     }
+    // The fourth single port is over the limit too.
+    let r = t.post("/v2.0/ports", &member, json!({"port": {"network_id": n}})).await;
+    assert_eq!((r.status, r.error_type()), (409, "OverQuota"));
     // Usage details; lowering below usage needs force.
     let d = t.get(&format!("/v2.0/quotas/{project}/details.json"), &member).await.expect(200);
     assert_eq!(d["quota"]["port"], json!({"used": 3, "limit": 3, "reserved": 0}));

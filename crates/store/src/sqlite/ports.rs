@@ -376,24 +376,60 @@ async fn bind_groups(conn: &mut SqliteConnection, port: &PortId, groups: &[Secur
     Ok(())
 }
 
-/// A network's port-security default and its subnets (with their IPAM
-/// generations), in one statement when it has subnets.
-async fn network_for_port(conn: &mut SqliteConnection, network: &NetworkId) -> Result<(bool, Vec<(Subnet, i64)>)> {
+/// What creating a port needs to know of its network and project.
+struct PortContext {
+    port_security: bool,
+    /// Subnets with their IPAM generations.
+    subnets: Vec<(Subnet, i64)>,
+    port_limit: i64,
+    /// Ports of the project (counted only when the limit is not -1).
+    ports_used: i64,
+}
+
+/// The network's port-security default and subnets and the project's port
+/// quota and usage: one statement when the network has subnets.
+async fn network_for_port(
+    conn: &mut SqliteConnection,
+    network: &NetworkId,
+    project: &ProjectId,
+    default_limit: i64,
+) -> Result<PortContext> {
+    // The count runs only when there is a limit to compare it with.
+    const QUOTA: &str =
+        "COALESCE((SELECT quota FROM quotas WHERE project_id = $2 AND resource = 'port'), CAST($3 AS BIGINT))";
+    let quota_cols = format!(
+        "{QUOTA} AS port_limit, \
+         CASE WHEN {QUOTA} < 0 THEN 0 ELSE (SELECT COUNT(*) FROM ports WHERE project_id = $2) END AS ports_used"
+    );
     let sql = format!(
-        "SELECT {}, (SELECT n.port_security_enabled FROM networks n WHERE n.id = s.network_id) AS network_port_security \
-         FROM subnets s WHERE s.network_id = $1 ORDER BY s.seq",
+        "SELECT {}, (SELECT n.port_security_enabled FROM networks n WHERE n.id = s.network_id) AS network_port_security, \
+         {quota_cols} FROM subnets s WHERE s.network_id = $1 ORDER BY s.seq",
         super::rows::SUBNET_COLS
     );
-    let rows = fetch(&mut *conn, sql, &[network.to_string()]).await?;
-    if let Some(first) = rows.first() {
-        let port_security: bool = get(first, "network_port_security")?;
-        let subnets = rows.iter().map(super::rows::subnet_from_row).collect::<Result<Vec<_>>>()?;
-        return Ok((port_security, subnets));
-    }
-    let rows =
-        fetch(conn, "SELECT port_security_enabled FROM networks WHERE id = $1".into(), &[network.to_string()]).await?;
-    let row = rows.first().ok_or_else(|| Error::not_found(ResourceKind::Network, network))?;
-    Ok((get(row, "port_security_enabled")?, Vec::new()))
+    let args = [network.to_string(), project.to_string(), default_limit.to_string()];
+    let rows = fetch(&mut *conn, sql, &args).await?;
+    let row = match rows.first() {
+        Some(row) => row,
+        None => {
+            let sql = format!(
+                "SELECT port_security_enabled AS network_port_security, {quota_cols} FROM networks WHERE id = $1"
+            );
+            let rows = fetch(conn, sql, &args).await?;
+            let row = rows.first().ok_or_else(|| Error::not_found(ResourceKind::Network, network))?;
+            return Ok(PortContext {
+                port_security: get(row, "network_port_security")?,
+                subnets: Vec::new(),
+                port_limit: get(row, "port_limit")?,
+                ports_used: get(row, "ports_used")?,
+            });
+        }
+    };
+    Ok(PortContext {
+        port_security: get(row, "network_port_security")?,
+        port_limit: get(row, "port_limit")?,
+        ports_used: get(row, "ports_used")?,
+        subnets: rows.iter().map(super::rows::subnet_from_row).collect::<Result<Vec<_>>>()?,
+    })
 }
 
 /// Which groups a new port asks for.
@@ -466,16 +502,21 @@ impl SqliteStore {
         let mut tx = begin(&mut w.conn).await?;
         let mut ipam = w.ipam.begin();
         let now = now_iso();
-        let mut per_project: HashMap<String, i64> = HashMap::new();
-        for r in &requests {
-            *per_project.entry(r.project_id.to_string()).or_default() += 1;
-        }
-        for (project, count) in &per_project {
-            check_quota(&mut tx, self, project, "port", "ports", *count).await?;
+        // A single port checks its quota in the statement that reads its
+        // network; a bulk request checks every project's total first.
+        let single = requests.len() == 1;
+        if !single {
+            let mut per_project: HashMap<String, i64> = HashMap::new();
+            for r in &requests {
+                *per_project.entry(r.project_id.to_string()).or_default() += 1;
+            }
+            for (project, count) in &per_project {
+                check_quota(&mut tx, self, project, "port", "ports", *count).await?;
+            }
         }
         let mut created = Vec::with_capacity(requests.len());
         for req in requests {
-            created.push(self.create_port_in(&mut tx, &mut ipam, req, "DOWN", &now).await?);
+            created.push(self.create_port_checked(&mut tx, &mut ipam, req, "DOWN", &now, single).await?);
         }
         tx.commit().await.map_err(internal)?;
         ipam.commit();
@@ -493,8 +534,26 @@ impl SqliteStore {
         status: &str,
         now: &str,
     ) -> Result<Port> {
+        self.create_port_checked(tx, ipam, req, status, now, false).await
+    }
+
+    /// `create_port_in`, checking the project's port quota too when asked.
+    async fn create_port_checked(
+        &self,
+        tx: &mut SqliteConnection,
+        ipam: &mut IpamTxn<'_>,
+        req: PortCreate,
+        status: &str,
+        now: &str,
+        check_quota: bool,
+    ) -> Result<Port> {
+        let default_limit = self.config.default_quotas.get("port").copied().unwrap_or(-1);
         // Subnets are re-read per port: their generations move as we go.
-        let (network_port_security, subnets_gen) = network_for_port(&mut *tx, &req.network_id).await?;
+        let found = network_for_port(&mut *tx, &req.network_id, &req.project_id, default_limit).await?;
+        if check_quota && !neutrino_model::quota::within_limit(found.port_limit, found.ports_used, 1) {
+            return Err(Error::OverQuota("['port']".into()));
+        }
+        let (network_port_security, subnets_gen) = (found.port_security, found.subnets);
         for (s, generation) in &subnets_gen {
             ipam.ensure(&mut *tx, &s.id, *generation).await?;
         }
