@@ -115,6 +115,16 @@ impl IpamTxn<'_> {
         }
     }
 
+    /// Gives back an address this transaction took but will not use.
+    pub fn untake(&mut self, subnet: &SubnetId, addr: u128) {
+        if let Some(i) = self.added.iter().position(|(s, a)| s == subnet && *a == addr) {
+            self.added.swap_remove(i);
+            if let Some(s) = self.cache.subnets.get_mut(subnet) {
+                s.taken.remove(&addr);
+            }
+        }
+    }
+
     /// Records an address released in this transaction.
     pub fn release(&mut self, subnet: &SubnetId, addr: u128) {
         self.released.push((*subnet, addr));

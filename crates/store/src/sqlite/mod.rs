@@ -10,6 +10,8 @@
 //! shares, so the PostgreSQL backend reuses the same statements.
 
 mod agents;
+mod batch;
+mod checkpoint;
 mod identity;
 mod ipam;
 mod l3;
@@ -34,7 +36,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, SqlSafeStr};
-use tokio::sync::Mutex;
 
 use crate::StoreConfig;
 
@@ -43,14 +44,14 @@ pub(crate) type Db = sqlx::Sqlite;
 pub(crate) type Tx<'c> = sqlx::Transaction<'c, Db>;
 
 pub struct SqliteStore {
-    writer: Mutex<Writer>,
+    writer: checkpoint::WriterLock,
     readers: SqlitePool,
     config: StoreConfig,
     ports: port_cache::PortCache,
 }
 
 /// The writing connection and the state that is only touched under its lock.
-struct Writer {
+pub(crate) struct Writer {
     conn: SqliteConnection,
     ipam: ipam::IpamCache,
 }
@@ -76,16 +77,20 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-32000")
             .pragma("temp_store", "memory");
-        let mut conn = SqliteConnection::connect_with(&base.clone().create_if_missing(true)).await.map_err(internal)?;
+        // The writer leaves checkpoints to a task of their own (checkpoint.rs).
+        let writer_options = base.clone().create_if_missing(true).pragma("wal_autocheckpoint", "0");
+        let mut conn = SqliteConnection::connect_with(&writer_options).await.map_err(internal)?;
         migrator().run(&mut conn).await.map_err(|e| Error::Internal(format!("migration: {e}")))?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await
             .map_err(internal)?;
         Ok(SqliteStore {
-            writer: Mutex::new(Writer { conn, ipam: ipam::IpamCache::default() }),
+            writer: checkpoint::WriterLock::new(Writer { conn, ipam: ipam::IpamCache::default() }, base)
+                .await
+                .map_err(internal)?,
             readers,
             config,
             ports: port_cache::PortCache::default(),
@@ -124,6 +129,12 @@ pub(crate) fn internal(e: sqlx::Error) -> Error {
 /// Whether a database error is a violated UNIQUE or PRIMARY KEY constraint.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Whether a database error is a violated UNIQUE constraint on `column`
+/// (`table.column`, as SQLite names it in its message).
+pub(crate) fn violates(e: &sqlx::Error, column: &str) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() && d.message().contains(column))
 }
 
 /// The current time in Neutron's timestamp format.

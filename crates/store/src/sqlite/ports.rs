@@ -15,11 +15,12 @@ use neutrino_model::{
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 
+use super::batch::Batch;
 use super::ipam::IpamTxn;
 use super::networks::check_quota;
 use super::rows::{fetch, get, load_ports};
-use super::subnets::{insert_allocation, network_subnets_gen, subnet_exists};
-use super::{SqliteStore, Where, begin, check_revision, internal, now_iso, to_json};
+use super::subnets::{allocation_statement, insert_allocation, network_subnets_gen, subnet_exists};
+use super::{SqliteStore, Where, begin, check_revision, internal, now_iso, to_json, violates};
 use super::{l3, security_groups};
 use crate::ListQuery;
 
@@ -384,6 +385,8 @@ struct PortContext {
     port_limit: i64,
     /// Ports of the project (counted only when the limit is not -1).
     ports_used: i64,
+    /// The project's default security group, when it exists.
+    default_group: Option<SecurityGroupId>,
 }
 
 /// The network's port-security default and subnets and the project's port
@@ -399,7 +402,8 @@ async fn network_for_port(
         "COALESCE((SELECT quota FROM quotas WHERE project_id = $2 AND resource = 'port'), CAST($3 AS BIGINT))";
     let quota_cols = format!(
         "{QUOTA} AS port_limit, \
-         CASE WHEN {QUOTA} < 0 THEN 0 ELSE (SELECT COUNT(*) FROM ports WHERE project_id = $2) END AS ports_used"
+         CASE WHEN {QUOTA} < 0 THEN 0 ELSE (SELECT COUNT(*) FROM ports WHERE project_id = $2) END AS ports_used, \
+         (SELECT id FROM security_groups WHERE project_id = $2 AND is_default) AS default_group"
     );
     let sql = format!(
         "SELECT {}, (SELECT n.port_security_enabled FROM networks n WHERE n.id = s.network_id) AS network_port_security, \
@@ -421,6 +425,7 @@ async fn network_for_port(
                 subnets: Vec::new(),
                 port_limit: get(row, "port_limit")?,
                 ports_used: get(row, "ports_used")?,
+                default_group: default_group_of(row)?,
             });
         }
     };
@@ -428,8 +433,13 @@ async fn network_for_port(
         port_security: get(row, "network_port_security")?,
         port_limit: get(row, "port_limit")?,
         ports_used: get(row, "ports_used")?,
+        default_group: default_group_of(row)?,
         subnets: rows.iter().map(super::rows::subnet_from_row).collect::<Result<Vec<_>>>()?,
     })
+}
+
+fn default_group_of(row: &sqlx::sqlite::SqliteRow) -> Result<Option<SecurityGroupId>> {
+    get::<Option<String>>(row, "default_group")?.map(|id| super::parse_col(&id, "security group id")).transpose()
 }
 
 /// Which groups a new port asks for.
@@ -553,7 +563,8 @@ impl SqliteStore {
         if check_quota && !neutrino_model::quota::within_limit(found.port_limit, found.ports_used, 1) {
             return Err(Error::OverQuota("['port']".into()));
         }
-        let (network_port_security, subnets_gen) = (found.port_security, found.subnets);
+        let (network_port_security, default_group, subnets_gen) =
+            (found.port_security, found.default_group, found.subnets);
         for (s, generation) in &subnets_gen {
             ipam.ensure(&mut *tx, &s.id, *generation).await?;
         }
@@ -563,90 +574,119 @@ impl SqliteStore {
         if !port_security && !req.allowed_address_pairs.is_empty() {
             return Err(Error::AddressPairAndPortSecurityRequired);
         }
-        let wanted_groups = groups_for_new_port(&mut *tx, &req, port_security).await?;
+        // Groups known now are bound in the port's batch; a project's first
+        // port creates the default group afterwards.
+        let (mut groups, create_default) = match groups_for_new_port(&mut *tx, &req, port_security).await? {
+            NewPortGroups::Given(groups) => (groups, false),
+            NewPortGroups::Default => match default_group {
+                Some(g) => (vec![g], false),
+                None => (vec![], true),
+            },
+            NewPortGroups::None => (vec![], false),
+        };
         let binding = binding_for(&req.binding_host_id, req.binding_profile.clone(), &req.binding_vnic_type);
         let ip_allocation = if req.fixed_ips.as_ref().is_some_and(|f| f.is_empty()) { "none" } else { "immediate" };
         let mut tags = req.tags.clone();
         tags.sort();
         tags.dedup();
         let id = PortId::new();
-        // The (network, MAC) unique constraint decides whether a MAC is
-        // free: a generated one that collides is simply drawn again.
+        let pid = id.to_string();
+        let network_id = req.network_id.to_string();
+        // The port, its addresses and its groups go in one batch. The
+        // (network, MAC) unique constraint decides whether a MAC is free: a
+        // generated one that collides is drawn again, with new addresses
+        // (SLAAC ones follow the MAC).
         let mut attempt = 0;
-        let (mac, pairs) = loop {
+        let (mac, pairs, fixed) = loop {
             attempt += 1;
             let mac = match req.mac_address {
                 Some(m) => m,
                 None => MacAddress::random_with_base(self.config.base_mac, &mut rand::rng()),
             };
             let pairs = resolve_address_pairs(&req.allowed_address_pairs, mac, self.config.max_allowed_address_pairs)?;
-            let inserted = sqlx::query(
-                "INSERT INTO ports (id, seq, project_id, network_id, name, description, admin_state_up, mac_address, \
-                 device_id, device_owner, status, port_security_enabled, allowed_address_pairs, extra_dhcp_opts, \
-                 binding_host_id, binding_profile, binding_vnic_type, binding_vif_type, binding_vif_details, \
-                 ip_allocation, tags, created_at, updated_at, revision_number) \
-                 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ports), $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                 $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $21, 1) \
-                 ON CONFLICT (network_id, mac_address) DO NOTHING",
+            let fixed = plan_fixed_ips(
+                &mut *tx,
+                ipam,
+                PlanInput {
+                    network: &req.network_id,
+                    subnets: &subnets,
+                    mac,
+                    owner: &req.device_owner,
+                    requested: req.fixed_ips.as_deref(),
+                    current: &[],
+                },
             )
-            .bind(id.to_string())
-            .bind(req.project_id.as_str())
-            .bind(req.network_id.to_string())
-            .bind(&req.name)
-            .bind(&req.description)
-            .bind(req.admin_state_up)
-            .bind(mac.to_string())
-            .bind(&req.device_id)
-            .bind(&req.device_owner)
-            .bind(status)
-            .bind(port_security)
-            .bind(to_json(&pairs))
-            .bind(to_json(&req.extra_dhcp_opts))
-            .bind(&binding.host_id)
-            .bind(to_json(&binding.profile))
-            .bind(&binding.vnic_type)
-            .bind(&binding.vif_type)
-            .bind(to_json(&binding.vif_details))
-            .bind(ip_allocation)
-            .bind(to_json(&tags))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?
-            .rows_affected()
-                == 1;
-            if inserted {
-                break (mac, pairs);
+            .await?;
+            let mut batch = Batch::default();
+            batch
+                .statement(
+                    "INSERT INTO ports (id, seq, project_id, network_id, name, description, admin_state_up, \
+                     mac_address, device_id, device_owner, status, port_security_enabled, allowed_address_pairs, \
+                     extra_dhcp_opts, binding_host_id, binding_profile, binding_vnic_type, binding_vif_type, \
+                     binding_vif_details, ip_allocation, tags, created_at, updated_at, revision_number) \
+                     VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ports), $2, $3, $4, $5, $6, $7, $8, $9, \
+                     $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $21, 1)",
+                )
+                .bind(pid.clone())
+                .bind(req.project_id.to_string())
+                .bind(network_id.clone())
+                .bind(req.name.clone())
+                .bind(req.description.clone())
+                .bind(req.admin_state_up)
+                .bind(mac.to_string())
+                .bind(req.device_id.clone())
+                .bind(req.device_owner.clone())
+                .bind(status.to_string())
+                .bind(port_security)
+                .bind(to_json(&pairs))
+                .bind(to_json(&req.extra_dhcp_opts))
+                .bind(binding.host_id.clone())
+                .bind(to_json(&binding.profile))
+                .bind(binding.vnic_type.clone())
+                .bind(binding.vif_type.clone())
+                .bind(to_json(&binding.vif_details))
+                .bind(ip_allocation)
+                .bind(to_json(&tags))
+                .bind(now.to_string());
+            for (i, f) in fixed.iter().enumerate() {
+                allocation_statement(&mut batch, &f.subnet_id, f.ip_address, &pid, &network_id, i as i64 + 1);
             }
-            if req.mac_address.is_some() {
-                return Err(Error::MacAddressInUse { network: req.network_id.to_string(), mac: mac.to_string() });
+            for g in &groups {
+                batch
+                    .statement("INSERT INTO port_security_groups (port_id, security_group_id) VALUES ($1, $2)")
+                    .bind(pid.clone())
+                    .bind(g.to_string());
             }
-            if attempt == MAC_ATTEMPTS {
-                return Err(Error::MacAddressGenerationFailure(req.network_id.to_string()));
+            match batch.execute(&mut *tx).await {
+                Ok(()) => break (mac, pairs, fixed),
+                Err(e) if violates(&e, "ports.mac_address") => {
+                    for f in &fixed {
+                        ipam.untake(&f.subnet_id, ipam::to_u128(f.ip_address));
+                    }
+                    if req.mac_address.is_some() {
+                        return Err(Error::MacAddressInUse { network: network_id, mac: mac.to_string() });
+                    }
+                    if attempt == MAC_ATTEMPTS {
+                        return Err(Error::MacAddressGenerationFailure(network_id));
+                    }
+                }
+                Err(e) if violates(&e, "ip_allocations.") && !fixed.is_empty() => {
+                    // The in-memory copy is checked against the database's
+                    // generation first, so this is a safety net only.
+                    return Err(Error::IpAddressAlreadyAllocated {
+                        ip: fixed[0].ip_address.to_string(),
+                        subnet: fixed[0].subnet_id.to_string(),
+                    });
+                }
+                Err(e) => return Err(internal(e)),
             }
         };
-        let fixed = plan_fixed_ips(
-            &mut *tx,
-            ipam,
-            PlanInput {
-                network: &req.network_id,
-                subnets: &subnets,
-                mac,
-                owner: &req.device_owner,
-                requested: req.fixed_ips.as_deref(),
-                current: &[],
-            },
-        )
-        .await?;
-        write_allocations(&mut *tx, ipam, &id, &req.network_id, &[], &fixed).await?;
-        let groups = match wanted_groups {
-            NewPortGroups::Given(groups) => {
-                bind_groups(&mut *tx, &id, &groups).await?;
-                groups
-            }
-            NewPortGroups::Default => bind_default_group(&mut *tx, &id, &req.project_id, now).await?,
-            NewPortGroups::None => vec![],
-        };
+        for f in &fixed {
+            ipam.rows_changed(&f.subnet_id, 1);
+        }
+        if create_default {
+            groups = bind_default_group(&mut *tx, &id, &req.project_id, now).await?;
+        }
         Ok(Port {
             id,
             project_id: req.project_id,

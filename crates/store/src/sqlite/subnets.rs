@@ -9,6 +9,7 @@ use neutrino_model::subnets as rules;
 use neutrino_model::{Error, NetworkId, ResourceKind, Result, SubnetId};
 use sqlx::sqlite::SqliteConnection;
 
+use super::batch::Batch;
 use super::ipam::IpamTxn;
 use super::networks::{bump, check_quota, get_network_in, revision_of};
 use super::rows::{fetch, get, load_subnetpools, load_subnets, load_subnets_gen, pools_to_json};
@@ -44,6 +45,8 @@ pub(crate) async fn network_subnets_gen(
 }
 
 /// Inserts one address allocation.
+const INSERT_ALLOCATION: &str = "INSERT INTO ip_allocations (subnet_id, ip_key, ip_address, port_id, network_id, seq) VALUES ($1, $2, $3, $4, $5, $6)";
+
 pub(crate) async fn insert_allocation(
     conn: &mut SqliteConnection,
     subnet: &SubnetId,
@@ -52,24 +55,34 @@ pub(crate) async fn insert_allocation(
     network: &str,
     seq: i64,
 ) -> Result<()> {
-    let res = sqlx::query(
-        "INSERT INTO ip_allocations (subnet_id, ip_key, ip_address, port_id, network_id, seq) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(subnet.to_string())
-    .bind(ipam::storage_key(addr).to_vec())
-    .bind(addr.to_string())
-    .bind(port)
-    .bind(network)
-    .bind(seq)
-    .execute(&mut *conn)
-    .await;
-    match res {
-        Ok(_) => Ok(()),
+    let mut batch = Batch::default();
+    allocation_statement(&mut batch, subnet, addr, port, network, seq);
+    match batch.execute(conn).await {
+        Ok(()) => Ok(()),
         Err(e) if super::is_unique_violation(&e) => {
             Err(Error::IpAddressAlreadyAllocated { ip: addr.to_string(), subnet: subnet.to_string() })
         }
         Err(e) => Err(internal(e)),
     }
+}
+
+/// Adds the INSERT of one allocation row to `batch`.
+pub(crate) fn allocation_statement(
+    batch: &mut Batch,
+    subnet: &SubnetId,
+    addr: std::net::IpAddr,
+    port: &str,
+    network: &str,
+    seq: i64,
+) {
+    batch
+        .statement(INSERT_ALLOCATION)
+        .bind(subnet.to_string())
+        .bind(ipam::storage_key(addr).to_vec())
+        .bind(addr.to_string())
+        .bind(port.to_string())
+        .bind(network.to_string())
+        .bind(seq);
 }
 
 fn overlap_error(cidr: &IpNet, network: &NetworkId) -> Error {
