@@ -7,13 +7,27 @@
 #   scripts/test.sh
 #
 # Needs: the Rust toolchain of rust-toolchain.toml (cargo), python3 with the
-# venv module and pip, and access to crates.io and PyPI. The tests create the
+# venv module and pip, access to crates.io and PyPI, and root (or sudo) for
+# Debian packages and the dataplane tests' network namespaces. The tests create the
 # Python environments themselves when missing; doing it here first keeps the
 # install time out of the tests' own timeouts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "System tools of the dataplane tests (Debian packages, when missing)"
+# The end-to-end tests build namespaced labs (iproute2, nsenter), run a
+# real DHCP client in instances (busybox udhcpc) and ping.
+missing=()
+for pair in ip:iproute2 nsenter:util-linux busybox:busybox udhcpc:udhcpc ping:iputils-ping; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
 
 step "Python tools (pinned, in target/)"
 scripts/osc-venv.sh target/osc-venv

@@ -10,4 +10,4 @@ pub mod identity;
 pub mod neutron;
 mod server;
 
-pub use server::{ApiConfig, App, AuthMode, build_router, serve};
+pub use server::{ApiConfig, App, AuthMode, build_router, serve, serve_router};

@@ -128,7 +128,16 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = build_router(app);
+    serve_router(listener, build_router(app), shutdown).await
+}
+
+/// Serves `router` (the API, maybe with more routes merged in) on
+/// `listener` until `shutdown` resolves.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let service = tower::util::MapRequestLayer::new(strip_json_suffix).layer(router);
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving the API");

@@ -42,6 +42,12 @@ pub struct FileConfig {
 pub struct AgentsSection {
     /// Seconds without a heartbeat before an agent is reported dead.
     pub down_time_seconds: Option<i64>,
+    /// The credential agents present on the agent channel.
+    pub token: Option<String>,
+    /// Seconds between agent heartbeats.
+    pub heartbeat_seconds: Option<u64>,
+    /// DHCP lease time handed to instances.
+    pub dhcp_lease_seconds: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +140,10 @@ pub struct ServerConfig {
     pub subnet_limits: SubnetLimits,
     pub quotas: BTreeMap<String, i64>,
     pub agent_down_time_secs: i64,
+    /// `None`: generated on first start, kept in `DATA_DIR/agent-token`.
+    pub agent_token: Option<String>,
+    pub agent_heartbeat_secs: u64,
+    pub dhcp_lease_seconds: u32,
 }
 
 impl ServerConfig {
@@ -153,6 +163,9 @@ impl ServerConfig {
             subnet_limits: SubnetLimits::default(),
             quotas: neutrino_model::quota::default_limits(),
             agent_down_time_secs: neutrino_model::agents::DEFAULT_DOWN_TIME_SECS,
+            agent_token: None,
+            agent_heartbeat_secs: 10,
+            dhcp_lease_seconds: 86_400,
         }
     }
 }
@@ -169,6 +182,7 @@ pub struct Overrides {
     pub keystone_username: Option<String>,
     pub keystone_password: Option<String>,
     pub keystone_project: Option<String>,
+    pub agent_token: Option<String>,
 }
 
 fn parse_types(list: &[String]) -> Result<Vec<NetworkType>, String> {
@@ -244,6 +258,15 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, String> {
     if let Some(d) = file.agents.down_time_seconds {
         c.agent_down_time_secs = d;
     }
+    if let Some(t) = file.agents.token {
+        c.agent_token = Some(t);
+    }
+    if let Some(h) = file.agents.heartbeat_seconds {
+        c.agent_heartbeat_secs = h.max(1);
+    }
+    if let Some(l) = file.agents.dhcp_lease_seconds {
+        c.dhcp_lease_seconds = l.max(60);
+    }
     for (k, v) in file.quotas {
         if !neutrino_model::quota::QUOTA_RESOURCES.contains(&k.as_str()) {
             return Err(format!("unknown quota resource '{k}'"));
@@ -254,6 +277,9 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, String> {
     // Overrides from flags and the environment.
     if let Some(l) = o.listen {
         c.listen = l;
+    }
+    if let Some(t) = o.agent_token {
+        c.agent_token = Some(t);
     }
     if let Some(d) = o.data_dir {
         c.data_dir = d;

@@ -1,4 +1,4 @@
-//! `neutrino`: the server (and, as the project grows, the agent and CLI).
+//! `neutrino`: the server, the host agent, the lab and the benchmark.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +24,10 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Measure the API over HTTP against a fresh server of this binary.
     Bench(Box<neutrino::bench::BenchArgs>),
+    /// Run the host agent: keep this host's kernel in line with the server.
+    Agent(Box<neutrino_agent::AgentArgs>),
+    /// Build and use a multi-host cloud of network namespaces on this machine.
+    Lab(Box<neutrino_lab::cli::LabArgs>),
 }
 
 #[derive(clap::Args)]
@@ -57,6 +61,9 @@ struct ServerArgs {
     /// Project of the service user [default: service].
     #[arg(long, env = "NEUTRINO_KEYSTONE_PROJECT")]
     keystone_project: Option<String>,
+    /// Credential agents present [default: generated, in DATA_DIR/agent-token].
+    #[arg(long, env = "NEUTRINO_AGENT_TOKEN", hide_env_values = true)]
+    agent_token: Option<String>,
 }
 
 fn init_logging() {
@@ -84,6 +91,7 @@ async fn run_server(args: ServerArgs) -> Result<(), String> {
             keystone_username: args.keystone_username,
             keystone_password: args.keystone_password,
             keystone_project: args.keystone_project,
+            agent_token: args.agent_token,
         },
     )?;
     let data_dir = cfg.data_dir.clone();
@@ -124,6 +132,8 @@ async fn main() {
     let result = match cli.command {
         Command::Server(args) => run_server(*args).await,
         Command::Bench(args) => neutrino::bench::run(*args).await,
+        Command::Agent(args) => neutrino_agent::run(*args).await,
+        Command::Lab(args) => neutrino_lab::cli::run(*args).await,
     };
     if let Err(e) = result {
         eprintln!("neutrino: {e}");

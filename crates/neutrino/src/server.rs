@@ -18,6 +18,8 @@ pub struct RunningServer {
     pub store: Arc<dyn Store>,
     /// The admin password when this start created the admin user.
     pub admin_password: Option<String>,
+    /// The agent channel: host views, DHCP scheduling.
+    pub control: Arc<neutrino_control::Control>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -111,8 +113,37 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let agent_token = match &config.agent_token {
+        Some(t) => t.clone(),
+        None => agent_token_of(&config.data_dir)?,
+    };
+    let control = neutrino_control::Control::new(
+        store.clone(),
+        neutrino_control::ControlSettings {
+            agent_token,
+            heartbeat_interval_secs: config.agent_heartbeat_secs,
+            down_time_secs: config.agent_down_time_secs,
+            dhcp_lease_seconds: config.dhcp_lease_seconds,
+        },
+    );
+    control.start();
+    let notify = control.clone();
+    let router = neutrino_api::build_router(app)
+        .merge(neutrino_control::channel::routes(control.clone()))
+        // Every successful write may change some host's view.
+        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let notify = notify.clone();
+            async move {
+                let writes = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+                let resp = next.run(req).await;
+                if writes && resp.status().is_success() {
+                    notify.notify_change();
+                }
+                resp
+            }
+        }));
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(neutrino_api::serve(listener, app, async {
+    let task = tokio::spawn(neutrino_api::serve_router(listener, router, async {
         let _ = stopped.await;
     }));
     // Expired tokens are dropped now and then.
@@ -124,7 +155,21 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
             let _ = purge_store.purge_expired_tokens(neutrino_api::identity::now_unix()).await;
         }
     });
-    Ok(RunningServer { addr, store, admin_password, stop: Some(stop), task })
+    Ok(RunningServer { addr, store, admin_password, control, stop: Some(stop), task })
+}
+
+/// The agent token kept in the data directory, made on first use.
+fn agent_token_of(data_dir: &std::path::Path) -> Result<String, String> {
+    let file = data_dir.join("agent-token");
+    match std::fs::read_to_string(&file) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => {
+            let token = random_password() + &random_password();
+            write_secret(&file, &token)?;
+            tracing::info!(file = %file.display(), "generated the agent token");
+            Ok(token)
+        }
+    }
 }
 
 fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {

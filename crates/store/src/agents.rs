@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use neutrino_model::agents::{Agent, AgentReport, AgentUpdate};
-use neutrino_model::{AgentId, NetworkId, Result, RouterId};
+use neutrino_model::{AgentId, NetworkId, PortId, Result, RouterId};
 
 #[async_trait]
 pub trait AgentStore: Send + Sync + 'static {
@@ -29,4 +29,9 @@ pub trait AgentStore: Send + Sync + 'static {
     async fn l3_agent_routers(&self, agent: &AgentId) -> Result<Vec<RouterId>>;
     async fn add_router_to_l3_agent(&self, agent: &AgentId, router: &RouterId) -> Result<bool>;
     async fn remove_router_from_l3_agent(&self, agent: &AgentId, router: &RouterId) -> Result<bool>;
+
+    /// Port status as the agent on `host` reports it (`ACTIVE`, `DOWN`).
+    /// Ports not bound to `host` are left alone (a port that moved is the
+    /// new host's to report). Returns how many ports changed.
+    async fn set_port_status(&self, host: &str, ports: &[(PortId, String)]) -> Result<usize>;
 }

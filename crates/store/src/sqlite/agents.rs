@@ -2,11 +2,11 @@
 
 use async_trait::async_trait;
 use neutrino_model::agents::{Agent, AgentReport, AgentUpdate};
-use neutrino_model::{AgentId, Error, NetworkId, ResourceKind, Result, RouterId};
+use neutrino_model::{AgentId, Error, NetworkId, PortId, ResourceKind, Result, RouterId};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::rows::{fetch, get};
-use super::{SqliteStore, begin, from_json, internal, parse_col, to_json};
+use super::{SqliteStore, begin, from_json, internal, now_iso, parse_col, to_json};
 use crate::AgentStore;
 
 const COLS: &str = "id, agent_type, binary_name, topic, host, admin_state_up, description, availability_zone, \
@@ -229,5 +229,32 @@ impl AgentStore for SqliteStore {
             router.to_string(),
         )
         .await
+    }
+
+    async fn set_port_status(&self, host: &str, ports: &[(PortId, String)]) -> Result<usize> {
+        if ports.is_empty() {
+            return Ok(0);
+        }
+        let mut w = self.writer.lock().await;
+        let mut tx = begin(&mut w.conn).await?;
+        let now = now_iso();
+        let mut changed = 0;
+        for (id, status) in ports {
+            // The revision moves with the status: caches key ports by it.
+            let done = sqlx::query(
+                "UPDATE ports SET status = $1, updated_at = $2, revision_number = revision_number + 1 \
+                 WHERE id = $3 AND binding_host_id = $4 AND status <> $1",
+            )
+            .bind(status)
+            .bind(&now)
+            .bind(id.to_string())
+            .bind(host)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+            changed += done.rows_affected() as usize;
+        }
+        tx.commit().await.map_err(internal)?;
+        Ok(changed)
     }
 }

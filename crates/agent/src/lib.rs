@@ -1,0 +1,26 @@
+//! `neutrino agent`: one per host. It registers with the server, keeps the
+//! host view the server streams (DESIGN.md section 3), and reconciles the
+//! kernel against it (section 4) through rtnetlink, never by shelling out.
+//!
+//! - [`channel`]: the HTTP client side of the agent channel.
+//! - [`desired`]: host view -> the devices, FDB and neighbour entries and
+//!   namespaces the kernel should have.
+//! - [`kernel`]: what the reconciler needs from the kernel, as a trait (a
+//!   fake implements it for unit tests), and [`netlink`] implements it.
+//! - [`reconcile`]: desired vs observed -> the minimal operations.
+//! - [`dhcp`]: Neutrino's own DHCPv4 / DHCPv6-stateless server.
+//! - [`netns`]: named network namespaces (`/run/netns`).
+//! - [`dataplane`]: the reconciler, kernel events and DHCP servers together.
+//! - [`runtime`]: the agent process: channel, reconcile loop, heartbeats.
+
+pub mod channel;
+pub mod dataplane;
+pub mod desired;
+pub mod dhcp;
+pub mod kernel;
+pub mod netlink;
+pub mod netns;
+pub mod reconcile;
+pub mod runtime;
+
+pub use runtime::{AgentArgs, run};

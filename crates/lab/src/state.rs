@@ -1,0 +1,126 @@
+//! What a lab remembers in its run directory, so that later commands
+//! (`lab exec`, `lab instance ...`, `lab down`) and later processes find it:
+//! `lab.json` (shape and secrets) and `env` (OS_* variables for clients).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::topology::{API_PORT, CONTROLLER_IP};
+
+pub const STATE_FILE: &str = "lab.json";
+pub const ENV_FILE: &str = "env";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub prefix: String,
+    pub hosts: usize,
+    pub neutrino_bin: PathBuf,
+    pub admin_password: String,
+    pub agent_token: String,
+    pub agents: bool,
+    #[serde(default)]
+    pub server_args: Vec<String>,
+    #[serde(default)]
+    pub agent_args: Vec<String>,
+    /// The process whose `Lab` tears this lab down when dropped, if any.
+    /// When it died without doing so, the lab is stale (see `reap_stale`).
+    pub owner: Option<Owner>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl LabState {
+    pub fn read(run_dir: &Path) -> Result<LabState> {
+        let path = run_dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io_at("cannot read", &path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    pub fn write(&self, run_dir: &Path) -> Result<()> {
+        let path = run_dir.join(STATE_FILE);
+        let text = serde_json::to_string_pretty(self).expect("state serialises");
+        std::fs::write(&path, text).map_err(|e| Error::io_at("cannot write", &path, e))
+    }
+
+    /// The variables `openstack` and friends need, in `KEY=VALUE` lines
+    /// (readable by `set -a; . env` and by systemd's EnvironmentFile).
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        [
+            ("OS_AUTH_URL", format!("http://{CONTROLLER_IP}:{API_PORT}/v3")),
+            ("OS_USERNAME", "admin".into()),
+            ("OS_PASSWORD", self.admin_password.clone()),
+            ("OS_PROJECT_NAME", "admin".into()),
+            ("OS_USER_DOMAIN_NAME", "Default".into()),
+            ("OS_PROJECT_DOMAIN_NAME", "Default".into()),
+            ("OS_IDENTITY_API_VERSION", "3".into()),
+            ("NEUTRINO_AGENT_TOKEN", self.agent_token.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    pub fn write_env(&self, run_dir: &Path) -> Result<()> {
+        let path = run_dir.join(ENV_FILE);
+        let text: String = self.env_vars().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(&path, text).map_err(|e| Error::io_at("cannot write", &path, e))
+    }
+}
+
+/// Reads `KEY=VALUE` lines; blank lines and `#` comments are skipped.
+pub fn parse_env(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// A secret for the lab: 128 random bits in hex.
+pub fn secret() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Error::io("cannot read /dev/urandom", e))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_file_round_trips() {
+        let state = LabState {
+            prefix: "nl-".into(),
+            hosts: 2,
+            neutrino_bin: "/bin/neutrino".into(),
+            admin_password: "pw".into(),
+            agent_token: "tok".into(),
+            agents: true,
+            server_args: Vec::new(),
+            agent_args: Vec::new(),
+            owner: None,
+        };
+        let text: String = state.env_vars().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        let vars = parse_env(&format!("# comment\n\n{text}"));
+        assert_eq!(vars, state.env_vars());
+        assert!(vars.contains(&("OS_AUTH_URL".into(), "http://172.31.0.2:9696/v3".into())));
+        assert!(vars.contains(&("OS_PASSWORD".into(), "pw".into())));
+    }
+
+    #[test]
+    fn secrets_differ() {
+        let a = secret().unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, secret().unwrap());
+    }
+}

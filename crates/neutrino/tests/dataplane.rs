@@ -1,0 +1,316 @@
+//! The L2 dataplane end to end, on real kernels with real packets (root
+//! only; skipped otherwise). Each test builds its own lab (DESIGN.md
+//! section 6): a server, agents in host namespaces, instances plugged into
+//! ports that get their addresses from Neutrino's DHCP server through
+//! busybox udhcpc, a client Neutrino did not write.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use neutrino_lab::{Lab, LabConfig};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_neutrino");
+
+fn run_root() -> PathBuf {
+    PathBuf::from("/tmp/neutrino-lab-tests")
+}
+
+fn unique_prefix() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("d{}x{}-", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A running lab of `hosts` hosts with agents, or `None` when not root.
+async fn lab(hosts: usize) -> Option<Lab> {
+    if !neutrino_lab::is_root() {
+        eprintln!("skipped: the dataplane tests need root (network namespaces)");
+        return None;
+    }
+    static REAP: Once = Once::new();
+    REAP.call_once(|| {
+        for prefix in neutrino_lab::reap_stale(&run_root()) {
+            eprintln!("removed stale lab {prefix}");
+        }
+    });
+    let mut config = LabConfig::new(unique_prefix(), hosts, BIN);
+    config.run_root = run_root();
+    Some(Lab::up(config).await.expect("lab up"))
+}
+
+async fn post(lab: &Lab, path: &str, body: Value) -> Value {
+    lab.api().expect(Method::POST, path, Some(body), 201).await.expect(path)
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
+
+fn ip_of(port: &Value) -> String {
+    port["fixed_ips"][0]["ip_address"].as_str().unwrap().to_string()
+}
+
+async fn network(lab: &Lab, body: Value) -> Value {
+    post(lab, "/v2.0/networks", json!({ "network": body })).await["network"].take()
+}
+
+async fn subnet(lab: &Lab, network: &str, cidr: &str, extra: Value) -> Value {
+    let mut body = json!({"network_id": network, "cidr": cidr, "ip_version": 4});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    post(lab, "/v2.0/subnets", json!({ "subnet": body })).await["subnet"].take()
+}
+
+async fn port(lab: &Lab, network: &str, extra: Value) -> Value {
+    let mut body = json!({"network_id": network});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    post(lab, "/v2.0/ports", json!({ "port": body })).await["port"].take()
+}
+
+/// Polls `check` until it holds or `within` passes.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `count` pings from `from`; whether any answered.
+async fn pings(lab: &Lab, from: &str, to: &str, count: u32) -> bool {
+    let count = count.to_string();
+    let out = lab.exec(from, &["ping", "-n", "-c", &count, "-i", "0.2", "-W", "1", to]).await.expect("ping runs");
+    out.status.success()
+}
+
+async fn port_status(lab: &Lab, port: &str) -> String {
+    let (_, body) = lab.api().get(&format!("/v2.0/ports/{port}")).await.expect("port");
+    body["port"]["status"].as_str().unwrap_or("").to_string()
+}
+
+fn text(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn instances_on_two_hosts_get_dhcp_with_mtu_1450_and_ping_each_other() {
+    let Some(lab) = lab(2).await else { return };
+    let net = id(&network(&lab, json!({"name": "selfservice"})).await);
+    let sub = subnet(
+        &lab,
+        &net,
+        "10.10.0.0/24",
+        json!({"dns_nameservers": ["10.10.0.53"], "host_routes": [{"destination": "10.99.0.0/16", "nexthop": "10.10.0.254"}]}),
+    )
+    .await;
+    let p1 = port(&lab, &net, json!({})).await;
+    let p2 = port(&lab, &net, json!({})).await;
+
+    let vm1 = lab.instance_create("vm1", "h1", &id(&p1)).await.expect("vm1 gets a lease");
+    let vm2 = lab.instance_create("vm2", "h2", &id(&p2)).await.expect("vm2 gets a lease");
+    let lease = vm1.lease.as_ref().unwrap();
+    assert_eq!(lease.address.to_string(), format!("{}/24", ip_of(&p1)), "the port's fixed IP");
+    assert_eq!(lease.mtu, Some(1450));
+    assert_eq!(lease.router.map(|r| r.to_string()), sub["gateway_ip"].as_str().map(str::to_string));
+    assert_eq!(lease.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(), ["10.10.0.53"]);
+    assert!(lease.routes.iter().any(|(dst, gw)| dst.to_string() == "10.99.0.0/16" && gw.to_string() == "10.10.0.254"));
+    assert_eq!(vm2.lease.as_ref().unwrap().address.to_string(), format!("{}/24", ip_of(&p2)));
+
+    assert!(pings(&lab, "vm1", &ip_of(&p2), 3).await, "vm1 reaches vm2 across VXLAN");
+    assert!(pings(&lab, "vm2", &ip_of(&p1), 3).await, "and back");
+    // MTU 1450 end to end: 1422 bytes of ICMP payload fit with DF, 1423 do not.
+    let fits =
+        lab.exec("vm1", &["ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", &ip_of(&p2)]).await.unwrap();
+    assert!(fits.status.success(), "{}", text(&fits));
+    let too_big =
+        lab.exec("vm1", &["ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1423", &ip_of(&p2)]).await.unwrap();
+    assert!(!too_big.status.success());
+
+    for p in [&p1, &p2] {
+        eventually(Duration::from_secs(10), "ports ACTIVE", || async { port_status(&lab, &id(p)).await == "ACTIVE" })
+            .await;
+    }
+    let (_, shown) = lab.api().get(&format!("/v2.0/ports/{}", id(&p1))).await.unwrap();
+    assert_eq!(shown["port"]["binding:vif_type"], "bridge");
+    assert_eq!(shown["port"]["binding:host_id"], "h1");
+}
+
+#[tokio::test]
+async fn same_cidr_and_addresses_in_two_projects_stay_apart() {
+    let Some(lab) = lab(2).await else { return };
+    let mut nets = Vec::new();
+    for (name, project) in [("blue", "a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0"), ("red", "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0")] {
+        let net = id(&network(&lab, json!({"name": name, "project_id": project})).await);
+        subnet(&lab, &net, "10.20.0.0/24", json!({"project_id": project})).await;
+        let on_h1 = port(&lab, &net, json!({"project_id": project, "fixed_ips": [{"ip_address": "10.20.0.10"}]})).await;
+        let on_h2 = port(&lab, &net, json!({"project_id": project, "fixed_ips": [{"ip_address": "10.20.0.11"}]})).await;
+        lab.instance_create(&format!("{name}1"), "h1", &id(&on_h1)).await.expect("lease");
+        lab.instance_create(&format!("{name}2"), "h2", &id(&on_h2)).await.expect("lease");
+        nets.push((name, on_h2));
+    }
+    for (name, neighbour) in &nets {
+        let me = format!("{name}1");
+        assert!(pings(&lab, &me, "10.20.0.11", 3).await, "{me} reaches its neighbour");
+        // ...and it is its own neighbour that answered, by MAC.
+        let neigh = lab.exec_ok(&me, &["ip", "neigh", "show", "10.20.0.11"]).await.unwrap();
+        assert!(neigh.contains(neighbour["mac_address"].as_str().unwrap()), "{me}: {neigh}");
+    }
+    // With blue's neighbour gone, blue reaches nobody, red is unaffected.
+    lab.instance_delete("blue2").await.expect("unplug");
+    assert!(!pings(&lab, "blue1", "10.20.0.11", 2).await, "blue must not reach red's 10.20.0.11");
+    assert!(pings(&lab, "red1", "10.20.0.11", 2).await);
+}
+
+#[tokio::test]
+async fn an_instance_on_the_flat_provider_network_reaches_the_external_namespace() {
+    let Some(lab) = lab(2).await else { return };
+    let net = network(
+        &lab,
+        json!({"name": "provider", "provider:network_type": "flat", "provider:physical_network": "provider", "router:external": true, "shared": true}),
+    )
+    .await;
+    assert_eq!(net["mtu"], 1500);
+    subnet(
+        &lab,
+        &id(&net),
+        "203.0.113.0/24",
+        json!({"gateway_ip": "203.0.113.1", "allocation_pools": [{"start": "203.0.113.100", "end": "203.0.113.200"}]}),
+    )
+    .await;
+    let p = port(&lab, &id(&net), json!({})).await;
+    let vm = lab.instance_create("pvm", "h2", &id(&p)).await.expect("lease on the provider network");
+    assert_eq!(vm.lease.as_ref().unwrap().mtu, Some(1500));
+    assert!(pings(&lab, "pvm", "203.0.113.1", 3).await, "the provider network is the external one, no router");
+    assert!(pings(&lab, "external", &ip_of(&p), 3).await);
+}
+
+/// `MAC -> VTEP` unicast entries on a host's vxlan device, and the MACs of
+/// its bridge's permanent neighbour entries.
+async fn l2pop(lab: &Lab, host: &str, vni: u64, network: &str) -> (BTreeSet<(String, String)>, BTreeSet<String>) {
+    let mut fdb = BTreeSet::new();
+    let out = lab.exec(host, &["bridge", "-j", "fdb", "show", "dev", &format!("vxlan-{vni}")]).await.unwrap();
+    if out.status.success() {
+        let entries: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        for e in entries {
+            if let (Some(mac), Some(dst)) = (e["mac"].as_str(), e["dst"].as_str())
+                && mac != "00:00:00:00:00:00"
+            {
+                fdb.insert((mac.to_string(), dst.to_string()));
+            }
+        }
+    }
+    let mut neigh = BTreeSet::new();
+    let bridge = format!("brq{}", &network[..11]);
+    let out = lab.exec(host, &["ip", "-j", "neigh", "show", "dev", &bridge, "nud", "permanent"]).await.unwrap();
+    if out.status.success() {
+        let entries: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        for e in entries {
+            if let Some(mac) = e["lladdr"].as_str() {
+                neigh.insert(mac.to_string());
+            }
+        }
+    }
+    (fdb, neigh)
+}
+
+#[tokio::test]
+async fn l2population_entries_follow_the_ports_exactly() {
+    let Some(lab) = lab(3).await else { return };
+    let net = network(&lab, json!({"name": "l2pop"})).await;
+    let net_id = id(&net);
+    let vni = net["provider:segmentation_id"].as_u64().unwrap();
+    subnet(&lab, &net_id, "10.30.0.0/24", json!({"enable_dhcp": false})).await;
+    let p1 = port(&lab, &net_id, json!({})).await;
+    let p2 = port(&lab, &net_id, json!({})).await;
+    lab.instance_plug("a", "h1", &id(&p1)).await.unwrap();
+    lab.instance_plug("b", "h2", &id(&p2)).await.unwrap();
+    let mac = |p: &Value| p["mac_address"].as_str().unwrap().to_string();
+
+    eventually(Duration::from_secs(10), "h1 and h2 know each other", || async {
+        l2pop(&lab, "h1", vni, &net_id).await.0 == [(mac(&p2), "172.31.0.12".to_string())].into()
+            && l2pop(&lab, "h2", vni, &net_id).await.0 == [(mac(&p1), "172.31.0.11".to_string())].into()
+    })
+    .await;
+    let (fdb3, neigh3) = l2pop(&lab, "h3", vni, &net_id).await;
+    assert!(fdb3.is_empty() && neigh3.is_empty(), "h3 has no port on the network, so no entries");
+
+    // A port on h3: h1 and h2 get exactly its entries, h3 gets theirs.
+    let p3 = port(&lab, &net_id, json!({})).await;
+    lab.instance_plug("c", "h3", &id(&p3)).await.unwrap();
+    let want1: BTreeSet<_> = [(mac(&p2), "172.31.0.12".to_string()), (mac(&p3), "172.31.0.13".to_string())].into();
+    let want3: BTreeSet<_> = [(mac(&p1), "172.31.0.11".to_string()), (mac(&p2), "172.31.0.12".to_string())].into();
+    eventually(Duration::from_secs(10), "l2population after the new port", || async {
+        l2pop(&lab, "h1", vni, &net_id).await.0 == want1 && l2pop(&lab, "h3", vni, &net_id).await.0 == want3
+    })
+    .await;
+    let (_, neigh1) = l2pop(&lab, "h1", vni, &net_id).await;
+    assert_eq!(neigh1, [mac(&p2), mac(&p3)].into(), "neighbour entries for exactly the remote ports");
+
+    // Deleting the port removes its entries everywhere.
+    lab.instance_delete("c").await.unwrap();
+    lab.api().expect(Method::DELETE, &format!("/v2.0/ports/{}", id(&p3)), None, 204).await.unwrap();
+    eventually(Duration::from_secs(10), "entries of the deleted port gone", || async {
+        let (f1, n1) = l2pop(&lab, "h1", vni, &net_id).await;
+        let (f2, _) = l2pop(&lab, "h2", vni, &net_id).await;
+        f1 == [(mac(&p2), "172.31.0.12".to_string())].into()
+            && n1 == [mac(&p2)].into()
+            && f2 == [(mac(&p1), "172.31.0.11".to_string())].into()
+    })
+    .await;
+}
+
+/// Names of the links in a host namespace.
+async fn links(lab: &Lab, host: &str) -> Vec<String> {
+    let out = lab.exec_ok(host, &["ip", "-j", "link", "show"]).await.unwrap();
+    let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let mut names: Vec<String> = entries.iter().filter_map(|e| e["ifname"].as_str().map(str::to_string)).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn an_agent_restart_loses_almost_nothing_and_leaves_no_duplicates() {
+    let Some(lab) = lab(2).await else { return };
+    let net = id(&network(&lab, json!({"name": "restart"})).await);
+    subnet(&lab, &net, "10.40.0.0/24", json!({})).await;
+    let p1 = port(&lab, &net, json!({})).await;
+    let p2 = port(&lab, &net, json!({})).await;
+    lab.instance_create("r1", "h1", &id(&p1)).await.unwrap();
+    lab.instance_create("r2", "h2", &id(&p2)).await.unwrap();
+    assert!(pings(&lab, "r1", &ip_of(&p2), 2).await);
+    let before = links(&lab, "h2").await;
+
+    // 600 pings, one every 10 ms, while h2's agent is killed and restarted.
+    let mut ping = lab.command("r1", &["ping", "-n", "-q", "-c", "600", "-i", "0.01", "-W", "1", &ip_of(&p2)]).unwrap();
+    let ping = ping.stdout(std::process::Stdio::piped()).spawn().expect("ping starts");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    lab.kill_agent(2).unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    lab.start_agent(2).unwrap();
+    let out = ping.wait_with_output().await.unwrap();
+    let summary = text(&out);
+    let received: u32 = summary
+        .split(',')
+        .find(|s| s.contains("received"))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("ping summary: {summary}"));
+    assert!(received >= 595, "lost {} of 600 packets: {summary}", 600 - received);
+
+    // The restarted agent converges on what is there: same devices.
+    lab.wait_for_agents(Duration::from_secs(30)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(links(&lab, "h2").await, before, "no leftover or duplicate devices after the restart");
+    assert!(pings(&lab, "r1", &ip_of(&p2), 2).await);
+}
