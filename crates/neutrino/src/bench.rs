@@ -358,20 +358,20 @@ async fn issue_token(base: &str, user: &str, password: &str, project: &str) -> R
 
 // ---- the machine ---------------------------------------------------------------
 
-struct Machine {
-    nproc: usize,
-    cpu: String,
-    memory_gib: f64,
-    kernel: String,
-    load_before: String,
-    load_after: String,
-    commit: String,
-    build: &'static str,
-    date: String,
+pub(crate) struct Machine {
+    pub(crate) nproc: usize,
+    pub(crate) cpu: String,
+    pub(crate) memory_gib: f64,
+    pub(crate) kernel: String,
+    pub(crate) load_before: String,
+    pub(crate) load_after: String,
+    pub(crate) commit: String,
+    pub(crate) build: &'static str,
+    pub(crate) date: String,
 }
 
 impl Machine {
-    fn probe() -> Self {
+    pub(crate) fn probe() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -400,7 +400,7 @@ impl Machine {
     }
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
@@ -446,7 +446,7 @@ fn utc_now() -> String {
 }
 
 /// The command line as run, with the password masked.
-fn command_line() -> String {
+pub(crate) fn command_line() -> String {
     let mut out = Vec::new();
     let mut mask_next = false;
     for a in std::env::args() {
@@ -1294,11 +1294,17 @@ fn markdown_report(r: &Report) -> String {
 
 /// Replaces the bench section of `path` (or appends one, or creates the file).
 fn write_markdown(path: &Path, section: &str) -> Result<(), String> {
+    write_section(path, MD_BEGIN, MD_END, section)
+}
+
+/// Replaces the section between the markers `begin` and `end` of `path`
+/// (or appends `section`, or creates the file with it).
+pub(crate) fn write_section(path: &Path, begin: &str, end: &str, section: &str) -> Result<(), String> {
     let existing = std::fs::read_to_string(path).ok();
     let text = match existing {
-        Some(old) => match (old.find(MD_BEGIN), old.find(MD_END)) {
+        Some(old) => match (old.find(begin), old.find(end)) {
             (Some(b), Some(e)) if b < e => {
-                let after = &old[e + MD_END.len()..];
+                let after = &old[e + end.len()..];
                 let after = after.strip_prefix('\n').unwrap_or(after);
                 format!("{}{section}{after}", &old[..b])
             }

@@ -2,5 +2,6 @@
 //! with the integration tests and the benchmark.
 
 pub mod bench;
+pub mod bench_dataplane;
 pub mod config;
 pub mod server;

@@ -24,6 +24,8 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Measure the API over HTTP against a fresh server of this binary.
     Bench(Box<neutrino::bench::BenchArgs>),
+    /// Measure the agent and the kernel in a lab: port-to-wire, netlink ops per port, cold start (root).
+    BenchDataplane(Box<neutrino::bench_dataplane::DataplaneBenchArgs>),
     /// Run the host agent: keep this host's kernel in line with the server.
     Agent(Box<neutrino_agent::AgentArgs>),
     /// Build and use a multi-host cloud of network namespaces on this machine.
@@ -132,6 +134,7 @@ async fn main() {
     let result = match cli.command {
         Command::Server(args) => run_server(*args).await,
         Command::Bench(args) => neutrino::bench::run(*args).await,
+        Command::BenchDataplane(args) => neutrino::bench_dataplane::run(*args).await,
         Command::Agent(args) => neutrino_agent::run(*args).await,
         Command::Lab(args) => neutrino_lab::cli::run(*args).await,
     };

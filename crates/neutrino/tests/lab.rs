@@ -415,12 +415,6 @@ async fn agent_processes_start_with_their_host_settings_and_can_be_killed_and_re
 #[tokio::test]
 async fn agents_register_and_come_back_after_a_crash() {
     let Some(mut config) = config(2) else { return };
-    // Until `neutrino agent` exists (it is being written), there is nothing to test.
-    let help = Command::new(BIN).args(["agent", "--help"]).output().expect("neutrino agent --help");
-    if !stdout(&help).contains("--server") {
-        eprintln!("skipped: this neutrino has no agent yet");
-        return;
-    }
     config.start_agents = true;
     let lab = Lab::up(config).await.expect("lab up with agents");
     let alive = lab.alive_agent_hosts().await.unwrap();
@@ -437,10 +431,17 @@ async fn agents_register_and_come_back_after_a_crash() {
     lab.wait_for_agents(Duration::from_secs(60)).await.expect("h2 back");
 
     // A DHCP-enabled network makes h1 (the DHCP node) create a namespace of
-    // its own; teardown removes it with the rest.
-    port_on_a_new_network(&lab, "192.168.60.0/24", json!([])).await;
+    // its own, named with the lab's prefix; an instance on h2 gets its
+    // lease from there, across VXLAN (so an MTU of 1500 - 50).
+    let (port, ip) = port_on_a_new_network(&lab, "192.168.60.0/24", json!([])).await;
+    let vm = lab.instance_create("vm1", "h2", port["id"].as_str().unwrap()).await.expect("instance with a lease");
+    let lease = vm.lease.expect("lease");
+    assert_eq!(lease.address.to_string(), format!("{ip}/24"));
+    assert_eq!(lease.mtu, Some(1450));
+    let qdhcp = format!("{}h1-qdhcp-{}", lab.prefix(), port["network_id"].as_str().unwrap());
+    assert!(netns::exists(&qdhcp), "{qdhcp}: {:?}", netns::list(lab.prefix()));
     let prefix = lab.prefix().to_string();
     let gone = lab.down().unwrap();
-    assert!(gone.namespaces.len() >= 5, "{gone:?}");
+    assert!(gone.namespaces.contains(&qdhcp), "{gone:?}");
     assert!(netns::list(&prefix).is_empty(), "left: {:?}", netns::list(&prefix));
 }
