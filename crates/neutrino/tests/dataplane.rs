@@ -5,49 +5,29 @@
 //! busybox udhcpc, a client Neutrino did not write.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::Once;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::id;
 use neutrino_lab::{Lab, LabConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_neutrino");
 
-fn run_root() -> PathBuf {
-    PathBuf::from("/tmp/neutrino-lab-tests")
-}
-
-fn unique_prefix() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("d{}x{}-", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
-}
-
 /// A running lab of `hosts` hosts with agents, or `None` when not root.
 async fn lab(hosts: usize) -> Option<Lab> {
-    if !neutrino_lab::is_root() {
-        eprintln!("skipped: the dataplane tests need root (network namespaces)");
+    if !common::lab_allowed() {
         return None;
     }
-    static REAP: Once = Once::new();
-    REAP.call_once(|| {
-        for prefix in neutrino_lab::reap_stale(&run_root()) {
-            eprintln!("removed stale lab {prefix}");
-        }
-    });
-    let mut config = LabConfig::new(unique_prefix(), hosts, BIN);
-    config.run_root = run_root();
+    let mut config = LabConfig::new(common::unique_lab_prefix('d'), hosts, BIN);
+    config.run_root = common::lab_run_root();
     Some(Lab::up(config).await.expect("lab up"))
 }
 
 async fn post(lab: &Lab, path: &str, body: Value) -> Value {
     lab.api().expect(Method::POST, path, Some(body), 201).await.expect(path)
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().expect("id").to_string()
 }
 
 fn ip_of(port: &Value) -> String {
@@ -313,4 +293,52 @@ async fn an_agent_restart_loses_almost_nothing_and_leaves_no_duplicates() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(links(&lab, "h2").await, before, "no leftover or duplicate devices after the restart");
     assert!(pings(&lab, "r1", &ip_of(&p2), 2).await);
+}
+
+/// The `Alive` column of `openstack ... -f json`, whatever its formatter.
+fn alive(v: &Value) -> bool {
+    v.as_bool().unwrap_or_else(|| matches!(v.as_str(), Some("True" | "true" | ":-)")))
+}
+
+#[tokio::test]
+async fn openstack_network_agent_list_shows_each_agent_and_when_it_died() {
+    if !common::lab_allowed() {
+        return;
+    }
+    let osc = common::ensure_osc_venv();
+    // Heartbeats every second, dead after 3 s without one.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("server.toml");
+    std::fs::write(&conf, "[agents]\ndown_time_seconds = 3\nheartbeat_seconds = 1\n").unwrap();
+    let mut config = LabConfig::new(common::unique_lab_prefix('d'), 2, BIN);
+    config.run_root = common::lab_run_root();
+    config.server_args = vec!["--config".into(), conf.display().to_string()];
+    let lab = Lab::up(config).await.expect("lab up");
+
+    let list = || async {
+        let osc = osc.display().to_string();
+        let out = lab.exec_ok("controller", &[osc.as_str(), "network", "agent", "list", "-f", "json"]).await.unwrap();
+        let agents: Vec<Value> = serde_json::from_str(&out).unwrap();
+        let mut rows: Vec<(String, String, bool)> = agents
+            .iter()
+            .map(|a| (a["Agent Type"].as_str().unwrap().into(), a["Host"].as_str().unwrap().into(), alive(&a["Alive"])))
+            .collect();
+        rows.sort();
+        rows
+    };
+    let row = |t: &str, h: &str, a: bool| (t.to_string(), h.to_string(), a);
+    assert_eq!(
+        list().await,
+        [
+            row("DHCP agent", "h1", true),
+            row("L3 agent", "h1", true),
+            row("Linux bridge agent", "h1", true),
+            row("Linux bridge agent", "h2", true)
+        ]
+    );
+    lab.kill_agent(2).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rows = list().await;
+    assert!(rows.contains(&row("Linux bridge agent", "h2", false)), "{rows:?}");
+    assert!(rows.contains(&row("Linux bridge agent", "h1", true)), "{rows:?}");
 }

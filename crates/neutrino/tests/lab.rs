@@ -7,41 +7,22 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Once;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+mod common;
 
 use neutrino_lab::{Lab, LabConfig, netns, process};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_neutrino");
 
-fn run_root() -> PathBuf {
-    PathBuf::from("/tmp/neutrino-lab-tests")
-}
-
-/// `t<pid>x<n>-`: unique between concurrent test processes, and no prefix
-/// of another (`t12x1-` does not start `t12x10-`).
-fn unique_prefix() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("t{}x{}-", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
-}
-
 /// A config for a lab of `hosts` hosts, or `None` (test skipped) if not root.
 fn config(hosts: usize) -> Option<LabConfig> {
-    if !neutrino_lab::is_root() {
-        eprintln!("skipped: the lab needs root (network namespaces)");
+    if !common::lab_allowed() {
         return None;
     }
-    // Labs of test processes that were killed before they could clean up.
-    static REAP: Once = Once::new();
-    REAP.call_once(|| {
-        for prefix in neutrino_lab::reap_stale(&run_root()) {
-            eprintln!("removed stale lab {prefix}");
-        }
-    });
-    let mut config = LabConfig::new(unique_prefix(), hosts, BIN);
-    config.run_root = run_root();
+    let mut config = LabConfig::new(common::unique_lab_prefix('t'), hosts, BIN);
+    config.run_root = common::lab_run_root();
     config.start_agents = false;
     Some(config)
 }
@@ -170,7 +151,7 @@ async fn down_cleans_up_after_a_crash() {
     }
     assert!(netns::exists(&agent_ns));
 
-    let gone = neutrino_lab::teardown(&prefix, &run_root()).expect("teardown");
+    let gone = neutrino_lab::teardown(&prefix, &common::lab_run_root()).expect("teardown");
     let _ = stray.wait();
     assert!(gone.namespaces.contains(&agent_ns), "{gone:?}");
     assert!(netns::list(&prefix).is_empty(), "left: {:?}", netns::list(&prefix));
@@ -178,7 +159,7 @@ async fn down_cleans_up_after_a_crash() {
     assert!(!run_dir.exists());
 
     // Again, with nothing left: fine, and through the CLI too.
-    assert_eq!(neutrino_lab::teardown(&prefix, &run_root()).unwrap(), neutrino_lab::Teardown::default());
+    assert_eq!(neutrino_lab::teardown(&prefix, &common::lab_run_root()).unwrap(), neutrino_lab::Teardown::default());
     let out = lab_cli(&prefix, &["down"]);
     assert_ok(&out, "lab down of nothing");
 }
@@ -187,7 +168,7 @@ async fn down_cleans_up_after_a_crash() {
 fn lab_cli(prefix: &str, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(["lab", "--prefix", prefix, "--run-root"])
-        .arg(run_root())
+        .arg(common::lab_run_root())
         .args(args)
         .output()
         .expect("neutrino lab")
@@ -198,7 +179,7 @@ struct DownOnDrop(String);
 
 impl Drop for DownOnDrop {
     fn drop(&mut self) {
-        let _ = neutrino_lab::teardown(&self.0, &run_root());
+        let _ = neutrino_lab::teardown(&self.0, &common::lab_run_root());
     }
 }
 
@@ -207,7 +188,7 @@ fn the_cli_builds_uses_and_removes_a_lab() {
     if config(1).is_none() {
         return;
     }
-    let prefix = unique_prefix();
+    let prefix = common::unique_lab_prefix('t');
     let _guard = DownOnDrop(prefix.clone());
     let out = lab_cli(&prefix, &["up", "--hosts", "1", "--no-agents"]);
     assert_ok(&out, "lab up");
@@ -229,7 +210,7 @@ fn the_cli_builds_uses_and_removes_a_lab() {
 
     assert_ok(&lab_cli(&prefix, &["down"]), "lab down");
     assert!(netns::list(&prefix).is_empty());
-    assert!(!neutrino_lab::run_dir(&run_root(), &prefix).exists());
+    assert!(!neutrino_lab::run_dir(&common::lab_run_root(), &prefix).exists());
     assert_ok(&lab_cli(&prefix, &["down"]), "lab down again");
 }
 

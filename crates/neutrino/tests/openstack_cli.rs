@@ -52,39 +52,6 @@ fn seed_args(text: &str) -> Vec<String> {
     words.map(str::to_string).collect()
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
-}
-
-/// Makes sure the pinned client is installed; returns the `openstack` path.
-fn ensure_venv() -> PathBuf {
-    let root = workspace_root();
-    let venv = std::env::var_os("NEUTRINO_OSC_VENV").map(PathBuf::from).unwrap_or_else(|| root.join("target/osc-venv"));
-    // The script is a no-op (a fraction of a second) when the venv matches
-    // its pins, so running it every time also picks up pin changes.
-    let started = Instant::now();
-    let out = Command::new("bash")
-        .arg(root.join("scripts/osc-venv.sh"))
-        .arg(&venv)
-        .current_dir(&root)
-        .output()
-        .expect("run scripts/osc-venv.sh");
-    assert!(
-        out.status.success(),
-        "scripts/osc-venv.sh failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let elapsed = started.elapsed();
-    if elapsed > Duration::from_secs(2) {
-        eprintln!("built the openstackclient virtualenv at {} in {elapsed:.1?}", venv.display());
-    }
-    let bin = venv.join("bin/openstack");
-    assert!(bin.is_file(), "{} missing after scripts/osc-venv.sh", bin.display());
-    bin
-}
-
 /// The server process; killed when dropped, also when the test panics (its
 /// log is printed then).
 struct Server {
@@ -261,7 +228,7 @@ fn openstack_cli_self_service_walkthrough() {
         return;
     }
     let started = Instant::now();
-    let bin = ensure_venv();
+    let bin = common::ensure_osc_venv();
     let tmp = tempfile::tempdir().expect("temp dir");
     let data_dir = tmp.path().join("data");
     let home = tmp.path().join("home");
@@ -493,7 +460,7 @@ fn openstack_cli_whole_self_service_guide() {
         return;
     }
     let started = Instant::now();
-    let bin = ensure_venv();
+    let bin = common::ensure_osc_venv();
     let tmp = tempfile::tempdir().expect("temp dir");
     let data_dir = tmp.path().join("data");
     let home = tmp.path().join("home");

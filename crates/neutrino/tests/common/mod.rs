@@ -217,3 +217,66 @@ pub fn wait_until_listening(child: &mut std::process::Child, within: std::time::
     });
     rx.recv_timeout(within).ok().map(|addr| format!("http://{addr}"))
 }
+
+/// Where the root-only tests keep their labs' run directories.
+pub fn lab_run_root() -> PathBuf {
+    PathBuf::from("/tmp/neutrino-lab-tests")
+}
+
+/// `<tag><pid>x<n>-`: unique between concurrent test processes, and no
+/// prefix of another (`t12x1-` does not start `t12x10-`).
+pub fn unique_lab_prefix(tag: char) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{tag}{}x{}-", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Whether this process may build labs; says why not when it may not.
+/// The first call also removes labs of test processes that were killed
+/// before they could clean up.
+pub fn lab_allowed() -> bool {
+    if !neutrino_lab::is_root() {
+        eprintln!("skipped: the lab needs root (network namespaces)");
+        return false;
+    }
+    static REAP: std::sync::Once = std::sync::Once::new();
+    REAP.call_once(|| {
+        for prefix in neutrino_lab::reap_stale(&lab_run_root()) {
+            eprintln!("removed stale lab {prefix}");
+        }
+    });
+    true
+}
+
+pub fn workspace_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// Makes sure the pinned python-openstackclient is installed (by
+/// `scripts/osc-venv.sh`, a fraction of a second when it already matches its
+/// pins); returns the `openstack` path.
+pub fn ensure_osc_venv() -> PathBuf {
+    let root = workspace_root();
+    let venv = std::env::var_os("NEUTRINO_OSC_VENV").map(PathBuf::from).unwrap_or_else(|| root.join("target/osc-venv"));
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/osc-venv.sh"))
+        .arg(&venv)
+        .current_dir(&root)
+        .output()
+        .expect("run scripts/osc-venv.sh");
+    assert!(
+        out.status.success(),
+        "scripts/osc-venv.sh failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let elapsed = started.elapsed();
+    if elapsed > std::time::Duration::from_secs(2) {
+        eprintln!("built the openstackclient virtualenv at {} in {elapsed:.1?}", venv.display());
+    }
+    let bin = venv.join("bin/openstack");
+    assert!(bin.is_file(), "{} missing after scripts/osc-venv.sh", bin.display());
+    bin
+}
