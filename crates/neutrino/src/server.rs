@@ -134,7 +134,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
         .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
             let notify = notify.clone();
             async move {
-                let writes = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+                // Only the Neutron API changes resources views are made of
+                // (not tokens, not the agents' own reports).
+                let writes = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD)
+                    && req.uri().path().starts_with("/v2.0/");
                 let resp = next.run(req).await;
                 if writes && resp.status().is_success() {
                     notify.notify_change();
