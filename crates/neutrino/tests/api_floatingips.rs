@@ -150,7 +150,8 @@ async fn association_rules() {
     let (demo, demo_project) = t.project_user("demo", "demo", "member").await;
     let (public_net, _) = public(&t).await;
     let (net, sub, rid) = behind_router(&t, &demo, "10.0.0.0/24", Some(&public_net)).await;
-    let port = t.port(&demo, &net, json!({})).await;
+    // Fixed addresses: a random one could take .50 or .51, wanted below.
+    let port = t.port(&demo, &net, json!({"fixed_ips": [{"ip_address": "10.0.0.10"}]})).await;
     let pid = id(&port);
     let base = |extra: Value| {
         let mut b = json!({"floating_network_id": public_net});
@@ -171,7 +172,7 @@ async fn association_rules() {
 
     // 2: the port must be the floating IP's project's (it is visible to
     // demo, who owns the network, but belongs to the admin's project).
-    let foreign = t.port(&t.admin, &net, json!({})).await;
+    let foreign = t.port(&t.admin, &net, json!({"fixed_ips": [{"ip_address": "10.0.0.11"}]})).await;
     let r = fip(&t, &demo, base(json!({"port_id": id(&foreign)}))).await;
     assert_eq!(r.status, 400);
     assert!(r.error_message().contains("owned by a different project"), "{}", r.body);
@@ -454,7 +455,8 @@ async fn port_forwardings() {
     let (demo, _) = t.project_user("demo", "demo", "member").await;
     let (public_net, _) = public(&t).await;
     let (net, sub, rid) = behind_router(&t, &demo, "10.0.0.0/24", Some(&public_net)).await;
-    let vm = t.port(&demo, &net, json!({})).await;
+    // A fixed address: 10.0.0.250 must not be the VM's below.
+    let vm = t.port(&demo, &net, json!({"fixed_ips": [{"ip_address": "10.0.0.10"}]})).await;
     let vm_ip = first_ip(&vm);
     let fid = id(&fip(&t, &demo, json!({"floating_network_id": public_net})).await.expect(201)["floatingip"]);
     let pfs = format!("/v2.0/floatingips/{fid}/port_forwardings");
