@@ -15,7 +15,6 @@ pub struct Dataplane {
     /// Ports wired at the last pass that could read the kernel.
     last_wired: BTreeSet<String>,
     events: Arc<Notify>,
-    netns_prefix: String,
     /// Running DHCP servers by network id, with the service they serve.
     dhcp: BTreeMap<String, (DhcpService, DhcpServer)>,
 }
@@ -43,7 +42,6 @@ impl Dataplane {
             reconciler: crate::reconcile::Reconciler::new(kernel, settings),
             last_wired: BTreeSet::new(),
             events,
-            netns_prefix: netns_prefix.to_string(),
             dhcp: BTreeMap::new(),
         })
     }
@@ -79,7 +77,7 @@ impl Dataplane {
     }
 
     fn sync_dhcp(&mut self, view: &HostView, wired: &BTreeSet<String>) {
-        let wanted = crate::runtime::wanted_dhcp(view, wired);
+        let wanted = wanted_dhcp(view, wired);
         self.dhcp.retain(|net, _| wanted.contains_key(net));
         for (net, service) in wanted {
             match self.dhcp.get_mut(&net) {
@@ -90,7 +88,7 @@ impl Dataplane {
                     }
                 }
                 None => {
-                    let ns = format!("{}qdhcp-{net}", self.netns_prefix); // as desired::AgentSettings::dhcp_netns
+                    let ns = self.reconciler.settings().dhcp_netns(&net);
                     let ifname = device_name("ns-", &service.port_id);
                     match DhcpServer::start(&ns, &ifname, service.clone()) {
                         Ok(server) => {
@@ -103,4 +101,10 @@ impl Dataplane {
             }
         }
     }
+}
+
+/// DHCP services that should run, by network id: those whose DHCP port is
+/// wired.
+fn wanted_dhcp(view: &HostView, wired: &BTreeSet<String>) -> BTreeMap<String, DhcpService> {
+    view.dhcp.iter().filter(|(_, s)| wired.contains(&s.port_id)).map(|(k, v)| (k.clone(), v.clone())).collect()
 }

@@ -6,12 +6,12 @@
 //! Stopping the agent leaves the kernel as it is: forwarding goes on, and
 //! the next start reconciles from what it finds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use neutrino_proto::{DhcpService, Heartbeat, HostView, PortStatus, PortStatusReport, Registration, Role, WatchEvent};
+use neutrino_proto::{Heartbeat, HostView, PortStatus, PortStatusReport, Registration, Role, WatchEvent};
 use tokio::sync::{Mutex, Notify, watch};
 
 use crate::channel::{ChannelClient, ChannelError};
@@ -266,9 +266,4 @@ async fn report_changes(client: &ChannelClient, shared: &Shared, statuses: BTree
         Err(ChannelError::NotRegistered) => shared.reregister.notify_one(),
         Err(e) => tracing::warn!(error = %e, "port status not reported; will retry"),
     }
-}
-
-/// DHCP services that should run: network id -> service.
-pub fn wanted_dhcp(view: &HostView, wired: &BTreeSet<String>) -> BTreeMap<String, DhcpService> {
-    view.dhcp.iter().filter(|(_, s)| wired.contains(&s.port_id)).map(|(k, v)| (k.clone(), v.clone())).collect()
 }

@@ -158,13 +158,19 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn dhcp_agent(app: &App, id: &str) -> Result<Agent> {
+/// The agent `id`, which must be of type `kind`; `not_it` words the error
+/// as Neutron does for that type.
+async fn agent_of_type(app: &App, id: &str, kind: &str, not_it: &str) -> Result<Agent> {
     let id: AgentId = path_id(id, ResourceKind::Agent)?;
     let a = app.store.get_agent(&id).await?;
-    if a.agent_type != agent_type::DHCP {
-        return Err(Error::InvalidInput(format!("Agent {id} is not a DHCP agent")));
+    if a.agent_type != kind {
+        return Err(Error::InvalidInput(format!("Agent {id} {not_it}")));
     }
     Ok(a)
+}
+
+async fn dhcp_agent(app: &App, id: &str) -> Result<Agent> {
+    agent_of_type(app, id, agent_type::DHCP, "is not a DHCP agent").await
 }
 
 async fn agent_networks(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
@@ -226,12 +232,7 @@ async fn network_agents(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<St
 }
 
 async fn l3_agent(app: &App, id: &str) -> Result<Agent> {
-    let id: AgentId = path_id(id, ResourceKind::Agent)?;
-    let a = app.store.get_agent(&id).await?;
-    if a.agent_type != agent_type::L3 {
-        return Err(Error::InvalidInput(format!("Agent {id} is not a L3 Agent or has been disabled")));
-    }
-    Ok(a)
+    agent_of_type(app, id, agent_type::L3, "is not a L3 Agent or has been disabled").await
 }
 
 async fn agent_routers(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {

@@ -21,7 +21,7 @@ use neutrino_model::{
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::ipam::IpamTxn;
-use super::networks::{bump, check_quota, get_network_in};
+use super::networks::{bump, check_quotas, get_network_in};
 use super::rows::{fetch, get, load_ports, load_subnets};
 use super::subnets::{get_subnet_in, network_subnets_gen, subnet_exists};
 use super::{SqliteStore, Where, begin, check_revision, from_json, internal, now_iso, parse_col, to_json};
@@ -1382,13 +1382,7 @@ impl L3Store for SqliteStore {
     async fn create_routers(&self, requests: Vec<RouterCreate>) -> Result<Vec<Router>> {
         write_tx!(self, |tx, ipam| {
             let now = now_iso();
-            let mut per_project: std::collections::BTreeMap<String, i64> = Default::default();
-            for r in &requests {
-                *per_project.entry(r.project_id.to_string()).or_default() += 1;
-            }
-            for (project, count) in &per_project {
-                check_quota(tx, self, project, "router", "routers", *count).await?;
-            }
+            check_quotas(tx, self, requests.iter().map(|r| r.project_id.as_str()), "router", "routers").await?;
             let mut out = Vec::with_capacity(requests.len());
             for req in requests {
                 out.push(self.create_router_in(tx, ipam, req, &now).await?);
@@ -1434,13 +1428,7 @@ impl L3Store for SqliteStore {
     async fn create_floatingips(&self, requests: Vec<FloatingIpCreate>) -> Result<Vec<FloatingIp>> {
         write_tx!(self, |tx, ipam| {
             let now = now_iso();
-            let mut per_project: std::collections::BTreeMap<String, i64> = Default::default();
-            for r in &requests {
-                *per_project.entry(r.project_id.to_string()).or_default() += 1;
-            }
-            for (project, count) in &per_project {
-                check_quota(tx, self, project, "floatingip", "floatingips", *count).await?;
-            }
+            check_quotas(tx, self, requests.iter().map(|r| r.project_id.as_str()), "floatingip", "floatingips").await?;
             let mut out = Vec::with_capacity(requests.len());
             for req in requests {
                 out.push(self.create_fip_in(tx, ipam, req, &now).await?);

@@ -251,19 +251,32 @@ pub(crate) async fn check_quota(
     Ok(())
 }
 
+/// [`check_quota`] for a bulk create: `projects` holds one entry per
+/// resource created, and each project's total is checked at once.
+pub(crate) async fn check_quotas<'a>(
+    conn: &mut SqliteConnection,
+    store: &SqliteStore,
+    projects: impl IntoIterator<Item = &'a str>,
+    resource: &str,
+    table: &str,
+) -> Result<()> {
+    let mut per_project: std::collections::BTreeMap<&str, i64> = Default::default();
+    for project in projects {
+        *per_project.entry(project).or_default() += 1;
+    }
+    for (project, count) in per_project {
+        check_quota(conn, store, project, resource, table, count).await?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     pub(crate) async fn create_networks_impl(&self, requests: Vec<NetworkCreate>) -> Result<Vec<Network>> {
         let mut w = self.writer.lock().await;
         let mut tx = begin(&mut w.conn).await?;
         let now = now_iso();
         let mut created = Vec::with_capacity(requests.len());
-        let mut per_project: std::collections::HashMap<String, i64> = Default::default();
-        for req in &requests {
-            *per_project.entry(req.project_id.to_string()).or_default() += 1;
-        }
-        for (project, count) in &per_project {
-            check_quota(&mut tx, self, project, "network", "networks", *count).await?;
-        }
+        check_quotas(&mut tx, self, requests.iter().map(|r| r.project_id.as_str()), "network", "networks").await?;
         for req in requests {
             let id = NetworkId::new();
             let wanted: Vec<Option<&SegmentRequest>> = match &req.segments {

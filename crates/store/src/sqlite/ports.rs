@@ -17,7 +17,7 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::batch::Batch;
 use super::ipam::IpamTxn;
-use super::networks::check_quota;
+use super::networks::check_quotas;
 use super::rows::{fetch, get, load_ports};
 use super::subnets::{allocation_statement, insert_allocation, network_subnets_gen, subnet_exists};
 use super::{SqliteStore, Where, begin, check_revision, internal, now_iso, to_json, violates};
@@ -516,13 +516,7 @@ impl SqliteStore {
         // network; a bulk request checks every project's total first.
         let single = requests.len() == 1;
         if !single {
-            let mut per_project: HashMap<String, i64> = HashMap::new();
-            for r in &requests {
-                *per_project.entry(r.project_id.to_string()).or_default() += 1;
-            }
-            for (project, count) in &per_project {
-                check_quota(&mut tx, self, project, "port", "ports", *count).await?;
-            }
+            check_quotas(&mut tx, self, requests.iter().map(|r| r.project_id.as_str()), "port", "ports").await?;
         }
         let mut created = Vec::with_capacity(requests.len());
         for req in requests {

@@ -16,7 +16,7 @@ use neutrino_model::security_groups::{
 use neutrino_model::{Error, ProjectId, ResourceKind, Result, SecurityGroupId, SecurityGroupRuleId};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use super::networks::{bump, check_quota, revision_of};
+use super::networks::{bump, check_quotas, revision_of};
 use super::rows::{fetch, get};
 use super::{SqliteStore, Where, begin, check_revision, from_json, internal, is_unique_violation, now_iso, parse_col};
 use crate::{ListQuery, SecurityGroupStore};
@@ -313,21 +313,17 @@ impl SecurityGroupStore for SqliteStore {
     async fn create_security_groups(&self, requests: Vec<SecurityGroupCreate>) -> Result<Vec<SecurityGroup>> {
         let mut w = self.writer.lock().await;
         let now = now_iso();
-        let mut per_project: HashMap<&ProjectId, i64> = HashMap::new();
-        for r in &requests {
-            *per_project.entry(&r.project_id).or_default() += 1;
-        }
+        let projects: std::collections::BTreeSet<&ProjectId> = requests.iter().map(|r| &r.project_id).collect();
         // Default groups come first, and stay even if this create fails.
         let mut tx = begin(&mut w.conn).await?;
-        for project in per_project.keys() {
+        for project in &projects {
             ensure_default_group(&mut tx, project, &now).await?;
         }
         tx.commit().await.map_err(internal)?;
 
         let mut tx = begin(&mut w.conn).await?;
-        for (project, count) in &per_project {
-            check_quota(&mut tx, self, project.as_str(), "security_group", "security_groups", *count).await?;
-        }
+        let each = requests.iter().map(|r| r.project_id.as_str());
+        check_quotas(&mut tx, self, each, "security_group", "security_groups").await?;
         let mut created = Vec::with_capacity(requests.len());
         for req in &requests {
             let id = SecurityGroupId::new();
@@ -432,13 +428,8 @@ impl SecurityGroupStore for SqliteStore {
     ) -> Result<Vec<SecurityGroupRule>> {
         let mut w = self.writer.lock().await;
         let mut tx = begin(&mut w.conn).await?;
-        let mut per_project: HashMap<&str, i64> = HashMap::new();
-        for r in &requests {
-            *per_project.entry(r.project_id.as_str()).or_default() += 1;
-        }
-        for (project, count) in per_project {
-            check_quota(&mut tx, self, project, "security_group_rule", "security_group_rules", count).await?;
-        }
+        let projects = requests.iter().map(|r| r.project_id.as_str());
+        check_quotas(&mut tx, self, projects, "security_group_rule", "security_group_rules").await?;
         let mut groups: Vec<SecurityGroupId> = Vec::new();
         let mut checked: HashSet<SecurityGroupId> = HashSet::new();
         for r in &requests {
