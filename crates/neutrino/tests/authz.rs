@@ -10,7 +10,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 
 use common::*;
-use neutrino_model::agents::{AgentReport, agent_type};
+use neutrino_model::agents::agent_type;
 use serde_json::{Value, json};
 
 /// What one caller must get from one row.
@@ -314,11 +314,11 @@ impl World {
         // Agents first, the DHCP one disabled, so that the DHCP scheduler
         // never picks networks on its own.
         let store = t.server.as_ref().unwrap().store.clone();
-        let dhcp = store.report_agent(&agent(agent_type::DHCP, "authz-host")).await.unwrap();
+        let dhcp = store.report_agent(&agent_report(agent_type::DHCP, "authz-host")).await.unwrap();
         t.put(&format!("/v2.0/agents/{}", dhcp.id), &admin, json!({"agent": {"admin_state_up": false}}))
             .await
             .expect(200);
-        let l3 = store.report_agent(&agent(agent_type::L3, "authz-host")).await.unwrap();
+        let l3 = store.report_agent(&agent_report(agent_type::L3, "authz-host")).await.unwrap();
         put("dhcp_agent", dhcp.id.to_string());
         put("l3_agent", l3.id.to_string());
         // Unlimited quotas for A, whatever the rows create.
@@ -352,18 +352,7 @@ impl World {
             .await
             .expect(201)["security_group_rule"]
             .clone();
-        let router = t
-            .post(
-                "/v2.0/routers",
-                &member,
-                json!({"router": {"name": "a-router", "external_gateway_info": {"network_id": public}}}),
-            )
-            .await
-            .expect(201)["router"]
-            .clone();
-        t.put(&format!("/v2.0/routers/{}/add_router_interface", id(&router)), &member, json!({"subnet_id": subnet}))
-            .await
-            .expect(200);
+        let router = t.gateway_router(&member, &public, &subnet).await;
         let fip = t
             .post("/v2.0/floatingips", &member, json!({"floatingip": {"floating_network_id": public}}))
             .await
@@ -395,7 +384,7 @@ impl World {
         put("segment", id(&segment));
         put("sg", id(&sg));
         put("sgr", id(&sgr));
-        put("router", id(&router));
+        put("router", router);
         put("fip", id(&fip));
         put("pf", id(&pf));
         put("rbac", id(&rbac));
@@ -465,7 +454,7 @@ impl World {
             "agent" => {
                 let store = t.server.as_ref().unwrap().store.clone();
                 one(store
-                    .report_agent(&agent(agent_type::LINUX_BRIDGE, &format!("fresh-{n}")))
+                    .report_agent(&agent_report(agent_type::LINUX_BRIDGE, &format!("fresh-{n}")))
                     .await
                     .unwrap()
                     .id
@@ -544,18 +533,6 @@ impl World {
 /// A /24 of 10.100.0.0/14, apart from the fixtures' 10.1.0.0/24.
 fn fresh_cidr(n: u32) -> String {
     format!("10.{}.{}.0/24", 100 + n / 256, n % 256)
-}
-
-fn agent(kind: &str, host: &str) -> AgentReport {
-    AgentReport {
-        agent_type: kind.into(),
-        binary: "neutrino-agent".into(),
-        topic: "N/A".into(),
-        host: host.into(),
-        availability_zone: None,
-        configurations: json!({}),
-        start_flag: true,
-    }
 }
 
 /// The cell of the table, or Neutrino's known different answer.

@@ -89,10 +89,25 @@ impl TestServer {
     }
 
     pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Resp {
+        self.request_with(method, path, token, body, &[]).await
+    }
+
+    /// [`Self::request`] with more headers (`If-Match`, say).
+    pub async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let url = format!("{}{}", self.url, path);
         let mut req = self.http.request(method.parse().unwrap(), url);
         if let Some(t) = token {
             req = req.header("X-Auth-Token", t);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         if let Some(b) = body {
             req = req.json(b);
@@ -185,6 +200,16 @@ impl TestServer {
         merge(&mut port, extra);
         self.post("/v2.0/ports", token, json!({"port": port})).await.expect(201)["port"].clone()
     }
+
+    /// A router of `token`'s project with its gateway on `external` and an
+    /// interface on `subnet`; returns its id.
+    pub async fn gateway_router(&self, token: &str, external: &str, subnet: &str) -> String {
+        let body = json!({"router": {"external_gateway_info": {"network_id": external}}});
+        let router = id(&self.post("/v2.0/routers", token, body).await.expect(201)["router"]);
+        let path = format!("/v2.0/routers/{router}/add_router_interface");
+        self.put(&path, token, json!({"subnet_id": subnet})).await.expect(200);
+        router
+    }
 }
 
 /// Shallow-merges the keys of `extra` into `base`.
@@ -193,6 +218,19 @@ pub fn merge(base: &mut Value, extra: Value) {
         for (k, v) in e {
             b.insert(k, v);
         }
+    }
+}
+
+/// The report an agent of `agent_type` on `host` sends when it starts.
+pub fn agent_report(agent_type: &str, host: &str) -> neutrino_model::agents::AgentReport {
+    neutrino_model::agents::AgentReport {
+        agent_type: agent_type.into(),
+        binary: "neutrino-agent".into(),
+        topic: "N/A".into(),
+        host: host.into(),
+        availability_zone: None,
+        configurations: json!({}),
+        start_flag: true,
     }
 }
 
