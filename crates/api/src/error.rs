@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use neutrino_model::Error;
+use neutrino_model::{Error, ErrorClass};
 use serde_json::json;
 
 /// An error on its way to the client. Neutron errors get the
@@ -46,11 +46,28 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of each class of error, as Neutron answers them.
+pub fn status_of(class: ErrorClass) -> StatusCode {
+    match class {
+        ErrorClass::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorClass::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorClass::Forbidden => StatusCode::FORBIDDEN,
+        ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorClass::Conflict => StatusCode::CONFLICT,
+        ErrorClass::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorClass::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::Neutron(e) => {
-                let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let status = status_of(e.class());
                 if let Error::Internal(detail) = &e {
                     tracing::error!(%detail, "internal error");
                 }

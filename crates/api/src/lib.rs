@@ -4,6 +4,7 @@
 //! The layer is thin: it parses and validates requests (spec §1.4), applies
 //! policy (spec §3.10), calls the store, and renders Neutron's JSON.
 
+pub mod agent_channel;
 pub mod auth;
 pub mod error;
 pub mod identity;

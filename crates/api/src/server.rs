@@ -52,6 +52,8 @@ pub struct App {
     pub catalog: CatalogIds,
     /// Rendered port JSON, reused across list requests.
     pub port_json: crate::neutron::render_cache::RenderCache,
+    /// The agent channel, when this server runs the control plane.
+    pub agent_channel: Option<Arc<dyn crate::agent_channel::AgentChannel>>,
 }
 
 impl App {
@@ -115,11 +117,14 @@ pub fn build_router(app: Arc<App>) -> Router {
     if app.identity().is_some() {
         router = router.merge(crate::identity::routes::routes());
     }
+    let mut router = router.with_state(app.clone());
+    if let Some(channel) = &app.agent_channel {
+        router = router.merge(crate::agent_channel::routes(channel.clone()));
+    }
     router
         .fallback(crate::neutron::not_found)
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
         .layer(middleware::from_fn(request_id))
-        .with_state(app)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

@@ -1,30 +1,58 @@
-//! Per-host views, numbered and published to the hosts' watch streams.
+//! Publication: the engine's per-host results go to each host's watchers.
+//!
+//! The hub holds the engine under one lock, so that a watcher's first
+//! event (snapshot or resume) and the deltas after it are cut from the
+//! same sequence: nothing is missed or sent twice between them. Until the
+//! first full load the hub serves no view at all: a server that is
+//! starting answers "unavailable", never an empty view an agent would
+//! obey by tearing its dataplane down.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use neutrino_proto::{HostView, Registration};
-use tokio::sync::watch;
+use neutrino_model::{Error, Result};
+use neutrino_proto::{HostView, HostViewDelta, WatchEvent, WatchQuery};
+use tokio::sync::{broadcast, watch};
 
-use crate::view::HostInfo;
+use crate::views::engine::{Batch, Engine, Update};
 
-struct HostEntry {
-    registration: Registration,
-    view: watch::Sender<Arc<HostView>>,
+/// What a host's watchers are sent.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Delta(Arc<HostViewDelta>),
+    Snapshot(Arc<HostView>),
+    /// The host is no longer registered: the stream ends.
+    Gone,
 }
 
-/// The registered hosts and the current view of each.
+/// Events a slow watcher may fall behind by before it is resent a
+/// snapshot instead.
+const BACKLOG: usize = 256;
+
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// The feed revision the published views are at.
+    applied: watch::Sender<u64>,
 }
 
 struct Inner {
-    next_revision: u64,
-    hosts: BTreeMap<String, HostEntry>,
+    engine: Option<Engine>,
+    channels: HashMap<String, broadcast::Sender<Event>>,
 }
 
-fn same_content(a: &HostView, b: &HostView) -> bool {
-    a.networks == b.networks && a.ports == b.ports && a.dhcp == b.dhcp
+/// The start of a watch: what to send first, and what follows.
+pub struct WatchStart {
+    pub first: WatchEvent,
+    pub revision: u64,
+    pub events: broadcast::Receiver<Event>,
+}
+
+/// Counts of one publication, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    pub deltas: usize,
+    pub snapshots: usize,
+    pub gone: usize,
 }
 
 impl Default for Hub {
@@ -35,163 +63,127 @@ impl Default for Hub {
 
 impl Hub {
     pub fn new() -> Self {
-        // Revisions start at the clock (ms), so a revision an agent kept
-        // from an earlier run of the server never matches one of this run:
-        // such an agent gets a snapshot, never a wrong resume.
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(1);
-        Hub { inner: Mutex::new(Inner { next_revision: start, hosts: BTreeMap::new() }) }
+        Hub { inner: Mutex::new(Inner { engine: None, channels: HashMap::new() }), applied: watch::channel(0).0 }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a host's registration; a new host starts with an empty view.
-    /// Returns the host's current revision.
-    pub fn register(&self, registration: Registration) -> u64 {
+    /// Whether views have been computed at all.
+    pub fn is_ready(&self) -> bool {
+        self.lock().engine.is_some()
+    }
+
+    /// The feed revision the views are at.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Changes when the applied revision moves.
+    pub fn applied_watch(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Replaces the engine (first load, or a reload after the feed lost
+    /// entries); every watcher gets its view again.
+    pub fn load(&self, engine: Engine, revision: u64) -> Published {
         let mut inner = self.lock();
-        let host = registration.host.clone();
-        if let Some(entry) = inner.hosts.get_mut(&host) {
-            entry.registration = registration;
-            return entry.view.borrow().revision;
-        }
-        let revision = inner.next_revision;
-        inner.next_revision += 1;
-        let view = HostView { host: host.clone(), revision, ..Default::default() };
-        let (tx, _) = watch::channel(Arc::new(view));
-        inner.hosts.insert(host, HostEntry { registration, view: tx });
-        revision
-    }
-
-    pub fn is_registered(&self, host: &str) -> bool {
-        self.lock().hosts.contains_key(host)
-    }
-
-    pub fn registration(&self, host: &str) -> Option<Registration> {
-        self.lock().hosts.get(host).map(|e| e.registration.clone())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lock().hosts.is_empty()
-    }
-
-    /// What views are computed from, for every registered host.
-    pub fn host_infos(&self) -> Vec<HostInfo> {
-        self.lock()
-            .hosts
-            .values()
-            .map(|e| HostInfo {
-                host: e.registration.host.clone(),
-                tunnel_ip: e.registration.tunnel_ip,
-                bridge_mappings: e.registration.bridge_mappings.clone(),
-            })
-            .collect()
-    }
-
-    /// A receiver of `host`'s views, starting at the current one.
-    pub fn subscribe(&self, host: &str) -> Option<watch::Receiver<Arc<HostView>>> {
-        self.lock().hosts.get(host).map(|e| e.view.subscribe())
-    }
-
-    pub fn current(&self, host: &str) -> Option<Arc<HostView>> {
-        self.lock().hosts.get(host).map(|e| e.view.borrow().clone())
-    }
-
-    /// Publishes freshly computed views. Only hosts whose view changed get
-    /// a new revision and wake their watchers. Returns those hosts.
-    pub fn publish(&self, mut views: BTreeMap<String, HostView>) -> Vec<String> {
-        let mut inner = self.lock();
-        let Inner { next_revision, hosts } = &mut *inner;
-        let mut changed = Vec::new();
-        for (host, entry) in hosts.iter() {
-            let new = views.remove(host).unwrap_or_else(|| HostView { host: host.clone(), ..Default::default() });
-            if same_content(&entry.view.borrow(), &new) {
-                continue;
+        let mut out = Published::default();
+        for (host, tx) in &inner.channels {
+            match engine.render(host) {
+                Some(view) => {
+                    let _ = tx.send(Event::Snapshot(Arc::new(view)));
+                    out.snapshots += 1;
+                }
+                None => {
+                    let _ = tx.send(Event::Gone);
+                    out.gone += 1;
+                }
             }
-            let view = HostView { revision: *next_revision, ..new };
-            *next_revision += 1;
-            entry.view.send_replace(Arc::new(view));
-            changed.push(host.clone());
         }
-        changed
+        inner.engine = Some(engine);
+        drop(inner);
+        self.applied.send_replace(revision);
+        out
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use neutrino_proto::PortView;
-
-    fn registration(host: &str) -> Registration {
-        Registration {
-            host: host.into(),
-            tunnel_ip: None,
-            bridge_mappings: BTreeMap::new(),
-            roles: vec![],
-            version: "test".into(),
-            availability_zone: None,
+    /// Applies a batch of changes read up to feed `revision`.
+    pub fn apply(&self, batch: Batch, revision: u64) -> Published {
+        let mut out = Published::default();
+        let mut inner = self.lock();
+        let Inner { engine, channels } = &mut *inner;
+        if let Some(engine) = engine.as_mut() {
+            let updates = if batch.is_empty() { Default::default() } else { engine.apply(batch, revision) };
+            for (host, update) in updates {
+                let Some(tx) = channels.get(&host) else { continue };
+                if tx.receiver_count() == 0 {
+                    continue;
+                }
+                let event = match update {
+                    Update::Delta(d) => {
+                        out.deltas += 1;
+                        Event::Delta(Arc::new(d))
+                    }
+                    Update::Snapshot { .. } => match engine.render(&host) {
+                        Some(v) => {
+                            out.snapshots += 1;
+                            Event::Snapshot(Arc::new(v))
+                        }
+                        None => continue,
+                    },
+                    Update::Gone => {
+                        out.gone += 1;
+                        Event::Gone
+                    }
+                };
+                let _ = tx.send(event);
+            }
+            channels.retain(|_, tx| tx.receiver_count() > 0);
         }
+        drop(inner);
+        self.applied.send_if_modified(|applied| {
+            let moved = revision > *applied;
+            *applied = (*applied).max(revision);
+            moved
+        });
+        out
     }
 
-    fn view_with_port(host: &str, port: &str) -> HostView {
-        let mut v = HostView { host: host.into(), ..Default::default() };
-        v.ports.insert(
-            port.into(),
-            PortView {
-                id: port.into(),
-                network_id: "n".into(),
-                mac: "fa:16:3e:00:00:01".into(),
-                fixed_ips: vec![],
-                device_owner: String::new(),
-                device_id: String::new(),
-                admin_state_up: true,
-                port_security_enabled: false,
-                allowed_address_pairs: vec![],
-                security_groups: vec![],
-            },
-        );
-        v
+    /// Starts a watch of `host`: a resume when what the agent holds is
+    /// current (same revision, or same content by digest, wherever it came
+    /// from), else a snapshot.
+    pub fn watch(&self, host: &str, query: &WatchQuery) -> Result<WatchStart> {
+        let mut inner = self.lock();
+        let Inner { engine, channels } = &mut *inner;
+        let engine = engine.as_ref().ok_or_else(|| Error::ServiceUnavailable("host views are being computed".into()))?;
+        let revision = engine.revision(host).ok_or_else(|| Error::HostNotRegistered(host.to_string()))?;
+        let events = channels.entry(host.to_string()).or_insert_with(|| broadcast::channel(BACKLOG).0).subscribe();
+        let first = if query.since == Some(revision) {
+            WatchEvent::Resume { revision }
+        } else {
+            let view = engine.render(host).ok_or_else(|| Error::HostNotRegistered(host.to_string()))?;
+            if query.digest.as_deref() == Some(view.digest().as_str()) {
+                WatchEvent::Resume { revision }
+            } else {
+                WatchEvent::Snapshot { view }
+            }
+        };
+        Ok(WatchStart { first, revision, events })
     }
 
-    #[test]
-    fn only_changed_hosts_get_a_new_revision() {
-        let hub = Hub::new();
-        hub.register(registration("h1"));
-        hub.register(registration("h2"));
-        let mut rx1 = hub.subscribe("h1").unwrap();
-        let mut rx2 = hub.subscribe("h2").unwrap();
-        rx1.mark_unchanged();
-        rx2.mark_unchanged();
-        let r2 = hub.current("h2").unwrap().revision;
-
-        let views = [("h1".to_string(), view_with_port("h1", "p1"))].into();
-        assert_eq!(hub.publish(views), ["h1"]);
-        assert!(rx1.has_changed().unwrap());
-        assert!(!rx2.has_changed().unwrap(), "h2's view did not change");
-        assert_eq!(hub.current("h2").unwrap().revision, r2);
-
-        // The same content again is no change at all.
-        let r1 = hub.current("h1").unwrap().revision;
-        rx1.mark_unchanged();
-        let views = [("h1".to_string(), view_with_port("h1", "p1"))].into();
-        assert!(hub.publish(views).is_empty());
-        assert!(!rx1.has_changed().unwrap());
-        assert_eq!(hub.current("h1").unwrap().revision, r1);
+    /// `host`'s whole current view.
+    pub fn render(&self, host: &str) -> Option<HostView> {
+        self.lock().engine.as_ref()?.render(host)
     }
 
-    #[test]
-    fn revisions_only_grow() {
-        let hub = Hub::new();
-        let first = hub.register(registration("h1"));
-        hub.publish([("h1".to_string(), view_with_port("h1", "a"))].into());
-        let second = hub.current("h1").unwrap().revision;
-        hub.publish([("h1".to_string(), view_with_port("h1", "b"))].into());
-        let third = hub.current("h1").unwrap().revision;
-        assert!(first < second && second < third);
-        // Re-registering keeps the view and its revision.
-        assert_eq!(hub.register(registration("h1")), third);
+    /// Whether `host` is known to the published views.
+    pub fn knows(&self, host: &str) -> bool {
+        self.lock().engine.as_ref().is_some_and(|e| e.revision(host).is_some())
+    }
+
+    /// Reads the engine (tests, scheduling decisions, benchmarks).
+    pub fn with_engine<T>(&self, f: impl FnOnce(Option<&Engine>) -> T) -> T {
+        f(self.lock().engine.as_ref())
     }
 }

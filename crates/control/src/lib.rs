@@ -1,21 +1,29 @@
-//! The server side of the agent channel (DESIGN.md sections 2-3): each
-//! host's view computed from the store ([`view`]), kept and numbered per
-//! host and streamed to its agent as deltas ([`hub`], [`channel`]), and the
-//! scheduling of DHCP services to hosts ([`scheduler`]).
+//! The control plane (DESIGN.md sections 2-3): it tails the store's change
+//! feed, keeps its own indexed copy of what host views are made of
+//! ([`cloud`]), turns each batch of changes into per-host deltas without
+//! scanning the cloud ([`views`]), publishes them to the hosts' watch
+//! streams ([`hub`], [`stream`]), and schedules DHCP under a database
+//! lease ([`scheduler`]). Agents' registrations, heartbeats and port
+//! status live in the store, so any server can serve any agent.
 
-pub mod channel;
+pub mod cloud;
 pub mod hub;
 pub mod scheduler;
-pub mod view;
+pub mod stream;
+pub mod tail;
+pub mod views;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use neutrino_model::Result;
-use neutrino_model::agents::agent_type;
-use neutrino_model::policy::Viewer;
-use neutrino_store::{ListQuery, Store};
+use futures_util::Stream;
+use neutrino_model::agents::{AgentReport, HostRegistration, HostRole, agent_type};
+use neutrino_model::{Error, Result};
+use neutrino_proto::{
+    CONTRACT_VERSION, Heartbeat, PortStatusApplied, PortStatusReport, Registered, Registration, WatchEvent,
+    WatchQuery,
+};
+use neutrino_store::{FeedRead, Store};
 use tokio::sync::Notify;
 
 use crate::hub::Hub;
@@ -30,6 +38,16 @@ pub struct ControlSettings {
     pub down_time_secs: i64,
     /// DHCP lease time handed to instances.
     pub dhcp_lease_seconds: u32,
+    /// How often the feed is read when nothing wakes the reader (writes
+    /// through another process; in this process every commit wakes it).
+    pub feed_poll: Duration,
+    /// How often scheduling runs when nothing asks for it (agent liveness
+    /// moves with time, not with writes).
+    pub schedule_every: Duration,
+    /// Feed entries are kept at least this long ...
+    pub feed_keep_for: Duration,
+    /// ... and at least this many revisions.
+    pub feed_keep_revisions: u64,
 }
 
 impl Default for ControlSettings {
@@ -39,114 +57,289 @@ impl Default for ControlSettings {
             heartbeat_interval_secs: 10,
             down_time_secs: neutrino_model::agents::DEFAULT_DOWN_TIME_SECS,
             dhcp_lease_seconds: 86_400,
+            feed_poll: Duration::from_millis(500),
+            schedule_every: Duration::from_secs(5),
+            feed_keep_for: Duration::from_secs(3600),
+            feed_keep_revisions: 100_000,
         }
     }
 }
 
+/// The name of the lease scheduling runs under.
+pub const SCHEDULER_LEASE: &str = "scheduler";
+/// Entries read from the feed at once.
+const FEED_PAGE: usize = 2_000;
+
 pub struct Control {
     pub store: Arc<dyn Store>,
     pub settings: ControlSettings,
-    pub hub: Hub,
-    changed: Notify,
+    pub hub: Arc<Hub>,
+    /// Who this server is when it holds a lease.
+    holder: String,
+    /// Read the feed now.
+    read_feed: Notify,
+    /// Schedule now.
+    schedule: Notify,
 }
 
 fn now_unix() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// Same length and same bytes, compared without an early exit.
+fn token_matches(expected: &str, given: &str) -> bool {
+    !expected.is_empty()
+        && expected.len() == given.len()
+        && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 impl Control {
     pub fn new(store: Arc<dyn Store>, settings: ControlSettings) -> Arc<Control> {
-        Arc::new(Control { store, settings, hub: Hub::new(), changed: Notify::new() })
-    }
-
-    /// Something in the store changed: views are recomputed soon. Many
-    /// calls in a row coalesce into one recomputation.
-    pub fn notify_change(&self) {
-        self.changed.notify_one();
-    }
-
-    /// Recomputes views on every change, and now and then regardless (agent
-    /// liveness moves with time, not with writes).
-    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let control = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            loop {
-                tokio::select! {
-                    _ = control.changed.notified() => {}
-                    _ = tick.tick() => {}
-                }
-                if let Err(e) = control.refresh().await {
-                    tracing::warn!(error = %e, "host views not refreshed");
-                }
-            }
+        let holder = format!("{}-{}", std::process::id(), neutrino_model::AgentId::new());
+        Arc::new(Control {
+            store,
+            settings,
+            hub: Arc::new(Hub::new()),
+            holder,
+            read_feed: Notify::new(),
+            schedule: Notify::new(),
         })
     }
 
-    /// Hosts whose DHCP agent is alive and enabled.
-    pub async fn alive_dhcp_hosts(&self) -> BTreeSet<String> {
-        let now = now_unix();
-        match self.store.list_agents().await {
-            Ok(agents) => agents
-                .into_iter()
-                .filter(|a| {
-                    a.agent_type == agent_type::DHCP
-                        && a.admin_state_up
-                        && a.is_alive(now, self.settings.down_time_secs)
-                })
-                .map(|a| a.host)
-                .collect(),
-            Err(_) => BTreeSet::new(),
+    /// Loads the views, then keeps them current from the feed, and
+    /// schedules; the tasks end with the runtime.
+    pub fn start(self: &Arc<Self>) {
+        let control = self.clone();
+        tokio::spawn(async move { control.follow_feed().await });
+        let control = self.clone();
+        tokio::spawn(async move { control.schedule_loop().await });
+    }
+
+    /// Computes every view from a full read. Until this succeeds the hub
+    /// serves nothing.
+    pub async fn load(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        // The head is read first: whatever commits during the load is read
+        // again from the feed, and applying it twice is harmless.
+        let head = self.store.feed_head().await?;
+        let cloud = tail::read_cloud(self.store.as_ref(), self.settings.dhcp_lease_seconds).await?;
+        let (hosts, ports) = (cloud.hosts.len(), cloud.ports.len());
+        let engine = views::engine::Engine::new(cloud, head);
+        self.hub.load(engine, head);
+        tracing::info!(revision = head, hosts, ports, elapsed_ms = started.elapsed().as_millis() as u64, "host views computed");
+        Ok(())
+    }
+
+    async fn follow_feed(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = self.load().await {
+            tracing::error!(error = %e, "host views not computed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        self.schedule.notify_one();
+        let mut commits = self.store.feed_watch();
+        loop {
+            loop {
+                match self.read_feed_once().await {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change feed not read; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = commits.changed() => {}
+                _ = self.read_feed.notified() => {}
+                _ = tokio::time::sleep(self.settings.feed_poll) => {}
+            }
         }
     }
 
-    /// Schedules DHCP, computes every registered host's view and publishes
-    /// the ones that changed.
-    pub async fn refresh(&self) -> Result<()> {
-        if self.hub.is_empty() {
-            return Ok(());
+    /// Reads one page of the feed and publishes what it changed; `true`
+    /// when more is waiting.
+    pub async fn read_feed_once(&self) -> Result<bool> {
+        let applied = self.hub.applied();
+        match self.store.feed_since(applied, FEED_PAGE).await? {
+            FeedRead::Gap { head } => {
+                tracing::warn!(applied, head, "the change feed no longer holds what follows; reloading every view");
+                self.load().await?;
+                Ok(false)
+            }
+            FeedRead::Entries { changes, head } => {
+                let Some(last) = changes.last().map(|c| c.revision) else {
+                    self.hub.apply(Default::default(), head.max(applied));
+                    return Ok(false);
+                };
+                let started = std::time::Instant::now();
+                let touched = tail::Touched::from_changes(&changes);
+                let batch = tail::read_batch(self.store.as_ref(), &touched).await?;
+                let published = self.hub.apply(batch, last);
+                if touched.schedule || !touched.ports.is_empty() {
+                    self.schedule.notify_one();
+                }
+                tracing::debug!(
+                    from = applied,
+                    to = last,
+                    entries = changes.len(),
+                    deltas = published.deltas,
+                    snapshots = published.snapshots,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "change feed applied"
+                );
+                Ok(last < head)
+            }
         }
-        let started = std::time::Instant::now();
-        let registered: BTreeSet<String> = self.hub.host_infos().into_iter().map(|h| h.host).collect();
-        // Scheduling may create or delete DHCP ports; then read again.
-        for attempt in 0..3 {
-            let all = ListQuery::new(Viewer::All);
-            let agents = self.store.list_agents().await?;
-            let networks = self.store.list_networks(&all).await?;
-            let subnets = self.store.list_subnets(&all).await?;
-            let ports = self.store.list_ports(&all).await?;
-            let subnet_refs: Vec<_> = subnets.iter().collect();
-            let port_refs: Vec<_> = ports.iter().map(|p| p.as_ref()).collect();
-            let schedule = scheduler::schedule_dhcp(
-                self.store.as_ref(),
-                scheduler::Inputs {
-                    agents: &agents,
-                    networks: &networks,
-                    subnets: &subnet_refs,
-                    ports: &port_refs,
-                    registered: &registered,
-                    now: now_unix(),
-                    down_time_secs: self.settings.down_time_secs,
-                },
-            )
-            .await?;
-            if schedule.changed && attempt < 2 {
+    }
+
+    async fn schedule_loop(self: Arc<Self>) {
+        let mut last_compaction = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.schedule.notified() => {}
+                _ = tokio::time::sleep(self.settings.schedule_every) => {}
+            }
+            if !self.hub.is_ready() {
                 continue;
             }
-            let inventory = view::Inventory {
-                hosts: self.hub.host_infos(),
-                networks: networks.iter().collect(),
-                subnets: subnet_refs,
-                ports: port_refs,
-                dhcp_hosts: schedule.dhcp_hosts,
-                lease_seconds: self.settings.dhcp_lease_seconds,
-            };
-            let changed = self.hub.publish(view::compute(&inventory));
-            if !changed.is_empty() {
-                tracing::debug!(hosts = ?changed, elapsed_ms = started.elapsed().as_millis() as u64, "host views changed");
+            let ttl = self.settings.schedule_every * 3;
+            match self.store.acquire_lease(SCHEDULER_LEASE, &self.holder, ttl).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler lease not read");
+                    continue;
+                }
             }
-            return Ok(());
+            if let Err(e) = self.schedule_once().await {
+                tracing::warn!(error = %e, "DHCP scheduling failed; retried soon");
+            }
+            if last_compaction.elapsed() > Duration::from_secs(60) {
+                last_compaction = std::time::Instant::now();
+                let s = &self.settings;
+                match self.store.compact_feed(s.feed_keep_for, s.feed_keep_revisions).await {
+                    Ok(n) if n > 0 => tracing::debug!(removed = n, "change feed compacted"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "change feed not compacted"),
+                }
+            }
         }
-        Ok(())
     }
+
+    /// One round of DHCP scheduling over the whole cloud (the caller holds
+    /// the lease). Returns how many writes it made.
+    pub async fn schedule_once(&self) -> Result<usize> {
+        let agents = self.store.list_agents().await?;
+        let input = scheduler::Agents { agents: &agents, now: now_unix(), down_time_secs: self.settings.down_time_secs };
+        let actions = self.hub.with_engine(|e| e.map(|e| scheduler::plan(e.cloud(), &input, None)).unwrap_or_default());
+        if actions.is_empty() {
+            return Ok(0);
+        }
+        scheduler::execute(self.store.as_ref(), actions).await
+    }
+
+    // ---- the agent channel -------------------------------------------------
+
+    /// Whether `token` is the agents' credential.
+    pub fn authorize(&self, token: &str) -> bool {
+        token_matches(&self.settings.agent_token, token)
+    }
+
+    pub async fn register(&self, host: &str, registration: Registration) -> Result<Registered> {
+        if registration.contract != CONTRACT_VERSION {
+            return Err(Error::AgentContractMismatch { agent: registration.contract, server: CONTRACT_VERSION });
+        }
+        if registration.host.host != host {
+            return Err(Error::BadRequest("The host in the body differs from the URL.".into()));
+        }
+        self.store.register_host(&registration.host, &agent_reports(&registration.host)).await?;
+        tracing::info!(%host, "agent registered");
+        self.read_feed.notify_one();
+        Ok(Registered { contract: CONTRACT_VERSION, heartbeat_interval_secs: self.settings.heartbeat_interval_secs })
+    }
+
+    pub async fn heartbeat(&self, host: &str, _beat: Heartbeat) -> Result<()> {
+        match self.store.host_heartbeat(host).await {
+            Err(Error::NotFound { .. }) => Err(Error::HostNotRegistered(host.to_string())),
+            other => other,
+        }
+    }
+
+    pub async fn port_status(&self, host: &str, report: PortStatusReport) -> Result<PortStatusApplied> {
+        if self.store.get_host(host).await?.is_none() {
+            return Err(Error::HostNotRegistered(host.to_string()));
+        }
+        let statuses: Vec<_> = report.ports.into_iter().map(|(id, s)| (id, s.as_str().to_string())).collect();
+        let changed = self.store.set_port_status(host, &statuses).await?;
+        Ok(PortStatusApplied { changed })
+    }
+
+    /// A watch of `host`'s view. A host registered through another server
+    /// may not be in this server's views yet: wait until they have caught
+    /// up with the feed (briefly) before saying it is unknown.
+    pub async fn watch(
+        self: &Arc<Self>,
+        host: &str,
+        query: WatchQuery,
+    ) -> Result<impl Stream<Item = WatchEvent> + Send + 'static + use<>> {
+        if !self.hub.is_ready() {
+            return Err(Error::ServiceUnavailable("host views are being computed".into()));
+        }
+        if !self.hub.knows(host) {
+            let head = self.store.feed_head().await?;
+            self.read_feed.notify_one();
+            let mut applied = self.hub.applied_watch();
+            let _ = tokio::time::timeout(Duration::from_secs(5), applied.wait_for(|r| *r >= head)).await;
+        }
+        let start = self.hub.watch(host, &query)?;
+        Ok(stream::events(self.hub.clone(), host.to_string(), start))
+    }
+}
+
+/// The agent records a host's registration shows up as in
+/// `GET /v2.0/agents`, named as Neutron names its agents.
+pub fn agent_reports(reg: &HostRegistration) -> Vec<AgentReport> {
+    let mut out = vec![AgentReport {
+        agent_type: agent_type::LINUX_BRIDGE.into(),
+        binary: "neutrino-agent".into(),
+        topic: "N/A".into(),
+        host: reg.host.clone(),
+        availability_zone: None,
+        configurations: serde_json::json!({
+            "bridge_mappings": reg.bridge_mappings,
+            "interface_mappings": {},
+            "tunnel_types": if reg.tunnel_ip.is_some() { vec!["vxlan"] } else { vec![] },
+            "tunneling_ip": reg.tunnel_ip,
+            "l2_population": true,
+            "version": reg.version,
+        }),
+        start_flag: true,
+    }];
+    let zone = Some(reg.availability_zone.clone().unwrap_or_else(|| "nova".into()));
+    if reg.roles.contains(&HostRole::Dhcp) {
+        out.push(AgentReport {
+            agent_type: agent_type::DHCP.into(),
+            binary: "neutrino-agent".into(),
+            topic: "dhcp_agent".into(),
+            host: reg.host.clone(),
+            availability_zone: zone.clone(),
+            configurations: serde_json::json!({"dhcp_driver": "neutrino", "version": reg.version}),
+            start_flag: true,
+        });
+    }
+    if reg.roles.contains(&HostRole::Network) {
+        out.push(AgentReport {
+            agent_type: agent_type::L3.into(),
+            binary: "neutrino-agent".into(),
+            topic: "l3_agent".into(),
+            host: reg.host.clone(),
+            availability_zone: zone,
+            configurations: serde_json::json!({"agent_mode": "legacy", "version": reg.version}),
+            start_flag: true,
+        });
+    }
+    out
 }

@@ -7,6 +7,22 @@
 
 use std::borrow::Cow;
 
+/// The broad kind of an [`Error`], which decides the answer's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PreconditionFailed,
+    TooLarge,
+    Internal,
+    NotImplemented,
+    Unavailable,
+}
+
 /// What a request did wrong, or why the server refused it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -216,6 +232,18 @@ pub enum Error {
     NoNetworkAvailable,
     #[error("Unable to generate unique mac on network {0}.")]
     MacAddressGenerationFailure(String),
+    // ---- the agent channel ---------------------------------------------
+    #[error("Host {0} is not registered; register first.")]
+    HostNotRegistered(String),
+    #[error("A valid agent token is required.")]
+    AgentNotAuthenticated,
+    #[error(
+        "The agent speaks agent channel contract {agent} but this server speaks {server}: run an agent and a server of the same release."
+    )]
+    AgentContractMismatch { agent: u32, server: u32 },
+    /// The server cannot answer yet (starting, or catching up).
+    #[error("Service unavailable: {0}")]
+    ServiceUnavailable(String),
     /// A failure of the server itself; the detail is logged, never shown.
     #[error("Request Failed: internal server error while processing your request.")]
     Internal(String),
@@ -311,12 +339,17 @@ impl Error {
             NotImplemented(_) => "NotImplementedError",
             NoNetworkAvailable => "NoNetworkAvailable",
             MacAddressGenerationFailure(_) => "MacAddressGenerationFailure",
+            HostNotRegistered(_) => "HostNotRegistered",
+            AgentNotAuthenticated => "AgentAuthenticationFailed",
+            AgentContractMismatch { .. } => "AgentContractMismatch",
+            ServiceUnavailable(_) => "ServiceUnavailable",
             Internal(_) => "HTTPInternalServerError",
         })
     }
 
-    /// The HTTP status Neutron answers this error with.
-    pub fn status(&self) -> u16 {
+    /// What kind of failure this is; the API turns classes into HTTP
+    /// statuses (`neutrino_api::error`, the only place that knows HTTP).
+    pub fn class(&self) -> ErrorClass {
         use Error::*;
         match self {
             BadRequest(_)
@@ -340,16 +373,17 @@ impl Error {
             | SecurityGroupRuleInvalidProtocol { .. }
             | SecurityGroupRuleInvalid(_)
             | ExternalIpAddressExhausted(_)
-            | DeleteBodyNotSupported => 400,
-            PolicyNotAuthorized(_) => 403,
+            | DeleteBodyNotSupported => ErrorClass::BadRequest,
+            PolicyNotAuthorized(_) => ErrorClass::Forbidden,
             NotFound { .. }
             | HttpNotFound
             | AvailabilityZoneNotFound(_)
             | TagNotFound { .. }
             | RouterInterfaceNotFound { .. }
             | RouterInterfaceNotFoundForSubnet { .. }
-            | ExternalGatewayForFloatingIpNotFound { .. } => 404,
-            MethodNotAllowed => 405,
+            | ExternalGatewayForFloatingIpNotFound { .. }
+            | HostNotRegistered(_) => ErrorClass::NotFound,
+            MethodNotAllowed => ErrorClass::MethodNotAllowed,
             AddressPairAndPortSecurityRequired
             | PortSecurityPortHasSecurityGroup
             | ServicePortInUse { .. }
@@ -388,12 +422,14 @@ impl Error {
             | GatewayIpInUse { .. }
             | RbacPolicyInUse { .. }
             | DeviceIdNotOwnedByTenant(_)
-            | Conflict(_) => 409,
-            RevisionMismatch { .. } => 412,
-            RequestTooLarge => 413,
-            Internal(_) => 500,
-            NotImplemented(_) => 501,
-            NoNetworkAvailable | MacAddressGenerationFailure(_) => 503,
+            | Conflict(_)
+            | AgentContractMismatch { .. } => ErrorClass::Conflict,
+            RevisionMismatch { .. } => ErrorClass::PreconditionFailed,
+            RequestTooLarge => ErrorClass::TooLarge,
+            AgentNotAuthenticated => ErrorClass::Unauthorized,
+            Internal(_) => ErrorClass::Internal,
+            NotImplemented(_) => ErrorClass::NotImplemented,
+            NoNetworkAvailable | MacAddressGenerationFailure(_) | ServiceUnavailable(_) => ErrorClass::Unavailable,
         }
     }
 }

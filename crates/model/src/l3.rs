@@ -522,6 +522,7 @@ pub fn check_pf_internal_ip(port: &PortId, fixed_ips: &[FixedIp], ip: IpAddr) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorClass;
 
     fn route(d: &str, n: &str) -> HostRoute {
         HostRoute { destination: d.parse().unwrap(), nexthop: n.parse().unwrap() }
@@ -548,14 +549,14 @@ mod tests {
     #[test]
     fn route_syntax() {
         assert!(validate_routes(&[route("10.1.0.0/16", "10.0.0.5"), route("::/0", "2001:db8::5")], 30).is_ok());
-        assert_eq!(validate_routes(&[route("10.1.0.0/16", "2001:db8::5")], 30).unwrap_err().status(), 400);
-        assert_eq!(validate_routes(&[route("10.1.0.1/16", "10.0.0.5")], 30).unwrap_err().status(), 400);
-        assert_eq!(validate_routes(&[route("127.0.0.0/8", "10.0.0.5")], 30).unwrap_err().status(), 400);
+        assert_eq!(validate_routes(&[route("10.1.0.0/16", "2001:db8::5")], 30).unwrap_err().class(), ErrorClass::BadRequest);
+        assert_eq!(validate_routes(&[route("10.1.0.1/16", "10.0.0.5")], 30).unwrap_err().class(), ErrorClass::BadRequest);
+        assert_eq!(validate_routes(&[route("127.0.0.0/8", "10.0.0.5")], 30).unwrap_err().class(), ErrorClass::BadRequest);
         let dup = [route("10.1.0.0/16", "10.0.0.5"), route("10.1.0.0/16", "10.0.0.5")];
-        assert_eq!(validate_routes(&dup, 30).unwrap_err().status(), 400);
+        assert_eq!(validate_routes(&dup, 30).unwrap_err().class(), ErrorClass::BadRequest);
         let many: Vec<HostRoute> = (0..31).map(|i| route(&format!("10.{i}.0.0/16"), "192.168.0.5")).collect();
         let err = validate_routes(&many, MAX_ROUTES).unwrap_err();
-        assert_eq!((err.status(), err.type_name().as_ref()), (409, "OverQuota"));
+        assert_eq!((err.class(), err.type_name().as_ref()), (ErrorClass::Conflict, "OverQuota"));
     }
 
     #[test]
@@ -584,7 +585,7 @@ mod tests {
         let s2 = SubnetId::new();
         let attached = [(s1, "10.0.0.0/24".parse().unwrap())];
         let e = check_no_overlap((s2, "10.0.0.0/25".parse().unwrap()), &attached).unwrap_err();
-        assert_eq!(e.status(), 400);
+        assert_eq!(e.class(), ErrorClass::BadRequest);
         assert!(e.to_string().contains("overlaps with cidr"));
         assert!(check_no_overlap((s2, "10.0.1.0/24".parse().unwrap()), &attached).is_ok());
         // A subnet never overlaps itself (a second prefix on the same port).
@@ -658,11 +659,11 @@ mod tests {
         let mut same_external = base.clone();
         same_external.id = PortForwardingId::new();
         same_external.internal = PortRange::single(23);
-        assert_eq!(check_pf_conflicts(&same_external, &others).unwrap_err().status(), 409);
+        assert_eq!(check_pf_conflicts(&same_external, &others).unwrap_err().class(), ErrorClass::Conflict);
         let mut same_socket = base.clone();
         same_socket.id = PortForwardingId::new();
         same_socket.external = PortRange::single(2223);
-        assert_eq!(check_pf_conflicts(&same_socket, &others).unwrap_err().status(), 409);
+        assert_eq!(check_pf_conflicts(&same_socket, &others).unwrap_err().class(), ErrorClass::Conflict);
         let mut udp = same_external.clone();
         udp.protocol = "udp".into();
         assert!(check_pf_conflicts(&udp, &others).is_ok());
@@ -673,7 +674,7 @@ mod tests {
         wide.id = PortForwardingId::new();
         wide.internal = PortRange { start: 100, end: 110 };
         wide.external = PortRange { start: 2200, end: 2230 };
-        assert_eq!(check_pf_conflicts(&wide, &others).unwrap_err().status(), 409);
+        assert_eq!(check_pf_conflicts(&wide, &others).unwrap_err().class(), ErrorClass::Conflict);
         wide.external = PortRange { start: 2223, end: 2230 };
         assert!(check_pf_conflicts(&wide, &others).is_ok());
         let upd = PortForwardingUpdate { external: Some(PortRange::single(8080)), ..Default::default() };

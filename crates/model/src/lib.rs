@@ -18,6 +18,6 @@ pub mod security_groups;
 pub mod segments;
 pub mod subnets;
 
-pub use error::{Error, ResourceKind, Result};
+pub use error::{Error, ErrorClass, ResourceKind, Result};
 pub use ids::*;
 pub use mac::MacAddress;

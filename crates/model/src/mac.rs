@@ -34,6 +34,16 @@ impl MacAddress {
         Ok(mac)
     }
 
+    /// `00:00:00:00:00:00`, which VXLAN uses as its flood entry.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::ZERO
+    }
+
+    /// The address in the first six bytes of `bytes`, if it has exactly six.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        Some(MacAddress(bytes.try_into().ok()?))
+    }
+
     /// Multicast addresses have the low bit of the first octet set.
     pub fn is_multicast(&self) -> bool {
         self.0[0] & 1 == 1
@@ -103,6 +113,13 @@ impl fmt::Display for MacAddress {
 impl serde::Serialize for MacAddress {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MacAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

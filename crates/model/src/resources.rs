@@ -277,6 +277,48 @@ pub mod device_owner {
     }
 }
 
+/// A port's `status`, as Neutron reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PortStatus {
+    /// Wired on its host: the device exists, is up and is in its bridge.
+    Active,
+    /// Not (yet) wired.
+    Down,
+    Build,
+    Error,
+}
+
+impl PortStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortStatus::Active => "ACTIVE",
+            PortStatus::Down => "DOWN",
+            PortStatus::Build => "BUILD",
+            PortStatus::Error => "ERROR",
+        }
+    }
+}
+
+impl std::fmt::Display for PortStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PortStatus {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "ACTIVE" => Ok(PortStatus::Active),
+            "DOWN" => Ok(PortStatus::Down),
+            "BUILD" => Ok(PortStatus::Build),
+            "ERROR" => Ok(PortStatus::Error),
+            other => Err(crate::Error::InvalidInput(format!("'{other}' is not a port status"))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Port {
     pub id: PortId,

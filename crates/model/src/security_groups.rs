@@ -508,6 +508,7 @@ impl fmt::Display for RuleKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorClass;
 
     fn req(protocol: Option<&str>, min: Option<&str>, max: Option<&str>) -> RuleRequest {
         RuleRequest {
@@ -544,7 +545,7 @@ mod tests {
         for bad in ["256", "-1", "bad_protocol_name", "", "1.5", " 6"] {
             let e = convert_protocol(Some(bad)).unwrap_err();
             assert_eq!(e.type_name(), "SecurityGroupRuleInvalidProtocol", "{bad}");
-            assert_eq!(e.status(), 400);
+            assert_eq!(e.class(), ErrorClass::BadRequest);
         }
         assert_eq!(protocol_number("udp"), Some(17));
         assert_eq!(protocol_number("58"), Some(58));
@@ -563,10 +564,10 @@ mod tests {
         assert_eq!(validate_rule(e).unwrap().ethertype, EtherType::V6);
         let mut e = req(None, None, None);
         e.ethertype = Some("bad_ethertype".into());
-        assert_eq!(validate_rule(e).unwrap_err().status(), 400);
+        assert_eq!(validate_rule(e).unwrap_err().class(), ErrorClass::BadRequest);
         let mut d = req(None, None, None);
         d.direction = "Ingress".into();
-        assert_eq!(validate_rule(d).unwrap_err().status(), 400);
+        assert_eq!(validate_rule(d).unwrap_err().class(), ErrorClass::BadRequest);
     }
 
     #[test]
@@ -644,11 +645,11 @@ mod tests {
         assert_eq!(p(v6(req(Some("tcp"), None, None))).as_deref(), Some("tcp"));
         assert_eq!(p(req(Some("icmp"), None, None)).as_deref(), Some("icmp"));
         for six in ["ipv6-encap", "ipv6-frag", "ipv6-icmp", "icmpv6", "ipv6-nonxt", "ipv6-opts", "ipv6-route"] {
-            assert_eq!(validate_rule(req(Some(six), None, None)).unwrap_err().status(), 400, "{six}");
+            assert_eq!(validate_rule(req(Some(six), None, None)).unwrap_err().class(), ErrorClass::BadRequest, "{six}");
             assert!(validate_rule(v6(req(Some(six), None, None))).is_ok(), "{six}");
         }
         for six in ["41", "43", "44", "58", "59", "60"] {
-            assert_eq!(validate_rule(req(Some(six), None, None)).unwrap_err().status(), 400, "{six}");
+            assert_eq!(validate_rule(req(Some(six), None, None)).unwrap_err().class(), ErrorClass::BadRequest, "{six}");
         }
     }
 
@@ -662,7 +663,7 @@ mod tests {
         assert_eq!(rule.remote_ip_prefix.unwrap().to_string(), "10.0.0.5/24");
         for bad in ["192.168.1./24", "192.168.1.1/33", "bad_prefix", "256", "", "10.0.0.0/", "10.0.0.0/+8"] {
             r.remote_ip_prefix = Some(bad.into());
-            assert_eq!(validate_rule(r.clone()).unwrap_err().status(), 400, "{bad}");
+            assert_eq!(validate_rule(r.clone()).unwrap_err().class(), ErrorClass::BadRequest, "{bad}");
         }
         r.remote_ip_prefix = Some("2001:db8::1".into());
         assert!(message(r.clone()).contains("Conflicting value ethertype IPv4 for CIDR 2001:db8::1/128"));
@@ -682,14 +683,14 @@ mod tests {
         r.remote_ip_prefix = None;
         r.remote_group_id = Some("bad_group_id".into());
         let e = validate_rule(r.clone()).unwrap_err();
-        assert_eq!((e.status(), e.type_name().as_ref()), (404, "SecurityGroupNotFound"));
+        assert_eq!((e.class(), e.type_name().as_ref()), (ErrorClass::NotFound, "SecurityGroupNotFound"));
         r.remote_group_id = None;
         r.security_group_id = "nope".into();
-        assert_eq!(validate_rule(r).unwrap_err().status(), 404);
+        assert_eq!(validate_rule(r).unwrap_err().class(), ErrorClass::NotFound);
         // A 400 wins over a group that cannot exist.
         let mut r = req(Some("bad"), None, None);
         r.security_group_id = "nope".into();
-        assert_eq!(validate_rule(r).unwrap_err().status(), 400);
+        assert_eq!(validate_rule(r).unwrap_err().class(), ErrorClass::BadRequest);
     }
 
     #[test]
@@ -745,9 +746,9 @@ mod tests {
         let mut rules = new_group_rules(g, &p);
         assert!(check_bulk(&rules).is_ok());
         rules[1].security_group_id = SecurityGroupId::new();
-        assert_eq!(check_bulk(&rules).unwrap_err().status(), 400);
+        assert_eq!(check_bulk(&rules).unwrap_err().class(), ErrorClass::BadRequest);
         let mut rules = new_group_rules(g, &p);
         rules[1].project_id = ProjectId("q".into());
-        assert_eq!(check_bulk(&rules).unwrap_err().status(), 400);
+        assert_eq!(check_bulk(&rules).unwrap_err().class(), ErrorClass::BadRequest);
     }
 }

@@ -54,6 +54,84 @@ pub const MAX_VNI: i64 = (1 << 24) - 1;
 /// VLAN ids usable on a trunk.
 pub const VLAN_RANGE: (i64, i64) = (1, 4094);
 
+/// A VXLAN network identifier: 24 bits, checked when made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Vni(u32);
+
+/// A VLAN id usable on a trunk (1..=4094), checked when made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct VlanId(u16);
+
+/// A segmentation id that does not fit the segment type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} id {value} is out of range ({min} through {max})")]
+pub struct SegmentIdRangeError {
+    pub kind: NetworkType,
+    pub value: i64,
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Vni {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl VlanId {
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Vni {
+    type Error = SegmentIdRangeError;
+    fn try_from(value: i64) -> std::result::Result<Self, Self::Error> {
+        match u32::try_from(value) {
+            Ok(v) if (1..=MAX_VNI).contains(&value) => Ok(Vni(v)),
+            _ => Err(SegmentIdRangeError { kind: NetworkType::Vxlan, value, min: 1, max: MAX_VNI }),
+        }
+    }
+}
+
+impl TryFrom<i64> for VlanId {
+    type Error = SegmentIdRangeError;
+    fn try_from(value: i64) -> std::result::Result<Self, Self::Error> {
+        match u16::try_from(value) {
+            Ok(v) if (VLAN_RANGE.0..=VLAN_RANGE.1).contains(&value) => Ok(VlanId(v)),
+            _ => Err(SegmentIdRangeError { kind: NetworkType::Vlan, value, min: VLAN_RANGE.0, max: VLAN_RANGE.1 }),
+        }
+    }
+}
+
+/// Deserialising checks the range too: a peer cannot hand us a bad id.
+macro_rules! checked_deserialize {
+    ($t:ty) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let raw = i64::deserialize(d)?;
+                <$t>::try_from(raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+checked_deserialize!(Vni);
+checked_deserialize!(VlanId);
+
+impl fmt::Display for Vni {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for VlanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// An inclusive range of segmentation ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdRange {
@@ -294,6 +372,21 @@ pub fn choose_free_id(ranges: &[IdRange], used: &BTreeSet<i64>, rng: &mut impl r
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segment_ids_are_checked_when_made_and_when_read() {
+        assert_eq!(Vni::try_from(5000).unwrap().get(), 5000);
+        assert!(Vni::try_from(0).is_err());
+        assert!(Vni::try_from(MAX_VNI + 1).is_err());
+        assert!(Vni::try_from(-1).is_err());
+        let err = Vni::try_from(1 << 32).unwrap_err();
+        assert_eq!(err.to_string(), "vxlan id 4294967296 is out of range (1 through 16777215)");
+        assert_eq!(VlanId::try_from(100).unwrap().get(), 100);
+        assert!(VlanId::try_from(4095).is_err());
+        assert!(serde_json::from_str::<Vni>("16777216").is_err());
+        assert_eq!(serde_json::from_str::<Vni>("42").unwrap().get(), 42);
+        assert!(serde_json::from_str::<VlanId>("0").is_err());
+    }
 
     #[test]
     fn vxlan_mtu_is_1450_on_a_1500_ipv4_underlay() {

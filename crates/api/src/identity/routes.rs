@@ -78,7 +78,7 @@ fn ks(e: Error) -> ApiError {
     match e {
         Error::Conflict(m) => ApiError::identity(409, m),
         Error::Internal(_) => ApiError::Neutron(e),
-        other => ApiError::identity(other.status(), other.to_string()),
+        other => ApiError::identity(crate::error::status_of(other.class()).as_u16(), other.to_string()),
     }
 }
 

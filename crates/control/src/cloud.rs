@@ -1,0 +1,259 @@
+//! The control plane's own copy of what host views are made of: typed,
+//! validated once when read from the store, and indexed so that a change
+//! is handled by looking at what it touches, never by scanning the cloud.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use neutrino_model::agents::HostRegistration;
+use neutrino_model::resources::{self, Ipv6Mode, Network, Port, Subnet};
+use neutrino_model::segments::{NetworkType, SegmentIdRangeError, VlanId, Vni};
+use neutrino_model::{MacAddress, NetworkId, PortId, ProjectId, SubnetId};
+use neutrino_proto::{AddressPair, FixedIp, HostRoute, PortView};
+
+/// Data from the store that cannot make a view. It names the row, so that
+/// a broken row is found, not silently left out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    #[error("port {port}: allowed address pair {value:?} is not an address or a CIDR")]
+    AddressPairIp { port: PortId, value: String },
+    #[error("port {port}: allowed address pair MAC {value:?} is not a MAC address")]
+    AddressPairMac { port: PortId, value: String },
+    #[error("network {network}: {source}")]
+    SegmentId { network: NetworkId, source: SegmentIdRangeError },
+    #[error("network {network}: a {kind} segment without a segmentation id")]
+    MissingSegmentId { network: NetworkId, kind: NetworkType },
+    #[error("network {network}: MTU {mtu} is out of range")]
+    Mtu { network: NetworkId, mtu: i64 },
+}
+
+/// A port, as views need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRec {
+    /// `binding:host_id`; empty when unbound.
+    pub host: String,
+    pub view: PortView,
+}
+
+/// A segment a host may realise a network with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentRec {
+    Vxlan(Vni),
+    Flat(String),
+    Vlan(String, VlanId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetRec {
+    /// Owner of the network (and of the DHCP ports made for it).
+    pub project_id: ProjectId,
+    pub mtu: u32,
+    /// In creation order: ML2 binds the first one it can.
+    pub segments: Vec<SegmentRec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetRec {
+    pub network_id: NetworkId,
+    pub cidr: IpNet,
+    pub gateway_ip: Option<IpAddr>,
+    pub dns_nameservers: Vec<IpAddr>,
+    pub host_routes: Vec<HostRoute>,
+    pub enable_dhcp: bool,
+    pub ipv6_address_mode: Option<Ipv6Mode>,
+}
+
+impl PortRec {
+    pub fn from_model(port: &Port) -> Result<PortRec, RowError> {
+        let pairs = port
+            .allowed_address_pairs
+            .iter()
+            .map(|p| {
+                let ip_address = p
+                    .ip_address
+                    .parse::<IpNet>()
+                    .or_else(|_| p.ip_address.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| RowError::AddressPairIp { port: port.id, value: p.ip_address.clone() })?;
+                let mac_address = p
+                    .mac_address
+                    .parse::<MacAddress>()
+                    .map_err(|_| RowError::AddressPairMac { port: port.id, value: p.mac_address.clone() })?;
+                Ok(AddressPair { ip_address, mac_address })
+            })
+            .collect::<Result<Vec<_>, RowError>>()?;
+        Ok(PortRec {
+            host: port.binding.host_id.clone(),
+            view: PortView {
+                network_id: port.network_id,
+                mac: port.mac_address,
+                fixed_ips: port.fixed_ips.iter().map(|f| FixedIp { subnet_id: f.subnet_id, ip_address: f.ip_address }).collect(),
+                device_owner: port.device_owner.clone(),
+                device_id: port.device_id.clone(),
+                admin_state_up: port.admin_state_up,
+                port_security_enabled: port.port_security_enabled,
+                allowed_address_pairs: pairs,
+                security_groups: port.security_groups.clone(),
+            },
+        })
+    }
+
+    /// Ports an L2 agent wires on its host. Router and floating IP ports
+    /// are the L3 side's (or have no device at all).
+    pub fn wired_by_l2(&self) -> bool {
+        use resources::device_owner::*;
+        let owner = self.view.device_owner.as_str();
+        !is_router_port(owner) && !matches!(owner, ROUTER_GATEWAY | FLOATINGIP | FIP_AGENT_GATEWAY)
+    }
+
+    pub fn is_dhcp(&self) -> bool {
+        self.view.device_owner == resources::device_owner::DHCP
+    }
+}
+
+impl NetRec {
+    pub fn from_model(network: &Network) -> Result<NetRec, RowError> {
+        let mtu = u32::try_from(network.mtu).map_err(|_| RowError::Mtu { network: network.id, mtu: network.mtu })?;
+        let mut segments = Vec::with_capacity(network.segments.len());
+        for s in &network.segments {
+            let id = |kind| s.segmentation_id.ok_or(RowError::MissingSegmentId { network: network.id, kind });
+            let bad = |source| RowError::SegmentId { network: network.id, source };
+            let rec = match (s.network_type, &s.physical_network) {
+                (NetworkType::Vxlan, _) => SegmentRec::Vxlan(Vni::try_from(id(NetworkType::Vxlan)?).map_err(bad)?),
+                (NetworkType::Flat, Some(physnet)) => SegmentRec::Flat(physnet.clone()),
+                (NetworkType::Vlan, Some(physnet)) => {
+                    SegmentRec::Vlan(physnet.clone(), VlanId::try_from(id(NetworkType::Vlan)?).map_err(bad)?)
+                }
+                // A flat or VLAN segment without a physical network is
+                // not bindable anywhere; there is nothing to realise.
+                (NetworkType::Flat | NetworkType::Vlan, None) => continue,
+            };
+            segments.push(rec);
+        }
+        Ok(NetRec { project_id: network.project_id.clone(), mtu, segments })
+    }
+}
+
+impl SubnetRec {
+    pub fn from_model(s: &Subnet) -> SubnetRec {
+        SubnetRec {
+            network_id: s.network_id,
+            cidr: s.cidr,
+            gateway_ip: s.gateway_ip,
+            dns_nameservers: s.dns_nameservers.clone(),
+            host_routes: s.host_routes.iter().map(|r| HostRoute { destination: r.destination, nexthop: r.nexthop }).collect(),
+            enable_dhcp: s.enable_dhcp,
+            ipv6_address_mode: s.ipv6_address_mode,
+        }
+    }
+}
+
+/// Everything views are computed from, with the indexes that keep every
+/// lookup proportional to what it returns.
+#[derive(Debug, Clone, Default)]
+pub struct Cloud {
+    pub hosts: BTreeMap<String, HostRegistration>,
+    pub networks: HashMap<NetworkId, NetRec>,
+    pub subnets: HashMap<SubnetId, SubnetRec>,
+    pub ports: HashMap<PortId, PortRec>,
+    /// Network -> hosts its DHCP service is scheduled to.
+    pub dhcp_bindings: HashMap<NetworkId, BTreeSet<String>>,
+    /// DHCP lease time handed to instances.
+    pub lease_seconds: u32,
+    ports_by_network: HashMap<NetworkId, BTreeSet<PortId>>,
+    ports_by_host: HashMap<String, BTreeSet<PortId>>,
+    subnets_by_network: HashMap<NetworkId, BTreeSet<SubnetId>>,
+    /// `network:dhcp` ports, for the scheduler.
+    dhcp_ports: BTreeSet<PortId>,
+}
+
+static NO_PORTS: BTreeSet<PortId> = BTreeSet::new();
+static NO_SUBNETS: BTreeSet<SubnetId> = BTreeSet::new();
+
+impl Cloud {
+    pub fn new(lease_seconds: u32) -> Self {
+        Cloud { lease_seconds, ..Default::default() }
+    }
+
+    pub fn ports_of_network(&self, network: &NetworkId) -> &BTreeSet<PortId> {
+        self.ports_by_network.get(network).unwrap_or(&NO_PORTS)
+    }
+
+    pub fn ports_of_host(&self, host: &str) -> &BTreeSet<PortId> {
+        self.ports_by_host.get(host).unwrap_or(&NO_PORTS)
+    }
+
+    pub fn dhcp_ports(&self) -> &BTreeSet<PortId> {
+        &self.dhcp_ports
+    }
+
+    pub fn subnets_of_network(&self, network: &NetworkId) -> &BTreeSet<SubnetId> {
+        self.subnets_by_network.get(network).unwrap_or(&NO_SUBNETS)
+    }
+
+    /// Replaces (or with `None` removes) a port.
+    pub fn set_port(&mut self, id: PortId, rec: Option<PortRec>) {
+        if let Some(old) = self.ports.remove(&id) {
+            remove_from(&mut self.ports_by_network, &old.view.network_id, &id);
+            remove_from(&mut self.ports_by_host, &old.host, &id);
+            self.dhcp_ports.remove(&id);
+        }
+        if let Some(rec) = rec {
+            if rec.is_dhcp() {
+                self.dhcp_ports.insert(id);
+            }
+            self.ports_by_network.entry(rec.view.network_id).or_default().insert(id);
+            self.ports_by_host.entry(rec.host.clone()).or_default().insert(id);
+            self.ports.insert(id, rec);
+        }
+    }
+
+    pub fn set_network(&mut self, id: NetworkId, rec: Option<NetRec>) {
+        match rec {
+            Some(rec) => {
+                self.networks.insert(id, rec);
+            }
+            None => {
+                self.networks.remove(&id);
+            }
+        }
+    }
+
+    pub fn set_subnet(&mut self, id: SubnetId, rec: Option<SubnetRec>) {
+        if let Some(old) = self.subnets.remove(&id) {
+            remove_from(&mut self.subnets_by_network, &old.network_id, &id);
+        }
+        if let Some(rec) = rec {
+            self.subnets_by_network.entry(rec.network_id).or_default().insert(id);
+            self.subnets.insert(id, rec);
+        }
+    }
+
+    pub fn set_host(&mut self, host: &str, registration: Option<HostRegistration>) {
+        match registration {
+            Some(r) => {
+                self.hosts.insert(host.to_string(), r);
+            }
+            None => {
+                self.hosts.remove(host);
+            }
+        }
+    }
+
+    pub fn set_dhcp_binding(&mut self, network: NetworkId, hosts: BTreeSet<String>) {
+        if hosts.is_empty() {
+            self.dhcp_bindings.remove(&network);
+        } else {
+            self.dhcp_bindings.insert(network, hosts);
+        }
+    }
+}
+
+fn remove_from<K: std::hash::Hash + Eq + Clone, V: Ord>(index: &mut HashMap<K, BTreeSet<V>>, key: &K, value: &V) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(value);
+        if set.is_empty() {
+            index.remove(key);
+        }
+    }
+}
