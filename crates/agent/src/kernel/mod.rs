@@ -6,13 +6,13 @@
 //! [`crate::netlink::Netlink`] implements [`Kernel`] with rtnetlink; [`fake`]
 //! implements it in memory for unit tests.
 
+#[cfg(test)]
 pub mod fake;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use ipnet::IpNet;
 
@@ -29,52 +29,8 @@ pub const DOOMED_GROUP: u32 = 0x4e54_00ff;
 /// Below this MTU a device has no IPv6 state, so no address generation mode.
 pub const IPV6_MIN_MTU: u32 = 1280;
 
-/// An Ethernet address.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Mac(pub [u8; 6]);
-
-impl Mac {
-    /// `00:00:00:00:00:00`: the VXLAN flood (head-end replication) entry.
-    pub const ZERO: Mac = Mac([0; 6]);
-
-    pub fn is_zero(&self) -> bool {
-        *self == Mac::ZERO
-    }
-
-    pub fn from_slice(bytes: &[u8]) -> Option<Mac> {
-        Some(Mac(bytes.try_into().ok()?))
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
-    }
-}
-
-impl fmt::Debug for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl FromStr for Mac {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Mac, String> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for byte in out.iter_mut() {
-            let part = parts.next().filter(|p| p.len() == 2).ok_or_else(|| format!("bad MAC address {s:?}"))?;
-            *byte = u8::from_str_radix(part, 16).map_err(|_| format!("bad MAC address {s:?}"))?;
-        }
-        if parts.next().is_some() {
-            return Err(format!("bad MAC address {s:?}"));
-        }
-        Ok(Mac(out))
-    }
-}
+/// Ethernet addresses are the model's.
+pub use neutrino_model::MacAddress as Mac;
 
 /// The VXLAN device settings the agent cares about. Any difference means
 /// the device is recreated (most of them cannot be changed in place).
