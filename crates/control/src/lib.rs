@@ -107,12 +107,13 @@ impl Control {
     }
 
     /// Loads the views, then keeps them current from the feed, and
-    /// schedules; the tasks end with the runtime.
-    pub fn start(self: &Arc<Self>) {
+    /// schedules. Aborting the returned tasks stops the control plane.
+    pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         let control = self.clone();
-        tokio::spawn(async move { control.follow_feed().await });
+        let feed = tokio::spawn(async move { control.follow_feed().await });
         let control = self.clone();
-        tokio::spawn(async move { control.schedule_loop().await });
+        let schedule = tokio::spawn(async move { control.schedule_loop().await });
+        vec![feed, schedule]
     }
 
     /// Computes every view from a full read. Until this succeeds the hub

@@ -524,7 +524,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             config.listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
             config.bootstrap_password = Some(password.clone());
             config.sync_full = args.sync_full;
-            let server = start(config).await?;
+            let server = start(config).await.map_err(|e| e.to_string())?;
             let base = server.url();
             let sync = if args.sync_full { "FULL" } else { "NORMAL" };
             let target = format!(

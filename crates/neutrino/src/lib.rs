@@ -1,7 +1,9 @@
 //! The `neutrino` binary's library: configuration and process glue, shared
 //! with the integration tests and the benchmark.
 
+pub mod agent_channel;
 pub mod bench;
 pub mod bench_dataplane;
 pub mod config;
+pub mod data_dir;
 pub mod server;

@@ -97,7 +97,7 @@ async fn run_server(args: ServerArgs) -> Result<(), String> {
         },
     )?;
     let data_dir = cfg.data_dir.clone();
-    let server = neutrino::server::start(cfg).await?;
+    let server = neutrino::server::start(cfg).await.map_err(|e| e.to_string())?;
     tracing::info!(url = %server.url(), data_dir = %data_dir.display(), "neutrino server ready");
     // Machine-readable readiness line for scripts and tests.
     println!("listening on {}", server.addr);

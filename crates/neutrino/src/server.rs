@@ -10,6 +10,22 @@ use neutrino_store::{SqliteStore, Store, StoreConfig};
 use tokio::sync::oneshot;
 
 use crate::config::{AuthConfig, ServerConfig};
+use crate::data_dir::{DataDirError, DataDirLock};
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("cannot open the database {path}: {source}")]
+    Database { path: std::path::PathBuf, source: neutrino_model::Error },
+    #[error("identity bootstrap failed: {0}")]
+    Identity(neutrino_model::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Secret { path: std::path::PathBuf, source: std::io::Error },
+}
 
 /// A server running in the background of this process.
 pub struct RunningServer {
@@ -21,6 +37,10 @@ pub struct RunningServer {
     /// The agent channel: host views, DHCP scheduling.
     pub control: Arc<neutrino_control::Control>,
     stop: Option<oneshot::Sender<()>>,
+    /// The control plane's and housekeeping tasks, stopped with the server.
+    background: Vec<tokio::task::JoinHandle<()>>,
+    /// Held while the server runs.
+    _data_dir: DataDirLock,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -31,10 +51,22 @@ impl RunningServer {
 
     /// Stops accepting requests and waits for the server to finish.
     pub async fn stop(mut self) {
+        for task in self.background.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
     }
 }
 
@@ -46,9 +78,8 @@ fn random_password() -> String {
 }
 
 /// Opens everything and starts serving; returns once the socket listens.
-pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let data_dir = DataDirLock::acquire(&config.data_dir)?;
     let store_config = StoreConfig {
         segments: config.segments.clone(),
         base_mac: config.base_mac,
@@ -59,7 +90,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
     };
     let db = config.data_dir.join("neutrino.db");
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db, store_config).await.map_err(|e| format!("cannot open {}: {e:?}", db.display()))?,
+        SqliteStore::open(&db, store_config).await.map_err(|source| ServerError::Database { path: db.clone(), source })?,
     );
 
     let mut admin_password = None;
@@ -73,8 +104,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
                 Some(p) => (p.clone(), false),
                 None => (random_password(), true),
             };
-            let created =
-                identity.bootstrap(&password).await.map_err(|e| format!("identity bootstrap failed: {e:?}"))?;
+            let created = identity.bootstrap(&password).await.map_err(ServerError::Identity)?;
             if created {
                 if generated {
                     let file = config.data_dir.join("admin-password");
@@ -95,24 +125,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
             cache_ttl: k.cache,
         }))),
     };
-    let catalog = catalog_ids(store.as_ref()).await.map_err(|e| format!("catalog: {e:?}"))?;
-    let app = Arc::new(App {
-        store: store.clone(),
-        auth,
-        config: ApiConfig {
-            public_url: config.public_url.clone(),
-            region: config.region.clone(),
-            agent_down_time_secs: config.agent_down_time_secs,
-            ..Default::default()
-        },
-        catalog,
-        port_json: Default::default(),
-    });
-
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let catalog = catalog_ids(store.as_ref()).await.map_err(ServerError::Identity)?;
     let agent_token = match &config.agent_token {
         Some(t) => t.clone(),
         None => agent_token_of(&config.data_dir)?,
@@ -124,45 +137,49 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, String> {
             heartbeat_interval_secs: config.agent_heartbeat_secs,
             down_time_secs: config.agent_down_time_secs,
             dhcp_lease_seconds: config.dhcp_lease_seconds,
+            ..Default::default()
         },
     );
-    control.start();
-    let notify = control.clone();
-    let router = neutrino_api::build_router(app)
-        .merge(neutrino_control::channel::routes(control.clone()))
-        // Every successful write may change some host's view.
-        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let notify = notify.clone();
-            async move {
-                // Only the Neutron API changes resources views are made of
-                // (not tokens, not the agents' own reports).
-                let writes = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD)
-                    && req.uri().path().starts_with("/v2.0/");
-                let resp = next.run(req).await;
-                if writes && resp.status().is_success() {
-                    notify.notify_change();
-                }
-                resp
-            }
-        }));
+    // Views are computed in the background; until they are, watches are
+    // answered "unavailable" and agents keep what they have.
+    let mut background = control.start();
+    let app = Arc::new(App {
+        store: store.clone(),
+        auth,
+        config: ApiConfig {
+            public_url: config.public_url.clone(),
+            region: config.region.clone(),
+            agent_down_time_secs: config.agent_down_time_secs,
+            ..Default::default()
+        },
+        catalog,
+        port_json: Default::default(),
+        agent_channel: Some(Arc::new(crate::agent_channel::ControlChannel(control.clone()))),
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+    let router = neutrino_api::build_router(app);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(neutrino_api::serve_router(listener, router, async {
         let _ = stopped.await;
     }));
     // Expired tokens are dropped now and then.
     let purge_store = store.clone();
-    tokio::spawn(async move {
+    background.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
         loop {
             tick.tick().await;
             let _ = purge_store.purge_expired_tokens(neutrino_api::identity::now_unix()).await;
         }
-    });
-    Ok(RunningServer { addr, store, admin_password, control, stop: Some(stop), task })
+    }));
+    Ok(RunningServer { addr, store, admin_password, control, stop: Some(stop), task, background, _data_dir: data_dir })
 }
 
 /// The agent token kept in the data directory, made on first use.
-fn agent_token_of(data_dir: &std::path::Path) -> Result<String, String> {
+fn agent_token_of(data_dir: &std::path::Path) -> Result<String, ServerError> {
     let file = data_dir.join("agent-token");
     match std::fs::read_to_string(&file) {
         Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
@@ -175,7 +192,7 @@ fn agent_token_of(data_dir: &std::path::Path) -> Result<String, String> {
     }
 }
 
-fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), ServerError> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
@@ -183,6 +200,7 @@ fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    let mut f = opts.open(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    writeln!(f, "{secret}").map_err(|e| e.to_string())
+    let fail = |source| ServerError::Secret { path: path.to_path_buf(), source };
+    let mut f = opts.open(path).map_err(fail)?;
+    writeln!(f, "{secret}").map_err(fail)
 }

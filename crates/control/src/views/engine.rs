@@ -117,7 +117,8 @@ impl Engine {
         // A registration that did not change changes nothing.
         batch.hosts.retain(|h, reg| self.cloud.hosts.get(h) != reg.as_ref());
         let (before, own_hosts) = self.capture(&batch);
-        self.write(batch.clone());
+        let reregistered: BTreeSet<String> = batch.hosts.keys().cloned().collect();
+        self.write(batch);
 
         let mut updates: BTreeMap<String, Update> = BTreeMap::new();
         let mut deltas: BTreeMap<String, HostViewDelta> = BTreeMap::new();
@@ -132,7 +133,7 @@ impl Engine {
             }
             let new = own_sections(&self.cloud, host);
             self.index(host, old.as_ref(), Some(&new));
-            let reshaped = batch.hosts.contains_key(host) || old.as_ref().is_none_or(|o| segments_moved(o, &new));
+            let reshaped = reregistered.contains(host) || old.as_ref().is_none_or(|o| segments_moved(o, &new));
             let state = self.hosts.entry(host.clone()).or_default();
             if reshaped {
                 state.own = new;
