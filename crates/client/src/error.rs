@@ -19,9 +19,10 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
-    /// The server answered a status the caller did not accept.
+    /// The server answered a status the caller did not accept. The body is
+    /// boxed to keep every `Result` of this crate small.
     #[error("{method} {path} answered {status}: {body}")]
-    Status { method: Method, path: String, status: StatusCode, body: ErrorBody },
+    Status { method: Method, path: String, status: StatusCode, body: Box<ErrorBody> },
     /// A successful answer without something it must carry (a token header,
     /// an id).
     #[error("{what}: {detail}")]
@@ -42,7 +43,10 @@ impl Error {
     /// The decoded `NeutronError`, when the server sent one.
     pub fn neutron(&self) -> Option<&NeutronError> {
         match self {
-            Error::Status { body: ErrorBody::Neutron(e), .. } => Some(e),
+            Error::Status { body, .. } => match &**body {
+                ErrorBody::Neutron(e) => Some(e),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -50,7 +54,10 @@ impl Error {
     /// The decoded Keystone error, when the server sent one.
     pub fn keystone(&self) -> Option<&KeystoneError> {
         match self {
-            Error::Status { body: ErrorBody::Keystone(e), .. } => Some(e),
+            Error::Status { body, .. } => match &**body {
+                ErrorBody::Keystone(e) => Some(e),
+                _ => None,
+            },
             _ => None,
         }
     }

@@ -122,7 +122,7 @@ impl Response {
     }
 
     fn into_error(self) -> Error {
-        let body = self.error_body();
+        let body = Box::new(self.error_body());
         Error::Status { method: self.method, path: self.path, status: self.status, body }
     }
 }
