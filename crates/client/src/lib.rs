@@ -31,5 +31,7 @@ pub use identity::{IssuedToken, NewUser};
 pub use neutron::{Auth, Client, Credentials, RawResponse, Response};
 pub use resources::{Collection, ResourceId, id_of};
 
+/// The body type of [`Client::request_raw`].
+pub use bytes::Bytes;
 pub use reqwest::header::HeaderMap;
 pub use reqwest::{Method, StatusCode};
