@@ -27,6 +27,10 @@ pub enum Error {
     Process { what: String, log: String },
     /// The API could not be reached, or answered something unexpected.
     #[error("API: {0}")]
+    Client(#[from] neutrino_client::Error),
+    /// The API answered, but not what the lab needs, or its client thread
+    /// is gone.
+    #[error("API: {0}")]
     Api(String),
     #[error("DHCP in instance '{name}' failed: {detail}")]
     Dhcp { name: String, detail: String },

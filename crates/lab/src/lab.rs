@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api::{Api, Credentials};
+use crate::api::{Api, admin_credentials};
 use crate::error::{Error, Result};
 use crate::instance::{self, Instance, Lease};
 use crate::netns;
@@ -167,7 +167,7 @@ impl Lab {
         lab.api = Some(Api::spawn(
             &lab.topo.controller(),
             &lab.topo.server_url(),
-            Credentials::admin(&lab.state.admin_password),
+            admin_credentials(&lab.state.admin_password),
         )?);
 
         lab.start_server()?;
@@ -200,7 +200,7 @@ impl Lab {
                 detail: format!("namespace {} is gone; run `neutrino lab down`", topo.controller()),
             });
         }
-        let api = Api::spawn(&topo.controller(), &topo.server_url(), Credentials::admin(&state.admin_password))?;
+        let api = Api::spawn(&topo.controller(), &topo.server_url(), admin_credentials(&state.admin_password))?;
         Ok(Lab {
             topo,
             run_dir,
@@ -514,8 +514,7 @@ impl Lab {
 
     /// Hosts with at least one alive agent according to the server.
     pub async fn alive_agent_hosts(&self) -> Result<BTreeSet<String>> {
-        let body = self.api().expect(Method::GET, "/v2.0/agents", None, 200).await?;
-        let agents = body["agents"].as_array().cloned().unwrap_or_default();
+        let agents = self.api().run(|c| async move { c.agents().list(&[]).await }).await?;
         Ok(agents
             .iter()
             .filter(|a| a["alive"] == Value::Bool(true))

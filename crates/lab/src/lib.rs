@@ -31,7 +31,7 @@ pub mod process;
 pub mod state;
 pub mod topology;
 
-pub use api::{Api, Credentials};
+pub use api::{Api, Credentials, admin_credentials};
 pub use error::{Error, Result};
 pub use instance::{Instance, Lease};
 pub use lab::{DEFAULT_PREFIX, DEFAULT_RUN_ROOT, Lab, LabConfig, Teardown, is_root, reap_stale, run_dir, teardown};
