@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use neutrino_proto::{
-    Heartbeat, KEEPALIVE_SECS, PREFIX, PortStatusReport, Registered, Registration, TOKEN_HEADER, WatchEvent,
+    CONTRACT_VERSION, Heartbeat, KEEPALIVE_SECS, PREFIX, PortStatusApplied, PortStatusReport, Registered,
+    Registration, TOKEN_HEADER, WatchEvent, WatchQuery,
 };
 use reqwest::StatusCode;
 use serde::Serialize;
@@ -25,6 +26,10 @@ pub enum AgentError {
     /// The server is up but not ready to serve agents yet.
     #[error("the server is not ready yet")]
     Unavailable,
+    /// Agent and server speak different versions of the contract: nothing
+    /// they say to each other can be trusted to mean the same.
+    #[error("{0}")]
+    ContractMismatch(String),
     #[error("the server answered {status}: {body}")]
     Server { status: StatusCode, body: String },
     /// The server closed the watch stream.
@@ -76,26 +81,49 @@ impl AgentClient {
     pub async fn register(&self, registration: &Registration) -> Result<Registered, AgentError> {
         let resp = self.post("register", registration).await?;
         let bytes = resp.bytes().await.map_err(AgentError::Unreachable)?;
-        serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
+        let registered: Registered = serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)?;
+        if registered.contract != CONTRACT_VERSION {
+            return Err(AgentError::ContractMismatch(format!(
+                "the server speaks agent channel contract {} but this agent speaks {CONTRACT_VERSION}: run an agent and a server of the same release",
+                registered.contract
+            )));
+        }
+        Ok(registered)
     }
 
     pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), AgentError> {
         self.post("heartbeat", beat).await.map(drop)
     }
 
-    pub async fn report_ports(&self, report: &PortStatusReport) -> Result<(), AgentError> {
-        self.post("ports/status", report).await.map(drop)
+    pub async fn report_ports(&self, report: &PortStatusReport) -> Result<PortStatusApplied, AgentError> {
+        let resp = self.post("ports/status", report).await?;
+        let bytes = resp.bytes().await.map_err(AgentError::Unreachable)?;
+        serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
     }
 
-    /// Opens the watch stream, resuming from `since` when the server still
-    /// has that revision.
-    pub async fn watch(&self, since: Option<u64>) -> Result<WatchStream, AgentError> {
-        let url = match since {
-            Some(revision) => format!("{}/watch?since={revision}", self.base),
-            None => format!("{}/watch", self.base),
+    /// Opens the watch stream. With what the agent holds in `query` (its
+    /// revision and digest) the server resumes instead of resending the
+    /// whole view, whichever server the agent had before.
+    pub async fn watch(&self, query: &WatchQuery) -> Result<WatchStream, AgentError> {
+        // Both values are URL-safe as they are (a number, hex digits).
+        let mut params = Vec::new();
+        if let Some(since) = query.since {
+            params.push(format!("since={since}"));
+        }
+        if let Some(digest) = query.digest.as_deref().filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit())) {
+            params.push(format!("digest={digest}"));
+        }
+        let url = match params.is_empty() {
+            true => format!("{}/watch", self.base),
+            false => format!("{}/watch?{}", self.base, params.join("&")),
         };
-        let resp =
-            self.http.get(url).header(TOKEN_HEADER, &self.token).send().await.map_err(AgentError::Unreachable)?;
+        let resp = self
+            .http
+            .get(url)
+            .header(TOKEN_HEADER, &self.token)
+            .send()
+            .await
+            .map_err(AgentError::Unreachable)?;
         Ok(WatchStream { resp: check(resp).await?, lines: Lines::default(), silence: self.silence })
     }
 
@@ -119,7 +147,17 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, AgentError>
         StatusCode::UNAUTHORIZED => Err(AgentError::Unauthorized),
         StatusCode::NOT_FOUND => Err(AgentError::NotRegistered),
         StatusCode::SERVICE_UNAVAILABLE => Err(AgentError::Unavailable),
-        status => Err(AgentError::Server { status, body: resp.text().await.unwrap_or_default() }),
+        status => {
+            let body = resp.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| {
+                (v["NeutronError"]["type"] == "AgentContractMismatch")
+                    .then(|| v["NeutronError"]["message"].as_str().unwrap_or_default().to_string())
+            });
+            match message {
+                Some(m) => Err(AgentError::ContractMismatch(m)),
+                None => Err(AgentError::Server { status, body }),
+            }
+        }
     }
 }
 

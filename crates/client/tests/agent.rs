@@ -13,7 +13,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use neutrino_client::{AgentClient, AgentError};
-use neutrino_proto::{Heartbeat, Registration, WatchEvent};
+use neutrino_model::agents::HostRegistration;
+use neutrino_proto::{CONTRACT_VERSION, Heartbeat, Registration, WatchEvent, WatchQuery};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -49,10 +50,15 @@ async fn channel_server() -> (String, mpsc::UnboundedSender<Body>) {
     let bodies: Bodies = Arc::new(Mutex::new(Some(rx)));
     let prefix = neutrino_proto::PREFIX;
     let register = |Json(r): Json<Registration>| async move {
-        if r.host == "h1" {
-            Json(json!({"revision": 7, "heartbeat_interval_secs": 10})).into_response()
-        } else {
-            (StatusCode::OK, "{not json").into_response()
+        match r.host.host.as_str() {
+            "h1" => Json(json!({"contract": CONTRACT_VERSION, "heartbeat_interval_secs": 10})).into_response(),
+            "old" => Json(json!({"contract": CONTRACT_VERSION + 1, "heartbeat_interval_secs": 10})).into_response(),
+            "refused" => (
+                StatusCode::CONFLICT,
+                Json(json!({"NeutronError": {"type": "AgentContractMismatch", "message": "speak 2", "detail": ""}})),
+            )
+                .into_response(),
+            _ => (StatusCode::OK, "{not json").into_response(),
         }
     };
     let router = axum::Router::new()
@@ -69,12 +75,15 @@ fn client(url: &str, host: &str) -> AgentClient {
 
 fn registration(host: &str) -> Registration {
     Registration {
-        host: host.into(),
-        tunnel_ip: None,
-        bridge_mappings: Default::default(),
-        roles: vec![],
-        version: "test".into(),
-        availability_zone: None,
+        contract: CONTRACT_VERSION,
+        host: HostRegistration {
+            host: host.into(),
+            tunnel_ip: None,
+            bridge_mappings: Default::default(),
+            roles: Default::default(),
+            version: "test".into(),
+            availability_zone: None,
+        },
     }
 }
 
@@ -93,9 +102,14 @@ async fn statuses_become_typed_errors() {
     assert!(matches!(gone, Err(AgentError::Unreachable(_))), "{gone:?}");
 
     let registered = client(&url, "h1").register(&registration("h1")).await.unwrap();
-    assert_eq!((registered.revision, registered.heartbeat_interval_secs), (7, 10));
+    assert_eq!((registered.contract, registered.heartbeat_interval_secs), (CONTRACT_VERSION, 10));
     let garbled = client(&url, "h2").register(&registration("h2")).await;
     assert!(matches!(garbled, Err(AgentError::BadEvent(_))), "{garbled:?}");
+    // A server of another contract, whichever side notices it first.
+    let newer = client(&url, "old").register(&registration("old")).await;
+    assert!(matches!(newer, Err(AgentError::ContractMismatch(_))), "{newer:?}");
+    let refused = client(&url, "refused").register(&registration("refused")).await;
+    assert!(matches!(&refused, Err(AgentError::ContractMismatch(m)) if m == "speak 2"), "{refused:?}");
 }
 
 #[tokio::test]
@@ -103,7 +117,7 @@ async fn events_are_decoded_across_chunk_boundaries() {
     let (url, bodies) = channel_server().await;
     let (chunks, body) = common::streamed_body();
     bodies.send(body).unwrap();
-    let mut watch = client(&url, "h1").watch(Some(3)).await.unwrap();
+    let mut watch = client(&url, "h1").watch(&WatchQuery { since: Some(3), digest: None }).await.unwrap();
 
     // One whole event and the start of the next in one chunk, blank lines
     // between: the first is decoded, the half is kept.
@@ -128,7 +142,7 @@ async fn a_closed_stream_ends_and_a_silent_one_times_out() {
 
     let (chunks, body) = common::streamed_body();
     bodies.send(body).unwrap();
-    let mut watch = agent.watch(None).await.unwrap();
+    let mut watch = agent.watch(&WatchQuery::default()).await.unwrap();
     chunks.send("{\"type\":\"keepalive\",\"revision\":1}\n").unwrap();
     assert_eq!(watch.next().await.unwrap(), WatchEvent::Keepalive { revision: 1 });
     drop(chunks);
@@ -138,7 +152,7 @@ async fn a_closed_stream_ends_and_a_silent_one_times_out() {
     // The server keeps the connection open and sends nothing more.
     let (chunks, body) = common::streamed_body();
     bodies.send(body).unwrap();
-    let mut watch = agent.watch(None).await.unwrap();
+    let mut watch = agent.watch(&WatchQuery::default()).await.unwrap();
     chunks.send("{\"type\":\"keepalive\",\"revision\":2}\n").unwrap();
     assert_eq!(watch.next().await.unwrap(), WatchEvent::Keepalive { revision: 2 });
     let silent = tokio::time::timeout(GIVE_UP, watch.next()).await.expect("the client gives up");

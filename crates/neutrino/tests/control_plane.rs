@@ -85,9 +85,15 @@ impl Watch {
     async fn open(s: &Server, host: &str, query: &WatchQuery) -> Watch {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
+            let mut url = format!("{}/agent/v1/hosts/{host}/watch?", s.url);
+            if let Some(since) = query.since {
+                url.push_str(&format!("since={since}&"));
+            }
+            if let Some(digest) = &query.digest {
+                url.push_str(&format!("digest={digest}"));
+            }
             let resp = http()
-                .get(format!("{}/agent/v1/hosts/{host}/watch", s.url))
-                .query(query)
+                .get(url)
                 .header("x-agent-token", TOKEN)
                 .send()
                 .await
