@@ -124,18 +124,38 @@ async fn same_cidr_and_addresses_in_two_projects_stay_apart() {
         let on_h2 = port(&lab, &net, json!({"project_id": project, "fixed_ips": [{"ip_address": "10.20.0.11"}]})).await;
         lab.instance_create(&format!("{name}1"), "h1", &id(&on_h1)).await.expect("lease");
         lab.instance_create(&format!("{name}2"), "h2", &id(&on_h2)).await.expect("lease");
-        nets.push((name, on_h2));
+        nets.push((name, net, on_h1, on_h2));
     }
-    for (name, neighbour) in &nets {
+    for (name, _, _, neighbour) in &nets {
         let me = format!("{name}1");
         assert!(pings(&lab, &me, "10.20.0.11", 3).await, "{me} reaches its neighbour");
         // ...and it is its own neighbour that answered, by MAC.
         let neigh = lab.exec_ok(&me, &["ip", "neigh", "show", "10.20.0.11"]).await.unwrap();
         assert!(neigh.contains(neighbour["mac_address"].as_str().unwrap()), "{me}: {neigh}");
     }
-    // With blue's neighbour gone, blue reaches nobody, red is unaffected.
+
+    // An address only red has, on h2. Blue's bridges answer ARP for blue's
+    // own ports only (neighbour suppression), so blue1 asking for
+    // 10.20.0.12 floods its request to every host with a blue port: h2.
+    // Were the projects' segments joined anywhere, red3 would answer it.
+    let (_, red_net, _, _) = &nets[1];
+    let red3 = port(
+        &lab,
+        red_net,
+        json!({"project_id": "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0", "fixed_ips": [{"ip_address": "10.20.0.12"}]}),
+    )
+    .await;
+    lab.instance_create("red3", "h2", &id(&red3)).await.expect("lease");
+    assert!(!pings(&lab, "blue1", "10.20.0.12", 2).await, "blue must not reach red's 10.20.0.12");
+    // Nor did the request reach red3: it would have learnt blue1's MAC
+    // for 10.20.0.10 from it (red1, the other 10.20.0.10, has not talked to it).
+    let blue1_mac = nets[0].2["mac_address"].as_str().unwrap();
+    let learnt = lab.exec_ok("red3", &["ip", "neigh", "show", "10.20.0.10"]).await.unwrap();
+    assert!(!learnt.contains(blue1_mac), "red3 heard blue1: {learnt}");
+    assert!(pings(&lab, "red1", "10.20.0.12", 2).await, "red reaches it");
+
+    // Unplugging blue's neighbour leaves red's alone.
     lab.instance_delete("blue2").await.expect("unplug");
-    assert!(!pings(&lab, "blue1", "10.20.0.11", 2).await, "blue must not reach red's 10.20.0.11");
     assert!(pings(&lab, "red1", "10.20.0.11", 2).await);
 }
 
