@@ -1,8 +1,9 @@
 //! The L2 dataplane end to end, on real kernels with real packets (root
-//! only; skipped otherwise). Each test builds its own lab (DESIGN.md
-//! section 6): a server, agents in host namespaces, instances plugged into
-//! ports that get their addresses from Neutrino's DHCP server through
-//! busybox udhcpc, a client Neutrino did not write.
+//! only; skipped otherwise, failed under `NEUTRINO_REQUIRE_DATAPLANE`).
+//! Each test builds its own lab (DESIGN.md section 6): a server, agents in
+//! host namespaces, instances plugged into ports that get their addresses
+//! from Neutrino's DHCP server through busybox udhcpc, a client Neutrino
+//! did not write.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -16,7 +17,8 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_neutrino");
 
-/// A running lab of `hosts` hosts with agents, or `None` when not root.
+/// A running lab of `hosts` hosts with agents, or `None` when not root
+/// (see `common::lab_allowed`).
 async fn lab(hosts: usize) -> Option<Lab> {
     if !common::lab_allowed() {
         return None;
