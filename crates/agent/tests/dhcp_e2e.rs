@@ -1,7 +1,8 @@
 //! Neutrino's DHCP server against a real client: the server in one network
 //! namespace, busybox udhcpc in another, a veth pair between them.
 //!
-//! Needs root (namespaces); skips otherwise. Everything it makes lives in
+//! Needs root (namespaces); skips otherwise, or fails when
+//! `NEUTRINO_REQUIRE_DATAPLANE` is set. Everything it makes lives in
 //! its own namespaces (`dt-<pid>-<test>-srv` / `-cli`), which a guard
 //! deletes even when a test fails: no link, address, route or sysctl of the
 //! host's namespace is touched, and no packet leaves the pair.
@@ -17,19 +18,15 @@ use neutrino_agent::dhcp::DhcpServer;
 use neutrino_agent::netns;
 use neutrino_proto::{DhcpHost, DhcpService, DhcpSubnet, FixedIp, HostRoute};
 
+mod common;
+
 const SERVER_IF: &str = "ns-dhcptest";
 const CLIENT_IF: &str = "eth0";
 const SERVER_MAC: &str = "fa:16:3e:00:00:02";
 const CLIENT_MAC: &str = "fa:16:3e:00:00:05";
 
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    // "Uid: real effective saved fs"
-    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().nth(1)) == Some("0")
-}
-
 fn skip_reason() -> Option<&'static str> {
-    if !is_root() {
+    if !common::is_root() {
         return Some("not root");
     }
     if !Path::new("/usr/bin/busybox").exists() && !Path::new("/bin/busybox").exists() {
@@ -41,7 +38,7 @@ fn skip_reason() -> Option<&'static str> {
 macro_rules! skip_unless_able {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("skipping: {why}");
+            common::cannot_run(why);
             return;
         }
     };

@@ -3,7 +3,8 @@
 //! opens the driver's connection inside it (checked before any change),
 //! and observes the result with `ip`/`bridge -j`. Nothing touches the root
 //! namespace; every namespace a test made is deleted even when it fails.
-//! Skipped (with a note) unless root with a usable /run/netns.
+//! Skipped (with a note) unless root with a usable /run/netns; failed
+//! instead when `NEUTRINO_REQUIRE_DATAPLANE` is set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -21,6 +22,8 @@ use neutrino_proto::{
 };
 use serde_json::Value;
 
+mod common;
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// One simulated host: a namespace, and the prefix of the namespaces its
@@ -33,15 +36,14 @@ struct Host {
 impl Host {
     /// `None` (after saying why) when this machine cannot run the test.
     fn new() -> Option<Host> {
-        // /proc/self belongs to the effective user.
-        if std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).ok() != Some(0) {
-            eprintln!("skipped: needs root");
+        if !common::is_root() {
+            common::cannot_run("needs root");
             return None;
         }
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let ns = format!("nt-{}-{n}", std::process::id());
         if let Err(e) = netns::create(&ns) {
-            eprintln!("skipped: cannot create a namespace under {}: {e}", netns::RUN_DIR);
+            common::cannot_run(&format!("cannot create a namespace under {}: {e}", netns::RUN_DIR));
             return None;
         }
         let host = Host { prefix: format!("{ns}-"), ns };

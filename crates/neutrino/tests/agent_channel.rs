@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use neutrino_agent::channel::{ChannelClient, ChannelError, WatchStream};
+use neutrino_model::agents::parse_agent_time;
 use neutrino_proto::{HostView, PortStatus, PortStatusReport, Registration, Role, Segment, WatchEvent};
 use serde_json::json;
 
@@ -131,16 +132,22 @@ async fn agents_appear_in_the_api_and_die_without_heartbeats() {
     assert_eq!(lb["configurations"]["tunneling_ip"], "172.31.0.11");
     assert_eq!(lb["configurations"]["bridge_mappings"]["provider"], "eth1");
 
-    // Down time is 2 s here: heartbeats keep it alive, silence kills it.
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Down time is 2 s here: heartbeats keep it alive for longer than
+    // that (its last heartbeat more than 2 s after it registered), and it
+    // is alive right after each; silence kills it.
+    let lb_path = "/v2.0/agents?agent_type=Linux%20bridge%20agent";
+    let registered = parse_agent_time(lb["created_at"].as_str().unwrap()).unwrap();
+    eventually(Duration::from_secs(15), "heartbeats outliving the down time", || async {
         c1.heartbeat(&Default::default()).await.unwrap();
-    }
-    let alive = t.get("/v2.0/agents?agent_type=Linux%20bridge%20agent", &t.admin).await.expect(200);
-    assert_eq!(alive["agents"][0]["alive"], true);
-    tokio::time::sleep(Duration::from_millis(3200)).await;
-    let dead = t.get("/v2.0/agents?agent_type=Linux%20bridge%20agent", &t.admin).await.expect(200);
-    assert_eq!(dead["agents"][0]["alive"], false);
+        let agent = t.get(lb_path, &t.admin).await.expect(200)["agents"][0].clone();
+        assert_eq!(agent["alive"], true, "alive right after a heartbeat: {agent}");
+        parse_agent_time(agent["heartbeat_timestamp"].as_str().unwrap()).unwrap() - registered > 2
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the silent agent dead", || async {
+        t.get(lb_path, &t.admin).await.expect(200)["agents"][0]["alive"] == false
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -70,10 +70,12 @@ async fn agents_register_heartbeat_and_are_managed_by_admins() {
     assert_eq!(r["agent"]["description"], "maintenance");
     assert_eq!(t.put(&format!("/v2.0/agents/{}", lb.id), &t.admin, json!({"agent": {"host": "x"}})).await.status, 400);
 
-    // An agent that stops reporting is dead after the down time.
-    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
-    let shown = t.get(&format!("/v2.0/agents/{}", lb.id), &t.admin).await.expect(200);
-    assert_eq!(shown["agent"]["alive"], false);
+    // An agent that stops reporting is dead after the down time (2 s, of
+    // heartbeat times in whole seconds: at most 4 s after its last report).
+    eventually(std::time::Duration::from_secs(10), "the silent agent dead", || async {
+        t.get(&format!("/v2.0/agents/{}", lb.id), &t.admin).await.expect(200)["agent"]["alive"] == false
+    })
+    .await;
     store.report_agent(&report(agent_type::LINUX_BRIDGE, "compute1", None)).await.unwrap();
     let shown = t.get(&format!("/v2.0/agents/{}", lb.id), &t.admin).await.expect(200);
     assert_eq!(shown["agent"]["alive"], true);

@@ -9,19 +9,29 @@ use common::*;
 use serde_json::{Value, json};
 
 /// The admin's external network `public` (203.0.113.0/24) and its subnet.
+/// Random addresses come from .100-.199 only (`random_pool`).
 async fn public(t: &TestServer) -> (String, String) {
     let net = id(&t.network(&t.admin, json!({"name": "public", "router:external": true})).await);
-    let sub = id(&t
-        .subnet(&t.admin, &net, "203.0.113.0/24", json!({"gateway_ip": "203.0.113.1", "enable_dhcp": false}))
-        .await);
+    let extra =
+        json!({"gateway_ip": "203.0.113.1", "enable_dhcp": false, "allocation_pools": random_pool("203.0.113.0/24")});
+    let sub = id(&t.subnet(&t.admin, &net, "203.0.113.0/24", extra).await);
     (net, sub)
+}
+
+/// The allocation pools of a /24 whose random addresses stay in .100-.199,
+/// so that the addresses the tests ask for by name (all outside it) are
+/// never taken by an earlier random allocation.
+fn random_pool(cidr: &str) -> Value {
+    let prefix = cidr.strip_suffix("0/24").expect("a /24 ending in .0");
+    json!([{"start": format!("{prefix}100"), "end": format!("{prefix}199")}])
 }
 
 /// A project's network and subnet behind a router with a gateway on
 /// `external` (none if `None`): (network, subnet, router).
 async fn behind_router(t: &TestServer, token: &str, cidr: &str, external: Option<&str>) -> (String, String, String) {
     let net = id(&t.network(token, json!({"name": "private"})).await);
-    let sub = id(&t.subnet(token, &net, cidr, json!({"enable_dhcp": false})).await);
+    let sub =
+        id(&t.subnet(token, &net, cidr, json!({"enable_dhcp": false, "allocation_pools": random_pool(cidr)})).await);
     let gw = match external {
         Some(e) => json!({"network_id": e}),
         None => json!({}),
@@ -150,8 +160,7 @@ async fn association_rules() {
     let (demo, demo_project) = t.project_user("demo", "demo", "member").await;
     let (public_net, _) = public(&t).await;
     let (net, sub, rid) = behind_router(&t, &demo, "10.0.0.0/24", Some(&public_net)).await;
-    // Fixed addresses: a random one could take .50 or .51, wanted below.
-    let port = t.port(&demo, &net, json!({"fixed_ips": [{"ip_address": "10.0.0.10"}]})).await;
+    let port = t.port(&demo, &net, json!({})).await;
     let pid = id(&port);
     let base = |extra: Value| {
         let mut b = json!({"floating_network_id": public_net});
@@ -172,7 +181,7 @@ async fn association_rules() {
 
     // 2: the port must be the floating IP's project's (it is visible to
     // demo, who owns the network, but belongs to the admin's project).
-    let foreign = t.port(&t.admin, &net, json!({"fixed_ips": [{"ip_address": "10.0.0.11"}]})).await;
+    let foreign = t.port(&t.admin, &net, json!({})).await;
     let r = fip(&t, &demo, base(json!({"port_id": id(&foreign)}))).await;
     assert_eq!(r.status, 400);
     assert!(r.error_message().contains("owned by a different project"), "{}", r.body);
@@ -455,8 +464,7 @@ async fn port_forwardings() {
     let (demo, _) = t.project_user("demo", "demo", "member").await;
     let (public_net, _) = public(&t).await;
     let (net, sub, rid) = behind_router(&t, &demo, "10.0.0.0/24", Some(&public_net)).await;
-    // A fixed address: 10.0.0.250 must not be the VM's below.
-    let vm = t.port(&demo, &net, json!({"fixed_ips": [{"ip_address": "10.0.0.10"}]})).await;
+    let vm = t.port(&demo, &net, json!({})).await;
     let vm_ip = first_ip(&vm);
     let fid = id(&fip(&t, &demo, json!({"floating_network_id": public_net})).await.expect(201)["floatingip"]);
     let pfs = format!("/v2.0/floatingips/{fid}/port_forwardings");

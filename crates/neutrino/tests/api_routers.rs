@@ -8,11 +8,14 @@ use common::*;
 use serde_json::{Value, json};
 
 /// The admin's external network `public` (203.0.113.0/24) and its subnet.
+/// Random addresses come from .100-.199 only, so that the addresses the
+/// tests ask for by name (all outside it) are never taken by an earlier
+/// random allocation.
 async fn public(t: &TestServer) -> (String, String) {
     let net = id(&t.network(&t.admin, json!({"name": "public", "router:external": true})).await);
-    let sub = id(&t
-        .subnet(&t.admin, &net, "203.0.113.0/24", json!({"gateway_ip": "203.0.113.1", "enable_dhcp": false}))
-        .await);
+    let extra = json!({"gateway_ip": "203.0.113.1", "enable_dhcp": false,
+        "allocation_pools": [{"start": "203.0.113.100", "end": "203.0.113.199"}]});
+    let sub = id(&t.subnet(&t.admin, &net, "203.0.113.0/24", extra).await);
     (net, sub)
 }
 

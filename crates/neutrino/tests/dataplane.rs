@@ -1,22 +1,24 @@
 //! The L2 dataplane end to end, on real kernels with real packets (root
-//! only; skipped otherwise). Each test builds its own lab (DESIGN.md
-//! section 6): a server, agents in host namespaces, instances plugged into
-//! ports that get their addresses from Neutrino's DHCP server through
-//! busybox udhcpc, a client Neutrino did not write.
+//! only; skipped otherwise, failed under `NEUTRINO_REQUIRE_DATAPLANE`).
+//! Each test builds its own lab (DESIGN.md section 6): a server, agents in
+//! host namespaces, instances plugged into ports that get their addresses
+//! from Neutrino's DHCP server through busybox udhcpc, a client Neutrino
+//! did not write.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
-use common::id;
+use common::{eventually, id};
 use neutrino_lab::{Lab, LabConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_neutrino");
 
-/// A running lab of `hosts` hosts with agents, or `None` when not root.
+/// A running lab of `hosts` hosts with agents, or `None` when not root
+/// (see `common::lab_allowed`).
 async fn lab(hosts: usize) -> Option<Lab> {
     if !common::lab_allowed() {
         return None;
@@ -52,19 +54,6 @@ async fn port(lab: &Lab, network: &str, extra: Value) -> Value {
         body[k] = v.clone();
     }
     post(lab, "/v2.0/ports", json!({ "port": body })).await["port"].take()
-}
-
-/// Polls `check` until it holds or `within` passes.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// `count` pings from `from`; whether any answered.
@@ -137,18 +126,38 @@ async fn same_cidr_and_addresses_in_two_projects_stay_apart() {
         let on_h2 = port(&lab, &net, json!({"project_id": project, "fixed_ips": [{"ip_address": "10.20.0.11"}]})).await;
         lab.instance_create(&format!("{name}1"), "h1", &id(&on_h1)).await.expect("lease");
         lab.instance_create(&format!("{name}2"), "h2", &id(&on_h2)).await.expect("lease");
-        nets.push((name, on_h2));
+        nets.push((name, net, on_h1, on_h2));
     }
-    for (name, neighbour) in &nets {
+    for (name, _, _, neighbour) in &nets {
         let me = format!("{name}1");
         assert!(pings(&lab, &me, "10.20.0.11", 3).await, "{me} reaches its neighbour");
         // ...and it is its own neighbour that answered, by MAC.
         let neigh = lab.exec_ok(&me, &["ip", "neigh", "show", "10.20.0.11"]).await.unwrap();
         assert!(neigh.contains(neighbour["mac_address"].as_str().unwrap()), "{me}: {neigh}");
     }
-    // With blue's neighbour gone, blue reaches nobody, red is unaffected.
+
+    // An address only red has, on h2. Blue's bridges answer ARP for blue's
+    // own ports only (neighbour suppression), so blue1 asking for
+    // 10.20.0.12 floods its request to every host with a blue port: h2.
+    // Were the projects' segments joined anywhere, red3 would answer it.
+    let (_, red_net, _, _) = &nets[1];
+    let red3 = port(
+        &lab,
+        red_net,
+        json!({"project_id": "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0", "fixed_ips": [{"ip_address": "10.20.0.12"}]}),
+    )
+    .await;
+    lab.instance_create("red3", "h2", &id(&red3)).await.expect("lease");
+    assert!(!pings(&lab, "blue1", "10.20.0.12", 2).await, "blue must not reach red's 10.20.0.12");
+    // Nor did the request reach red3: it would have learnt blue1's MAC
+    // for 10.20.0.10 from it (red1, the other 10.20.0.10, has not talked to it).
+    let blue1_mac = nets[0].2["mac_address"].as_str().unwrap();
+    let learnt = lab.exec_ok("red3", &["ip", "neigh", "show", "10.20.0.10"]).await.unwrap();
+    assert!(!learnt.contains(blue1_mac), "red3 heard blue1: {learnt}");
+    assert!(pings(&lab, "red1", "10.20.0.12", 2).await, "red reaches it");
+
+    // Unplugging blue's neighbour leaves red's alone.
     lab.instance_delete("blue2").await.expect("unplug");
-    assert!(!pings(&lab, "blue1", "10.20.0.11", 2).await, "blue must not reach red's 10.20.0.11");
     assert!(pings(&lab, "red1", "10.20.0.11", 2).await);
 }
 
@@ -271,15 +280,14 @@ async fn an_agent_restart_loses_almost_nothing_and_leaves_no_duplicates() {
     assert!(pings(&lab, "r1", &ip_of(&p2), 2).await);
     let before = links(&lab, "h2").await;
 
-    // 600 pings, one every 10 ms, while h2's agent is killed and restarted.
-    let mut ping = lab.command("r1", &["ping", "-n", "-q", "-c", "600", "-i", "0.01", "-W", "1", &ip_of(&p2)]).unwrap();
-    let ping = ping.stdout(std::process::Stdio::piped()).spawn().expect("ping starts");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // 600 pings, one every 10 ms: h2's agent is killed once they flow,
+    // and restarted after 100 more replies crossed with it dead.
+    let mut ping = Ping::start(&lab, "r1", &ip_of(&p2), 600);
+    ping.until_replies(50).await;
     lab.kill_agent(2).unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    ping.until_replies(ping.replies + 100).await;
     lab.start_agent(2).unwrap();
-    let out = ping.wait_with_output().await.unwrap();
-    let summary = text(&out);
+    let summary = ping.finish().await;
     let received: u32 = summary
         .split(',')
         .find(|s| s.contains("received"))
@@ -288,11 +296,70 @@ async fn an_agent_restart_loses_almost_nothing_and_leaves_no_duplicates() {
         .unwrap_or_else(|| panic!("ping summary: {summary}"));
     assert!(received >= 595, "lost {} of 600 packets: {summary}", 600 - received);
 
-    // The restarted agent converges on what is there: same devices.
+    // The restarted agent converges on what is there: same devices. A
+    // port plugged on h2 now turns ACTIVE only once the new agent has
+    // reconciled a whole view, so by then any leftover or duplicate device
+    // would be there; the port adds its tap and nothing else.
     lab.wait_for_agents(Duration::from_secs(30)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(links(&lab, "h2").await, before, "no leftover or duplicate devices after the restart");
+    let p3 = port(&lab, &net, json!({})).await;
+    let r3 = lab.instance_plug("r3", "h2", &id(&p3)).await.unwrap();
+    eventually(Duration::from_secs(30), "the port plugged after the restart ACTIVE", || async {
+        port_status(&lab, &id(&p3)).await == "ACTIVE"
+    })
+    .await;
+    let mut want = before;
+    want.push(r3.tap);
+    want.sort();
+    assert_eq!(links(&lab, "h2").await, want, "no leftover or duplicate devices after the restart");
     assert!(pings(&lab, "r1", &ip_of(&p2), 2).await);
+}
+
+/// A ping running in the background, read as it goes.
+struct Ping {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// Replies seen so far.
+    replies: u32,
+    text: String,
+}
+
+impl Ping {
+    /// `count` pings from `from` to `to`, one every 10 ms.
+    fn start(lab: &Lab, from: &str, to: &str, count: u32) -> Ping {
+        use tokio::io::AsyncBufReadExt;
+        let count = count.to_string();
+        let mut command = lab.command(from, &["ping", "-n", "-c", &count, "-i", "0.01", "-W", "1", to]).unwrap();
+        let mut child = command.stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn().expect("ping starts");
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Ping { child, lines, replies: 0, text: String::new() }
+    }
+
+    /// Reads until `n` replies have come; fails if ping ends first.
+    async fn until_replies(&mut self, n: u32) {
+        while self.replies < n {
+            let Some(line) = self.lines.next_line().await.expect("read ping") else {
+                panic!("ping ended after {} replies, waiting for {n}:\n{}", self.replies, self.text);
+            };
+            self.record(line);
+        }
+    }
+
+    fn record(&mut self, line: String) {
+        if line.contains(" bytes from ") {
+            self.replies += 1;
+        }
+        self.text.push_str(&line);
+        self.text.push('\n');
+    }
+
+    /// Waits for the end; returns everything ping printed.
+    async fn finish(mut self) -> String {
+        while let Some(line) = self.lines.next_line().await.expect("read ping") {
+            self.record(line);
+        }
+        self.child.wait().await.expect("ping exits");
+        self.text
+    }
 }
 
 /// The `Alive` column of `openstack ... -f json`, whatever its formatter.
@@ -337,8 +404,11 @@ async fn openstack_network_agent_list_shows_each_agent_and_when_it_died() {
         ]
     );
     lab.kill_agent(2).unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Dead 3 s after its last heartbeat (at most 5 s in whole seconds).
+    eventually(Duration::from_secs(30), "h2's agent listed dead", || async {
+        list().await.contains(&row("Linux bridge agent", "h2", false))
+    })
+    .await;
     let rows = list().await;
-    assert!(rows.contains(&row("Linux bridge agent", "h2", false)), "{rows:?}");
     assert!(rows.contains(&row("Linux bridge agent", "h1", true)), "{rows:?}");
 }

@@ -1,4 +1,5 @@
-//! The lab itself, end to end (root only; skipped otherwise): namespaces
+//! The lab itself, end to end (root only; skipped otherwise, failed under
+//! `NEUTRINO_REQUIRE_DATAPLANE`): namespaces
 //! and wiring, the server reached from inside the controller, `lab exec`,
 //! instances with a real DHCP client, agents stopped and restarted, and a
 //! teardown that leaves nothing behind, also after a crash.
@@ -16,7 +17,8 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_neutrino");
 
-/// A config for a lab of `hosts` hosts, or `None` (test skipped) if not root.
+/// A config for a lab of `hosts` hosts, or `None` (test skipped) if not root
+/// (see `common::lab_allowed`).
 fn config(hosts: usize) -> Option<LabConfig> {
     if !common::lab_allowed() {
         return None;

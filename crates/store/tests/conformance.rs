@@ -270,29 +270,44 @@ async fn committed_writes_are_checkpointed_in_the_background() {
     }
 }
 
+/// How many times the WAL beside `db` has started over from its beginning:
+/// the checkpoint sequence number of its header (bytes 12..16, big-endian),
+/// which SQLite increments on each restart.
+fn wal_restarts(db: &std::path::Path) -> u32 {
+    use std::io::Read;
+    let mut header = [0; 16];
+    std::fs::File::open(db.with_extension("sqlite-wal")).unwrap().read_exact(&mut header).unwrap();
+    u32::from_be_bytes(header[12..16].try_into().unwrap())
+}
+
 /// Under writes without a pause the WAL still starts over now and then
-/// instead of growing with everything ever written.
+/// instead of growing with everything ever written. How far past the
+/// checkpointer's threshold the WAL gets first is what the writer commits
+/// during one checkpoint pass, which depends on the machine's speed and
+/// load (30 to 65 MB seen on 2 cores); so the test counts restarts, and
+/// the cap on the file is many such passes away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_stays_bounded_under_steady_writes() {
+    // 24 times the checkpointer's 16 MiB threshold.
+    const CAP: u64 = 384 << 20;
     let (store, dir) = sqlite_unlimited().await;
     let db = dir.path().join("db.sqlite");
     let net = store.create_networks(vec![network_request("steady")]).await.unwrap().remove(0);
     store.create_subnets(vec![subnet_request(&net, "10.30.0.0/16")]).await.unwrap();
-    let (mut largest, mut written) = (0, 0);
+    let first = wal_restarts(&db);
     let mut ports = Vec::new();
-    // Create and delete in a loop until far more than the bound has gone
-    // through the WAL; each round's growth counts as written.
-    while written < 96 << 20 {
-        let size_before = wal_size(&db);
+    // Create and delete back to back: a passive checkpoint then always has
+    // a commit land before it ends, so only the checkpointer pausing the
+    // writer lets the WAL start over (without that pause: 0 restarts).
+    while wal_restarts(&db) - first < 3 {
+        let size = wal_size(&db);
+        let restarts = wal_restarts(&db) - first;
+        assert!(size < CAP, "the WAL grew to {size} bytes and started over only {restarts} times");
         ports.extend(store.create_ports((0..100).map(|_| port_request(&net)).collect()).await.unwrap());
         if ports.len() >= 1000 {
             for p in ports.drain(..500) {
                 store.delete_port(&p.id, None).await.unwrap();
             }
         }
-        let size = wal_size(&db);
-        written += size.saturating_sub(size_before).max(1 << 20);
-        largest = largest.max(size);
     }
-    assert!(largest < 48 << 20, "the WAL grew to {largest} bytes");
 }

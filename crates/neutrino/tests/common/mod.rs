@@ -269,12 +269,21 @@ pub fn unique_lab_prefix(tag: char) -> String {
     format!("{tag}{}x{}-", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
 }
 
-/// Whether this process may build labs; says why not when it may not.
-/// The first call also removes labs of test processes that were killed
-/// before they could clean up.
+/// Set (to anything but empty or `0`) by `scripts/test.sh`, so by CI: a
+/// root-only test that cannot run fails instead of skipping, and a green
+/// run always includes the dataplane tier.
+pub const REQUIRE_DATAPLANE: &str = "NEUTRINO_REQUIRE_DATAPLANE";
+
+/// Whether this process may build labs; says why not when it may not, and
+/// fails the test instead when `REQUIRE_DATAPLANE` is set. The first call
+/// also removes labs of test processes that were killed before they could
+/// clean up.
 pub fn lab_allowed() -> bool {
     if !neutrino_lab::is_root() {
-        eprintln!("skipped: the lab needs root (network namespaces)");
+        let why = "the lab needs root (network namespaces)";
+        let required = std::env::var(REQUIRE_DATAPLANE).is_ok_and(|v| !v.is_empty() && v != "0");
+        assert!(!required, "{why}, and {REQUIRE_DATAPLANE} is set: the dataplane tests must run");
+        eprintln!("skipped: {why}");
         return false;
     }
     static REAP: std::sync::Once = std::sync::Once::new();
@@ -284,6 +293,20 @@ pub fn lab_allowed() -> bool {
         }
     });
     true
+}
+
+/// Polls `check` every 100 ms until it holds; fails the test if `within`
+/// passes first.
+pub async fn eventually<F, Fut>(within: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 pub fn workspace_root() -> PathBuf {
