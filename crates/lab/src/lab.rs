@@ -102,6 +102,21 @@ pub fn run_dir(run_root: &Path, prefix: &str) -> PathBuf {
 
 const SERVER: &str = "server";
 
+/// What an agent reports of itself in its status file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct AgentStatus {
+    /// Revision of the view it last reconciled.
+    pub revision: Option<u64>,
+    /// Netlink requests made since it started.
+    pub kernel_ops: u64,
+    /// Namespace mounts and unmounts since it started.
+    pub netns_ops: u64,
+    /// Reconcile passes since it started.
+    pub reconciles: u64,
+    /// Ports wired at the last pass.
+    pub wired: u64,
+}
+
 fn agent_name(i: usize) -> String {
     format!("agent-{}", topology::host_name(i))
 }
@@ -350,7 +365,11 @@ impl Lab {
         }
     }
 
-    fn start_server(&self) -> Result<()> {
+    /// Starts the server (again), on the data it had.
+    pub fn start_server(&self) -> Result<()> {
+        if self.running(SERVER) {
+            return Err(Error::Invalid("the server is already running".into()));
+        }
         let url = self.topo.server_url();
         let data_dir = self.run_dir.join("server-data");
         let mut args: Vec<String> = vec![
@@ -401,6 +420,8 @@ impl Lab {
             self.topo.agent_netns_prefix(i),
             "--roles".into(),
             roles.into(),
+            "--status-file".into(),
+            self.agent_status_file(i).display().to_string(),
         ];
         args.extend(self.state.agent_args.iter().cloned());
         let spec = Spec {
@@ -413,6 +434,31 @@ impl Lab {
         let child = process::spawn(&self.run_dir, &spec)?;
         self.children.lock().expect("children lock").insert(name, child);
         Ok(())
+    }
+
+    /// SIGKILLs the server (a crash) and waits until it is gone. Agents
+    /// keep what they have and retry.
+    pub fn kill_server(&self) {
+        self.stop(SERVER, Signal::SIGKILL);
+    }
+
+    /// SIGTERMs the server (a clean stop) and waits until it is gone.
+    pub fn stop_server(&self) {
+        self.stop(SERVER, Signal::SIGTERM);
+    }
+
+    /// Where host `i`'s agent writes what it has done.
+    pub fn agent_status_file(&self, i: usize) -> PathBuf {
+        self.run_dir.join(format!("{}.status.json", agent_name(i)))
+    }
+
+    /// What host `i`'s agent says it has done since it started (its kernel
+    /// operations above all), from its status file.
+    pub fn agent_status(&self, i: usize) -> Result<AgentStatus> {
+        self.check_host(i)?;
+        let path = self.agent_status_file(i);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io_at("cannot read", &path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
     }
 
     /// SIGKILLs host `i`'s agent (a crash: no goodbye to the server) and

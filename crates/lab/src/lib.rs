@@ -34,5 +34,7 @@ pub mod topology;
 pub use api::{Api, Credentials, admin_credentials};
 pub use error::{Error, Result};
 pub use instance::{Instance, Lease};
-pub use lab::{DEFAULT_PREFIX, DEFAULT_RUN_ROOT, Lab, LabConfig, Teardown, is_root, reap_stale, run_dir, teardown};
+pub use lab::{
+    AgentStatus, DEFAULT_PREFIX, DEFAULT_RUN_ROOT, Lab, LabConfig, Teardown, is_root, reap_stale, run_dir, teardown,
+};
 pub use topology::{Target, Topology};
