@@ -112,11 +112,7 @@ enum AgentCommand {
     },
 }
 
-pub async fn run(args: LabArgs) -> Result<(), String> {
-    run_inner(args).await.map_err(|e| e.to_string())
-}
-
-async fn run_inner(args: LabArgs) -> crate::Result<()> {
+pub async fn run(args: LabArgs) -> crate::Result<()> {
     let attach = || Lab::attach(&args.prefix, &args.run_root);
     match args.command {
         LabCommand::Up(up) => {

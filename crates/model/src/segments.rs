@@ -130,6 +130,19 @@ impl fmt::Display for VlanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
+/// Why a configured range of segmentation ids was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error("'{0}' is not FIRST:LAST")]
+    NotARange(String),
+    #[error("'{0}' is not an integer")]
+    NotAnInteger(String),
+    #[error("range '{0}' ends before it starts")]
+    Reversed(String),
+    #[error("VLAN range '{0}' is outside 1-4094")]
+    VlanOutOfRange(String),
+    #[error("VNI range {}:{} is outside 1-{MAX_VNI}", .0.first, .0.last)]
+    VniOutOfRange(IdRange),
 }
 
 /// An inclusive range of segmentation ids.
@@ -141,12 +154,12 @@ pub struct IdRange {
 
 impl IdRange {
     /// Parses `"first:last"`.
-    pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let (a, b) = text.split_once(':').ok_or_else(|| format!("'{text}' is not FIRST:LAST"))?;
-        let first: i64 = a.trim().parse().map_err(|_| format!("'{a}' is not an integer"))?;
-        let last: i64 = b.trim().parse().map_err(|_| format!("'{b}' is not an integer"))?;
+    pub fn parse(text: &str) -> std::result::Result<Self, RangeError> {
+        let (a, b) = text.split_once(':').ok_or_else(|| RangeError::NotARange(text.to_string()))?;
+        let first: i64 = a.trim().parse().map_err(|_| RangeError::NotAnInteger(a.to_string()))?;
+        let last: i64 = b.trim().parse().map_err(|_| RangeError::NotAnInteger(b.to_string()))?;
         if first > last {
-            return Err(format!("range '{text}' ends before it starts"));
+            return Err(RangeError::Reversed(text.to_string()));
         }
         Ok(IdRange { first, last })
     }
@@ -170,13 +183,13 @@ pub struct VlanPhysnet {
 
 impl VlanPhysnet {
     /// Parses `"physnet"` (provider networks only) or `"physnet:first:last"`.
-    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+    pub fn parse(text: &str) -> std::result::Result<Self, RangeError> {
         match text.split_once(':') {
             None => Ok(VlanPhysnet { physnet: text.to_string(), ranges: vec![] }),
             Some((name, range)) => {
                 let r = IdRange::parse(range)?;
                 if r.first < VLAN_RANGE.0 || r.last > VLAN_RANGE.1 {
-                    return Err(format!("VLAN range '{range}' is outside 1-4094"));
+                    return Err(RangeError::VlanOutOfRange(range.to_string()));
                 }
                 Ok(VlanPhysnet { physnet: name.to_string(), ranges: vec![r] })
             }
@@ -219,10 +232,10 @@ impl SegmentConfig {
     }
 
     /// Checks the configured ranges once at start-up.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), RangeError> {
         for r in &self.vni_ranges {
             if r.first < 1 || r.last > MAX_VNI {
-                return Err(format!("VNI range {}:{} is outside 1-{MAX_VNI}", r.first, r.last));
+                return Err(RangeError::VniOutOfRange(*r));
             }
         }
         Ok(())
@@ -438,11 +451,22 @@ mod tests {
     #[test]
     fn range_parsing() {
         assert_eq!(IdRange::parse("1:1000").unwrap(), IdRange { first: 1, last: 1000 });
-        assert!(IdRange::parse("5:1").is_err());
-        assert!(IdRange::parse("x").is_err());
+        assert_eq!(IdRange::parse("5:1"), Err(RangeError::Reversed("5:1".into())));
+        assert_eq!(IdRange::parse("x"), Err(RangeError::NotARange("x".into())));
+        assert_eq!(IdRange::parse("1:y"), Err(RangeError::NotAnInteger("y".into())));
         let p = VlanPhysnet::parse("physnet1:100:200").unwrap();
         assert_eq!(p.physnet, "physnet1");
         assert_eq!(p.ranges, vec![IdRange { first: 100, last: 200 }]);
         assert!(VlanPhysnet::parse("provider").unwrap().ranges.is_empty());
+        let refused = VlanPhysnet::parse("p:1:5000").unwrap_err();
+        assert_eq!(refused.to_string(), "VLAN range '1:5000' is outside 1-4094");
+    }
+
+    #[test]
+    fn vni_ranges_beyond_24_bits_are_refused() {
+        let mut cfg = SegmentConfig::default();
+        assert!(cfg.validate().is_ok());
+        cfg.vni_ranges.push(IdRange { first: 0, last: 20_000_000 });
+        assert_eq!(cfg.validate().unwrap_err().to_string(), "VNI range 0:20000000 is outside 1-16777215");
     }
 }

@@ -20,7 +20,7 @@ use neutrino_lab::{Lab, LabConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::bench::{Machine, command_line, loadavg, write_section};
+use crate::bench::{BenchError, Machine, command_line, loadavg, write_section};
 
 const MD_BEGIN: &str = "<!-- neutrino-bench-dataplane:begin -->";
 const MD_END: &str = "<!-- neutrino-bench-dataplane:end -->";
@@ -41,8 +41,32 @@ pub struct DataplaneBenchArgs {
     pub markdown: Option<PathBuf>,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// Why the dataplane benchmark could not run or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneBenchError {
+    #[error("the dataplane benchmark builds a lab of network namespaces: run it as root")]
+    NotRoot,
+    #[error(transparent)]
+    Lab(#[from] neutrino_lab::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create namespace {0}")]
+    Namespace(String),
+    #[error("only {active} of {wanted} ports ACTIVE after 60 s")]
+    NotActive { active: usize, wanted: usize },
+    #[error(transparent)]
+    Report(#[from] BenchError),
+}
+
+impl DataplaneBenchError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| DataplaneBenchError::Io { what, source }
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -79,8 +103,8 @@ fn log_len(log: &std::path::Path) -> u64 {
     std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
 }
 
-async fn create(lab: &Lab, path: &str, body: Value) -> Result<Value, String> {
-    lab.api().expect(Method::POST, path, Some(body), 201).await.map_err(err)
+async fn create(lab: &Lab, path: &str, body: Value) -> Result<Value, DataplaneBenchError> {
+    Ok(lab.api().expect(Method::POST, path, Some(body), 201).await?)
 }
 
 struct PortToWire {
@@ -93,8 +117,8 @@ struct PortToWire {
     ops_h1: (u64, u64),
 }
 
-async fn port_to_wire(args: &DataplaneBenchArgs, bin: &std::path::Path) -> Result<PortToWire, String> {
-    let lab = Lab::up(LabConfig::new(format!("{}w-", args.prefix), 2, bin)).await.map_err(err)?;
+async fn port_to_wire(args: &DataplaneBenchArgs, bin: &std::path::Path) -> Result<PortToWire, DataplaneBenchError> {
+    let lab = Lab::up(LabConfig::new(format!("{}w-", args.prefix), 2, bin)).await?;
     let net = create(&lab, "/v2.0/networks", json!({"network": {"name": "bench"}})).await?["network"]["id"]
         .as_str()
         .unwrap_or_default()
@@ -105,9 +129,9 @@ async fn port_to_wire(args: &DataplaneBenchArgs, bin: &std::path::Path) -> Resul
     // The neighbour, on h1, configured by hand.
     let nbr = create(&lab, "/v2.0/ports", json!({"port": {"network_id": net, "name": "neighbour"}})).await?;
     let nbr_id = nbr["port"]["id"].as_str().unwrap_or_default().to_string();
-    lab.instance_plug("nbr", "h1", &nbr_id).await.map_err(err)?;
+    lab.instance_plug("nbr", "h1", &nbr_id).await?;
     let nbr_ip = nbr["port"]["fixed_ips"][0]["ip_address"].as_str().unwrap_or_default().to_string();
-    lab.exec_ok("nbr", &["ip", "addr", "add", &format!("{nbr_ip}/16"), "dev", "eth0"]).await.map_err(err)?;
+    lab.exec_ok("nbr", &["ip", "addr", "add", &format!("{nbr_ip}/16"), "dev", "eth0"]).await?;
 
     // Warm-up: the first port brings the network to h2 (bridge, VXLAN).
     let mut out = PortToWire {
@@ -133,12 +157,11 @@ async fn port_to_wire(args: &DataplaneBenchArgs, bin: &std::path::Path) -> Resul
         let id = port["port"]["id"].as_str().unwrap_or_default().to_string();
         let ip = port["port"]["fixed_ips"][0]["ip_address"].as_str().unwrap_or_default().to_string();
         let vm = format!("v{i}");
-        lab.instance_plug(&vm, "h2", &id).await.map_err(err)?;
-        lab.exec_ok(&vm, &["ip", "addr", "add", &format!("{ip}/16"), "dev", "eth0"]).await.map_err(err)?;
+        lab.instance_plug(&vm, "h2", &id).await?;
+        lab.exec_ok(&vm, &["ip", "addr", "add", &format!("{ip}/16"), "dev", "eth0"]).await?;
         let t_plug = t0.elapsed();
         // One echo answered, trying every 5 ms for at most 3 s.
-        let ping =
-            lab.exec("nbr", &["ping", "-n", "-q", "-c", "1", "-i", "0.005", "-w", "3", &ip]).await.map_err(err)?;
+        let ping = lab.exec("nbr", &["ping", "-n", "-q", "-c", "1", "-i", "0.005", "-w", "3", &ip]).await?;
         let t_ping = t0.elapsed();
         if i == 0 {
             continue;
@@ -167,9 +190,9 @@ struct ColdStart {
     ops: (u64, u64),
 }
 
-async fn cold_start(args: &DataplaneBenchArgs, bin: &std::path::Path) -> Result<ColdStart, String> {
-    let lab = Lab::up(LabConfig::new(format!("{}c-", args.prefix), 1, bin)).await.map_err(err)?;
-    lab.stop_agent(1).map_err(err)?;
+async fn cold_start(args: &DataplaneBenchArgs, bin: &std::path::Path) -> Result<ColdStart, DataplaneBenchError> {
+    let lab = Lab::up(LabConfig::new(format!("{}c-", args.prefix), 1, bin)).await?;
+    lab.stop_agent(1)?;
     // A bridge takes at most 1023 ports: 100 ports per network.
     let per_net = 100;
     let mut ids = Vec::new();
@@ -179,7 +202,7 @@ async fn cold_start(args: &DataplaneBenchArgs, bin: &std::path::Path) -> Result<
             // More ports than the default quota of a project.
             let project = net["network"]["project_id"].as_str().unwrap_or_default();
             let path = format!("/v2.0/quotas/{project}");
-            lab.api().expect(Method::PUT, &path, Some(json!({"quota": {"port": -1}})), 200).await.map_err(err)?;
+            lab.api().expect(Method::PUT, &path, Some(json!({"quota": {"port": -1}})), 200).await?;
         }
         let net = net["network"]["id"].as_str().unwrap_or_default().to_string();
         let cidr = format!("10.{}.0.0/24", 100 + n);
@@ -200,9 +223,12 @@ async fn cold_start(args: &DataplaneBenchArgs, bin: &std::path::Path) -> Result<
     }
     // Their taps, up, peers in a namespace of the lab's own.
     let sink = format!("{}sink", lab.prefix());
-    let st = std::process::Command::new("ip").args(["netns", "add", &sink]).status().map_err(err)?;
+    let st = std::process::Command::new("ip")
+        .args(["netns", "add", &sink])
+        .status()
+        .map_err(DataplaneBenchError::io("cannot run ip netns add"))?;
     if !st.success() {
-        return Err(format!("cannot create namespace {sink}"));
+        return Err(DataplaneBenchError::Namespace(sink));
     }
     let mut batch = String::new();
     for (i, id) in ids.iter().enumerate() {
@@ -211,22 +237,21 @@ async fn cold_start(args: &DataplaneBenchArgs, bin: &std::path::Path) -> Result<
         let _ = writeln!(batch, "link set {tap} up");
     }
     let file = lab.run_dir().join("cold-taps.batch");
-    std::fs::write(&file, batch).map_err(err)?;
-    lab.exec_ok("h1", &["ip", "-batch", &file.display().to_string()]).await.map_err(err)?;
+    std::fs::write(&file, batch).map_err(DataplaneBenchError::io(format!("cannot write {}", file.display())))?;
+    lab.exec_ok("h1", &["ip", "-batch", &file.display().to_string()]).await?;
 
     let offset = log_len(&lab.agent_log(1));
     let t0 = Instant::now();
-    lab.start_agent(1).map_err(err)?;
+    lab.start_agent(1)?;
     let deadline = t0 + Duration::from_secs(60);
     loop {
-        let (_, body) =
-            lab.api().get("/v2.0/ports?device_owner=compute:nova&status=ACTIVE&fields=id").await.map_err(err)?;
+        let (_, body) = lab.api().get("/v2.0/ports?device_owner=compute:nova&status=ACTIVE&fields=id").await?;
         let active = body["ports"].as_array().map(|a| a.len()).unwrap_or(0);
         if active >= ids.len() {
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("only {active} of {} ports ACTIVE after 60 s", ids.len()));
+            return Err(DataplaneBenchError::NotActive { active, wanted: ids.len() });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -235,11 +260,11 @@ async fn cold_start(args: &DataplaneBenchArgs, bin: &std::path::Path) -> Result<
     Ok(ColdStart { ports: ids.len(), to_active, ops })
 }
 
-pub async fn run(args: DataplaneBenchArgs) -> Result<(), String> {
+pub async fn run(args: DataplaneBenchArgs) -> Result<(), DataplaneBenchError> {
     if !neutrino_lab::is_root() {
-        return Err("the dataplane benchmark builds a lab of network namespaces: run it as root".into());
+        return Err(DataplaneBenchError::NotRoot);
     }
-    let bin = std::env::current_exe().map_err(err)?;
+    let bin = std::env::current_exe().map_err(DataplaneBenchError::io("cannot find this binary"))?;
     let mut machine = Machine::probe();
     let wire = port_to_wire(&args, &bin).await?;
     let cold = if args.cold_ports > 0 { Some(cold_start(&args, &bin).await?) } else { None };

@@ -3,13 +3,45 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use neutrino_model::MacAddress;
-use neutrino_model::segments::{IdRange, MtuConfig, NetworkType, SegmentConfig, VlanPhysnet};
+use neutrino_model::segments::{IdRange, MtuConfig, NetworkType, RangeError, SegmentConfig, VlanPhysnet};
 use neutrino_model::subnets::SubnetLimits;
 use serde::Deserialize;
+
+/// Why the configuration cannot be used; each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("project network type '{0}' is not supported (vxlan, vlan)")]
+    NetworkType(String),
+    #[error("database.sync must be 'normal' or 'full', not '{0}'")]
+    DatabaseSync(String),
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    #[error("ports.base_mac '{0}' is not a MAC address")]
+    BaseMac(String),
+    #[error("unknown quota resource '{0}'")]
+    Quota(String),
+    /// `--auth keystone` without a setting it cannot do without (the flag).
+    #[error("--auth keystone needs {0}")]
+    KeystoneNeeds(&'static str),
+    #[error("auth mode must be 'builtin' or 'keystone', not '{0}'")]
+    AuthMode(String),
+}
 
 /// The TOML file. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -185,18 +217,18 @@ pub struct Overrides {
     pub agent_token: Option<String>,
 }
 
-fn parse_types(list: &[String]) -> Result<Vec<NetworkType>, String> {
+fn parse_types(list: &[String]) -> Result<Vec<NetworkType>, ConfigError> {
     list.iter()
         .map(|t| match t.as_str() {
             "vxlan" => Ok(NetworkType::Vxlan),
             "vlan" => Ok(NetworkType::Vlan),
-            other => Err(format!("project network type '{other}' is not supported (vxlan, vlan)")),
+            other => Err(ConfigError::NetworkType(other.to_string())),
         })
         .collect()
 }
 
 /// Merges defaults, the file and the overrides, and checks the result.
-pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, String> {
+pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, ConfigError> {
     let mut c = ServerConfig::local(PathBuf::from("./neutrino-data"));
     if let Some(l) = file.listen {
         c.listen = l;
@@ -213,7 +245,7 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, String> {
         c.sync_full = match s.as_str() {
             "normal" => false,
             "full" => true,
-            other => return Err(format!("database.sync must be 'normal' or 'full', not '{other}'")),
+            other => return Err(ConfigError::DatabaseSync(other.to_string())),
         };
     }
     let ml2 = &file.ml2;
@@ -244,7 +276,7 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, String> {
     };
     c.segments.validate()?;
     if let Some(m) = &file.ports.base_mac {
-        c.base_mac = m.parse().map_err(|_| format!("ports.base_mac '{m}' is not a MAC address"))?;
+        c.base_mac = m.parse().map_err(|_| ConfigError::BaseMac(m.clone()))?;
     }
     if let Some(n) = file.ports.max_allowed_address_pairs {
         c.max_allowed_address_pairs = n;
@@ -269,7 +301,7 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, String> {
     }
     for (k, v) in file.quotas {
         if !neutrino_model::quota::QUOTA_RESOURCES.contains(&k.as_str()) {
-            return Err(format!("unknown quota resource '{k}'"));
+            return Err(ConfigError::Quota(k));
         }
         c.quotas.insert(k, v);
     }
@@ -296,7 +328,7 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, String> {
     c.auth = match mode.as_str() {
         "builtin" => AuthConfig::Builtin { token_ttl: ttl },
         "keystone" => {
-            let need = |v: Option<String>, what: &str| v.ok_or_else(|| format!("--auth keystone needs {what}"));
+            let need = |v: Option<String>, flag: &'static str| v.ok_or(ConfigError::KeystoneNeeds(flag));
             AuthConfig::Keystone(KeystoneConfig {
                 url: need(o.keystone_url.or(ks.url), "--keystone-url")?,
                 username: need(o.keystone_username.or(ks.username), "--keystone-username")?,
@@ -307,15 +339,16 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, String> {
                 cache: Duration::from_secs(ks.cache_seconds.unwrap_or(60)),
             })
         }
-        other => return Err(format!("auth mode must be 'builtin' or 'keystone', not '{other}'")),
+        other => return Err(ConfigError::AuthMode(other.to_string())),
     };
     Ok(c)
 }
 
 /// Reads a TOML configuration file.
-pub fn read_file(path: &std::path::Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]
@@ -352,8 +385,13 @@ mod tests {
         let bad: Result<FileConfig, _> = toml::from_str("nonsense = 1");
         assert!(bad.is_err());
         let file: FileConfig = toml::from_str("[ml2]\nvni_ranges = [\"0:20000000\"]").unwrap();
-        assert!(resolve(file, Overrides::default()).is_err());
+        assert!(matches!(resolve(file, Overrides::default()), Err(ConfigError::Range(_))));
+        let file: FileConfig = toml::from_str("[quotas]\nnetworks = 3").unwrap();
+        assert!(matches!(resolve(file, Overrides::default()), Err(ConfigError::Quota(q)) if q == "networks"));
         let keystone = Overrides { auth: Some("keystone".into()), ..Default::default() };
-        assert!(resolve(FileConfig::default(), keystone).is_err());
+        let refused = resolve(FileConfig::default(), keystone).unwrap_err();
+        assert_eq!(refused.to_string(), "--auth keystone needs --keystone-url");
+        let missing = read_file(Path::new("/nonexistent/neutrino.toml")).unwrap_err();
+        assert!(missing.to_string().starts_with("cannot read /nonexistent/neutrino.toml: "), "{missing}");
     }
 }

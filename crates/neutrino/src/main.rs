@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use neutrino::config::{self, FileConfig, Overrides};
+use neutrino::bench::BenchError;
+use neutrino::bench_dataplane::DataplaneBenchError;
+use neutrino::config::{self, ConfigError, FileConfig, Overrides};
 
 // The server allocates many small, short-lived objects per request (JSON
 // values, rows); mimalloc handles that markedly better than glibc's malloc.
@@ -68,6 +70,24 @@ struct ServerArgs {
     agent_token: Option<String>,
 }
 
+/// What ends a command, by the command that failed.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Server(#[from] neutrino::server::ServerError),
+    #[error(transparent)]
+    Bench(#[from] BenchError),
+    #[error(transparent)]
+    DataplaneBench(#[from] DataplaneBenchError),
+    /// `neutrino_agent::run` still reports a text.
+    #[error("{0}")]
+    Agent(String),
+    #[error(transparent)]
+    Lab(#[from] neutrino_lab::Error),
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NEUTRINO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
@@ -76,7 +96,7 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
-async fn run_server(args: ServerArgs) -> Result<(), String> {
+async fn run_server(args: ServerArgs) -> Result<(), CliError> {
     let file = match &args.config {
         Some(p) => config::read_file(p)?,
         None => FileConfig::default(),
@@ -97,7 +117,7 @@ async fn run_server(args: ServerArgs) -> Result<(), String> {
         },
     )?;
     let data_dir = cfg.data_dir.clone();
-    let server = neutrino::server::start(cfg).await.map_err(|e| e.to_string())?;
+    let server = neutrino::server::start(cfg).await.map_err(CliError::Server)?;
     tracing::info!(url = %server.url(), data_dir = %data_dir.display(), "neutrino server ready");
     // Machine-readable readiness line for scripts and tests.
     println!("listening on {}", server.addr);
@@ -133,10 +153,10 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => run_server(*args).await,
-        Command::Bench(args) => neutrino::bench::run(*args).await,
-        Command::BenchDataplane(args) => neutrino::bench_dataplane::run(*args).await,
-        Command::Agent(args) => neutrino_agent::run(*args).await,
-        Command::Lab(args) => neutrino_lab::cli::run(*args).await,
+        Command::Bench(args) => neutrino::bench::run(*args).await.map_err(CliError::from),
+        Command::BenchDataplane(args) => neutrino::bench_dataplane::run(*args).await.map_err(CliError::from),
+        Command::Agent(args) => neutrino_agent::run(*args).await.map_err(CliError::Agent),
+        Command::Lab(args) => neutrino_lab::cli::run(*args).await.map_err(CliError::from),
     };
     if let Err(e) = result {
         eprintln!("neutrino: {e}");

@@ -164,3 +164,54 @@ async fn l3_scheduling() {
     let zones = t.get("/v2.0/availability_zones?resource=router", &t.admin).await.expect(200);
     assert_eq!(zones["availability_zones"], json!([{"name": "nova", "resource": "router", "state": "available"}]));
 }
+
+#[tokio::test]
+async fn scheduling_errors_name_the_agent_and_what_it_hosts() {
+    let t = TestServer::start().await;
+    let store = t.server.as_ref().unwrap().store.clone();
+    let dhcp = store.report_agent(&report(agent_type::DHCP, "network1", None)).await.unwrap();
+    let l3 = store.report_agent(&report(agent_type::L3, "network1", None)).await.unwrap();
+    let n = id(&t.network(&t.admin, json!({})).await);
+    let r = id(&t.post("/v2.0/routers", &t.admin, json!({"router": {"name": "r"}})).await.expect(201)["router"]);
+    let cases = [
+        // (agent, collection, attribute, id, message when hosted twice, when not hosted, wrong agent type)
+        (
+            dhcp.id.to_string(),
+            "dhcp-networks",
+            "network_id",
+            n.clone(),
+            format!("The network {n} has been already hosted by the DHCP Agent {}.", dhcp.id),
+            format!("The network {n} is not hosted by the DHCP agent {}.", dhcp.id),
+            format!("Invalid input for operation: Agent {} is not a DHCP agent.", l3.id),
+        ),
+        (
+            l3.id.to_string(),
+            "l3-routers",
+            "router_id",
+            r.clone(),
+            format!("The router {r} has been already hosted by the L3 Agent {}.", l3.id),
+            format!("The router {r} is not hosted by L3 agent {}.", l3.id),
+            format!("Invalid input for operation: Agent {} is not a L3 Agent or has been disabled.", dhcp.id),
+        ),
+    ];
+    for (agent, collection, attr, target, twice, absent, wrong_type) in cases {
+        let path = format!("/v2.0/agents/{agent}/{collection}");
+        assert_eq!(t.delete(&format!("{path}/{target}"), &t.admin).await.error_message(), absent);
+        assert_eq!(t.post(&path, &t.admin, json!({ attr: target })).await.status, 201);
+        let again = t.post(&path, &t.admin, json!({ attr: target })).await;
+        assert_eq!((again.status, again.error_message()), (409, twice.as_str()));
+        // A malformed or unknown id is refused before anything changes.
+        assert_eq!(t.post(&path, &t.admin, json!({ attr: "x" })).await.status, 400);
+        let unknown = "0b8f6f0e-4d0c-4c5e-9a4e-2f1f7c3b9d11";
+        assert_eq!(t.post(&path, &t.admin, json!({ attr: unknown })).await.status, 404);
+        assert_eq!(t.delete(&format!("{path}/not-an-id"), &t.admin).await.status, 404);
+        // The other type of agent does not host this.
+        let other = if agent == dhcp.id.to_string() { l3.id.to_string() } else { dhcp.id.to_string() };
+        let wrong = t.post(&format!("/v2.0/agents/{other}/{collection}"), &t.admin, json!({ attr: target })).await;
+        assert_eq!((wrong.status, wrong.error_message()), (400, wrong_type.as_str()));
+        assert_eq!(t.get(&path, &t.admin).await.expect(200)[collection.split('-').nth(1).unwrap()][0]["id"], target);
+        assert_eq!(t.delete(&format!("{path}/{target}"), &t.admin).await.status, 204);
+    }
+    assert_eq!(t.get("/v2.0/networks/not-an-id/dhcp-agents", &t.admin).await.status, 404);
+    assert_eq!(t.get("/v2.0/routers/0b8f6f0e-4d0c-4c5e-9a4e-2f1f7c3b9d11/l3-agents", &t.admin).await.status, 404);
+}

@@ -85,8 +85,7 @@ pub fn endpoints(base: &str, region: &str, ids: &CatalogIds) -> Vec<Value> {
 
 /// The catalog as it appears inside a token.
 pub fn catalog(base: &str, region: &str, ids: &CatalogIds) -> Value {
-    let eps = |service: &str, url: String, ep_ids: &[String; 3]| -> Vec<Value> {
-        let _ = service;
+    let eps = |url: String, ep_ids: &[String; 3]| -> Vec<Value> {
         INTERFACES
             .iter()
             .enumerate()
@@ -95,9 +94,9 @@ pub fn catalog(base: &str, region: &str, ids: &CatalogIds) -> Value {
     };
     json!([
         {"id": ids.network_service, "type": "network", "name": "neutron",
-         "endpoints": eps("network", base.to_string(), &ids.network_endpoints)},
+         "endpoints": eps(base.to_string(), &ids.network_endpoints)},
         {"id": ids.identity_service, "type": "identity", "name": "keystone",
-         "endpoints": eps("identity", format!("{base}/v3"), &ids.identity_endpoints)},
+         "endpoints": eps(format!("{base}/v3"), &ids.identity_endpoints)},
     ])
 }
 

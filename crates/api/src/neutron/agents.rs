@@ -2,6 +2,8 @@
 //! sub-resources (admin only). Agents create their records themselves by
 //! reporting in; the API lists, shows, updates and deletes them.
 
+use std::fmt::Display;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -10,7 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use neutrino_model::agents::{Agent, AgentUpdate, agent_type};
-use neutrino_model::policy::Viewer;
+use neutrino_model::l3::Router as L3Router;
+use neutrino_model::policy::{Context, Viewer};
+use neutrino_model::resources::Network;
 use neutrino_model::{AgentId, Error, NetworkId, ResourceKind, Result, RouterId};
 use serde_json::{Map, Value, json};
 
@@ -62,12 +66,12 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v2.0/agents", get(list))
         .route("/v2.0/agents/{id}", get(show).put(update).delete(remove))
-        .route("/v2.0/agents/{id}/dhcp-networks", get(agent_networks).post(add_network))
-        .route("/v2.0/agents/{id}/dhcp-networks/{network}", delete(remove_network))
-        .route("/v2.0/networks/{id}/dhcp-agents", get(network_agents))
-        .route("/v2.0/agents/{id}/l3-routers", get(agent_routers).post(add_router))
-        .route("/v2.0/agents/{id}/l3-routers/{router}", delete(remove_router))
-        .route("/v2.0/routers/{id}/l3-agents", get(router_agents))
+        .route("/v2.0/agents/{id}/dhcp-networks", get(hosted::<Dhcp>).post(host::<Dhcp>))
+        .route("/v2.0/agents/{id}/dhcp-networks/{network}", delete(unhost::<Dhcp>))
+        .route("/v2.0/networks/{id}/dhcp-agents", get(hosting_agents::<Dhcp>))
+        .route("/v2.0/agents/{id}/l3-routers", get(hosted::<L3>).post(host::<L3>))
+        .route("/v2.0/agents/{id}/l3-routers/{router}", delete(unhost::<L3>))
+        .route("/v2.0/routers/{id}/l3-agents", get(hosting_agents::<L3>))
 }
 
 pub fn view(app: &App, a: &Agent) -> Map<String, Value> {
@@ -169,124 +173,162 @@ async fn agent_of_type(app: &App, id: &str, kind: &str, not_it: &str) -> Result<
     Ok(a)
 }
 
-async fn dhcp_agent(app: &App, id: &str) -> Result<Agent> {
-    agent_of_type(app, id, agent_type::DHCP, "is not a DHCP agent").await
+/// What one agent type hosts, for the scheduler sub-resources: DHCP agents
+/// host networks, L3 agents routers. The handlers below serve both; only
+/// the store calls and Neutron's wording differ.
+trait Hosting {
+    type Id: FromStr + Display + Send + Sync;
+    type Resource: Send;
+    /// The agent type, and how Neutron says an agent is not of it.
+    const AGENT_TYPE: &'static str;
+    const NOT_OF_TYPE: &'static str;
+    const KIND: ResourceKind;
+    /// The body attribute naming one, and the key of a list of them.
+    const ID_ATTR: &'static str;
+    const PLURAL: &'static str;
+
+    fn fetch(app: &App, id: &Self::Id) -> impl Future<Output = Result<Self::Resource>> + Send;
+    fn view(r: &Self::Resource, ctx: &Context) -> Map<String, Value>;
+    fn hosted_by(app: &App, agent: &AgentId) -> impl Future<Output = Result<Vec<Self::Id>>> + Send;
+    fn agents_of(app: &App, id: &Self::Id) -> impl Future<Output = Result<Vec<Agent>>> + Send;
+    /// False when the agent hosts it already.
+    fn add(app: &App, agent: &AgentId, id: &Self::Id) -> impl Future<Output = Result<bool>> + Send;
+    /// False when the agent does not host it.
+    fn remove(app: &App, agent: &AgentId, id: &Self::Id) -> impl Future<Output = Result<bool>> + Send;
+    fn already_hosted(id: &Self::Id, agent: &AgentId) -> String;
+    fn not_hosted(id: &Self::Id, agent: &AgentId) -> String;
 }
 
-async fn agent_networks(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
+struct Dhcp;
+
+impl Hosting for Dhcp {
+    type Id = NetworkId;
+    type Resource = Network;
+    const AGENT_TYPE: &'static str = agent_type::DHCP;
+    const NOT_OF_TYPE: &'static str = "is not a DHCP agent";
+    const KIND: ResourceKind = ResourceKind::Network;
+    const ID_ATTR: &'static str = "network_id";
+    const PLURAL: &'static str = "networks";
+
+    async fn fetch(app: &App, id: &NetworkId) -> Result<Network> {
+        app.store.get_network(&Viewer::All, id).await
+    }
+    fn view(n: &Network, ctx: &Context) -> Map<String, Value> {
+        super::networks::view(n, ctx)
+    }
+    async fn hosted_by(app: &App, agent: &AgentId) -> Result<Vec<NetworkId>> {
+        app.store.dhcp_agent_networks(agent).await
+    }
+    async fn agents_of(app: &App, id: &NetworkId) -> Result<Vec<Agent>> {
+        app.store.network_dhcp_agents(id).await
+    }
+    async fn add(app: &App, agent: &AgentId, id: &NetworkId) -> Result<bool> {
+        app.store.add_network_to_dhcp_agent(agent, id).await
+    }
+    async fn remove(app: &App, agent: &AgentId, id: &NetworkId) -> Result<bool> {
+        app.store.remove_network_from_dhcp_agent(agent, id).await
+    }
+    fn already_hosted(id: &NetworkId, agent: &AgentId) -> String {
+        format!("The network {id} has been already hosted by the DHCP Agent {agent}.")
+    }
+    fn not_hosted(id: &NetworkId, agent: &AgentId) -> String {
+        format!("The network {id} is not hosted by the DHCP agent {agent}.")
+    }
+}
+
+struct L3;
+
+impl Hosting for L3 {
+    type Id = RouterId;
+    type Resource = L3Router;
+    const AGENT_TYPE: &'static str = agent_type::L3;
+    const NOT_OF_TYPE: &'static str = "is not a L3 Agent or has been disabled";
+    const KIND: ResourceKind = ResourceKind::Router;
+    const ID_ATTR: &'static str = "router_id";
+    const PLURAL: &'static str = "routers";
+
+    async fn fetch(app: &App, id: &RouterId) -> Result<L3Router> {
+        app.store.get_router(&Viewer::All, id).await
+    }
+    fn view(r: &L3Router, ctx: &Context) -> Map<String, Value> {
+        super::routers::view(r, ctx)
+    }
+    async fn hosted_by(app: &App, agent: &AgentId) -> Result<Vec<RouterId>> {
+        app.store.l3_agent_routers(agent).await
+    }
+    async fn agents_of(app: &App, id: &RouterId) -> Result<Vec<Agent>> {
+        app.store.router_l3_agents(id).await
+    }
+    async fn add(app: &App, agent: &AgentId, id: &RouterId) -> Result<bool> {
+        app.store.add_router_to_l3_agent(agent, id).await
+    }
+    async fn remove(app: &App, agent: &AgentId, id: &RouterId) -> Result<bool> {
+        app.store.remove_router_from_l3_agent(agent, id).await
+    }
+    fn already_hosted(id: &RouterId, agent: &AgentId) -> String {
+        format!("The router {id} has been already hosted by the L3 Agent {agent}.")
+    }
+    fn not_hosted(id: &RouterId, agent: &AgentId) -> String {
+        format!("The router {id} is not hosted by L3 agent {agent}.")
+    }
+}
+
+/// `GET /v2.0/agents/{id}/dhcp-networks` and `.../l3-routers`. What the
+/// agent hosts but cannot be read any more (deleted meanwhile) is left out.
+async fn hosted<H: Hosting>(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
     admin_only(&ctx)?;
-    let a = dhcp_agent(&app, &id).await?;
-    let mut nets = Vec::new();
-    for n in app.store.dhcp_agent_networks(&a.id).await? {
-        if let Ok(net) = app.store.get_network(&Viewer::All, &n).await {
-            nets.push(Value::Object(super::networks::view(&net, &ctx)));
+    let a = agent_of_type(&app, &id, H::AGENT_TYPE, H::NOT_OF_TYPE).await?;
+    let mut items = Vec::new();
+    for id in H::hosted_by(&app, &a.id).await? {
+        if let Ok(r) = H::fetch(&app, &id).await {
+            items.push(Value::Object(H::view(&r, &ctx)));
         }
     }
-    Ok(respond(StatusCode::OK, json!({ "networks": nets })))
+    Ok(respond(StatusCode::OK, json!({ H::PLURAL: items })))
 }
 
-async fn add_network(
+async fn host<H: Hosting>(
     State(app): State<Arc<App>>,
     ctx: Ctx,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> ApiResult<Response> {
     admin_only(&ctx)?;
-    let a = dhcp_agent(&app, &id).await?;
+    let a = agent_of_type(&app, &id, H::AGENT_TYPE, H::NOT_OF_TYPE).await?;
     let v: Value = serde_json::from_slice(&body).map_err(|_| Error::BadRequest("Body contains invalid data".into()))?;
-    let network: NetworkId = to_uuid("network_id", v.get("network_id").unwrap_or(&Value::Null))?;
-    app.store.get_network(&Viewer::All, &network).await?;
-    if !app.store.add_network_to_dhcp_agent(&a.id, &network).await? {
-        return Err(Error::Conflict(format!(
-            "The network {network} has been already hosted by the DHCP Agent {}.",
-            a.id
-        ))
-        .into());
+    let target: H::Id = to_uuid(H::ID_ATTR, v.get(H::ID_ATTR).unwrap_or(&Value::Null))?;
+    H::fetch(&app, &target).await?;
+    if !H::add(&app, &a.id, &target).await? {
+        return Err(Error::Conflict(H::already_hosted(&target, &a.id)).into());
     }
     Ok((StatusCode::CREATED, "").into_response())
 }
 
-async fn remove_network(
+async fn unhost<H: Hosting>(
     State(app): State<Arc<App>>,
     ctx: Ctx,
-    Path((id, network)): Path<(String, String)>,
+    Path((id, target)): Path<(String, String)>,
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
     no_body(&body)?;
     admin_only(&ctx)?;
-    let a = dhcp_agent(&app, &id).await?;
-    let network: NetworkId = path_id(&network, ResourceKind::Network)?;
-    if !app.store.remove_network_from_dhcp_agent(&a.id, &network).await? {
-        return Err(Error::Conflict(format!("The network {network} is not hosted by the DHCP agent {}.", a.id)).into());
+    let a = agent_of_type(&app, &id, H::AGENT_TYPE, H::NOT_OF_TYPE).await?;
+    let target: H::Id = path_id(&target, H::KIND)?;
+    if !H::remove(&app, &a.id, &target).await? {
+        return Err(Error::Conflict(H::not_hosted(&target, &a.id)).into());
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn network_agents(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
-    admin_only(&ctx)?;
-    let id: NetworkId = path_id(&id, ResourceKind::Network)?;
-    app.store.get_network(&Viewer::All, &id).await?;
-    let agents: Vec<Value> =
-        app.store.network_dhcp_agents(&id).await?.iter().map(|a| Value::Object(view(&app, a))).collect();
-    Ok(respond(StatusCode::OK, json!({ "agents": agents })))
-}
-
-async fn l3_agent(app: &App, id: &str) -> Result<Agent> {
-    agent_of_type(app, id, agent_type::L3, "is not a L3 Agent or has been disabled").await
-}
-
-async fn agent_routers(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
-    admin_only(&ctx)?;
-    let a = l3_agent(&app, &id).await?;
-    let mut routers = Vec::new();
-    for r in app.store.l3_agent_routers(&a.id).await? {
-        if let Ok(router) = app.store.get_router(&Viewer::All, &r).await {
-            routers.push(Value::Object(super::routers::view(&router, &ctx)));
-        }
-    }
-    Ok(respond(StatusCode::OK, json!({ "routers": routers })))
-}
-
-async fn add_router(
+/// `GET /v2.0/networks/{id}/dhcp-agents` and `/v2.0/routers/{id}/l3-agents`.
+async fn hosting_agents<H: Hosting>(
     State(app): State<Arc<App>>,
     ctx: Ctx,
     Path(id): Path<String>,
-    Body(body): Body,
 ) -> ApiResult<Response> {
     admin_only(&ctx)?;
-    let a = l3_agent(&app, &id).await?;
-    let v: Value = serde_json::from_slice(&body).map_err(|_| Error::BadRequest("Body contains invalid data".into()))?;
-    let router: RouterId = to_uuid("router_id", v.get("router_id").unwrap_or(&Value::Null))?;
-    app.store.get_router(&Viewer::All, &router).await?;
-    if !app.store.add_router_to_l3_agent(&a.id, &router).await? {
-        return Err(
-            Error::Conflict(format!("The router {router} has been already hosted by the L3 Agent {}.", a.id)).into()
-        );
-    }
-    Ok((StatusCode::CREATED, "").into_response())
-}
-
-async fn remove_router(
-    State(app): State<Arc<App>>,
-    ctx: Ctx,
-    Path((id, router)): Path<(String, String)>,
-    Body(body): Body,
-) -> ApiResult<StatusCode> {
-    no_body(&body)?;
-    admin_only(&ctx)?;
-    let a = l3_agent(&app, &id).await?;
-    let router: RouterId = path_id(&router, ResourceKind::Router)?;
-    if !app.store.remove_router_from_l3_agent(&a.id, &router).await? {
-        return Err(Error::Conflict(format!("The router {router} is not hosted by L3 agent {}.", a.id)).into());
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn router_agents(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
-    admin_only(&ctx)?;
-    let id: RouterId = path_id(&id, ResourceKind::Router)?;
-    app.store.get_router(&Viewer::All, &id).await?;
-    let agents: Vec<Value> =
-        app.store.router_l3_agents(&id).await?.iter().map(|a| Value::Object(view(&app, a))).collect();
+    let id: H::Id = path_id(&id, H::KIND)?;
+    H::fetch(&app, &id).await?;
+    let agents: Vec<Value> = H::agents_of(&app, &id).await?.iter().map(|a| Value::Object(view(&app, a))).collect();
     Ok(respond(StatusCode::OK, json!({ "agents": agents })))
 }
