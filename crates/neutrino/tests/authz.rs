@@ -263,22 +263,10 @@ const TABLE: &[Row] = &[
 /// Cells where Neutrino answers otherwise than Neutron, each a reported
 /// bug: (method, path template, callers, what Neutrino answers them). The
 /// test holds Neutrino to that answer, so a fix fails here until its entry
-/// goes; every other cell must match the table.
-///
-/// The scheduler sub-resources: Neutron enforces their admin-only rules
-/// (`get_dhcp-networks`, `create_l3-router`, ...) with `policy.enforce`
-/// before any lookup, so non-admins get 403; Neutrino answers 404.
-const KNOWN_DIFFERENCES: &[(&str, &str, &[Caller], u16)] = &[
-    ("GET", "/v2.0/agents/{dhcp_agent}/dhcp-networks", NOT_ADMIN, 404),
-    ("POST", "/v2.0/agents/{dhcp_agent}/dhcp-networks", NOT_ADMIN, 404),
-    ("DELETE", "/v2.0/agents/{dhcp_agent}/dhcp-networks/{~dhcp_net}", NOT_ADMIN, 404),
-    ("GET", "/v2.0/networks/{net}/dhcp-agents", NOT_ADMIN, 404),
-    ("GET", "/v2.0/agents/{l3_agent}/l3-routers", NOT_ADMIN, 404),
-    ("POST", "/v2.0/agents/{l3_agent}/l3-routers", NOT_ADMIN, 404),
-    ("DELETE", "/v2.0/agents/{l3_agent}/l3-routers/{~l3_router}", NOT_ADMIN, 404),
-    ("GET", "/v2.0/routers/{router}/l3-agents", NOT_ADMIN, 404),
-];
-const NOT_ADMIN: &[Caller] = &[Caller::Member, Caller::Reader, Caller::Other];
+/// goes; every other cell must match the table. (None today: the scheduler
+/// sub-resources now refuse non-admins with 403 before any lookup, as
+/// Neutron's `get_dhcp-networks`, `create_l3-router`, ... rules do.)
+const KNOWN_DIFFERENCES: &[(&str, &str, &[Caller], u16)] = &[];
 
 /// The server, the callers' tokens and the fixtures the rows refer to.
 struct World {

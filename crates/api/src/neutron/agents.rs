@@ -99,6 +99,12 @@ fn admin_only(ctx: &Ctx) -> Result<()> {
     if ctx.is_admin() { Ok(()) } else { Err(Error::HttpNotFound) }
 }
 
+/// The scheduler operations are admin-only policy rules: others are told
+/// so (403), as Neutron checks them before looking anything up.
+fn admin_rule(ctx: &Ctx, rule: &str) -> Result<()> {
+    if ctx.is_admin() { Ok(()) } else { Err(Error::policy(rule)) }
+}
+
 async fn list(
     State(app): State<Arc<App>>,
     ctx: Ctx,
@@ -186,6 +192,10 @@ trait Hosting {
     /// The body attribute naming one, and the key of a list of them.
     const ID_ATTR: &'static str;
     const PLURAL: &'static str;
+    /// Neutron's policy rules of the four operations, admin-only: listing
+    /// what an agent hosts, adding, removing, and listing the hosting
+    /// agents. Others are refused (403) before anything is looked up.
+    const RULES: [&'static str; 4];
 
     fn fetch(app: &App, id: &Self::Id) -> impl Future<Output = Result<Self::Resource>> + Send;
     fn view(r: &Self::Resource, ctx: &Context) -> Map<String, Value>;
@@ -209,6 +219,8 @@ impl Hosting for Dhcp {
     const KIND: ResourceKind = ResourceKind::Network;
     const ID_ATTR: &'static str = "network_id";
     const PLURAL: &'static str = "networks";
+    const RULES: [&'static str; 4] =
+        ["get_dhcp-networks", "create_dhcp-network", "delete_dhcp-network", "get_dhcp-agents"];
 
     async fn fetch(app: &App, id: &NetworkId) -> Result<Network> {
         app.store.get_network(&Viewer::All, id).await
@@ -246,6 +258,7 @@ impl Hosting for L3 {
     const KIND: ResourceKind = ResourceKind::Router;
     const ID_ATTR: &'static str = "router_id";
     const PLURAL: &'static str = "routers";
+    const RULES: [&'static str; 4] = ["get_l3-routers", "create_l3-router", "delete_l3-router", "get_l3-agents"];
 
     async fn fetch(app: &App, id: &RouterId) -> Result<L3Router> {
         app.store.get_router(&Viewer::All, id).await
@@ -276,7 +289,7 @@ impl Hosting for L3 {
 /// `GET /v2.0/agents/{id}/dhcp-networks` and `.../l3-routers`. What the
 /// agent hosts but cannot be read any more (deleted meanwhile) is left out.
 async fn hosted<H: Hosting>(State(app): State<Arc<App>>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
-    admin_only(&ctx)?;
+    admin_rule(&ctx, H::RULES[0])?;
     let a = agent_of_type(&app, &id, H::AGENT_TYPE, H::NOT_OF_TYPE).await?;
     let mut items = Vec::new();
     for id in H::hosted_by(&app, &a.id).await? {
@@ -293,7 +306,7 @@ async fn host<H: Hosting>(
     Path(id): Path<String>,
     Body(body): Body,
 ) -> ApiResult<Response> {
-    admin_only(&ctx)?;
+    admin_rule(&ctx, H::RULES[1])?;
     let a = agent_of_type(&app, &id, H::AGENT_TYPE, H::NOT_OF_TYPE).await?;
     let v: Value = serde_json::from_slice(&body).map_err(|_| Error::BadRequest("Body contains invalid data".into()))?;
     let target: H::Id = to_uuid(H::ID_ATTR, v.get(H::ID_ATTR).unwrap_or(&Value::Null))?;
@@ -311,7 +324,7 @@ async fn unhost<H: Hosting>(
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
     no_body(&body)?;
-    admin_only(&ctx)?;
+    admin_rule(&ctx, H::RULES[2])?;
     let a = agent_of_type(&app, &id, H::AGENT_TYPE, H::NOT_OF_TYPE).await?;
     let target: H::Id = path_id(&target, H::KIND)?;
     if !H::remove(&app, &a.id, &target).await? {
@@ -326,7 +339,7 @@ async fn hosting_agents<H: Hosting>(
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    admin_only(&ctx)?;
+    admin_rule(&ctx, H::RULES[3])?;
     let id: H::Id = path_id(&id, H::KIND)?;
     H::fetch(&app, &id).await?;
     let agents: Vec<Value> = H::agents_of(&app, &id).await?.iter().map(|a| Value::Object(view(&app, a))).collect();
