@@ -10,6 +10,7 @@
 mod agents;
 mod config;
 mod l3;
+mod quota;
 mod rbac;
 mod security_groups;
 mod sqlite;

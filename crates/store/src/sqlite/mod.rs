@@ -17,11 +17,14 @@ mod ipam;
 mod l3;
 mod networks;
 mod port_cache;
+mod port_refs;
 mod ports;
 mod quotas;
 mod rbac;
+mod revisions;
 mod rows;
 mod security_groups;
+mod segments;
 mod store_impl;
 mod subnetpools;
 mod subnets;
@@ -142,14 +145,6 @@ pub(crate) fn now_iso() -> String {
     let now = time::OffsetDateTime::now_utc();
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     now.format(&fmt).unwrap_or_default()
-}
-
-/// Refuses a write whose `If-Match` revision is not the current one.
-pub(crate) fn check_revision(if_match: Option<i64>, current: i64) -> Result<()> {
-    match if_match {
-        Some(expected) if expected != current => Err(Error::RevisionMismatch { expected, current }),
-        _ => Ok(()),
-    }
 }
 
 /// JSON text of a value stored in a TEXT column.

@@ -1,4 +1,5 @@
-//! Per-project quota limits and usage counts.
+//! Per-project quota limits, usage counts, and the checks creates make
+//! inside their transactions (the rules themselves are in `crate::quota`).
 
 use std::collections::BTreeMap;
 
@@ -8,22 +9,7 @@ use sqlx::sqlite::SqliteConnection;
 use super::rows::{fetch, get};
 use super::{SqliteStore, begin, internal};
 use crate::QuotaUsage;
-
-/// The table whose rows count against each quota resource.
-fn table_of(resource: &str) -> Option<&'static str> {
-    match resource {
-        "network" => Some("networks"),
-        "subnet" => Some("subnets"),
-        "port" => Some("ports"),
-        "subnetpool" => Some("subnetpools"),
-        "router" => Some("routers"),
-        "floatingip" => Some("floatingips"),
-        "security_group" => Some("security_groups"),
-        "security_group_rule" => Some("security_group_rules"),
-        "rbac_policy" => Some("network_rbacs"),
-        _ => None,
-    }
-}
+use crate::quota::{self, counted_table};
 
 pub(crate) async fn limit_in(
     conn: &mut SqliteConnection,
@@ -47,6 +33,36 @@ pub(crate) async fn count_in(conn: &mut SqliteConnection, table: &str, project: 
     let rows =
         fetch(conn, format!("SELECT COUNT(*) AS n FROM {table} WHERE project_id = $1"), &[project.to_string()]).await?;
     rows.first().map(|r| get(r, "n")).unwrap_or(Ok(0))
+}
+
+/// Refuses to create `adding` more of `resource` than the project's limit.
+pub(crate) async fn check_quota(
+    conn: &mut SqliteConnection,
+    store: &SqliteStore,
+    project: &str,
+    resource: &str,
+    adding: i64,
+) -> Result<()> {
+    let limit = limit_in(conn, store, project, resource).await?;
+    let Some(table) = counted_table(resource).filter(|_| limit >= 0) else {
+        return Ok(());
+    };
+    let used = count_in(conn, table, project).await?;
+    quota::check(resource, limit, used, adding)
+}
+
+/// [`check_quota`] for a bulk create: `projects` holds one entry per
+/// resource created.
+pub(crate) async fn check_quotas<'a>(
+    conn: &mut SqliteConnection,
+    store: &SqliteStore,
+    projects: impl IntoIterator<Item = &'a str>,
+    resource: &str,
+) -> Result<()> {
+    for (project, count) in quota::per_project(projects) {
+        check_quota(conn, store, project, resource, count).await?;
+    }
+    Ok(())
 }
 
 async fn limits_in(conn: &mut SqliteConnection, store: &SqliteStore, project: &str) -> Result<BTreeMap<String, i64>> {
@@ -76,7 +92,7 @@ impl SqliteStore {
         for (resource, limit) in limits {
             if !force
                 && *limit >= 0
-                && let Some(table) = table_of(resource)
+                && let Some(table) = counted_table(resource)
             {
                 let used = count_in(&mut tx, table, project.as_str()).await?;
                 if used > *limit {
@@ -128,7 +144,7 @@ impl SqliteStore {
         let limits = limits_in(&mut conn, self, project.as_str()).await?;
         let mut out = BTreeMap::new();
         for (resource, limit) in limits {
-            let used = match table_of(&resource) {
+            let used = match counted_table(&resource) {
                 Some(table) => count_in(&mut conn, table, project.as_str()).await?,
                 None => 0,
             };

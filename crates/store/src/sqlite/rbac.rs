@@ -7,7 +7,8 @@ use neutrino_model::resources::{ACCESS_AS_EXTERNAL, ACCESS_AS_SHARED, RBAC_WILDC
 use neutrino_model::{Error, ProjectId, RbacPolicyId, ResourceKind, Result};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use super::networks::{bump, check_quota, revision_of};
+use super::quotas::check_quota;
+use super::revisions::{bump, revision_of};
 use super::rows::{fetch, get};
 use super::{SqliteStore, begin, internal, is_unique_violation, now_iso, parse_col};
 use crate::RbacStore;
@@ -108,7 +109,7 @@ impl RbacStore for SqliteStore {
         let mut tx = begin(&mut w.conn).await?;
         let nid = req.object_id.to_string();
         revision_of(&mut tx, "networks", &nid).await?.ok_or_else(|| Error::not_found(ResourceKind::Network, &nid))?;
-        check_quota(&mut tx, self, req.project_id.as_str(), "rbac_policy", "network_rbacs", 1).await?;
+        check_quota(&mut tx, self, req.project_id.as_str(), "rbac_policy", 1).await?;
         let id = RbacPolicyId::new();
         let res = sqlx::query(
             "INSERT INTO network_rbacs (id, network_id, project_id, action, target_project) VALUES ($1, $2, $3, $4, $5)",

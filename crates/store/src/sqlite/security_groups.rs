@@ -16,9 +16,10 @@ use neutrino_model::security_groups::{
 use neutrino_model::{Error, ProjectId, ResourceKind, Result, SecurityGroupId, SecurityGroupRuleId};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use super::networks::{bump, check_quotas, revision_of};
+use super::quotas::check_quotas;
+use super::revisions::{bump, check_revision, revision_of};
 use super::rows::{fetch, get};
-use super::{SqliteStore, Where, begin, check_revision, from_json, internal, is_unique_violation, now_iso, parse_col};
+use super::{SqliteStore, Where, begin, from_json, internal, is_unique_violation, now_iso, parse_col};
 use crate::{ListQuery, SecurityGroupStore};
 
 /// The id of the project's default group, if it has one yet.
@@ -323,7 +324,7 @@ impl SecurityGroupStore for SqliteStore {
 
         let mut tx = begin(&mut w.conn).await?;
         let each = requests.iter().map(|r| r.project_id.as_str());
-        check_quotas(&mut tx, self, each, "security_group", "security_groups").await?;
+        check_quotas(&mut tx, self, each, "security_group").await?;
         let mut created = Vec::with_capacity(requests.len());
         for req in &requests {
             let id = SecurityGroupId::new();
@@ -429,7 +430,7 @@ impl SecurityGroupStore for SqliteStore {
         let mut w = self.writer.lock().await;
         let mut tx = begin(&mut w.conn).await?;
         let projects = requests.iter().map(|r| r.project_id.as_str());
-        check_quotas(&mut tx, self, projects, "security_group_rule", "security_group_rules").await?;
+        check_quotas(&mut tx, self, projects, "security_group_rule").await?;
         let mut groups: Vec<SecurityGroupId> = Vec::new();
         let mut checked: HashSet<SecurityGroupId> = HashSet::new();
         for r in &requests {

@@ -8,9 +8,10 @@ use neutrino_model::resources::*;
 use neutrino_model::{Error, ResourceKind, Result, SubnetPoolId};
 use sqlx::sqlite::SqliteConnection;
 
-use super::networks::check_quota;
+use super::quotas::check_quota;
+use super::revisions::check_revision;
 use super::rows::{fetch, load_subnetpools};
-use super::{SqliteStore, Where, begin, check_revision, internal, now_iso, to_json};
+use super::{SqliteStore, Where, begin, internal, now_iso, to_json};
 use crate::ListQuery;
 
 fn pool_visibility(w: &mut Where, viewer: &Viewer) {
@@ -95,7 +96,7 @@ impl SqliteStore {
             if req.is_default {
                 check_single_default(&mut tx, version, None).await?;
             }
-            check_quota(&mut tx, self, req.project_id.as_str(), "subnetpool", "subnetpools", 1).await?;
+            check_quota(&mut tx, self, req.project_id.as_str(), "subnetpool", 1).await?;
             let id = SubnetPoolId::new();
             let texts: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
             sqlx::query(

@@ -11,9 +11,10 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::batch::Batch;
 use super::ipam::IpamTxn;
-use super::networks::{bump, check_quota, get_network_in, revision_of};
-use super::rows::{fetch, get, load_subnetpools, load_subnets, load_subnets_gen, pools_to_json};
-use super::{SqliteStore, Where, begin, check_revision, internal, now_iso, to_json};
+use super::quotas::check_quota;
+use super::revisions::{bump, check_revision, revision_of};
+use super::rows::{fetch, get, get_network_in, load_subnetpools, load_subnets, load_subnets_gen, pools_to_json};
+use super::{SqliteStore, Where, begin, internal, now_iso, to_json};
 use crate::ListQuery;
 
 /// Restricts alias `s` to the subnets `viewer` may see: its own, those of
@@ -283,7 +284,7 @@ impl SqliteStore {
                 reason: format!("an IPv{} subnet needs a larger MTU", req.ip_version.number()),
             });
         }
-        check_quota(conn, self, req.project_id.as_str(), "subnet", "subnets", 1).await?;
+        check_quota(conn, self, req.project_id.as_str(), "subnet", 1).await?;
 
         let id = SubnetId::new();
         let (ra, am) = if req.ip_version == IpVersion::V6 && req.enable_dhcp {

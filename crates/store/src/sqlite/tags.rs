@@ -3,7 +3,7 @@
 
 use neutrino_model::{Error, Result};
 
-use super::networks::revision_of;
+use super::revisions::revision_of;
 use super::{SqliteStore, begin, internal, now_iso, to_json};
 use crate::TaggedKind;
 
