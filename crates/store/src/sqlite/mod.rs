@@ -12,6 +12,7 @@
 mod agents;
 mod batch;
 mod checkpoint;
+mod feed;
 mod identity;
 mod ipam;
 mod l3;
@@ -23,12 +24,14 @@ mod quotas;
 mod rbac;
 mod revisions;
 mod rows;
+mod scope;
 mod security_groups;
 mod segments;
 mod store_impl;
 mod subnetpools;
 mod subnets;
 mod tags;
+mod txn;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -51,6 +54,7 @@ pub struct SqliteStore {
     readers: SqlitePool,
     config: StoreConfig,
     ports: port_cache::PortCache,
+    signal: feed::FeedSignal,
 }
 
 /// The writing connection and the state that is only touched under its lock.
@@ -65,6 +69,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "security groups", include_str!("../../migrations/sqlite/0002_security_groups.sql")),
     (3, "l3", include_str!("../../migrations/sqlite/0003_l3.sql")),
     (4, "agents", include_str!("../../migrations/sqlite/0004_agents.sql")),
+    (5, "change feed", include_str!("../../migrations/sqlite/0005_feed.sql")),
 ];
 
 impl SqliteStore {
@@ -84,6 +89,7 @@ impl SqliteStore {
         let writer_options = base.clone().create_if_missing(true).pragma("wal_autocheckpoint", "0");
         let mut conn = SqliteConnection::connect_with(&writer_options).await.map_err(internal)?;
         migrator().run(&mut conn).await.map_err(|e| Error::Internal(format!("migration: {e}")))?;
+        let (head, _) = feed::read_head(&mut conn).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -97,6 +103,7 @@ impl SqliteStore {
             readers,
             config,
             ports: port_cache::PortCache::default(),
+            signal: feed::FeedSignal::for_database(path, head),
         })
     }
 

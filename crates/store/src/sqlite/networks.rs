@@ -4,14 +4,16 @@
 use neutrino_model::policy::Viewer;
 use neutrino_model::resources::*;
 use neutrino_model::segments::{self, NetworkType, SegmentRequest};
-use neutrino_model::{Error, NetworkId, ResourceKind, Result};
-use sqlx::sqlite::SqliteConnection;
+use neutrino_model::{Error, NetworkId, RbacPolicyId, ResourceKind, Result, SubnetId};
 
+use super::agents::record_dhcp_bindings_gone;
 use super::quotas::check_quotas;
 use super::revisions::{check_revision, revision_of};
 use super::rows::{fetch, get, get_network_in, load_networks, network_visibility};
 use super::segments::{in_use_error, insert_segment, resolve_segment, segment_taken};
-use super::{SqliteStore, Where, begin, internal, now_iso, to_json};
+use super::txn::Txn;
+use super::{SqliteStore, Where, internal, now_iso, parse_col, to_json};
+use crate::feed::{ChangeOp, Subject};
 use crate::{ListQuery, Pushdown};
 
 fn network_pushdown(w: &mut Where, p: &Pushdown) {
@@ -19,26 +21,25 @@ fn network_pushdown(w: &mut Where, p: &Pushdown) {
     w.add_in("n.project_id", &p.project_ids);
 }
 
-async fn set_rbac(conn: &mut SqliteConnection, network: &NetworkId, owner: &str, action: &str, on: bool) -> Result<()> {
-    if on {
-        sqlx::query(
+/// Grants (or takes back) `action` on the network to every project: the
+/// RBAC policy behind the `shared` and `router:external` attributes.
+async fn set_rbac(tx: &mut Txn<'_>, network: &NetworkId, owner: &str, action: &str, on: bool) -> Result<()> {
+    let (sql, args) = if on {
+        (
             "INSERT INTO network_rbacs (id, network_id, project_id, action, target_project) VALUES ($1, $2, $3, $4, '*') \
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT DO NOTHING RETURNING id",
+            vec![RbacPolicyId::new().to_string(), network.to_string(), owner.to_string(), action.to_string()],
         )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(network.to_string())
-        .bind(owner)
-        .bind(action)
-        .execute(&mut *conn)
-        .await
-        .map_err(internal)?;
     } else {
-        sqlx::query("DELETE FROM network_rbacs WHERE network_id = $1 AND action = $2 AND target_project = '*'")
-            .bind(network.to_string())
-            .bind(action)
-            .execute(&mut *conn)
-            .await
-            .map_err(internal)?;
+        (
+            "DELETE FROM network_rbacs WHERE network_id = $1 AND action = $2 AND target_project = '*' RETURNING id",
+            vec![network.to_string(), action.to_string()],
+        )
+    };
+    let op = if on { ChangeOp::Created } else { ChangeOp::Deleted };
+    for row in fetch(tx, sql.into(), &args).await? {
+        let policy = parse_col(&get::<String>(&row, "id")?, "rbac id")?;
+        tx.record_networks(Subject::RbacPolicy(policy), op, [*network]);
     }
     Ok(())
 }
@@ -46,7 +47,7 @@ async fn set_rbac(conn: &mut SqliteConnection, network: &NetworkId, owner: &str,
 impl SqliteStore {
     pub(crate) async fn create_networks_impl(&self, requests: Vec<NetworkCreate>) -> Result<Vec<Network>> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let now = now_iso();
         let mut created = Vec::with_capacity(requests.len());
         check_quotas(&mut tx, self, requests.iter().map(|r| r.project_id.as_str()), "network").await?;
@@ -95,9 +96,10 @@ impl SqliteStore {
             super::security_groups::ensure_default_group(&mut tx, &req.project_id, &now).await?;
             set_rbac(&mut tx, &id, req.project_id.as_str(), ACCESS_AS_SHARED, req.shared).await?;
             set_rbac(&mut tx, &id, req.project_id.as_str(), ACCESS_AS_EXTERNAL, req.external).await?;
+            tx.record_networks(Subject::Network(id), ChangeOp::Created, [id]);
             created.push(get_network_in(&mut tx, &Viewer::All, &id).await?);
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(created)
     }
 
@@ -121,7 +123,7 @@ impl SqliteStore {
         if_match: Option<i64>,
     ) -> Result<Network> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = get_network_in(&mut tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
         let now = now_iso();
@@ -213,6 +215,7 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(internal)?;
+                tx.record_networks(Subject::Segment(seg.id), ChangeOp::Updated, [*id]);
             }
         }
         sqlx::query(
@@ -230,14 +233,15 @@ impl SqliteStore {
         .await
         .map_err(internal)?;
         let updated = get_network_in(&mut tx, &Viewer::All, id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.record_networks(Subject::Network(*id), ChangeOp::Updated, [*id]);
+        tx.commit().await?;
         Ok(updated)
     }
 
     pub(crate) async fn delete_network_impl(&self, id: &NetworkId, if_match: Option<i64>) -> Result<()> {
         let mut w = self.writer.lock().await;
         let w = &mut *w;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let nid = id.to_string();
         let rev =
             revision_of(&mut tx, "networks", &nid).await?.ok_or_else(|| Error::not_found(ResourceKind::Network, id))?;
@@ -260,22 +264,48 @@ impl SqliteStore {
         if !blocking.is_empty() {
             return Err(Error::NetworkInUse { network: nid, ports: blocking.join(", ") });
         }
-        let subnet_rows =
-            fetch(&mut tx, "SELECT id FROM subnets WHERE network_id = $1".into(), std::slice::from_ref(&nid)).await?;
-        let subnet_ids: Vec<String> = subnet_rows.iter().map(|r| get(r, "id")).collect::<Result<_>>()?;
-        for stmt in [
-            "DELETE FROM ports WHERE network_id = $1",
-            "DELETE FROM subnets WHERE network_id = $1",
-            "DELETE FROM segments WHERE network_id = $1",
-            "DELETE FROM networks WHERE id = $1",
-        ] {
-            sqlx::query(stmt).bind(&nid).execute(&mut *tx).await.map_err(internal)?;
+        // What goes with the network is recorded too: bindings and grants
+        // (the schema cascades), its ports, subnets and segments.
+        record_dhcp_bindings_gone(&mut tx, "network_id", &nid).await?;
+        let network = [*id];
+        let grants =
+            fetch(&mut tx, "SELECT id FROM network_rbacs WHERE network_id = $1".into(), std::slice::from_ref(&nid))
+                .await?;
+        for row in &grants {
+            let policy = parse_col(&get::<String>(row, "id")?, "rbac id")?;
+            tx.record_networks(Subject::RbacPolicy(policy), ChangeOp::Deleted, network);
         }
-        tx.commit().await.map_err(internal)?;
-        for s in &subnet_ids {
-            if let Ok(sid) = s.parse() {
-                ipam.forget(&sid);
+        let ports = fetch(
+            &mut tx,
+            "DELETE FROM ports WHERE network_id = $1 RETURNING id, binding_host_id".into(),
+            std::slice::from_ref(&nid),
+        )
+        .await?;
+        for row in &ports {
+            let port = parse_col(&get::<String>(row, "id")?, "port id")?;
+            tx.record_in(Subject::Port(port), ChangeOp::Deleted, network, [get::<String>(row, "binding_host_id")?]);
+        }
+        let mut subnets: Vec<SubnetId> = Vec::new();
+        for (table, what) in [("subnets", "subnet id"), ("segments", "segment id")] {
+            let sql = format!("DELETE FROM {table} WHERE network_id = $1 RETURNING id");
+            for row in fetch(&mut tx, sql, std::slice::from_ref(&nid)).await? {
+                let id: String = get(&row, "id")?;
+                let subject = match table {
+                    "subnets" => {
+                        let subnet = parse_col(&id, what)?;
+                        subnets.push(subnet);
+                        Subject::Subnet(subnet)
+                    }
+                    _ => Subject::Segment(parse_col(&id, what)?),
+                };
+                tx.record_networks(subject, ChangeOp::Deleted, network);
             }
+        }
+        sqlx::query("DELETE FROM networks WHERE id = $1").bind(&nid).execute(&mut *tx).await.map_err(internal)?;
+        tx.record_networks(Subject::Network(*id), ChangeOp::Deleted, network);
+        tx.commit().await?;
+        for subnet in &subnets {
+            ipam.forget(subnet);
         }
         ipam.commit();
         Ok(())

@@ -7,12 +7,14 @@ use std::net::IpAddr;
 
 use neutrino_model::l3::FIP_DOWN;
 use neutrino_model::resources::*;
-use neutrino_model::{Error, PortId, Result};
+use neutrino_model::{Error, FloatingIpId, Result};
 use sqlx::sqlite::SqliteConnection;
 
 use super::revisions::bump;
 use super::rows::{fetch, get};
+use super::txn::Txn;
 use super::{internal, parse_col};
+use crate::feed::{ChangeOp, Subject};
 
 /// Refuses to delete, through the port API, a port a router or a floating
 /// IP owns (409 `ServicePortInUse`).
@@ -37,35 +39,39 @@ pub(crate) async fn check_port_delete(conn: &mut SqliteConnection, port: &Port) 
 
 /// A port is going away: floating IPs pointing at it are disassociated and
 /// port forwardings to it deleted.
-pub(crate) async fn on_port_deleted(conn: &mut SqliteConnection, port: &PortId, now: &str) -> Result<()> {
-    let pid = port.to_string();
-    sqlx::query(
+pub(crate) async fn on_port_deleted(tx: &mut Txn<'_>, port: &Port, now: &str) -> Result<()> {
+    let pid = port.id.to_string();
+    let disassociated = fetch(
+        tx,
         "UPDATE floatingips SET fixed_port_id = NULL, fixed_ip_address = NULL, router_id = NULL, status = $1, \
-         updated_at = $2, revision_number = revision_number + 1 WHERE fixed_port_id = $3",
+         updated_at = $2, revision_number = revision_number + 1 WHERE fixed_port_id = $3 \
+         RETURNING id, floating_network_id"
+            .into(),
+        &[FIP_DOWN.to_string(), now.to_string(), pid.clone()],
     )
-    .bind(FIP_DOWN)
-    .bind(now)
-    .bind(&pid)
-    .execute(&mut *conn)
-    .await
-    .map_err(internal)?;
-    let rows = fetch(
-        conn,
-        "SELECT DISTINCT floatingip_id FROM port_forwardings WHERE internal_port_id = $1".into(),
+    .await?;
+    for row in &disassociated {
+        let fip = parse_col(&get::<String>(row, "id")?, "floating IP id")?;
+        let external = parse_col(&get::<String>(row, "floating_network_id")?, "network id")?;
+        tx.record_networks(Subject::FloatingIp(fip), ChangeOp::Updated, [external, port.network_id]);
+    }
+    let forwardings = fetch(
+        tx,
+        "DELETE FROM port_forwardings WHERE internal_port_id = $1 RETURNING id, floatingip_id".into(),
         std::slice::from_ref(&pid),
     )
     .await?;
-    if rows.is_empty() {
-        return Ok(());
+    let mut fips: Vec<FloatingIpId> = Vec::new();
+    for row in &forwardings {
+        let pf = parse_col(&get::<String>(row, "id")?, "port forwarding id")?;
+        tx.record_networks(Subject::PortForwarding(pf), ChangeOp::Deleted, [port.network_id]);
+        let fip = parse_col(&get::<String>(row, "floatingip_id")?, "floating IP id")?;
+        if !fips.contains(&fip) {
+            fips.push(fip);
+        }
     }
-    sqlx::query("DELETE FROM port_forwardings WHERE internal_port_id = $1")
-        .bind(&pid)
-        .execute(&mut *conn)
-        .await
-        .map_err(internal)?;
-    for row in &rows {
-        let fip: String = get(row, "floatingip_id")?;
-        forwardings_changed(conn, &fip, now).await?;
+    for fip in &fips {
+        forwardings_changed(tx, fip, now).await?;
     }
     Ok(())
 }
@@ -108,15 +114,17 @@ pub(crate) async fn check_fixed_ips_change(conn: &mut SqliteConnection, port: &P
 
 /// After port forwardings of a floating IP changed: without forwardings and
 /// without a port it serves nothing (no router, `DOWN`). Bumps its revision.
-pub(crate) async fn forwardings_changed(conn: &mut SqliteConnection, fip: &str, now: &str) -> Result<()> {
+pub(crate) async fn forwardings_changed(tx: &mut Txn<'_>, fip: &FloatingIpId, now: &str) -> Result<()> {
+    let id = fip.to_string();
     sqlx::query(
         "UPDATE floatingips SET router_id = NULL, status = $1 WHERE id = $2 AND fixed_port_id IS NULL \
          AND NOT EXISTS (SELECT 1 FROM port_forwardings WHERE floatingip_id = $2)",
     )
     .bind(FIP_DOWN)
-    .bind(fip)
-    .execute(&mut *conn)
+    .bind(&id)
+    .execute(&mut **tx)
     .await
     .map_err(internal)?;
-    bump(conn, "floatingips", fip, now).await
+    bump(tx, "floatingips", &id, now).await?;
+    tx.record_scoped(Subject::FloatingIp(*fip), ChangeOp::Updated).await
 }

@@ -7,8 +7,9 @@ use neutrino_model::{Error, ProjectId, Result};
 use sqlx::sqlite::SqliteConnection;
 
 use super::rows::{fetch, get};
-use super::{SqliteStore, begin, internal};
+use super::{SqliteStore, internal};
 use crate::QuotaUsage;
+use crate::feed::{ChangeOp, Subject};
 use crate::quota::{self, counted_table};
 
 pub(crate) async fn limit_in(
@@ -88,7 +89,7 @@ impl SqliteStore {
         force: bool,
     ) -> Result<BTreeMap<String, i64>> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         for (resource, limit) in limits {
             if !force
                 && *limit >= 0
@@ -113,18 +114,26 @@ impl SqliteStore {
             .map_err(internal)?;
         }
         let out = limits_in(&mut tx, self, project.as_str()).await?;
-        tx.commit().await.map_err(internal)?;
+        if !limits.is_empty() {
+            tx.record(Subject::Quota(project.clone()), ChangeOp::Updated);
+        }
+        tx.commit().await?;
         Ok(out)
     }
 
     pub(crate) async fn delete_quotas_impl(&self, project: &ProjectId) -> Result<()> {
         let mut w = self.writer.lock().await;
-        sqlx::query("DELETE FROM quotas WHERE project_id = $1")
+        let mut tx = self.write_txn(&mut w.conn).await?;
+        let deleted = sqlx::query("DELETE FROM quotas WHERE project_id = $1")
             .bind(project.as_str())
-            .execute(&mut w.conn)
+            .execute(&mut *tx)
             .await
-            .map_err(internal)?;
-        Ok(())
+            .map_err(internal)?
+            .rows_affected();
+        if deleted > 0 {
+            tx.record(Subject::Quota(project.clone()), ChangeOp::Deleted);
+        }
+        tx.commit().await
     }
 
     pub(crate) async fn list_quotas_impl(&self) -> Result<Vec<(ProjectId, BTreeMap<String, i64>)>> {

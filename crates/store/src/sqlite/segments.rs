@@ -11,8 +11,10 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::revisions::{bump, check_revision, revision_of};
 use super::rows::{fetch, get, load_segments};
-use super::{SqliteStore, Where, begin, internal, is_unique_violation, now_iso};
+use super::txn::Txn;
+use super::{SqliteStore, Where, internal, is_unique_violation, now_iso};
 use crate::ListQuery;
+use crate::feed::{ChangeOp, Subject};
 
 /// The key columns that make a segment unique (see the schema).
 fn segment_keys(t: NetworkType, physnet: Option<&str>, id: Option<i64>) -> (String, i64) {
@@ -137,7 +139,7 @@ pub(super) async fn resolve_segment(
 }
 
 pub(super) async fn insert_segment(
-    conn: &mut SqliteConnection,
+    tx: &mut Txn<'_>,
     network: &NetworkId,
     seg: &SegmentRequest,
     name: Option<&str>,
@@ -162,10 +164,13 @@ pub(super) async fn insert_segment(
     .bind(pk)
     .bind(sk)
     .bind(now)
-    .execute(&mut *conn)
+    .execute(&mut **tx)
     .await;
     match res {
-        Ok(_) => Ok(id),
+        Ok(_) => {
+            tx.record_networks(Subject::Segment(id), ChangeOp::Created, [*network]);
+            Ok(id)
+        }
         Err(e) if is_unique_violation(&e) => {
             Err(in_use_error(seg.network_type, seg.physical_network.as_deref(), seg.segmentation_id))
         }
@@ -176,7 +181,7 @@ pub(super) async fn insert_segment(
 impl SqliteStore {
     pub(crate) async fn create_segments_impl(&self, requests: Vec<SegmentCreate>) -> Result<Vec<Segment>> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let now = now_iso();
         let mut ids = Vec::new();
         for req in requests {
@@ -189,12 +194,13 @@ impl SqliteStore {
                 insert_segment(&mut tx, &req.network_id, &seg, req.name.as_deref(), &req.description, &now).await?,
             );
             bump(&mut tx, "networks", &nid, &now).await?;
+            tx.record_networks(Subject::Network(req.network_id), ChangeOp::Updated, [req.network_id]);
         }
         let mut out = Vec::new();
         for id in ids {
             out.push(get_segment_in(&mut tx, &id).await?);
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(out)
     }
 
@@ -221,7 +227,7 @@ impl SqliteStore {
         if_match: Option<i64>,
     ) -> Result<Segment> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = get_segment_in(&mut tx, id).await?;
         check_revision(if_match, current.std.revision_number)?;
         sqlx::query(
@@ -235,13 +241,14 @@ impl SqliteStore {
         .await
         .map_err(internal)?;
         let updated = get_segment_in(&mut tx, id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.record_networks(Subject::Segment(*id), ChangeOp::Updated, [updated.network_id]);
+        tx.commit().await?;
         Ok(updated)
     }
 
     pub(crate) async fn delete_segment_impl(&self, id: &SegmentId, if_match: Option<i64>) -> Result<()> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = get_segment_in(&mut tx, id).await?;
         check_revision(if_match, current.std.revision_number)?;
         let sid = id.to_string();
@@ -252,7 +259,10 @@ impl SqliteStore {
         }
         sqlx::query("DELETE FROM segments WHERE id = $1").bind(&sid).execute(&mut *tx).await.map_err(internal)?;
         bump(&mut tx, "networks", &current.network_id.to_string(), &now_iso()).await?;
-        tx.commit().await.map_err(internal)?;
+        let network = [current.network_id];
+        tx.record_networks(Subject::Segment(*id), ChangeOp::Deleted, network);
+        tx.record_networks(Subject::Network(current.network_id), ChangeOp::Updated, network);
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -12,11 +12,13 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::port_forwardings::load_pfs;
 use super::{INTERFACE_OWNERS, owned_by, port_if_exists, service_port};
+use crate::feed::{ChangeOp, Subject};
 use crate::sqlite::ipam::IpamTxn;
 use crate::sqlite::ports::get_port_in;
 use crate::sqlite::revisions::check_revision;
 use crate::sqlite::rows::{fetch, get, get_network_in, std_attrs};
 use crate::sqlite::subnets::{get_subnet_in, network_subnets_gen, subnet_exists};
+use crate::sqlite::txn::Txn;
 use crate::sqlite::{SqliteStore, Where, internal, parse_col};
 
 fn fip_cols() -> &'static str {
@@ -126,12 +128,12 @@ pub(super) async fn router_for(
 /// port forwardings) keep it from being deleted through their ports.
 pub(crate) async fn before_network_delete(
     store: &SqliteStore,
-    conn: &mut SqliteConnection,
+    tx: &mut Txn<'_>,
     ipam: &mut IpamTxn<'_>,
     network: &NetworkId,
 ) -> Result<()> {
     let rows = fetch(
-        conn,
+        tx,
         "SELECT f.id, f.floating_port_id FROM floatingips f WHERE f.floating_network_id = $1 \
          AND f.fixed_port_id IS NULL AND NOT EXISTS (SELECT 1 FROM port_forwardings pf WHERE pf.floatingip_id = f.id) \
          ORDER BY f.seq"
@@ -142,9 +144,10 @@ pub(crate) async fn before_network_delete(
     for row in &rows {
         let fip: String = get(row, "id")?;
         let port: PortId = parse_col(&get::<String>(row, "floating_port_id")?, "port id")?;
-        sqlx::query("DELETE FROM floatingips WHERE id = $1").bind(&fip).execute(&mut *conn).await.map_err(internal)?;
-        if let Some(p) = port_if_exists(conn, &port).await? {
-            store.delete_port_in(conn, ipam, &p).await?;
+        sqlx::query("DELETE FROM floatingips WHERE id = $1").bind(&fip).execute(&mut **tx).await.map_err(internal)?;
+        tx.record_networks(Subject::FloatingIp(parse_col(&fip, "floating IP id")?), ChangeOp::Deleted, [*network]);
+        if let Some(p) = port_if_exists(tx, &port).await? {
+            store.delete_port_in(tx, ipam, &p).await?;
         }
     }
     Ok(())
@@ -158,7 +161,7 @@ impl SqliteStore {
     /// subnet (that serves floating IPs) with a free address.
     async fn fip_address_request(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         network: &NetworkId,
         req: &FloatingIpCreate,
@@ -205,7 +208,7 @@ impl SqliteStore {
 
     pub(super) async fn create_fip_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         req: FloatingIpCreate,
         now: &str,
@@ -247,13 +250,14 @@ impl SqliteStore {
         .bind(FIP_DOWN)
         .bind(&req.description)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(internal)?;
         if let Some(assoc) = req.association {
             let fip = get_fip_in(tx, &Viewer::All, &id).await?;
             self.associate(tx, &fip, Some(assoc), req.by_admin, now).await?;
         }
+        tx.record_scoped(Subject::FloatingIp(id), ChangeOp::Created).await?;
         get_fip_in(tx, &Viewer::All, &id).await
     }
 
@@ -261,7 +265,7 @@ impl SqliteStore {
     /// disassociates it.
     pub(super) async fn associate(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         fip: &FloatingIp,
         assoc: Option<Association>,
         by_admin: bool,
@@ -277,7 +281,7 @@ impl SqliteStore {
                 .bind(FIP_DOWN)
                 .bind(now)
                 .bind(&fid)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(internal)?;
             }
@@ -345,7 +349,7 @@ impl SqliteStore {
         .bind(FIP_ACTIVE)
         .bind(now)
         .bind(&fid)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(internal)?;
         Ok(())
@@ -353,7 +357,7 @@ impl SqliteStore {
 
     pub(super) async fn delete_fip_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         id: &FloatingIpId,
         if_match: Option<i64>,
@@ -361,8 +365,12 @@ impl SqliteStore {
         let fip = get_fip_in(tx, &Viewer::All, id).await?;
         check_revision(if_match, fip.std.revision_number)?;
         let fid = id.to_string();
+        tx.record_scoped(Subject::FloatingIp(*id), ChangeOp::Deleted).await?;
+        for pf in &fip.port_forwardings {
+            tx.record_scoped(Subject::PortForwarding(pf.id), ChangeOp::Deleted).await?;
+        }
         for stmt in ["DELETE FROM port_forwardings WHERE floatingip_id = $1", "DELETE FROM floatingips WHERE id = $1"] {
-            sqlx::query(stmt).bind(&fid).execute(&mut *tx).await.map_err(internal)?;
+            sqlx::query(stmt).bind(&fid).execute(&mut **tx).await.map_err(internal)?;
         }
         if let Some(port) = port_if_exists(tx, &fip.floating_port_id).await? {
             self.delete_port_in(tx, ipam, &port).await?;

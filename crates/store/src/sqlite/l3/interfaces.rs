@@ -13,11 +13,13 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::routers::get_router_in;
 use super::{INTERFACE_OWNERS, service_port, subnets_by_id};
+use crate::feed::{ChangeOp, Subject};
 use crate::sqlite::ipam::IpamTxn;
 use crate::sqlite::ports::get_port_in;
 use crate::sqlite::revisions::bump;
 use crate::sqlite::rows::{fetch, get, load_ports};
 use crate::sqlite::subnets::{get_subnet_in, subnet_exists};
+use crate::sqlite::txn::Txn;
 use crate::sqlite::{SqliteStore, Where, internal, now_iso, parse_col};
 
 /// The router's interface ports, in creation order.
@@ -77,7 +79,7 @@ fn check_router_subnet(subnet: &Subnet) -> Result<()> {
 impl SqliteStore {
     pub(super) async fn add_interface_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         id: &RouterId,
         target: InterfaceTarget,
@@ -195,7 +197,7 @@ impl SqliteStore {
                 sqlx::query("UPDATE ports SET status = $1 WHERE id = $2")
                     .bind(ROUTER_PORT_STATUS)
                     .bind(pid.to_string())
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(internal)?;
                 let upd = PortUpdate {
@@ -215,12 +217,13 @@ impl SqliteStore {
             }
         };
         bump(tx, "routers", &id.to_string(), &now).await?;
+        tx.record_scoped(Subject::Router(*id), ChangeOp::Updated).await?;
         Ok(info)
     }
 
     pub(super) async fn remove_interface_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         id: &RouterId,
         target: InterfaceTarget,
@@ -294,6 +297,8 @@ impl SqliteStore {
             }
         }
 
+        // Before the port goes, so that its network counts as the router's.
+        tx.record_scoped(Subject::Router(*id), ChangeOp::Updated).await?;
         if whole_port {
             self.delete_port_in(tx, ipam, &port).await?;
         } else {
@@ -302,7 +307,7 @@ impl SqliteStore {
             sqlx::query("DELETE FROM ip_allocations WHERE port_id = $1 AND subnet_id = $2")
                 .bind(port.id.to_string())
                 .bind(removed[0].to_string())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(internal)?;
             for f in port.fixed_ips.iter().filter(|f| f.subnet_id == removed[0]) {
@@ -310,6 +315,8 @@ impl SqliteStore {
                 ipam.rows_changed(&f.subnet_id, 1);
             }
             bump(tx, "ports", &port.id.to_string(), &now_iso()).await?;
+            let host = port.binding.host_id.as_str();
+            tx.record_in(Subject::Port(port.id), ChangeOp::Updated, [port.network_id], [host]);
         }
         bump(tx, "routers", &rid, &now_iso()).await?;
         Ok(RouterInterface {

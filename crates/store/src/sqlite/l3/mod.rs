@@ -35,7 +35,9 @@ use super::port_refs::forwardings_changed;
 use super::quotas::check_quotas;
 use super::revisions::check_revision;
 use super::rows::{fetch, load_ports, load_subnets};
-use super::{SqliteStore, Where, begin, internal, is_unique_violation, now_iso};
+use super::txn::Txn;
+use super::{SqliteStore, Where, internal, is_unique_violation, now_iso};
+use crate::feed::{ChangeOp, Subject};
 use crate::{L3Store, ListQuery};
 
 /// `device_owner IN (...)` for router interface ports.
@@ -125,14 +127,14 @@ macro_rules! write_tx {
     ($store:expr, |$tx:ident, $ipam:ident| $body:expr) => {{
         let mut guard = $store.writer.lock().await;
         let w = &mut *guard;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = $store.write_txn(&mut w.conn).await?;
         let mut ipam_txn = w.ipam.begin();
         let out = {
-            let $tx: &mut SqliteConnection = &mut tx;
+            let $tx: &mut Txn<'_> = &mut tx;
             let $ipam: &mut IpamTxn<'_> = &mut ipam_txn;
             $body
         };
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         ipam_txn.commit();
         Ok(out)
     }};
@@ -221,6 +223,8 @@ impl L3Store for SqliteStore {
         write_tx!(self, |tx, _ipam| {
             let current = get_fip_in(tx, &Viewer::All, id).await?;
             check_revision(if_match, current.std.revision_number)?;
+            // Before and after: the internal port's network may change.
+            tx.record_scoped(Subject::FloatingIp(*id), ChangeOp::Updated).await?;
             let now = now_iso();
             if let Some(assoc) = update.association {
                 self.associate(tx, &current, assoc, update.by_admin, &now).await?;
@@ -232,7 +236,7 @@ impl L3Store for SqliteStore {
             .bind(update.description.as_ref().unwrap_or(&current.description))
             .bind(&now)
             .bind(id.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -241,6 +245,7 @@ impl L3Store for SqliteStore {
                     internal(e)
                 }
             })?;
+            tx.record_scoped(Subject::FloatingIp(*id), ChangeOp::Updated).await?;
             get_fip_in(tx, &Viewer::All, id).await?
         })
     }
@@ -308,6 +313,8 @@ impl L3Store for SqliteStore {
                 .find(|p| p.id == *id)
                 .ok_or_else(|| Error::not_found(ResourceKind::PortForwarding, id))?
                 .updated(&update);
+            // Before and after: the internal port may move to another network.
+            tx.record_scoped(Subject::PortForwarding(*id), ChangeOp::Updated).await?;
             let router = self.check_forwarding(tx, &current, &pf).await?;
             self.write_forwarding(tx, &pf, &router, false).await?;
             pf
@@ -316,17 +323,18 @@ impl L3Store for SqliteStore {
 
     async fn delete_port_forwarding(&self, fip: &FloatingIpId, id: &PortForwardingId) -> Result<()> {
         write_tx!(self, |tx, _ipam| {
+            tx.record_scoped(Subject::PortForwarding(*id), ChangeOp::Deleted).await?;
             let done = sqlx::query("DELETE FROM port_forwardings WHERE id = $1 AND floatingip_id = $2")
                 .bind(id.to_string())
                 .bind(fip.to_string())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(internal)?
                 .rows_affected();
             if done == 0 {
                 return Err(Error::not_found(ResourceKind::PortForwarding, id));
             }
-            forwardings_changed(tx, &fip.to_string(), &now_iso()).await?;
+            forwardings_changed(tx, fip, &now_iso()).await?;
         })
     }
 }

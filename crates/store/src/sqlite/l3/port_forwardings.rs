@@ -7,10 +7,12 @@ use neutrino_model::{Error, Result, RouterId};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::floating_ips::router_for;
+use crate::feed::{ChangeOp, Subject};
 use crate::sqlite::ports::get_port_in;
 use crate::sqlite::revisions::bump;
 use crate::sqlite::rows::{fetch, get};
 use crate::sqlite::subnets::get_subnet_in;
+use crate::sqlite::txn::Txn;
 use crate::sqlite::{SqliteStore, internal, is_unique_violation, now_iso, parse_col};
 
 const PF_COLS: &str = "pf.id, pf.floatingip_id, pf.internal_port_id, pf.internal_ip_address, pf.internal_port, \
@@ -42,7 +44,7 @@ impl SqliteStore {
     /// and every other forwarding; returns the router that serves it.
     pub(super) async fn check_forwarding(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         fip: &FloatingIp,
         pf: &PortForwarding,
     ) -> Result<RouterId> {
@@ -93,7 +95,7 @@ impl SqliteStore {
 
     pub(super) async fn write_forwarding(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         pf: &PortForwarding,
         router: &RouterId,
         new: bool,
@@ -118,7 +120,7 @@ impl SqliteStore {
             .bind(&pf.description)
             .bind(pf.id.to_string())
             .bind(pf.floatingip_id.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -133,9 +135,12 @@ impl SqliteStore {
             .bind(FIP_ACTIVE)
             .bind(&now)
             .bind(pf.floatingip_id.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(internal)?;
-        bump(tx, "floatingips", &pf.floatingip_id.to_string(), &now).await
+        bump(tx, "floatingips", &pf.floatingip_id.to_string(), &now).await?;
+        let op = if new { ChangeOp::Created } else { ChangeOp::Updated };
+        tx.record_scoped(Subject::PortForwarding(pf.id), op).await?;
+        tx.record_scoped(Subject::FloatingIp(pf.floatingip_id), ChangeOp::Updated).await
     }
 }

@@ -10,10 +10,13 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::interfaces::{attached, router_interfaces};
 use super::{owned_by, pairs, port_if_exists, service_port};
+use crate::feed::{ChangeOp, Subject};
+use crate::sqlite::agents::record_l3_bindings_gone;
 use crate::sqlite::ipam::IpamTxn;
 use crate::sqlite::revisions::check_revision;
 use crate::sqlite::rows::{fetch, get, get_network_in, std_attrs};
 use crate::sqlite::subnets::network_subnets_gen;
+use crate::sqlite::txn::Txn;
 use crate::sqlite::{SqliteStore, Where, aggregate, from_json, internal, now_iso, parse_col, to_json};
 
 fn router_cols() -> String {
@@ -85,13 +88,7 @@ pub(super) async fn get_router_in(conn: &mut SqliteConnection, viewer: &Viewer, 
 
 impl SqliteStore {
     /// Removes a router's gateway (refused while floating IPs use it).
-    async fn remove_gateway(
-        &self,
-        tx: &mut SqliteConnection,
-        ipam: &mut IpamTxn<'_>,
-        router: &Router,
-        now: &str,
-    ) -> Result<()> {
+    async fn remove_gateway(&self, tx: &mut Txn<'_>, ipam: &mut IpamTxn<'_>, router: &Router, now: &str) -> Result<()> {
         let Some(gw) = &router.gateway else { return Ok(()) };
         let rid = router.id.to_string();
         let users =
@@ -109,7 +106,7 @@ impl SqliteStore {
         .bind(true)
         .bind(now)
         .bind(&rid)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(internal)?;
         if let Some(port) = gw.port_id
@@ -123,7 +120,7 @@ impl SqliteStore {
     /// Sets or changes a router's gateway.
     async fn set_gateway(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         router: &Router,
         req: GatewayRequest,
@@ -166,7 +163,7 @@ impl SqliteStore {
                 .bind(snat)
                 .bind(now)
                 .bind(&rid)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(internal)?;
             return Ok(());
@@ -189,7 +186,7 @@ impl SqliteStore {
         .bind(req.enable_snat.unwrap_or(true))
         .bind(now)
         .bind(&rid)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(internal)?;
         let current = get_router_in(tx, &Viewer::All, &router.id).await?;
@@ -197,7 +194,7 @@ impl SqliteStore {
     }
 
     /// The gateway's subnets must not overlap the interfaces' (400).
-    async fn check_gateway_overlap(&self, tx: &mut SqliteConnection, router: &Router) -> Result<()> {
+    async fn check_gateway_overlap(&self, tx: &mut Txn<'_>, router: &Router) -> Result<()> {
         let att = attached(tx, router).await?;
         let interfaces: Vec<(SubnetId, IpNet)> =
             att.subnets.iter().filter(|(_, _, gw)| !gw).map(|(s, _, _)| (s.id, s.cidr)).collect();
@@ -218,7 +215,7 @@ impl SqliteStore {
 
     pub(super) async fn create_router_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         req: RouterCreate,
         now: &str,
@@ -241,19 +238,20 @@ impl SqliteStore {
         .bind(true)
         .bind(to_json(&req.availability_zone_hints))
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(internal)?;
         if let Some(gw) = req.gateway {
             let router = get_router_in(tx, &Viewer::All, &id).await?;
             self.set_gateway(tx, ipam, &router, gw, now).await?;
         }
+        tx.record_scoped(Subject::Router(id), ChangeOp::Created).await?;
         get_router_in(tx, &Viewer::All, &id).await
     }
 
     pub(super) async fn update_router_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         id: &RouterId,
         upd: RouterUpdate,
@@ -261,6 +259,8 @@ impl SqliteStore {
     ) -> Result<Router> {
         let current = get_router_in(tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
+        // Before and after: a gateway change moves the router's networks.
+        tx.record_scoped(Subject::Router(*id), ChangeOp::Updated).await?;
         let now = now_iso();
         let ha = upd.ha.unwrap_or(current.ha);
         let distributed = upd.distributed.unwrap_or(current.distributed);
@@ -299,15 +299,16 @@ impl SqliteStore {
         .bind(to_json(&routes))
         .bind(&now)
         .bind(id.to_string())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(internal)?;
+        tx.record_scoped(Subject::Router(*id), ChangeOp::Updated).await?;
         get_router_in(tx, &Viewer::All, id).await
     }
 
     pub(super) async fn delete_router_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         id: &RouterId,
         if_match: Option<i64>,
@@ -322,10 +323,12 @@ impl SqliteStore {
                 detail: format!("Interface ports still attached: {}.", ids.join(", ")),
             });
         }
+        tx.record_scoped(Subject::Router(*id), ChangeOp::Deleted).await?;
+        record_l3_bindings_gone(tx, "router_id", &id.to_string()).await?;
         self.remove_gateway(tx, ipam, &current, &now_iso()).await?;
         sqlx::query("DELETE FROM routers WHERE id = $1")
             .bind(id.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(internal)?;
         Ok(())
@@ -333,7 +336,7 @@ impl SqliteStore {
 
     pub(super) async fn change_extraroutes_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         id: &RouterId,
         routes: Vec<HostRoute>,
         add: bool,
@@ -354,9 +357,10 @@ impl SqliteStore {
         .bind(to_json(&new))
         .bind(now_iso())
         .bind(id.to_string())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(internal)?;
+        tx.record_scoped(Subject::Router(*id), ChangeOp::Updated).await?;
         get_router_in(tx, &Viewer::All, id).await
     }
 }

@@ -9,13 +9,15 @@ use sqlx::sqlite::SqliteConnection;
 use super::addresses::{PlanInput, plan_fixed_ips};
 use super::groups::{NewPortGroups, bind_default_group, groups_for_new_port};
 use super::{binding_for, resolve_address_pairs};
+use crate::feed::{ChangeOp, Subject};
 use crate::quota;
 use crate::sqlite::batch::Batch;
 use crate::sqlite::ipam::IpamTxn;
 use crate::sqlite::quotas::check_quotas;
 use crate::sqlite::rows::{SUBNET_COLS, fetch, get, subnet_from_row};
 use crate::sqlite::subnets::allocation_statement;
-use crate::sqlite::{SqliteStore, begin, internal, now_iso, parse_col, to_json, violates};
+use crate::sqlite::txn::Txn;
+use crate::sqlite::{SqliteStore, internal, now_iso, parse_col, to_json, violates};
 
 /// How many random MACs to try before giving up (503).
 const MAC_ATTEMPTS: usize = 16;
@@ -89,7 +91,7 @@ impl SqliteStore {
     pub(crate) async fn create_ports_impl(&self, requests: Vec<PortCreate>) -> Result<Vec<Port>> {
         let mut guard = self.writer.lock().await;
         let w = &mut *guard;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let mut ipam = w.ipam.begin();
         let now = now_iso();
         // A single port checks its quota in the statement that reads its
@@ -102,7 +104,7 @@ impl SqliteStore {
         for req in requests {
             created.push(self.create_port_checked(&mut tx, &mut ipam, req, "DOWN", &now, single).await?);
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         ipam.commit();
         Ok(created)
     }
@@ -112,7 +114,7 @@ impl SqliteStore {
     /// Quotas are the caller's business.
     pub(crate) async fn create_port_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         req: PortCreate,
         status: &str,
@@ -124,7 +126,7 @@ impl SqliteStore {
     /// `create_port_in`, checking the project's port quota too when asked.
     async fn create_port_checked(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         req: PortCreate,
         status: &str,
@@ -170,6 +172,7 @@ impl SqliteStore {
         // (network, MAC) unique constraint decides whether a MAC is free: a
         // generated one that collides is drawn again, with new addresses
         // (SLAAC ones follow the MAC).
+        tx.record_in(Subject::Port(id), ChangeOp::Created, [req.network_id], [binding.host_id.as_str()]);
         let mut attempt = 0;
         let (mac, pairs, fixed) = loop {
             attempt += 1;
@@ -231,8 +234,14 @@ impl SqliteStore {
                     .bind(pid.clone())
                     .bind(g.to_string());
             }
-            match batch.execute(&mut *tx).await {
-                Ok(()) => break (mac, pairs, fixed),
+            // The feed rows go last in the port's batch: no round trip of
+            // their own, and they run only if the port's statements did.
+            let appended = tx.feed_into(&mut batch);
+            match batch.fetch_all(tx).await {
+                Ok(rows) => {
+                    tx.feed_appended(appended, &rows)?;
+                    break (mac, pairs, fixed);
+                }
                 Err(e) if violates(&e, "ports.mac_address") => {
                     for f in &fixed {
                         ipam.untake(&f.subnet_id, ipam::to_u128(f.ip_address));
@@ -259,7 +268,7 @@ impl SqliteStore {
             ipam.rows_changed(&f.subnet_id, 1);
         }
         if create_default {
-            groups = bind_default_group(&mut *tx, &id, &req.project_id, now).await?;
+            groups = bind_default_group(tx, &id, &req.project_id, now).await?;
         }
         Ok(Port {
             id,

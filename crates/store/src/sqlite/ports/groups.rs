@@ -6,6 +6,7 @@ use neutrino_model::{Error, PortId, ProjectId, Result, SecurityGroupId};
 use sqlx::sqlite::SqliteConnection;
 
 use crate::sqlite::rows::{fetch, get};
+use crate::sqlite::txn::Txn;
 use crate::sqlite::{internal, parse_col, security_groups};
 
 /// Replaces the security-group bindings of a port.
@@ -75,7 +76,7 @@ pub(super) async fn groups_for_new_port(
 /// Binds a new port to its project's default group: one statement when
 /// the group exists (the usual case), else the group is created first.
 pub(super) async fn bind_default_group(
-    conn: &mut SqliteConnection,
+    conn: &mut Txn<'_>,
     port: &PortId,
     project: &ProjectId,
     now: &str,
@@ -91,7 +92,7 @@ pub(super) async fn bind_default_group(
     if let Some(row) = rows.first() {
         return Ok(vec![parse_col(&get::<String>(row, "security_group_id")?, "security group id")?]);
     }
-    let Some(group) = security_groups::ensure_default_group(&mut *conn, project, now).await? else {
+    let Some(group) = security_groups::ensure_default_group(conn, project, now).await? else {
         return Ok(vec![]);
     };
     bind_groups(conn, port, &[group]).await?;

@@ -22,8 +22,10 @@ use sqlx::sqlite::SqliteConnection;
 use super::ipam::IpamTxn;
 use super::port_refs;
 use super::revisions::check_revision;
-use super::{SqliteStore, Where, aggregate, begin, internal, now_iso, parse_col};
+use super::txn::Txn;
+use super::{SqliteStore, Where, aggregate, internal, now_iso, parse_col};
 use crate::ListQuery;
+use crate::feed::{ChangeOp, Subject};
 use crate::sqlite::rows::{fetch, get, load_ports};
 use addresses::write_allocations;
 
@@ -162,13 +164,13 @@ impl SqliteStore {
     pub(crate) async fn delete_port_impl(&self, id: &PortId, if_match: Option<i64>) -> Result<()> {
         let mut guard = self.writer.lock().await;
         let w = &mut *guard;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let mut ipam = w.ipam.begin();
         let current = get_port_in(&mut tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
         port_refs::check_port_delete(&mut tx, &current).await?;
         self.delete_port_in(&mut tx, &mut ipam, &current).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         ipam.commit();
         Ok(())
     }
@@ -176,19 +178,15 @@ impl SqliteStore {
     /// Deletes a port inside a write transaction, releasing its addresses
     /// and disassociating floating IPs that pointed at it. The API-level
     /// checks (`ServicePortInUse`) are the caller's.
-    pub(crate) async fn delete_port_in(
-        &self,
-        tx: &mut SqliteConnection,
-        ipam: &mut IpamTxn<'_>,
-        port: &Port,
-    ) -> Result<()> {
-        port_refs::on_port_deleted(&mut *tx, &port.id, &now_iso()).await?;
-        write_allocations(&mut *tx, ipam, &port.id, &port.network_id, &port.fixed_ips, &[]).await?;
+    pub(crate) async fn delete_port_in(&self, tx: &mut Txn<'_>, ipam: &mut IpamTxn<'_>, port: &Port) -> Result<()> {
+        port_refs::on_port_deleted(tx, port, &now_iso()).await?;
+        write_allocations(tx, ipam, &port.id, &port.network_id, &port.fixed_ips, &[]).await?;
         sqlx::query("DELETE FROM ports WHERE id = $1")
             .bind(port.id.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(internal)?;
+        tx.record_in(Subject::Port(port.id), ChangeOp::Deleted, [port.network_id], [port.binding.host_id.as_str()]);
         self.ports.forget(&port.id);
         Ok(())
     }

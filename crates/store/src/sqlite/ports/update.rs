@@ -10,11 +10,13 @@ use sqlx::sqlite::SqliteConnection;
 use super::addresses::{PlanInput, plan_fixed_ips, write_allocations};
 use super::groups::rebind_groups;
 use super::{binding_for, get_port_in, merge_dhcp_opts, resolve_address_pairs};
+use crate::feed::{ChangeOp, Subject};
 use crate::sqlite::ipam::IpamTxn;
 use crate::sqlite::revisions::check_revision;
 use crate::sqlite::rows::fetch;
 use crate::sqlite::subnets::network_subnets_gen;
-use crate::sqlite::{SqliteStore, begin, internal, is_unique_violation, now_iso, port_refs, security_groups, to_json};
+use crate::sqlite::txn::Txn;
+use crate::sqlite::{SqliteStore, internal, is_unique_violation, now_iso, port_refs, security_groups, to_json};
 
 async fn mac_in_use(conn: &mut SqliteConnection, network: &NetworkId, mac: MacAddress) -> Result<bool> {
     let rows = fetch(
@@ -30,10 +32,10 @@ impl SqliteStore {
     pub(crate) async fn update_port_impl(&self, id: &PortId, upd: PortUpdate, if_match: Option<i64>) -> Result<Port> {
         let mut guard = self.writer.lock().await;
         let w = &mut *guard;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let mut ipam = w.ipam.begin();
         let updated = self.update_port_in(&mut tx, &mut ipam, id, upd, if_match).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         ipam.commit();
         Ok(updated)
     }
@@ -41,7 +43,7 @@ impl SqliteStore {
     /// Updates one port inside a write transaction.
     pub(crate) async fn update_port_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         id: &PortId,
         upd: PortUpdate,
@@ -192,13 +194,15 @@ impl SqliteStore {
         .bind(to_json(&binding.vif_details))
         .bind(&now)
         .bind(id.to_string())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(|e| if is_unique_violation(&e) {
             Error::MacAddressInUse { network: current.network_id.to_string(), mac: mac.to_string() }
         } else {
             internal(e)
         })?;
-        get_port_in(&mut *tx, &Viewer::All, id).await
+        let hosts = [current.binding.host_id.as_str(), binding.host_id.as_str()];
+        tx.record_in(Subject::Port(*id), ChangeOp::Updated, [current.network_id], hosts);
+        get_port_in(tx, &Viewer::All, id).await
     }
 }
