@@ -126,11 +126,6 @@ fn project2() -> ProjectId {
     ProjectId("p2".into())
 }
 
-fn on_host(mut req: PortCreate, host: &str) -> PortCreate {
-    req.binding_host_id = host.into();
-    req
-}
-
 fn agent_report(kind: &str, host: &str, start: bool) -> AgentReport {
     AgentReport {
         agent_type: kind.into(),

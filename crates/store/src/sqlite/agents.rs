@@ -1,7 +1,7 @@
 //! Agents: registration, heartbeats, and what is scheduled to them.
 
 use async_trait::async_trait;
-use neutrino_model::agents::{Agent, AgentReport, AgentUpdate};
+use neutrino_model::agents::{Agent, AgentReport, AgentUpdate, HostRegistration};
 use neutrino_model::{AgentId, Error, NetworkId, PortId, ResourceKind, Result, RouterId};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
@@ -15,7 +15,7 @@ const COLS: &str = "id, agent_type, binary_name, topic, host, admin_state_up, de
      configurations, resources_synced, created_at, started_at, heartbeat_at";
 
 /// Now, as agent timestamps are written.
-fn agent_now() -> String {
+pub(super) fn agent_now() -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     time::OffsetDateTime::now_utc().format(&fmt).unwrap_or_default()
 }
@@ -290,6 +290,44 @@ impl AgentStore for SqliteStore {
             Subject::L3Binding { router: *router, agent: *agent },
         )
         .await
+    }
+
+    async fn dhcp_bindings(&self) -> Result<Vec<(NetworkId, AgentId)>> {
+        let mut conn = self.readers.acquire().await.map_err(internal)?;
+        let sql = "SELECT network_id, agent_id FROM network_dhcp_agents ORDER BY network_id, agent_id";
+        let rows = fetch(&mut conn, sql.into(), &[]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse_col(&get::<String>(r, "network_id")?, "network id")?,
+                    parse_col(&get::<String>(r, "agent_id")?, "agent id")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn register_host(&self, registration: &HostRegistration, agents: &[AgentReport]) -> Result<()> {
+        self.register_host_impl(registration, agents).await
+    }
+
+    async fn get_host(&self, host: &str) -> Result<Option<HostRegistration>> {
+        self.get_host_impl(host).await
+    }
+
+    async fn list_hosts(&self) -> Result<Vec<HostRegistration>> {
+        self.list_hosts_impl().await
+    }
+
+    async fn host_heartbeat(&self, host: &str) -> Result<()> {
+        self.host_heartbeat_impl(host).await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        self.acquire_lease_impl(name, holder, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.release_lease_impl(name, holder).await
     }
 
     async fn set_port_status(&self, host: &str, ports: &[(PortId, String)]) -> Result<usize> {

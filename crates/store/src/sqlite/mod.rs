@@ -13,9 +13,11 @@ mod agents;
 mod batch;
 mod checkpoint;
 mod feed;
+mod hosts;
 mod identity;
 mod ipam;
 mod l3;
+mod leases;
 mod networks;
 mod port_cache;
 mod port_refs;
@@ -70,6 +72,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "l3", include_str!("../../migrations/sqlite/0003_l3.sql")),
     (4, "agents", include_str!("../../migrations/sqlite/0004_agents.sql")),
     (5, "change feed", include_str!("../../migrations/sqlite/0005_feed.sql")),
+    (6, "agent state", include_str!("../../migrations/sqlite/0006_agent_state.sql")),
 ];
 
 impl SqliteStore {
@@ -218,7 +221,10 @@ impl Where {
     }
 }
 
-/// Begins a write transaction on the writer connection.
+/// Begins a write transaction on the writer connection. IMMEDIATE takes
+/// the database's write lock at once: a second store on the same file
+/// then waits for it (busy timeout) instead of reading a snapshot it
+/// could not write on (SQLITE_BUSY_SNAPSHOT, "database is locked").
 pub(crate) async fn begin(conn: &mut SqliteConnection) -> Result<Tx<'_>> {
-    conn.begin().await.map_err(internal)
+    conn.begin_with("BEGIN IMMEDIATE").await.map_err(internal)
 }

@@ -72,6 +72,12 @@ pub fn port_request(network: &Network) -> PortCreate {
     }
 }
 
+/// The request, bound to `host`.
+pub fn on_host(mut req: PortCreate, host: &str) -> PortCreate {
+    req.binding_host_id = host.into();
+    req
+}
+
 pub async fn sqlite(config: StoreConfig) -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("db.sqlite"), config).await.unwrap();
@@ -90,5 +96,15 @@ impl SqliteStores {
         let (store, dir) = sqlite(StoreConfig::default()).await;
         self.dirs.lock().unwrap().push(dir);
         store
+    }
+
+    /// Two stores on one database, as two servers sharing it.
+    pub async fn pair(&self) -> (Arc<dyn Store>, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
+        self.dirs.lock().unwrap().push(dir);
+        (a, b)
     }
 }

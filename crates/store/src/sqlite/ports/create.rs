@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::addresses::{PlanInput, plan_fixed_ips};
 use super::groups::{NewPortGroups, bind_default_group, groups_for_new_port};
-use super::{binding_for, resolve_address_pairs};
+use super::{binding_for, dhcp_port_taken, resolve_address_pairs};
 use crate::feed::{ChangeOp, Subject};
 use crate::quota;
 use crate::sqlite::batch::Batch;
@@ -241,6 +241,9 @@ impl SqliteStore {
                 Ok(rows) => {
                     tx.feed_appended(appended, &rows)?;
                     break (mac, pairs, fixed);
+                }
+                Err(e) if let Some(taken) = dhcp_port_taken(&e, &req.network_id, &binding.host_id) => {
+                    return Err(taken);
                 }
                 Err(e) if violates(&e, "ports.mac_address") => {
                     for f in &fixed {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use neutrino_model::policy::Viewer;
 use neutrino_model::resources::*;
-use neutrino_model::{Error, MacAddress, PortId, ResourceKind, Result};
+use neutrino_model::{Error, MacAddress, NetworkId, PortId, ResourceKind, Result};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 
@@ -23,7 +23,7 @@ use super::ipam::IpamTxn;
 use super::port_refs;
 use super::revisions::check_revision;
 use super::txn::Txn;
-use super::{SqliteStore, Where, aggregate, internal, now_iso, parse_col};
+use super::{SqliteStore, Where, aggregate, internal, now_iso, parse_col, violates};
 use crate::ListQuery;
 use crate::feed::{ChangeOp, Subject};
 use crate::sqlite::rows::{fetch, get, load_ports};
@@ -105,6 +105,13 @@ fn binding_for(host: &str, profile: serde_json::Value, vnic: &str) -> Binding {
             vif_details: serde_json::json!({"port_filter": true, "connectivity": "l2"}),
         }
     }
+}
+
+/// The schema allows one DHCP port per network and host (however many
+/// servers schedule at once): a second one is a conflict.
+fn dhcp_port_taken(e: &sqlx::Error, network: &NetworkId, host: &str) -> Option<Error> {
+    violates(e, "ports.binding_host_id")
+        .then(|| Error::Conflict(format!("Network {network} already has a DHCP port on host {host}.")))
 }
 
 impl SqliteStore {

@@ -9,7 +9,7 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::addresses::{PlanInput, plan_fixed_ips, write_allocations};
 use super::groups::rebind_groups;
-use super::{binding_for, get_port_in, merge_dhcp_opts, resolve_address_pairs};
+use super::{binding_for, dhcp_port_taken, get_port_in, merge_dhcp_opts, resolve_address_pairs};
 use crate::feed::{ChangeOp, Subject};
 use crate::sqlite::ipam::IpamTxn;
 use crate::sqlite::revisions::check_revision;
@@ -196,10 +196,14 @@ impl SqliteStore {
         .bind(id.to_string())
         .execute(&mut **tx)
         .await
-        .map_err(|e| if is_unique_violation(&e) {
-            Error::MacAddressInUse { network: current.network_id.to_string(), mac: mac.to_string() }
-        } else {
-            internal(e)
+        .map_err(|e| {
+            if let Some(taken) = dhcp_port_taken(&e, &current.network_id, &binding.host_id) {
+                taken
+            } else if is_unique_violation(&e) {
+                Error::MacAddressInUse { network: current.network_id.to_string(), mac: mac.to_string() }
+            } else {
+                internal(e)
+            }
         })?;
         let hosts = [current.binding.host_id.as_str(), binding.host_id.as_str()];
         tx.record_in(Subject::Port(*id), ChangeOp::Updated, [current.network_id], hosts);
