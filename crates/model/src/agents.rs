@@ -2,6 +2,10 @@
 //! keeps one record per (agent type, host), refreshed by heartbeats; an
 //! agent is alive while its last heartbeat is recent enough.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
 use crate::ids::AgentId;
 
 /// The agent types Neutrino's hosts report, named as Neutron names them so
@@ -94,6 +98,35 @@ pub struct AgentUpdate {
     pub description: Option<Option<String>>,
 }
 
+/// What a host's agent does there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostRole {
+    /// Wires instances' ports.
+    Compute,
+    /// Routes (L3) and reaches external networks.
+    Network,
+    /// Serves DHCP for the networks scheduled to it.
+    Dhcp,
+}
+
+/// A host as its agent registers it over the agent channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRegistration {
+    pub host: String,
+    /// The address other hosts' tunnels reach this one at.
+    pub tunnel_ip: Option<std::net::IpAddr>,
+    /// Physical network name to the host's bridge (or interface) for it.
+    #[serde(default)]
+    pub bridge_mappings: BTreeMap<String, String>,
+    #[serde(default)]
+    pub roles: BTreeSet<HostRole>,
+    /// Agent software version.
+    pub version: String,
+    #[serde(default)]
+    pub availability_zone: Option<String>,
+}
+
 /// Unix seconds of an agent timestamp (`YYYY-MM-DD HH:MM:SS`, UTC).
 pub fn parse_agent_time(text: &str) -> Option<i64> {
     let (date, time) = text.split_once(' ')?;
@@ -129,6 +162,19 @@ mod tests {
         assert_eq!(parse_agent_time("2024-02-29 12:00:01"), Some(1_709_208_001));
         assert_eq!(parse_agent_time("2026-13-01 00:00:00"), None);
         assert_eq!(parse_agent_time("garbage"), None);
+    }
+
+    #[test]
+    fn host_registrations_read_as_the_agent_channel_sends_them() {
+        let json = r#"{"host": "h1", "tunnel_ip": "192.0.2.1", "roles": ["compute", "dhcp"], "version": "0.1.0"}"#;
+        let r: HostRegistration = serde_json::from_str(json).unwrap();
+        assert_eq!(r.roles, BTreeSet::from([HostRole::Compute, HostRole::Dhcp]));
+        assert!(r.bridge_mappings.is_empty() && r.availability_zone.is_none());
+        let back: HostRegistration = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(
+            serde_json::from_str::<HostRegistration>(r#"{"host": "h", "roles": ["router"], "version": "1"}"#).is_err()
+        );
     }
 
     #[test]

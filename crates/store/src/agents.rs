@@ -1,7 +1,8 @@
-//! Agents: registration, heartbeats, and what is scheduled to them.
+//! Agents: registration, heartbeats, and what is scheduled to them; the
+//! hosts they run on; the leases that keep one server at a time on a job.
 
 use async_trait::async_trait;
-use neutrino_model::agents::{Agent, AgentReport, AgentUpdate};
+use neutrino_model::agents::{Agent, AgentReport, AgentUpdate, HostRegistration};
 use neutrino_model::{AgentId, NetworkId, PortId, Result, RouterId};
 
 #[async_trait]
@@ -29,6 +30,32 @@ pub trait AgentStore: Send + Sync + 'static {
     async fn l3_agent_routers(&self, agent: &AgentId) -> Result<Vec<RouterId>>;
     async fn add_router_to_l3_agent(&self, agent: &AgentId, router: &RouterId) -> Result<bool>;
     async fn remove_router_from_l3_agent(&self, agent: &AgentId, router: &RouterId) -> Result<bool>;
+
+    /// Every (network, DHCP agent) pair scheduled, in one read.
+    async fn dhcp_bindings(&self) -> Result<Vec<(NetworkId, AgentId)>>;
+
+    /// Records a host's registration and reports its agents (the records
+    /// `GET /v2.0/agents` shows, `start_flag` set: a registration is a
+    /// start) in one transaction. Feed: `Subject::Host` when the
+    /// registration is new or changed, `Subject::Agent` for agent records
+    /// created or changed. Every report must be of `registration.host`.
+    async fn register_host(&self, registration: &HostRegistration, agents: &[AgentReport]) -> Result<()>;
+    async fn get_host(&self, host: &str) -> Result<Option<HostRegistration>>;
+    /// Registered hosts, by name.
+    async fn list_hosts(&self) -> Result<Vec<HostRegistration>>;
+    /// Heartbeat of every agent record of `host` (`heartbeat_at` = now, no
+    /// feed entry). `Error::NotFound` of `ResourceKind::Agent` named by the
+    /// host when the host never registered.
+    async fn host_heartbeat(&self, host: &str) -> Result<()>;
+
+    /// A named lease held by one holder at a time (scheduling runs under
+    /// "scheduler"): granted when free, expired, or already ours; renewing
+    /// extends it. `true` when `holder` holds it until now + `ttl`. Expiry
+    /// is judged by the clock of the server asking, so the servers'
+    /// clocks must agree to well within the TTL.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool>;
+    /// Gives the lease up if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
 
     /// Port status as the agent on `host` reports it (`ACTIVE`, `DOWN`).
     /// Ports not bound to `host` are left alone (a port that moved is the

@@ -9,7 +9,9 @@
 
 mod agents;
 mod config;
+mod feed;
 mod l3;
+mod quota;
 mod rbac;
 mod security_groups;
 mod sqlite;
@@ -24,6 +26,7 @@ use neutrino_model::{NetworkId, PortId, ProjectId, Result, SegmentId, SubnetId, 
 
 pub use agents::*;
 pub use config::StoreConfig;
+pub use feed::{Change, ChangeOp, FeedRead, FeedStore, Subject};
 pub use l3::*;
 pub use rbac::*;
 pub use security_groups::*;
@@ -31,14 +34,14 @@ pub use sqlite::SqliteStore;
 
 /// Everything a backend implements: one trait per area, each in its own
 /// module, so that areas grow without touching each other.
-pub trait Store: CoreStore + SecurityGroupStore + L3Store + AgentStore + RbacStore {}
+pub trait Store: CoreStore + SecurityGroupStore + L3Store + AgentStore + RbacStore + FeedStore {}
 
-impl<T: CoreStore + SecurityGroupStore + L3Store + AgentStore + RbacStore> Store for T {}
+impl<T: CoreStore + SecurityGroupStore + L3Store + AgentStore + RbacStore + FeedStore> Store for T {}
 
 /// Brings every store trait into scope (needed to call their methods on a
 /// `dyn Store`).
 pub mod prelude {
-    pub use crate::{AgentStore, CoreStore, L3Store, RbacStore, SecurityGroupStore, Store};
+    pub use crate::{AgentStore, CoreStore, FeedStore, L3Store, RbacStore, SecurityGroupStore, Store};
 }
 
 /// Columns the store can filter on in SQL before the API applies the rest

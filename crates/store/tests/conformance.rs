@@ -2,84 +2,17 @@
 //! must have, written against the trait. SQLite runs it today; a PostgreSQL
 //! implementation adds one more `#[tokio::test]` that calls `run_all`.
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use neutrino_model::ipam::IpVersion;
 use neutrino_model::policy::Viewer;
 use neutrino_model::resources::*;
 use neutrino_model::segments::IdRange;
 use neutrino_model::{Error, ProjectId};
 use neutrino_store::{ListQuery, SqliteStore, Store, StoreConfig};
-
-fn project() -> ProjectId {
-    ProjectId("p1".into())
-}
-
-fn network_request(name: &str) -> NetworkCreate {
-    NetworkCreate {
-        project_id: project(),
-        name: name.into(),
-        description: String::new(),
-        admin_state_up: true,
-        shared: false,
-        external: false,
-        port_security_enabled: true,
-        mtu: None,
-        segments: None,
-        availability_zone_hints: vec![],
-    }
-}
-
-fn subnet_request(network: &Network, cidr: &str) -> SubnetCreate {
-    SubnetCreate {
-        project_id: project(),
-        network_id: network.id,
-        name: String::new(),
-        description: String::new(),
-        ip_version: if cidr.contains(':') { IpVersion::V6 } else { IpVersion::V4 },
-        cidr: Some(cidr.parse().unwrap()),
-        prefixlen: None,
-        subnetpool: PoolChoice::None,
-        gateway: GatewayChoice::Default,
-        allocation_pools: None,
-        dns_nameservers: vec![],
-        host_routes: vec![],
-        enable_dhcp: true,
-        ipv6_ra_mode: None,
-        ipv6_address_mode: None,
-        segment_id: None,
-        service_types: vec![],
-    }
-}
-
-fn port_request(network: &Network) -> PortCreate {
-    PortCreate {
-        project_id: project(),
-        network_id: network.id,
-        name: String::new(),
-        description: String::new(),
-        admin_state_up: true,
-        mac_address: None,
-        fixed_ips: None,
-        device_id: String::new(),
-        device_owner: String::new(),
-        port_security_enabled: None,
-        security_groups: None,
-        allowed_address_pairs: vec![],
-        extra_dhcp_opts: vec![],
-        binding_host_id: String::new(),
-        binding_profile: serde_json::json!({}),
-        binding_vnic_type: "normal".into(),
-        tags: vec![],
-    }
-}
-
-async fn sqlite(config: StoreConfig) -> (Arc<dyn Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("db.sqlite"), config).await.unwrap();
-    (Arc::new(store), dir)
-}
+use support::*;
 
 /// Concurrent allocation on one small subnet hands out each address once.
 async fn allocation_is_unique_under_concurrency(store: Arc<dyn Store>) {
@@ -173,13 +106,8 @@ pub async fn run_all(make: impl AsyncFn() -> Arc<dyn Store>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_conforms() {
-    let dirs = std::sync::Mutex::new(Vec::new());
-    run_all(async || {
-        let (store, dir) = sqlite(StoreConfig::default()).await;
-        dirs.lock().unwrap().push(dir);
-        store
-    })
-    .await;
+    let stores = SqliteStores::default();
+    run_all(async || stores.make().await).await;
 }
 
 #[tokio::test]

@@ -1,19 +1,21 @@
 //! Agents: registration, heartbeats, and what is scheduled to them.
 
 use async_trait::async_trait;
-use neutrino_model::agents::{Agent, AgentReport, AgentUpdate};
+use neutrino_model::agents::{Agent, AgentReport, AgentUpdate, HostRegistration};
 use neutrino_model::{AgentId, Error, NetworkId, PortId, ResourceKind, Result, RouterId};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::rows::{fetch, get};
-use super::{SqliteStore, begin, from_json, internal, now_iso, parse_col, to_json};
+use super::txn::Txn;
+use super::{SqliteStore, from_json, internal, now_iso, parse_col, to_json};
 use crate::AgentStore;
+use crate::feed::{ChangeOp, Subject};
 
 const COLS: &str = "id, agent_type, binary_name, topic, host, admin_state_up, description, availability_zone, \
      configurations, resources_synced, created_at, started_at, heartbeat_at";
 
 /// Now, as agent timestamps are written.
-fn agent_now() -> String {
+pub(super) fn agent_now() -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     time::OffsetDateTime::now_utc().format(&fmt).unwrap_or_default()
 }
@@ -56,67 +58,116 @@ impl SqliteStore {
         rows.iter().map(|r| get::<String>(r, column)).collect()
     }
 
-    async fn link(&self, sql: &'static str, a: String, b: String) -> Result<bool> {
+    /// Schedules or unschedules (`sql` binds the agent, then the other id);
+    /// `false` when that changed nothing.
+    async fn link(&self, sql: &'static str, agent: &AgentId, other: String, binding: Subject) -> Result<bool> {
         let mut w = self.writer.lock().await;
-        let done = sqlx::query(sql).bind(a).bind(b).execute(&mut w.conn).await.map_err(internal)?;
-        Ok(done.rows_affected() > 0)
+        let mut tx = self.write_txn(&mut w.conn).await?;
+        let op = if sql.starts_with("DELETE") { ChangeOp::Deleted } else { ChangeOp::Created };
+        if op == ChangeOp::Deleted {
+            // Before the row goes: its agent's host is read through it.
+            tx.record_scoped(binding.clone(), op).await?;
+        }
+        let done = sqlx::query(sql).bind(agent.to_string()).bind(other).execute(&mut *tx).await.map_err(internal)?;
+        let changed = done.rows_affected() > 0;
+        if !changed {
+            return Ok(false);
+        }
+        if op == ChangeOp::Created {
+            tx.record_scoped(binding, op).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
+}
+
+/// Records an agent's report: creates its record, or updates it. The
+/// feed hears of a new record, or of a changed one (a restart counts); a
+/// report that only moves the heartbeat is not a change.
+pub(crate) async fn upsert_agent(tx: &mut Txn<'_>, r: &AgentReport, now: &str) -> Result<AgentId> {
+    let rows = fetch(
+        tx,
+        format!("SELECT {COLS} FROM agents WHERE agent_type = $1 AND host = $2"),
+        &[r.agent_type.clone(), r.host.clone()],
+    )
+    .await?;
+    let Some(current) = rows.first().map(agent_from).transpose()? else {
+        let id = AgentId::new();
+        sqlx::query(
+            "INSERT INTO agents (id, agent_type, binary_name, topic, host, admin_state_up, description, \
+             availability_zone, configurations, resources_synced, created_at, started_at, heartbeat_at) \
+             VALUES ($1, $2, $3, $4, $5, TRUE, NULL, $6, $7, NULL, $8, $8, $8)",
+        )
+        .bind(id.to_string())
+        .bind(&r.agent_type)
+        .bind(&r.binary)
+        .bind(&r.topic)
+        .bind(&r.host)
+        .bind(&r.availability_zone)
+        .bind(to_json(&r.configurations))
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(internal)?;
+        tx.record_in(Subject::Agent(id), ChangeOp::Created, [], [r.host.as_str()]);
+        return Ok(id);
+    };
+    sqlx::query(
+        "UPDATE agents SET binary_name = $1, topic = $2, availability_zone = $3, configurations = $4, \
+         heartbeat_at = $5, started_at = CASE WHEN $6 THEN $5 ELSE started_at END WHERE id = $7",
+    )
+    .bind(&r.binary)
+    .bind(&r.topic)
+    .bind(&r.availability_zone)
+    .bind(to_json(&r.configurations))
+    .bind(now)
+    .bind(r.start_flag)
+    .bind(current.id.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(internal)?;
+    let changed = r.start_flag
+        || current.binary != r.binary
+        || current.topic != r.topic
+        || current.availability_zone != r.availability_zone
+        || current.configurations != r.configurations;
+    if changed {
+        tx.record_in(Subject::Agent(current.id), ChangeOp::Updated, [], [r.host.as_str()]);
+    }
+    Ok(current.id)
+}
+
+/// Records the DHCP bindings whose `column` (`network_id`, `agent_id`) is
+/// `id` as deleted: they go with the network or agent being deleted.
+pub(crate) async fn record_dhcp_bindings_gone(tx: &mut Txn<'_>, column: &str, id: &str) -> Result<()> {
+    let sql = format!("SELECT network_id, agent_id FROM network_dhcp_agents WHERE {column} = $1");
+    for row in fetch(tx, sql, &[id.to_string()]).await? {
+        let network = parse_col(&get::<String>(&row, "network_id")?, "network id")?;
+        let agent = parse_col(&get::<String>(&row, "agent_id")?, "agent id")?;
+        tx.record_scoped(Subject::DhcpBinding { network, agent }, ChangeOp::Deleted).await?;
+    }
+    Ok(())
+}
+
+/// [`record_dhcp_bindings_gone`] for L3 bindings (`router_id`, `agent_id`).
+pub(crate) async fn record_l3_bindings_gone(tx: &mut Txn<'_>, column: &str, id: &str) -> Result<()> {
+    let sql = format!("SELECT router_id, agent_id FROM router_l3_agents WHERE {column} = $1");
+    for row in fetch(tx, sql, &[id.to_string()]).await? {
+        let router = parse_col(&get::<String>(&row, "router_id")?, "router id")?;
+        let agent = parse_col(&get::<String>(&row, "agent_id")?, "agent id")?;
+        tx.record_scoped(Subject::L3Binding { router, agent }, ChangeOp::Deleted).await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl AgentStore for SqliteStore {
     async fn report_agent(&self, r: &AgentReport) -> Result<Agent> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
-        let now = agent_now();
-        let rows = fetch(
-            &mut tx,
-            "SELECT id FROM agents WHERE agent_type = $1 AND host = $2".into(),
-            &[r.agent_type.clone(), r.host.clone()],
-        )
-        .await?;
-        let id: AgentId = match rows.first() {
-            Some(row) => {
-                let id: AgentId = parse_col(&get::<String>(row, "id")?, "agent id")?;
-                sqlx::query(
-                    "UPDATE agents SET binary_name = $1, topic = $2, availability_zone = $3, configurations = $4, \
-                     heartbeat_at = $5, started_at = CASE WHEN $6 THEN $5 ELSE started_at END WHERE id = $7",
-                )
-                .bind(&r.binary)
-                .bind(&r.topic)
-                .bind(&r.availability_zone)
-                .bind(to_json(&r.configurations))
-                .bind(&now)
-                .bind(r.start_flag)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
-                id
-            }
-            None => {
-                let id = AgentId::new();
-                sqlx::query(
-                    "INSERT INTO agents (id, agent_type, binary_name, topic, host, admin_state_up, description, \
-                     availability_zone, configurations, resources_synced, created_at, started_at, heartbeat_at) \
-                     VALUES ($1, $2, $3, $4, $5, TRUE, NULL, $6, $7, NULL, $8, $8, $8)",
-                )
-                .bind(id.to_string())
-                .bind(&r.agent_type)
-                .bind(&r.binary)
-                .bind(&r.topic)
-                .bind(&r.host)
-                .bind(&r.availability_zone)
-                .bind(to_json(&r.configurations))
-                .bind(&now)
-                .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
-                id
-            }
-        };
+        let mut tx = self.write_txn(&mut w.conn).await?;
+        let id = upsert_agent(&mut tx, r, &agent_now()).await?;
         let agent = agent_in(&mut tx, &id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(agent)
     }
 
@@ -133,31 +184,37 @@ impl AgentStore for SqliteStore {
 
     async fn update_agent(&self, id: &AgentId, u: AgentUpdate) -> Result<Agent> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = agent_in(&mut tx, id).await?;
         sqlx::query("UPDATE agents SET admin_state_up = $1, description = $2 WHERE id = $3")
             .bind(u.admin_state_up.unwrap_or(current.admin_state_up))
-            .bind(u.description.unwrap_or(current.description))
+            .bind(u.description.unwrap_or_else(|| current.description.clone()))
             .bind(id.to_string())
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
         let agent = agent_in(&mut tx, id).await?;
-        tx.commit().await.map_err(internal)?;
+        if agent != current {
+            tx.record_in(Subject::Agent(*id), ChangeOp::Updated, [], [agent.host.as_str()]);
+        }
+        tx.commit().await?;
         Ok(agent)
     }
 
     async fn delete_agent(&self, id: &AgentId) -> Result<()> {
         let mut w = self.writer.lock().await;
-        let done = sqlx::query("DELETE FROM agents WHERE id = $1")
+        let mut tx = self.write_txn(&mut w.conn).await?;
+        let current = agent_in(&mut tx, id).await?;
+        // Its bindings go with it (the schema cascades).
+        record_dhcp_bindings_gone(&mut tx, "agent_id", &id.to_string()).await?;
+        record_l3_bindings_gone(&mut tx, "agent_id", &id.to_string()).await?;
+        sqlx::query("DELETE FROM agents WHERE id = $1")
             .bind(id.to_string())
-            .execute(&mut w.conn)
+            .execute(&mut *tx)
             .await
             .map_err(internal)?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(ResourceKind::Agent, id));
-        }
-        Ok(())
+        tx.record_in(Subject::Agent(*id), ChangeOp::Deleted, [], [current.host.as_str()]);
+        tx.commit().await
     }
 
     async fn network_dhcp_agents(&self, network: &NetworkId) -> Result<Vec<Agent>> {
@@ -182,8 +239,9 @@ impl AgentStore for SqliteStore {
     async fn add_network_to_dhcp_agent(&self, agent: &AgentId, network: &NetworkId) -> Result<bool> {
         self.link(
             "INSERT INTO network_dhcp_agents (agent_id, network_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            agent.to_string(),
+            agent,
             network.to_string(),
+            Subject::DhcpBinding { network: *network, agent: *agent },
         )
         .await
     }
@@ -191,8 +249,9 @@ impl AgentStore for SqliteStore {
     async fn remove_network_from_dhcp_agent(&self, agent: &AgentId, network: &NetworkId) -> Result<bool> {
         self.link(
             "DELETE FROM network_dhcp_agents WHERE agent_id = $1 AND network_id = $2",
-            agent.to_string(),
+            agent,
             network.to_string(),
+            Subject::DhcpBinding { network: *network, agent: *agent },
         )
         .await
     }
@@ -216,8 +275,9 @@ impl AgentStore for SqliteStore {
     async fn add_router_to_l3_agent(&self, agent: &AgentId, router: &RouterId) -> Result<bool> {
         self.link(
             "INSERT INTO router_l3_agents (agent_id, router_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            agent.to_string(),
+            agent,
             router.to_string(),
+            Subject::L3Binding { router: *router, agent: *agent },
         )
         .await
     }
@@ -225,10 +285,49 @@ impl AgentStore for SqliteStore {
     async fn remove_router_from_l3_agent(&self, agent: &AgentId, router: &RouterId) -> Result<bool> {
         self.link(
             "DELETE FROM router_l3_agents WHERE agent_id = $1 AND router_id = $2",
-            agent.to_string(),
+            agent,
             router.to_string(),
+            Subject::L3Binding { router: *router, agent: *agent },
         )
         .await
+    }
+
+    async fn dhcp_bindings(&self) -> Result<Vec<(NetworkId, AgentId)>> {
+        let mut conn = self.readers.acquire().await.map_err(internal)?;
+        let sql = "SELECT network_id, agent_id FROM network_dhcp_agents ORDER BY network_id, agent_id";
+        let rows = fetch(&mut conn, sql.into(), &[]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse_col(&get::<String>(r, "network_id")?, "network id")?,
+                    parse_col(&get::<String>(r, "agent_id")?, "agent id")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn register_host(&self, registration: &HostRegistration, agents: &[AgentReport]) -> Result<()> {
+        self.register_host_impl(registration, agents).await
+    }
+
+    async fn get_host(&self, host: &str) -> Result<Option<HostRegistration>> {
+        self.get_host_impl(host).await
+    }
+
+    async fn list_hosts(&self) -> Result<Vec<HostRegistration>> {
+        self.list_hosts_impl().await
+    }
+
+    async fn host_heartbeat(&self, host: &str) -> Result<()> {
+        self.host_heartbeat_impl(host).await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        self.acquire_lease_impl(name, holder, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.release_lease_impl(name, holder).await
     }
 
     async fn set_port_status(&self, host: &str, ports: &[(PortId, String)]) -> Result<usize> {
@@ -236,25 +335,26 @@ impl AgentStore for SqliteStore {
             return Ok(0);
         }
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let now = now_iso();
         let mut changed = 0;
         for (id, status) in ports {
             // The revision moves with the status: caches key ports by it.
-            let done = sqlx::query(
+            let updated = fetch(
+                &mut tx,
                 "UPDATE ports SET status = $1, updated_at = $2, revision_number = revision_number + 1 \
-                 WHERE id = $3 AND binding_host_id = $4 AND status <> $1",
+                 WHERE id = $3 AND binding_host_id = $4 AND status <> $1 RETURNING network_id"
+                    .into(),
+                &[status.clone(), now.clone(), id.to_string(), host.to_string()],
             )
-            .bind(status)
-            .bind(&now)
-            .bind(id.to_string())
-            .bind(host)
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
-            changed += done.rows_affected() as usize;
+            .await?;
+            if let Some(row) = updated.first() {
+                let network = parse_col(&get::<String>(row, "network_id")?, "network id")?;
+                tx.record_in(Subject::Port(*id), ChangeOp::Updated, [network], [host]);
+                changed += 1;
+            }
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(changed)
     }
 }

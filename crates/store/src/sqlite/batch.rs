@@ -9,7 +9,7 @@
 //! (PostgreSQL takes one statement per call with arguments; its backend
 //! would send a batch's statements one after another, or pipelined.)
 
-use sqlx::sqlite::{SqliteArguments, SqliteConnection};
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, AssertSqlSafe, Encode, Sqlite, Type};
 
 #[derive(Default)]
@@ -55,6 +55,15 @@ impl Batch {
         }
         sqlx::query_with(AssertSqlSafe(self.sql), self.args).execute(conn).await.map(|_| ())
     }
+
+    /// Runs every statement, in one call, and returns the rows of those
+    /// that return rows.
+    pub async fn fetch_all(self, conn: &mut SqliteConnection) -> sqlx::Result<Vec<SqliteRow>> {
+        if self.sql.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_with(AssertSqlSafe(self.sql), self.args).fetch_all(conn).await
+    }
 }
 
 #[cfg(test)]
@@ -87,5 +96,18 @@ mod tests {
         let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         // Outside a transaction the statement before the error stays.
         assert_eq!(got, [(1, "one".into()), (2, "two".into()), (3, "three".into())]);
+    }
+
+    #[tokio::test]
+    async fn rows_come_back_from_the_statements_that_return_them() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)").execute(&mut conn).await.unwrap();
+        let mut b = Batch::default();
+        b.statement("INSERT INTO t VALUES ($1, $2)").bind(1).bind("one");
+        b.statement("UPDATE t SET b = $1 WHERE a = $2 RETURNING b").bind("uno").bind(1);
+        b.statement("INSERT INTO t VALUES ($1, $2)").bind(2).bind("two");
+        let rows = b.fetch_all(&mut conn).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.get::<String, _>(0)).collect::<Vec<_>>(), ["uno"]);
+        assert_eq!(sqlx::query("SELECT a FROM t").fetch_all(&mut conn).await.unwrap().len(), 2);
     }
 }

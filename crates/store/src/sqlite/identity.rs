@@ -8,6 +8,9 @@ use sqlx::sqlite::SqliteRow;
 use super::rows::{fetch, get};
 use super::{SqliteStore, Where, internal, is_unique_violation};
 use crate::IdentityFilter;
+use crate::feed::{ChangeOp, Subject};
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 fn project_from(row: &SqliteRow) -> Result<Project> {
     Ok(Project {
@@ -36,8 +39,27 @@ fn role_from(row: &SqliteRow) -> Result<Role> {
     Ok(Role { id: get(row, "id")?, name: get(row, "name")?, description: get(row, "description")? })
 }
 
-fn conflict(what: &str, name: &str) -> Error {
-    Error::Conflict(format!("Conflict occurred attempting to store {what} - Duplicate entry found with name {name}."))
+fn assignment_from(row: &SqliteRow) -> Result<RoleAssignment> {
+    Ok(RoleAssignment {
+        user_id: UserId(get(row, "user_id")?),
+        project_id: ProjectId(get(row, "project_id")?),
+        role_id: get(row, "role_id")?,
+    })
+}
+
+fn assignment_subject(a: &RoleAssignment) -> Subject {
+    Subject::RoleAssignment { user: a.user_id.clone(), project: a.project_id.clone(), role: a.role_id.clone() }
+}
+
+/// A duplicate name is a conflict; anything else is the database's failure.
+fn duplicate_or_internal(e: sqlx::Error, what: &str, name: &str) -> Error {
+    if is_unique_violation(&e) {
+        Error::Conflict(format!(
+            "Conflict occurred attempting to store {what} - Duplicate entry found with name {name}."
+        ))
+    } else {
+        internal(e)
+    }
 }
 
 const PROJECT_COLS: &str = "id, name, domain_id, description, enabled";
@@ -49,9 +71,40 @@ impl SqliteStore {
         fetch(&mut conn, sql, args).await
     }
 
-    async fn write(&self, q: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>) -> Result<u64> {
+    /// A write the feed does not record (tokens, server metadata).
+    async fn write(&self, q: Query<'_>) -> Result<u64> {
         let mut w = self.writer.lock().await;
         q.execute(&mut w.conn).await.map(|r| r.rows_affected()).map_err(internal)
+    }
+
+    /// A write the feed records as `change` when it changed a row.
+    /// `cascade` names the role-assignment column of a project, user or role
+    /// being deleted: its assignments go with it, and are recorded too.
+    async fn write_recorded(
+        &self,
+        q: Query<'_>,
+        change: (Subject, ChangeOp),
+        on_error: impl FnOnce(sqlx::Error) -> Error + Send,
+        cascade: Option<(&'static str, &str)>,
+    ) -> Result<u64> {
+        let mut w = self.writer.lock().await;
+        let mut tx = self.write_txn(&mut w.conn).await?;
+        if let Some((column, id)) = cascade {
+            let sql = format!("SELECT user_id, project_id, role_id FROM role_assignments WHERE {column} = $1");
+            for a in fetch(&mut tx, sql, &[id.to_string()]).await?.iter().map(assignment_from) {
+                let a = a?;
+                tx.record(
+                    Subject::RoleAssignment { user: a.user_id, project: a.project_id, role: a.role_id },
+                    ChangeOp::Deleted,
+                );
+            }
+        }
+        let changed = q.execute(&mut *tx).await.map_err(on_error)?.rows_affected();
+        if changed > 0 {
+            tx.record(change.0, change.1);
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     pub(crate) async fn get_meta_impl(&self, key: &str) -> Result<Option<String>> {
@@ -72,34 +125,33 @@ impl SqliteStore {
     }
 
     pub(crate) async fn create_project_impl(&self, p: &Project) -> Result<()> {
-        let mut w = self.writer.lock().await;
-        sqlx::query("INSERT INTO projects (id, name, domain_id, description, enabled) VALUES ($1, $2, $3, $4, $5)")
-            .bind(p.id.as_str())
-            .bind(&p.name)
-            .bind(&p.domain_id)
-            .bind(&p.description)
-            .bind(p.enabled)
-            .execute(&mut w.conn)
-            .await
-            .map_err(|e| if is_unique_violation(&e) { conflict("a project", &p.name) } else { internal(e) })?;
+        let q =
+            sqlx::query("INSERT INTO projects (id, name, domain_id, description, enabled) VALUES ($1, $2, $3, $4, $5)")
+                .bind(p.id.as_str())
+                .bind(&p.name)
+                .bind(&p.domain_id)
+                .bind(&p.description)
+                .bind(p.enabled);
+        let change = (Subject::Project(p.id.clone()), ChangeOp::Created);
+        self.write_recorded(q, change, |e| duplicate_or_internal(e, "a project", &p.name), None).await?;
         Ok(())
     }
 
     pub(crate) async fn update_project_impl(&self, p: &Project) -> Result<()> {
-        let mut w = self.writer.lock().await;
-        sqlx::query("UPDATE projects SET name = $1, description = $2, enabled = $3 WHERE id = $4")
+        let q = sqlx::query("UPDATE projects SET name = $1, description = $2, enabled = $3 WHERE id = $4")
             .bind(&p.name)
             .bind(&p.description)
             .bind(p.enabled)
-            .bind(p.id.as_str())
-            .execute(&mut w.conn)
-            .await
-            .map_err(|e| if is_unique_violation(&e) { conflict("a project", &p.name) } else { internal(e) })?;
+            .bind(p.id.as_str());
+        let change = (Subject::Project(p.id.clone()), ChangeOp::Updated);
+        self.write_recorded(q, change, |e| duplicate_or_internal(e, "a project", &p.name), None).await?;
         Ok(())
     }
 
     pub(crate) async fn delete_project_impl(&self, id: &ProjectId) -> Result<()> {
-        self.write(sqlx::query("DELETE FROM projects WHERE id = $1").bind(id.to_string())).await?;
+        let q = sqlx::query("DELETE FROM projects WHERE id = $1").bind(id.to_string());
+        let change = (Subject::Project(id.clone()), ChangeOp::Deleted);
+        self.write_recorded(q, change, internal, Some(("project_id", id.as_str()))).await?;
         Ok(())
     }
 
@@ -132,8 +184,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn create_user_impl(&self, u: &User) -> Result<()> {
-        let mut w = self.writer.lock().await;
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO users (id, name, domain_id, password_hash, enabled, default_project_id, email, description) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
@@ -144,16 +195,14 @@ impl SqliteStore {
         .bind(u.enabled)
         .bind(u.default_project_id.as_ref().map(|p| p.to_string()))
         .bind(&u.email)
-        .bind(&u.description)
-        .execute(&mut w.conn)
-        .await
-        .map_err(|e| if is_unique_violation(&e) { conflict("a user", &u.name) } else { internal(e) })?;
+        .bind(&u.description);
+        let change = (Subject::User(u.id.clone()), ChangeOp::Created);
+        self.write_recorded(q, change, |e| duplicate_or_internal(e, "a user", &u.name), None).await?;
         Ok(())
     }
 
     pub(crate) async fn update_user_impl(&self, u: &User) -> Result<()> {
-        let mut w = self.writer.lock().await;
-        sqlx::query(
+        let q = sqlx::query(
             "UPDATE users SET name = $1, password_hash = $2, enabled = $3, default_project_id = $4, email = $5, \
              description = $6 WHERE id = $7",
         )
@@ -163,15 +212,16 @@ impl SqliteStore {
         .bind(u.default_project_id.as_ref().map(|p| p.to_string()))
         .bind(&u.email)
         .bind(&u.description)
-        .bind(u.id.as_str())
-        .execute(&mut w.conn)
-        .await
-        .map_err(|e| if is_unique_violation(&e) { conflict("a user", &u.name) } else { internal(e) })?;
+        .bind(u.id.as_str());
+        let change = (Subject::User(u.id.clone()), ChangeOp::Updated);
+        self.write_recorded(q, change, |e| duplicate_or_internal(e, "a user", &u.name), None).await?;
         Ok(())
     }
 
     pub(crate) async fn delete_user_impl(&self, id: &UserId) -> Result<()> {
-        self.write(sqlx::query("DELETE FROM users WHERE id = $1").bind(id.to_string())).await?;
+        let q = sqlx::query("DELETE FROM users WHERE id = $1").bind(id.to_string());
+        let change = (Subject::User(id.clone()), ChangeOp::Deleted);
+        self.write_recorded(q, change, internal, Some(("user_id", id.as_str()))).await?;
         Ok(())
     }
 
@@ -203,19 +253,19 @@ impl SqliteStore {
     }
 
     pub(crate) async fn create_role_impl(&self, r: &Role) -> Result<()> {
-        let mut w = self.writer.lock().await;
-        sqlx::query("INSERT INTO roles (id, name, description) VALUES ($1, $2, $3)")
+        let q = sqlx::query("INSERT INTO roles (id, name, description) VALUES ($1, $2, $3)")
             .bind(&r.id)
             .bind(&r.name)
-            .bind(&r.description)
-            .execute(&mut w.conn)
-            .await
-            .map_err(|e| if is_unique_violation(&e) { conflict("a role", &r.name) } else { internal(e) })?;
+            .bind(&r.description);
+        let change = (Subject::Role(r.id.clone()), ChangeOp::Created);
+        self.write_recorded(q, change, |e| duplicate_or_internal(e, "a role", &r.name), None).await?;
         Ok(())
     }
 
     pub(crate) async fn delete_role_impl(&self, id: &str) -> Result<()> {
-        self.write(sqlx::query("DELETE FROM roles WHERE id = $1").bind(id.to_string())).await?;
+        let q = sqlx::query("DELETE FROM roles WHERE id = $1").bind(id.to_string());
+        let change = (Subject::Role(id.to_string()), ChangeOp::Deleted);
+        self.write_recorded(q, change, internal, Some(("role_id", id))).await?;
         Ok(())
     }
 
@@ -242,26 +292,22 @@ impl SqliteStore {
     }
 
     pub(crate) async fn grant_role_impl(&self, a: &RoleAssignment) -> Result<()> {
-        self.write(
-            sqlx::query("INSERT INTO role_assignments (user_id, project_id, role_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(a.user_id.to_string())
-                .bind(a.project_id.to_string())
-                .bind(a.role_id.clone()),
+        let q = sqlx::query(
+            "INSERT INTO role_assignments (user_id, project_id, role_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
-        .await?;
+        .bind(a.user_id.to_string())
+        .bind(a.project_id.to_string())
+        .bind(a.role_id.clone());
+        self.write_recorded(q, (assignment_subject(a), ChangeOp::Created), internal, None).await?;
         Ok(())
     }
 
     pub(crate) async fn revoke_role_impl(&self, a: &RoleAssignment) -> Result<bool> {
-        let n = self
-            .write(
-                sqlx::query("DELETE FROM role_assignments WHERE user_id = $1 AND project_id = $2 AND role_id = $3")
-                    .bind(a.user_id.to_string())
-                    .bind(a.project_id.to_string())
-                    .bind(a.role_id.clone()),
-            )
-            .await?;
-        Ok(n > 0)
+        let q = sqlx::query("DELETE FROM role_assignments WHERE user_id = $1 AND project_id = $2 AND role_id = $3")
+            .bind(a.user_id.to_string())
+            .bind(a.project_id.to_string())
+            .bind(a.role_id.clone());
+        Ok(self.write_recorded(q, (assignment_subject(a), ChangeOp::Deleted), internal, None).await? > 0)
     }
 
     pub(crate) async fn list_assignments_impl(&self, f: &IdentityFilter) -> Result<Vec<RoleAssignment>> {
@@ -281,15 +327,7 @@ impl SqliteStore {
                 &w.args,
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RoleAssignment {
-                    user_id: UserId(get(r, "user_id")?),
-                    project_id: ProjectId(get(r, "project_id")?),
-                    role_id: get(r, "role_id")?,
-                })
-            })
-            .collect()
+        rows.iter().map(assignment_from).collect()
     }
 
     pub(crate) async fn insert_token_impl(&self, t: &TokenRecord) -> Result<()> {

@@ -12,20 +12,28 @@
 mod agents;
 mod batch;
 mod checkpoint;
+mod feed;
+mod hosts;
 mod identity;
 mod ipam;
 mod l3;
+mod leases;
 mod networks;
 mod port_cache;
+mod port_refs;
 mod ports;
 mod quotas;
 mod rbac;
+mod revisions;
 mod rows;
+mod scope;
 mod security_groups;
+mod segments;
 mod store_impl;
 mod subnetpools;
 mod subnets;
 mod tags;
+mod txn;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -48,6 +56,7 @@ pub struct SqliteStore {
     readers: SqlitePool,
     config: StoreConfig,
     ports: port_cache::PortCache,
+    signal: feed::FeedSignal,
 }
 
 /// The writing connection and the state that is only touched under its lock.
@@ -62,6 +71,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "security groups", include_str!("../../migrations/sqlite/0002_security_groups.sql")),
     (3, "l3", include_str!("../../migrations/sqlite/0003_l3.sql")),
     (4, "agents", include_str!("../../migrations/sqlite/0004_agents.sql")),
+    (5, "change feed", include_str!("../../migrations/sqlite/0005_feed.sql")),
+    (6, "agent state", include_str!("../../migrations/sqlite/0006_agent_state.sql")),
 ];
 
 impl SqliteStore {
@@ -81,6 +92,7 @@ impl SqliteStore {
         let writer_options = base.clone().create_if_missing(true).pragma("wal_autocheckpoint", "0");
         let mut conn = SqliteConnection::connect_with(&writer_options).await.map_err(internal)?;
         migrator().run(&mut conn).await.map_err(|e| Error::Internal(format!("migration: {e}")))?;
+        let (head, _) = feed::read_head(&mut conn).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -94,6 +106,7 @@ impl SqliteStore {
             readers,
             config,
             ports: port_cache::PortCache::default(),
+            signal: feed::FeedSignal::for_database(path, head),
         })
     }
 
@@ -142,14 +155,6 @@ pub(crate) fn now_iso() -> String {
     let now = time::OffsetDateTime::now_utc();
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     now.format(&fmt).unwrap_or_default()
-}
-
-/// Refuses a write whose `If-Match` revision is not the current one.
-pub(crate) fn check_revision(if_match: Option<i64>, current: i64) -> Result<()> {
-    match if_match {
-        Some(expected) if expected != current => Err(Error::RevisionMismatch { expected, current }),
-        _ => Ok(()),
-    }
 }
 
 /// JSON text of a value stored in a TEXT column.
@@ -216,7 +221,10 @@ impl Where {
     }
 }
 
-/// Begins a write transaction on the writer connection.
+/// Begins a write transaction on the writer connection. IMMEDIATE takes
+/// the database's write lock at once: a second store on the same file
+/// then waits for it (busy timeout) instead of reading a snapshot it
+/// could not write on (SQLITE_BUSY_SNAPSHOT, "database is locked").
 pub(crate) async fn begin(conn: &mut SqliteConnection) -> Result<Tx<'_>> {
-    conn.begin().await.map_err(internal)
+    conn.begin_with("BEGIN IMMEDIATE").await.map_err(internal)
 }

@@ -1,4 +1,5 @@
-//! Per-project quota limits and usage counts.
+//! Per-project quota limits, usage counts, and the checks creates make
+//! inside their transactions (the rules themselves are in `crate::quota`).
 
 use std::collections::BTreeMap;
 
@@ -6,24 +7,10 @@ use neutrino_model::{Error, ProjectId, Result};
 use sqlx::sqlite::SqliteConnection;
 
 use super::rows::{fetch, get};
-use super::{SqliteStore, begin, internal};
+use super::{SqliteStore, internal};
 use crate::QuotaUsage;
-
-/// The table whose rows count against each quota resource.
-fn table_of(resource: &str) -> Option<&'static str> {
-    match resource {
-        "network" => Some("networks"),
-        "subnet" => Some("subnets"),
-        "port" => Some("ports"),
-        "subnetpool" => Some("subnetpools"),
-        "router" => Some("routers"),
-        "floatingip" => Some("floatingips"),
-        "security_group" => Some("security_groups"),
-        "security_group_rule" => Some("security_group_rules"),
-        "rbac_policy" => Some("network_rbacs"),
-        _ => None,
-    }
-}
+use crate::feed::{ChangeOp, Subject};
+use crate::quota::{self, counted_table};
 
 pub(crate) async fn limit_in(
     conn: &mut SqliteConnection,
@@ -49,6 +36,36 @@ pub(crate) async fn count_in(conn: &mut SqliteConnection, table: &str, project: 
     rows.first().map(|r| get(r, "n")).unwrap_or(Ok(0))
 }
 
+/// Refuses to create `adding` more of `resource` than the project's limit.
+pub(crate) async fn check_quota(
+    conn: &mut SqliteConnection,
+    store: &SqliteStore,
+    project: &str,
+    resource: &str,
+    adding: i64,
+) -> Result<()> {
+    let limit = limit_in(conn, store, project, resource).await?;
+    let Some(table) = counted_table(resource).filter(|_| limit >= 0) else {
+        return Ok(());
+    };
+    let used = count_in(conn, table, project).await?;
+    quota::check(resource, limit, used, adding)
+}
+
+/// [`check_quota`] for a bulk create: `projects` holds one entry per
+/// resource created.
+pub(crate) async fn check_quotas<'a>(
+    conn: &mut SqliteConnection,
+    store: &SqliteStore,
+    projects: impl IntoIterator<Item = &'a str>,
+    resource: &str,
+) -> Result<()> {
+    for (project, count) in quota::per_project(projects) {
+        check_quota(conn, store, project, resource, count).await?;
+    }
+    Ok(())
+}
+
 async fn limits_in(conn: &mut SqliteConnection, store: &SqliteStore, project: &str) -> Result<BTreeMap<String, i64>> {
     let mut limits = store.config.default_quotas.clone();
     for row in
@@ -72,11 +89,11 @@ impl SqliteStore {
         force: bool,
     ) -> Result<BTreeMap<String, i64>> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         for (resource, limit) in limits {
             if !force
                 && *limit >= 0
-                && let Some(table) = table_of(resource)
+                && let Some(table) = counted_table(resource)
             {
                 let used = count_in(&mut tx, table, project.as_str()).await?;
                 if used > *limit {
@@ -97,18 +114,26 @@ impl SqliteStore {
             .map_err(internal)?;
         }
         let out = limits_in(&mut tx, self, project.as_str()).await?;
-        tx.commit().await.map_err(internal)?;
+        if !limits.is_empty() {
+            tx.record(Subject::Quota(project.clone()), ChangeOp::Updated);
+        }
+        tx.commit().await?;
         Ok(out)
     }
 
     pub(crate) async fn delete_quotas_impl(&self, project: &ProjectId) -> Result<()> {
         let mut w = self.writer.lock().await;
-        sqlx::query("DELETE FROM quotas WHERE project_id = $1")
+        let mut tx = self.write_txn(&mut w.conn).await?;
+        let deleted = sqlx::query("DELETE FROM quotas WHERE project_id = $1")
             .bind(project.as_str())
-            .execute(&mut w.conn)
+            .execute(&mut *tx)
             .await
-            .map_err(internal)?;
-        Ok(())
+            .map_err(internal)?
+            .rows_affected();
+        if deleted > 0 {
+            tx.record(Subject::Quota(project.clone()), ChangeOp::Deleted);
+        }
+        tx.commit().await
     }
 
     pub(crate) async fn list_quotas_impl(&self) -> Result<Vec<(ProjectId, BTreeMap<String, i64>)>> {
@@ -128,7 +153,7 @@ impl SqliteStore {
         let limits = limits_in(&mut conn, self, project.as_str()).await?;
         let mut out = BTreeMap::new();
         for (resource, limit) in limits {
-            let used = match table_of(&resource) {
+            let used = match counted_table(&resource) {
                 Some(table) => count_in(&mut conn, table, project.as_str()).await?,
                 None => 0,
             };

@@ -7,10 +7,12 @@ use neutrino_model::resources::{ACCESS_AS_EXTERNAL, ACCESS_AS_SHARED, RBAC_WILDC
 use neutrino_model::{Error, ProjectId, RbacPolicyId, ResourceKind, Result};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use super::networks::{bump, check_quota, revision_of};
+use super::quotas::check_quota;
+use super::revisions::{bump, revision_of};
 use super::rows::{fetch, get};
-use super::{SqliteStore, begin, internal, is_unique_violation, now_iso, parse_col};
+use super::{SqliteStore, internal, is_unique_violation, now_iso, parse_col};
 use crate::RbacStore;
+use crate::feed::{ChangeOp, Subject};
 
 const COLS: &str = "id, network_id, project_id, action, target_project";
 
@@ -105,10 +107,10 @@ impl RbacStore for SqliteStore {
             ));
         }
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let nid = req.object_id.to_string();
         revision_of(&mut tx, "networks", &nid).await?.ok_or_else(|| Error::not_found(ResourceKind::Network, &nid))?;
-        check_quota(&mut tx, self, req.project_id.as_str(), "rbac_policy", "network_rbacs", 1).await?;
+        check_quota(&mut tx, self, req.project_id.as_str(), "rbac_policy", 1).await?;
         let id = RbacPolicyId::new();
         let res = sqlx::query(
             "INSERT INTO network_rbacs (id, network_id, project_id, action, target_project) VALUES ($1, $2, $3, $4, $5)",
@@ -133,7 +135,10 @@ impl RbacStore for SqliteStore {
         // Sharing changes what the network looks like: its revision moves.
         bump(&mut tx, "networks", &nid, &now_iso()).await?;
         let policy = policy_in(&mut tx, &Viewer::All, &id).await?;
-        tx.commit().await.map_err(internal)?;
+        let network = [policy.object_id];
+        tx.record_networks(Subject::RbacPolicy(id), ChangeOp::Created, network);
+        tx.record_networks(Subject::Network(policy.object_id), ChangeOp::Updated, network);
+        tx.commit().await?;
         Ok(policy)
     }
 
@@ -167,7 +172,7 @@ impl RbacStore for SqliteStore {
 
     async fn update_rbac_policy(&self, id: &RbacPolicyId, target: String) -> Result<RbacPolicy> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = policy_in(&mut tx, &Viewer::All, id).await?;
         if current.target_project != target {
             check_unused(&mut tx, &current, Some(&target)).await?;
@@ -184,15 +189,18 @@ impl RbacStore for SqliteStore {
                 Err(e) => return Err(internal(e)),
             }
             bump(&mut tx, "networks", &current.object_id.to_string(), &now_iso()).await?;
+            let network = [current.object_id];
+            tx.record_networks(Subject::RbacPolicy(*id), ChangeOp::Updated, network);
+            tx.record_networks(Subject::Network(current.object_id), ChangeOp::Updated, network);
         }
         let policy = policy_in(&mut tx, &Viewer::All, id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(policy)
     }
 
     async fn delete_rbac_policy(&self, id: &RbacPolicyId) -> Result<()> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = policy_in(&mut tx, &Viewer::All, id).await?;
         check_unused(&mut tx, &current, None).await?;
         sqlx::query("DELETE FROM network_rbacs WHERE id = $1")
@@ -201,7 +209,10 @@ impl RbacStore for SqliteStore {
             .await
             .map_err(internal)?;
         bump(&mut tx, "networks", &current.object_id.to_string(), &now_iso()).await?;
-        tx.commit().await.map_err(internal)?;
+        let network = [current.object_id];
+        tx.record_networks(Subject::RbacPolicy(*id), ChangeOp::Deleted, network);
+        tx.record_networks(Subject::Network(current.object_id), ChangeOp::Updated, network);
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 
 use neutrino_model::ipam::IpVersion;
+use neutrino_model::policy::Viewer;
 use neutrino_model::resources::*;
 use neutrino_model::segments::NetworkType;
-use neutrino_model::{Error, Result};
+use neutrino_model::{Error, NetworkId, ResourceKind, Result};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{AssertSqlSafe, Row};
 
@@ -30,7 +31,7 @@ where
     row.try_get(col).map_err(internal)
 }
 
-fn std_attrs(row: &SqliteRow) -> Result<StandardAttrs> {
+pub(crate) fn std_attrs(row: &SqliteRow) -> Result<StandardAttrs> {
     let tags: String = get(row, "tags")?;
     Ok(StandardAttrs {
         created_at: get(row, "created_at")?,
@@ -144,6 +145,24 @@ pub(crate) async fn load_networks(conn: &mut SqliteConnection, w: &Where) -> Res
         }
     }
     Ok(networks)
+}
+
+/// Restricts alias `n` to what `viewer` may see: own networks and networks
+/// shared with (or external to) the viewer's project or everyone.
+pub(crate) fn network_visibility(w: &mut Where, viewer: &Viewer) {
+    if let Viewer::Project(p) = viewer {
+        w.add(
+            "(n.project_id = {} OR EXISTS (SELECT 1 FROM network_rbacs r WHERE r.network_id = n.id AND r.target_project IN ('*', {})))",
+            &[p.as_str(), p.as_str()],
+        );
+    }
+}
+
+pub(crate) async fn get_network_in(conn: &mut SqliteConnection, viewer: &Viewer, id: &NetworkId) -> Result<Network> {
+    let mut w = Where::default();
+    w.add("n.id = {}", &[&id.to_string()]);
+    network_visibility(&mut w, viewer);
+    load_networks(conn, &w).await?.pop().ok_or_else(|| Error::not_found(ResourceKind::Network, id))
 }
 
 // ---- subnets ---------------------------------------------------------------

@@ -16,9 +16,12 @@ use neutrino_model::security_groups::{
 use neutrino_model::{Error, ProjectId, ResourceKind, Result, SecurityGroupId, SecurityGroupRuleId};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use super::networks::{bump, check_quotas, revision_of};
+use super::quotas::check_quotas;
+use super::revisions::{bump, check_revision, revision_of};
 use super::rows::{fetch, get};
-use super::{SqliteStore, Where, begin, check_revision, from_json, internal, is_unique_violation, now_iso, parse_col};
+use super::txn::Txn;
+use super::{SqliteStore, Where, from_json, internal, is_unique_violation, now_iso, parse_col};
+use crate::feed::{ChangeOp, Subject};
 use crate::{ListQuery, SecurityGroupStore};
 
 /// The id of the project's default group, if it has one yet.
@@ -35,7 +38,7 @@ async fn find_default(conn: &mut SqliteConnection, project: &ProjectId) -> Resul
 /// Inserts a group row; `false` when the partial unique index refused a
 /// second default group of the project.
 async fn insert_group(
-    conn: &mut SqliteConnection,
+    tx: &mut Txn<'_>,
     id: &SecurityGroupId,
     req: &SecurityGroupCreate,
     is_default: bool,
@@ -54,19 +57,19 @@ async fn insert_group(
     .bind(req.stateful)
     .bind(is_default)
     .bind(now)
-    .execute(&mut *conn)
+    .execute(&mut **tx)
     .await
     .map_err(internal)?;
-    Ok(done.rows_affected() == 1)
+    let inserted = done.rows_affected() == 1;
+    if inserted {
+        tx.record(Subject::SecurityGroup(*id), ChangeOp::Created);
+    }
+    Ok(inserted)
 }
 
 /// Inserts a rule; a rule its group already has is refused with the id of
 /// the one that exists.
-async fn insert_rule(
-    conn: &mut SqliteConnection,
-    rule: &SecurityGroupRuleCreate,
-    now: &str,
-) -> Result<SecurityGroupRuleId> {
+async fn insert_rule(tx: &mut Txn<'_>, rule: &SecurityGroupRuleCreate, now: &str) -> Result<SecurityGroupRuleId> {
     let id = SecurityGroupRuleId::new();
     let key = rule.key().to_string();
     let res = sqlx::query(
@@ -89,13 +92,16 @@ async fn insert_rule(
     .bind(rule.description.as_deref())
     .bind(&key)
     .bind(now)
-    .execute(&mut *conn)
+    .execute(&mut **tx)
     .await;
     match res {
-        Ok(_) => Ok(id),
+        Ok(_) => {
+            tx.record(Subject::SecurityGroupRule(id), ChangeOp::Created);
+            Ok(id)
+        }
         Err(e) if is_unique_violation(&e) => {
             let rows = fetch(
-                conn,
+                tx,
                 "SELECT id FROM security_group_rules WHERE security_group_id = $1 AND dedup_key = $2".into(),
                 &[rule.security_group_id.to_string(), key],
             )
@@ -111,11 +117,11 @@ async fn insert_rule(
 /// The partial unique index keeps it to one even if several writers race
 /// (the loser finds the winner's group). Quotas do not apply to it.
 pub(crate) async fn ensure_default_group(
-    conn: &mut SqliteConnection,
+    tx: &mut Txn<'_>,
     project: &ProjectId,
     now: &str,
 ) -> Result<Option<SecurityGroupId>> {
-    if let Some(id) = find_default(conn, project).await? {
+    if let Some(id) = find_default(tx, project).await? {
         return Ok(Some(id));
     }
     let id = SecurityGroupId::new();
@@ -125,11 +131,11 @@ pub(crate) async fn ensure_default_group(
         description: sg::DEFAULT_GROUP_DESCRIPTION.into(),
         stateful: true,
     };
-    if !insert_group(conn, &id, &req, true, now).await? {
-        return find_default(conn, project).await;
+    if !insert_group(tx, &id, &req, true, now).await? {
+        return find_default(tx, project).await;
     }
     for rule in sg::default_group_rules(id, project) {
-        insert_rule(conn, &rule, now).await?;
+        insert_rule(tx, &rule, now).await?;
     }
     Ok(Some(id))
 }
@@ -302,11 +308,11 @@ impl SecurityGroupStore for SqliteStore {
             }
         }
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let id = ensure_default_group(&mut tx, project, &now_iso())
             .await?
             .ok_or_else(|| Error::Internal("default security group vanished".into()))?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(id)
     }
 
@@ -315,15 +321,15 @@ impl SecurityGroupStore for SqliteStore {
         let now = now_iso();
         let projects: std::collections::BTreeSet<&ProjectId> = requests.iter().map(|r| &r.project_id).collect();
         // Default groups come first, and stay even if this create fails.
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         for project in &projects {
             ensure_default_group(&mut tx, project, &now).await?;
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
 
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let each = requests.iter().map(|r| r.project_id.as_str());
-        check_quotas(&mut tx, self, each, "security_group", "security_groups").await?;
+        check_quotas(&mut tx, self, each, "security_group").await?;
         let mut created = Vec::with_capacity(requests.len());
         for req in &requests {
             let id = SecurityGroupId::new();
@@ -335,7 +341,7 @@ impl SecurityGroupStore for SqliteStore {
             }
             created.push(get_group_in(&mut tx, &Viewer::All, &id).await?);
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(created)
     }
 
@@ -360,7 +366,7 @@ impl SecurityGroupStore for SqliteStore {
         if_match: Option<i64>,
     ) -> Result<SecurityGroup> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = get_group_in(&mut tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
         if current.is_default && upd.name.is_some() {
@@ -383,13 +389,14 @@ impl SecurityGroupStore for SqliteStore {
         .await
         .map_err(internal)?;
         let updated = get_group_in(&mut tx, &Viewer::All, id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.record(Subject::SecurityGroup(*id), ChangeOp::Updated);
+        tx.commit().await?;
         Ok(updated)
     }
 
     async fn delete_security_group(&self, id: &SecurityGroupId, if_match: Option<i64>) -> Result<()> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let gid = id.to_string();
         let rev = revision_of(&mut tx, "security_groups", &gid)
             .await?
@@ -409,15 +416,26 @@ impl SecurityGroupStore for SqliteStore {
         .await?;
         let now = now_iso();
         for row in &referring {
-            bump(&mut tx, "security_groups", &get::<String>(row, "security_group_id")?, &now).await?;
+            let group: String = get(row, "security_group_id")?;
+            bump(&mut tx, "security_groups", &group, &now).await?;
+            tx.record(Subject::SecurityGroup(parse_col(&group, "security group id")?), ChangeOp::Updated);
         }
-        for stmt in [
-            "DELETE FROM security_group_rules WHERE remote_group_id = $1 OR security_group_id = $1",
-            "DELETE FROM security_groups WHERE id = $1",
-        ] {
-            sqlx::query(stmt).bind(&gid).execute(&mut *tx).await.map_err(internal)?;
+        let rules = fetch(
+            &mut tx,
+            "DELETE FROM security_group_rules WHERE remote_group_id = $1 OR security_group_id = $1 RETURNING id".into(),
+            std::slice::from_ref(&gid),
+        )
+        .await?;
+        for row in &rules {
+            tx.record(Subject::SecurityGroupRule(parse_col(&get::<String>(row, "id")?, "rule id")?), ChangeOp::Deleted);
         }
-        tx.commit().await.map_err(internal)?;
+        sqlx::query("DELETE FROM security_groups WHERE id = $1")
+            .bind(&gid)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        tx.record(Subject::SecurityGroup(*id), ChangeOp::Deleted);
+        tx.commit().await?;
         Ok(())
     }
 
@@ -427,9 +445,9 @@ impl SecurityGroupStore for SqliteStore {
         requests: Vec<SecurityGroupRuleCreate>,
     ) -> Result<Vec<SecurityGroupRule>> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let projects = requests.iter().map(|r| r.project_id.as_str());
-        check_quotas(&mut tx, self, projects, "security_group_rule", "security_group_rules").await?;
+        check_quotas(&mut tx, self, projects, "security_group_rule").await?;
         let mut groups: Vec<SecurityGroupId> = Vec::new();
         let mut checked: HashSet<SecurityGroupId> = HashSet::new();
         for r in &requests {
@@ -453,12 +471,13 @@ impl SecurityGroupStore for SqliteStore {
         }
         for g in &groups {
             bump(&mut tx, "security_groups", &g.to_string(), &now).await?;
+            tx.record(Subject::SecurityGroup(*g), ChangeOp::Updated);
         }
         let mut created = Vec::with_capacity(ids.len());
         for id in &ids {
             created.push(get_rule_in(&mut tx, &Viewer::All, id).await?);
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(created)
     }
 
@@ -479,7 +498,7 @@ impl SecurityGroupStore for SqliteStore {
 
     async fn delete_security_group_rule(&self, id: &SecurityGroupRuleId, if_match: Option<i64>) -> Result<()> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = get_rule_in(&mut tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
         sqlx::query("DELETE FROM security_group_rules WHERE id = $1")
@@ -488,7 +507,9 @@ impl SecurityGroupStore for SqliteStore {
             .await
             .map_err(internal)?;
         bump(&mut tx, "security_groups", &current.security_group_id.to_string(), &now_iso()).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.record(Subject::SecurityGroupRule(*id), ChangeOp::Deleted);
+        tx.record(Subject::SecurityGroup(current.security_group_id), ChangeOp::Updated);
+        tx.commit().await?;
         Ok(())
     }
 }
@@ -513,7 +534,7 @@ mod tests {
         // A writer that missed the first one loses at the unique index and
         // then finds the winner's group.
         let mut w = s.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await.unwrap();
+        let mut tx = s.write_txn(&mut w.conn).await.unwrap();
         let req = SecurityGroupCreate {
             project_id: project.clone(),
             name: sg::DEFAULT_GROUP_NAME.into(),

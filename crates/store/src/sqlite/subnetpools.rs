@@ -8,10 +8,12 @@ use neutrino_model::resources::*;
 use neutrino_model::{Error, ResourceKind, Result, SubnetPoolId};
 use sqlx::sqlite::SqliteConnection;
 
-use super::networks::check_quota;
+use super::quotas::check_quota;
+use super::revisions::check_revision;
 use super::rows::{fetch, load_subnetpools};
-use super::{SqliteStore, Where, begin, check_revision, internal, now_iso, to_json};
+use super::{SqliteStore, Where, internal, now_iso, to_json};
 use crate::ListQuery;
+use crate::feed::{ChangeOp, Subject};
 
 fn pool_visibility(w: &mut Where, viewer: &Viewer) {
     if let Viewer::Project(p) = viewer {
@@ -79,7 +81,7 @@ async fn check_single_default(
 impl SqliteStore {
     pub(crate) async fn create_subnetpools_impl(&self, requests: Vec<SubnetPoolCreate>) -> Result<Vec<SubnetPool>> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let now = now_iso();
         let mut ids = Vec::new();
         for req in requests {
@@ -95,7 +97,7 @@ impl SqliteStore {
             if req.is_default {
                 check_single_default(&mut tx, version, None).await?;
             }
-            check_quota(&mut tx, self, req.project_id.as_str(), "subnetpool", "subnetpools", 1).await?;
+            check_quota(&mut tx, self, req.project_id.as_str(), "subnetpool", 1).await?;
             let id = SubnetPoolId::new();
             let texts: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
             sqlx::query(
@@ -120,13 +122,14 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
+            tx.record(Subject::SubnetPool(id), ChangeOp::Created);
             ids.push(id);
         }
         let mut out = Vec::new();
         for id in &ids {
             out.push(get_pool_in(&mut tx, &Viewer::All, id).await?);
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(out)
     }
 
@@ -151,7 +154,7 @@ impl SqliteStore {
         if_match: Option<i64>,
     ) -> Result<SubnetPool> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = get_pool_in(&mut tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
         let prefixes = match &upd.prefixes {
@@ -199,13 +202,14 @@ impl SqliteStore {
         .await
         .map_err(internal)?;
         let updated = get_pool_in(&mut tx, &Viewer::All, id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.record(Subject::SubnetPool(*id), ChangeOp::Updated);
+        tx.commit().await?;
         Ok(updated)
     }
 
     pub(crate) async fn delete_subnetpool_impl(&self, id: &SubnetPoolId, if_match: Option<i64>) -> Result<()> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = get_pool_in(&mut tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
         let sid = id.to_string();
@@ -214,10 +218,9 @@ impl SqliteStore {
         if !used.is_empty() {
             return Err(Error::SubnetPoolDeleteError(format!("subnet pool {sid} has subnets allocated from it")));
         }
-        for stmt in ["DELETE FROM subnetpools WHERE id = $1"] {
-            sqlx::query(stmt).bind(&sid).execute(&mut *tx).await.map_err(internal)?;
-        }
-        tx.commit().await.map_err(internal)?;
+        sqlx::query("DELETE FROM subnetpools WHERE id = $1").bind(&sid).execute(&mut *tx).await.map_err(internal)?;
+        tx.record(Subject::SubnetPool(*id), ChangeOp::Deleted);
+        tx.commit().await?;
         Ok(())
     }
 }

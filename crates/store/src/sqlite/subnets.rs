@@ -11,10 +11,13 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::batch::Batch;
 use super::ipam::IpamTxn;
-use super::networks::{bump, check_quota, get_network_in, revision_of};
-use super::rows::{fetch, get, load_subnetpools, load_subnets, load_subnets_gen, pools_to_json};
-use super::{SqliteStore, Where, begin, check_revision, internal, now_iso, to_json};
+use super::quotas::check_quota;
+use super::revisions::{bump, check_revision, revision_of};
+use super::rows::{fetch, get, get_network_in, load_subnetpools, load_subnets, load_subnets_gen, pools_to_json};
+use super::txn::Txn;
+use super::{SqliteStore, Where, internal, now_iso, parse_col, to_json};
 use crate::ListQuery;
+use crate::feed::{ChangeOp, Subject};
 
 /// Restricts alias `s` to the subnets `viewer` may see: its own, those of
 /// its networks, and those of networks shared with it or external.
@@ -106,7 +109,7 @@ impl SqliteStore {
     /// Creates one subnet inside a write transaction.
     async fn create_subnet_in(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Txn<'_>,
         ipam: &mut IpamTxn<'_>,
         req: SubnetCreate,
         now: &str,
@@ -212,7 +215,7 @@ impl SqliteStore {
                     .await?;
                     let mut total = units(&chosen);
                     for r in &own_rows {
-                        let c: IpNet = super::parse_col(&get::<String>(r, "cidr")?, "cidr")?;
+                        let c: IpNet = parse_col(&get::<String>(r, "cidr")?, "cidr")?;
                         total = total.saturating_add(units(&c));
                     }
                     if total > quota.max(0) as u128 {
@@ -283,7 +286,7 @@ impl SqliteStore {
                 reason: format!("an IPv{} subnet needs a larger MTU", req.ip_version.number()),
             });
         }
-        check_quota(conn, self, req.project_id.as_str(), "subnet", "subnets", 1).await?;
+        check_quota(conn, self, req.project_id.as_str(), "subnet", 1).await?;
 
         let id = SubnetId::new();
         let (ra, am) = if req.ip_version == IpVersion::V6 && req.enable_dhcp {
@@ -316,10 +319,13 @@ impl SqliteStore {
         .bind(req.segment_id.map(|s| s.to_string()))
         .bind(to_json(&req.service_types))
         .bind(now)
-        .execute(&mut *conn)
+        .execute(&mut **conn)
         .await
         .map_err(internal)?;
         bump(conn, "networks", &req.network_id.to_string(), now).await?;
+        let network = [req.network_id];
+        conn.record_networks(Subject::Subnet(id), ChangeOp::Created, network);
+        conn.record_networks(Subject::Network(req.network_id), ChangeOp::Updated, network);
 
         // Every existing non-router port gets its EUI-64 address on a new
         // auto-address subnet right away.
@@ -327,7 +333,7 @@ impl SqliteStore {
         if auto {
             let rows = fetch(
                 conn,
-                "SELECT p.id, p.mac_address, p.device_owner, \
+                "SELECT p.id, p.mac_address, p.device_owner, p.binding_host_id, \
                  (SELECT COALESCE(MAX(seq), 0) FROM ip_allocations a WHERE a.port_id = p.id) AS last_seq \
                  FROM ports p WHERE p.network_id = $1 AND p.ip_allocation <> 'none'"
                     .into(),
@@ -342,7 +348,7 @@ impl SqliteStore {
                     continue;
                 }
                 let port: String = get(&row, "id")?;
-                let mac: neutrino_model::MacAddress = super::parse_col(&get::<String>(&row, "mac_address")?, "mac")?;
+                let mac: neutrino_model::MacAddress = parse_col(&get::<String>(&row, "mac_address")?, "mac")?;
                 let addr = std::net::IpAddr::V6(ipam::eui64_address(&prefix, mac));
                 let key = ipam::to_u128(addr);
                 if ipam.is_taken(&id, key) {
@@ -353,6 +359,8 @@ impl SqliteStore {
                 ipam.rows_changed(&id, 1);
                 ipam.take(&id, key);
                 bump(conn, "ports", &port, now).await?;
+                let host: String = get(&row, "binding_host_id")?;
+                conn.record_in(Subject::Port(parse_col(&port, "port id")?), ChangeOp::Updated, network, [host]);
             }
         }
         Ok(id)
@@ -361,7 +369,7 @@ impl SqliteStore {
     pub(crate) async fn create_subnets_impl(&self, requests: Vec<SubnetCreate>) -> Result<Vec<Subnet>> {
         let mut guard = self.writer.lock().await;
         let w = &mut *guard;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let mut ipam = w.ipam.begin();
         let now = now_iso();
         let mut ids = Vec::new();
@@ -372,7 +380,7 @@ impl SqliteStore {
         for id in &ids {
             out.push(get_subnet_in(&mut tx, &Viewer::All, id).await?);
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         ipam.commit();
         Ok(out)
     }
@@ -399,7 +407,7 @@ impl SqliteStore {
         if_match: Option<i64>,
     ) -> Result<Subnet> {
         let mut w = self.writer.lock().await;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = get_subnet_in(&mut tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
         let limits = &self.config.subnet_limits;
@@ -468,20 +476,23 @@ impl SqliteStore {
         .await
         .map_err(internal)?;
         let updated = get_subnet_in(&mut tx, &Viewer::All, id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.record_networks(Subject::Subnet(*id), ChangeOp::Updated, [updated.network_id]);
+        tx.commit().await?;
         Ok(updated)
     }
 
     pub(crate) async fn delete_subnet_impl(&self, id: &SubnetId, if_match: Option<i64>) -> Result<()> {
         let mut guard = self.writer.lock().await;
         let w = &mut *guard;
-        let mut tx = begin(&mut w.conn).await?;
+        let mut tx = self.write_txn(&mut w.conn).await?;
         let current = get_subnet_in(&mut tx, &Viewer::All, id).await?;
         check_revision(if_match, current.std.revision_number)?;
         let sid = id.to_string();
         let rows = fetch(
             &mut tx,
-            "SELECT a.port_id, p.device_owner FROM ip_allocations a JOIN ports p ON p.id = a.port_id WHERE a.subnet_id = $1".into(),
+            "SELECT a.port_id, p.device_owner, p.binding_host_id FROM ip_allocations a JOIN ports p ON p.id = a.port_id \
+             WHERE a.subnet_id = $1"
+                .into(),
             std::slice::from_ref(&sid),
         )
         .await?;
@@ -494,14 +505,21 @@ impl SqliteStore {
                 return Err(Error::SubnetInUse { subnet: sid });
             }
         }
+        // The ports that lose their addresses here change too.
+        let network = [current.network_id];
         for row in &rows {
-            bump(&mut tx, "ports", &get::<String>(row, "port_id")?, &now).await?;
+            let port: String = get(row, "port_id")?;
+            bump(&mut tx, "ports", &port, &now).await?;
+            let host: String = get(row, "binding_host_id")?;
+            tx.record_in(Subject::Port(parse_col(&port, "port id")?), ChangeOp::Updated, network, [host]);
         }
         for stmt in ["DELETE FROM ip_allocations WHERE subnet_id = $1", "DELETE FROM subnets WHERE id = $1"] {
             sqlx::query(stmt).bind(&sid).execute(&mut *tx).await.map_err(internal)?;
         }
         bump(&mut tx, "networks", &current.network_id.to_string(), &now).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.record_networks(Subject::Subnet(*id), ChangeOp::Deleted, network);
+        tx.record_networks(Subject::Network(current.network_id), ChangeOp::Updated, network);
+        tx.commit().await?;
         let mut ipam = w.ipam.begin();
         ipam.forget(id);
         ipam.commit();

@@ -1,0 +1,110 @@
+//! Requests and stores the store's test suites share.
+
+#![allow(dead_code)] // Each suite uses some of these.
+
+use std::sync::Arc;
+
+use neutrino_model::ProjectId;
+use neutrino_model::ipam::IpVersion;
+use neutrino_model::resources::*;
+use neutrino_store::{SqliteStore, Store, StoreConfig};
+
+pub fn project() -> ProjectId {
+    ProjectId("p1".into())
+}
+
+pub fn network_request(name: &str) -> NetworkCreate {
+    NetworkCreate {
+        project_id: project(),
+        name: name.into(),
+        description: String::new(),
+        admin_state_up: true,
+        shared: false,
+        external: false,
+        port_security_enabled: true,
+        mtu: None,
+        segments: None,
+        availability_zone_hints: vec![],
+    }
+}
+
+pub fn subnet_request(network: &Network, cidr: &str) -> SubnetCreate {
+    SubnetCreate {
+        project_id: project(),
+        network_id: network.id,
+        name: String::new(),
+        description: String::new(),
+        ip_version: if cidr.contains(':') { IpVersion::V6 } else { IpVersion::V4 },
+        cidr: Some(cidr.parse().unwrap()),
+        prefixlen: None,
+        subnetpool: PoolChoice::None,
+        gateway: GatewayChoice::Default,
+        allocation_pools: None,
+        dns_nameservers: vec![],
+        host_routes: vec![],
+        enable_dhcp: true,
+        ipv6_ra_mode: None,
+        ipv6_address_mode: None,
+        segment_id: None,
+        service_types: vec![],
+    }
+}
+
+pub fn port_request(network: &Network) -> PortCreate {
+    PortCreate {
+        project_id: project(),
+        network_id: network.id,
+        name: String::new(),
+        description: String::new(),
+        admin_state_up: true,
+        mac_address: None,
+        fixed_ips: None,
+        device_id: String::new(),
+        device_owner: String::new(),
+        port_security_enabled: None,
+        security_groups: None,
+        allowed_address_pairs: vec![],
+        extra_dhcp_opts: vec![],
+        binding_host_id: String::new(),
+        binding_profile: serde_json::json!({}),
+        binding_vnic_type: "normal".into(),
+        tags: vec![],
+    }
+}
+
+/// The request, bound to `host`.
+pub fn on_host(mut req: PortCreate, host: &str) -> PortCreate {
+    req.binding_host_id = host.into();
+    req
+}
+
+pub async fn sqlite(config: StoreConfig) -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db.sqlite"), config).await.unwrap();
+    (Arc::new(store), dir)
+}
+
+/// Fresh SQLite stores for a suite's `run_all`, each in a directory that
+/// lives as long as this does.
+#[derive(Default)]
+pub struct SqliteStores {
+    dirs: std::sync::Mutex<Vec<tempfile::TempDir>>,
+}
+
+impl SqliteStores {
+    pub async fn make(&self) -> Arc<dyn Store> {
+        let (store, dir) = sqlite(StoreConfig::default()).await;
+        self.dirs.lock().unwrap().push(dir);
+        store
+    }
+
+    /// Two stores on one database, as two servers sharing it.
+    pub async fn pair(&self) -> (Arc<dyn Store>, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
+        self.dirs.lock().unwrap().push(dir);
+        (a, b)
+    }
+}
