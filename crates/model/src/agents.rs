@@ -61,36 +61,6 @@ pub struct AgentReport {
     pub start_flag: bool,
 }
 
-/// What a host does besides hosting ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HostRole {
-    /// Hosts instance and container ports (always implied).
-    Compute,
-    /// May host routers (L3).
-    Network,
-    /// May host DHCP services.
-    Dhcp,
-}
-
-/// What a host's agent says about the host when it registers; kept in the
-/// database so that any server can serve any agent.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HostRegistration {
-    pub host: String,
-    /// The local VTEP address; `None` on hosts without VXLAN.
-    pub tunnel_ip: Option<std::net::IpAddr>,
-    /// Physical network name to host interface (`provider` -> `eth1`).
-    #[serde(default)]
-    pub bridge_mappings: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    pub roles: std::collections::BTreeSet<HostRole>,
-    /// Agent software version.
-    pub version: String,
-    #[serde(default)]
-    pub availability_zone: Option<String>,
-}
-
 /// Changes an admin may make to an agent record.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgentUpdate {
