@@ -23,4 +23,4 @@ pub mod netns;
 pub mod reconcile;
 pub mod runtime;
 
-pub use runtime::{AgentArgs, run};
+pub use runtime::{AgentArgs, AgentError, run};
