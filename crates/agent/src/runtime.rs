@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use crate::channel::{ChannelClient, ChannelError};
 use crate::dataplane::{Dataplane, DataplaneError};
+use crate::guard::{Refusal, judge_snapshot};
 
 /// `neutrino agent` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -83,6 +84,8 @@ enum WatchError {
     ResumeWithoutView,
     #[error("revision gap: {0}")]
     Gap(#[from] RevisionGap),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 fn parse_mappings(list: &[String]) -> Result<BTreeMap<String, String>, AgentError> {
@@ -203,6 +206,9 @@ impl Backoff {
 /// the agent still stays up, because its DHCP servers and the kernel state
 /// it would otherwise stop repairing keep instances working meanwhile.
 const CONTRACT_RETRY: Duration = Duration::from_secs(60);
+/// A server sending a snapshot the agent refused sends it again on
+/// reconnect until it catches up; no need to ask often.
+const REFUSED_RETRY: Duration = Duration::from_secs(10);
 
 /// Register, then watch until the server forgets this host; register
 /// again. The view is never cleared on the way.
@@ -268,6 +274,16 @@ async fn watch_while_registered(client: &ChannelClient, shared: &Shared, backoff
                 tracing::info!("the server is not serving views yet; keeping the current one");
                 backoff.next()
             }
+            WatchError::Refused(refusal) => {
+                tracing::error!(
+                    held_revision = refusal.held_revision,
+                    offered_revision = refusal.offered_revision,
+                    held_ports = refusal.held_ports,
+                    removed_ports = refusal.removed_ports,
+                    "{refusal}"
+                );
+                REFUSED_RETRY
+            }
             other => {
                 tracing::warn!(error = %other, "watch interrupted; reconnecting");
                 backoff.next()
@@ -307,6 +323,7 @@ fn take_event(shared: &Shared, event: WatchEvent) -> Result<(), WatchError> {
     let held = shared.view.borrow().clone();
     match event {
         WatchEvent::Snapshot { view } => {
+            judge_snapshot(held.as_deref(), &view)?;
             tracing::info!(revision = view.revision, sections = ?view.sizes(), "host view snapshot");
             shared.view.send_replace(Some(Arc::new(view)));
         }
@@ -322,7 +339,8 @@ fn take_event(shared: &Shared, event: WatchEvent) -> Result<(), WatchError> {
         WatchEvent::Delta { delta } => {
             let held = held.ok_or(WatchError::DeltaBeforeSnapshot)?;
             let mut next = (*held).clone();
-            // A gap leaves the view as it was: the next watch gets a snapshot.
+            // A gap leaves the view as it was, revision included: the next
+            // watch gets a snapshot that the guard judges against it.
             next.apply(&delta)?;
             tracing::debug!(revision = next.revision, changes = delta.len(), "host view delta");
             shared.view.send_replace(Some(Arc::new(next)));
@@ -434,9 +452,20 @@ mod tests {
     }
 
     fn view_with_ports(revision: u64, ports: u128) -> HostView {
-        let port = crate::desired::tests::port(crate::desired::tests::NET, "fa:16:3e:00:00:01", "compute:nova");
-        let ports = (1..=ports).map(|n| (crate::desired::tests::port_id(n), port.clone())).collect();
-        HostView { host: "h1".into(), revision, ports, ..Default::default() }
+        crate::guard::tests::view(revision, 1..=ports)
+    }
+
+    #[test]
+    fn a_refused_snapshot_leaves_the_view_as_it_was() {
+        let shared = shared();
+        take_event(&shared, WatchEvent::Snapshot { view: view_with_ports(50, 4) }).unwrap();
+        let before = held(&shared);
+        let err = take_event(&shared, WatchEvent::Snapshot { view: view_with_ports(3, 0) }).unwrap_err();
+        assert!(matches!(err, WatchError::Refused(Refusal { held_revision: 50, offered_revision: 3, .. })), "{err}");
+        assert!(Arc::ptr_eq(&held(&shared), &before));
+        // The server catches up: a later revision is a change someone made.
+        take_event(&shared, WatchEvent::Snapshot { view: view_with_ports(51, 0) }).unwrap();
+        assert_eq!((held(&shared).revision, held(&shared).ports.len()), (51, 0));
     }
 
     #[test]
@@ -455,7 +484,7 @@ mod tests {
         assert!(matches!(take_event(&shared, delta(0, 1)), Err(WatchError::DeltaBeforeSnapshot)));
         take_event(&shared, WatchEvent::Snapshot { view: view_with_ports(7, 2) }).unwrap();
         assert!(matches!(take_event(&shared, delta(5, 8)), Err(WatchError::Gap(_))));
-        assert_eq!(held(&shared).revision, 7);
+        assert_eq!(held(&shared).revision, 7, "the guard still judges the next snapshot against revision 7");
         take_event(&shared, delta(7, 8)).unwrap();
         assert_eq!(held(&shared).revision, 8);
     }
