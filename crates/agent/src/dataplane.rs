@@ -25,6 +25,19 @@ pub enum DataplaneError {
     Events(#[source] io::Error),
 }
 
+/// Kernel operations since the agent started: what proves that a
+/// control-plane event (a server restart, a reconnect) left the kernel
+/// alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Netlink requests and namespace mounts together.
+    pub kernel_ops: u64,
+    /// Namespace mounts and unmounts alone.
+    pub netns_ops: u64,
+    /// Reconcile passes.
+    pub reconciles: u64,
+}
+
 pub struct Dataplane {
     reconciler: crate::reconcile::Reconciler<crate::netlink::Netlink>,
     /// Ports wired at the last pass that could read the kernel.
@@ -32,6 +45,7 @@ pub struct Dataplane {
     events: Arc<Notify>,
     /// Running DHCP servers by network.
     dhcp: BTreeMap<NetworkId, DhcpServer>,
+    totals: Totals,
 }
 
 impl Dataplane {
@@ -58,6 +72,7 @@ impl Dataplane {
             last_wired: BTreeSet::new(),
             events,
             dhcp: BTreeMap::new(),
+            totals: Totals::default(),
         })
     }
 
@@ -66,9 +81,16 @@ impl Dataplane {
         self.events.clone()
     }
 
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
     /// Makes the kernel match `view`; returns the ports that are wired.
     pub async fn reconcile(&mut self, view: &HostView) -> BTreeSet<PortId> {
         let outcome = self.reconciler.reconcile(view).await;
+        self.totals.reconciles += 1;
+        self.totals.kernel_ops += (outcome.ops + outcome.netns_ops) as u64;
+        self.totals.netns_ops += outcome.netns_ops as u64;
         if outcome.ops > 0 || outcome.netns_ops > 0 || !outcome.errors.is_empty() {
             tracing::info!(
                 ops = outcome.ops,

@@ -12,6 +12,7 @@
 //! - [`netns`]: named network namespaces (`/run/netns`).
 //! - [`dataplane`]: the reconciler, kernel events and DHCP servers together.
 //! - [`guard`]: which snapshots the agent refuses to apply.
+//! - [`status`]: the status file (kernel operations since start).
 //! - [`runtime`]: the agent process: channel, reconcile loop, heartbeats.
 
 pub mod channel;
@@ -24,5 +25,6 @@ pub mod netlink;
 pub mod netns;
 pub mod reconcile;
 pub mod runtime;
+pub mod status;
 
 pub use runtime::{AgentArgs, AgentError, run};

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use tracing::Instrument;
 use crate::channel::{ChannelClient, ChannelError};
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::guard::{Refusal, judge_snapshot};
+use crate::status::AgentStatus;
 
 /// `neutrino agent` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -56,6 +58,10 @@ pub struct AgentArgs {
     /// Seconds between full reconciles when nothing happens.
     #[arg(long, default_value_t = 30)]
     pub resync_seconds: u64,
+    /// Rewritten after every reconcile pass with the view's revision and
+    /// the kernel operations made since start (JSON).
+    #[arg(long, env = "NEUTRINO_AGENT_STATUS_FILE", value_name = "PATH")]
+    pub status_file: Option<PathBuf>,
 }
 
 /// Why the agent stopped.
@@ -159,6 +165,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         shared.clone(),
         view_rx,
         Duration::from_secs(args.resync_seconds.max(1)),
+        args.status_file.clone(),
     ));
     let channel = tokio::spawn(channel_loop(client.clone(), registration, shared.clone()));
     tokio::select! {
@@ -367,20 +374,21 @@ async fn heartbeat_loop(client: Arc<ChannelClient>, shared: Arc<Shared>, every: 
 
 /// Reconciles whenever the view changes, the kernel reports a link or
 /// neighbour event, or `resync` passes; then reports port status changes
-/// changes.
+/// and writes the status file.
 async fn reconcile_loop(
     mut dataplane: Dataplane,
     client: Arc<ChannelClient>,
     shared: Arc<Shared>,
     mut view_rx: watch::Receiver<Option<Arc<HostView>>>,
     resync: Duration,
+    status_file: Option<PathBuf>,
 ) {
     let kernel_events = dataplane.events();
     loop {
         let view = view_rx.borrow_and_update().clone();
         if let Some(view) = view {
             let span = tracing::info_span!("reconcile", revision = view.revision);
-            reconcile_once(&mut dataplane, &client, &shared, &view).instrument(span).await;
+            reconcile_once(&mut dataplane, &client, &shared, &view, status_file.as_deref()).instrument(span).await;
         }
         tokio::select! {
             r = view_rx.changed() => if r.is_err() { return },
@@ -390,7 +398,13 @@ async fn reconcile_loop(
     }
 }
 
-async fn reconcile_once(dataplane: &mut Dataplane, client: &ChannelClient, shared: &Shared, view: &HostView) {
+async fn reconcile_once(
+    dataplane: &mut Dataplane,
+    client: &ChannelClient,
+    shared: &Shared,
+    view: &HostView,
+    status_file: Option<&std::path::Path>,
+) {
     let started = std::time::Instant::now();
     let wired = dataplane.reconcile(view).await;
     let statuses: BTreeMap<PortId, PortStatus> = view
@@ -400,6 +414,19 @@ async fn reconcile_once(dataplane: &mut Dataplane, client: &ChannelClient, share
         .collect();
     report_changes(client, shared, statuses).await;
     *shared.synced.lock().await = Some(view.revision);
+    if let Some(path) = status_file {
+        let totals = dataplane.totals();
+        let status = AgentStatus {
+            revision: view.revision,
+            kernel_ops: totals.kernel_ops,
+            netns_ops: totals.netns_ops,
+            reconciles: totals.reconciles,
+            wired: wired.len(),
+        };
+        if let Err(e) = status.write(path) {
+            tracing::warn!(path = %path.display(), error = %e, "status file not written");
+        }
+    }
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
 }
 
@@ -487,6 +514,22 @@ mod tests {
         assert_eq!(held(&shared).revision, 7, "the guard still judges the next snapshot against revision 7");
         take_event(&shared, delta(7, 8)).unwrap();
         assert_eq!(held(&shared).revision, 8);
+    }
+
+    #[test]
+    fn the_status_file_is_a_flag_and_off_by_default() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let base = ["neutrino-agent", "--server", "http://127.0.0.1:9696", "--token", "t"];
+            <Cli as clap::Parser>::try_parse_from(base.iter().chain(extra)).map(|c| c.agent.status_file)
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(parse(&["--status-file", "/run/a.json"]).unwrap(), Some(PathBuf::from("/run/a.json")));
+        assert!(parse(&["--status-file"]).is_err());
     }
 
     #[test]
