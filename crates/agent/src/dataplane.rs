@@ -3,27 +3,56 @@
 //! services the view schedules here.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io;
 use std::sync::Arc;
 
-use neutrino_proto::{DhcpService, HostView, Registration, device_name};
+use neutrino_model::agents::HostRegistration;
+use neutrino_model::{NetworkId, PortId};
+use neutrino_proto::{HostView, device_name};
 use tokio::sync::Notify;
 
-use crate::dhcp::DhcpServer;
+use crate::dhcp::{DhcpServer, Served};
+use crate::kernel::KernelError;
+
+/// Why the dataplane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("opening a netlink socket: {0}")]
+    Connect(#[source] io::Error),
+    #[error("finding the device that holds the tunnel IP: {0}")]
+    Underlay(#[source] KernelError),
+    #[error("watching kernel events: {0}")]
+    Events(#[source] io::Error),
+}
+
+/// Kernel operations since the agent started: what proves that a
+/// control-plane event (a server restart, a reconnect) left the kernel
+/// alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Netlink requests and namespace mounts together.
+    pub kernel_ops: u64,
+    /// Namespace mounts and unmounts alone.
+    pub netns_ops: u64,
+    /// Reconcile passes.
+    pub reconciles: u64,
+}
 
 pub struct Dataplane {
     reconciler: crate::reconcile::Reconciler<crate::netlink::Netlink>,
     /// Ports wired at the last pass that could read the kernel.
-    last_wired: BTreeSet<String>,
+    last_wired: BTreeSet<PortId>,
     events: Arc<Notify>,
-    /// Running DHCP servers by network id, with the service they serve.
-    dhcp: BTreeMap<String, (DhcpService, DhcpServer)>,
+    /// Running DHCP servers by network.
+    dhcp: BTreeMap<NetworkId, DhcpServer>,
+    totals: Totals,
 }
 
 impl Dataplane {
-    pub async fn start(reg: &Registration, netns_prefix: &str) -> Result<Self, String> {
-        let kernel = crate::netlink::Netlink::connect().map_err(|e| format!("netlink: {e}"))?;
+    pub async fn start(reg: &HostRegistration, netns_prefix: &str) -> Result<Self, DataplaneError> {
+        let kernel = crate::netlink::Netlink::connect().map_err(DataplaneError::Connect)?;
         let underlay = match reg.tunnel_ip {
-            Some(ip) => kernel.link_with_address(ip).await.map_err(|e| format!("netlink: {e}"))?,
+            Some(ip) => kernel.link_with_address(ip).await.map_err(DataplaneError::Underlay)?,
             None => None,
         };
         if reg.tunnel_ip.is_some() && underlay.is_none() {
@@ -37,12 +66,13 @@ impl Dataplane {
             netns_prefix: netns_prefix.to_string(),
         };
         let events = Arc::new(Notify::new());
-        crate::netlink::spawn_watcher(events.clone()).map_err(|e| format!("netlink events: {e}"))?;
+        crate::netlink::spawn_watcher(events.clone()).map_err(DataplaneError::Events)?;
         Ok(Dataplane {
             reconciler: crate::reconcile::Reconciler::new(kernel, settings),
             last_wired: BTreeSet::new(),
             events,
             dhcp: BTreeMap::new(),
+            totals: Totals::default(),
         })
     }
 
@@ -51,17 +81,23 @@ impl Dataplane {
         self.events.clone()
     }
 
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
     /// Makes the kernel match `view`; returns the ports that are wired.
-    pub async fn reconcile(&mut self, view: &HostView) -> BTreeSet<String> {
+    pub async fn reconcile(&mut self, view: &HostView) -> BTreeSet<PortId> {
         let outcome = self.reconciler.reconcile(view).await;
-        if outcome.ops > 0 || !outcome.errors.is_empty() {
+        self.totals.reconciles += 1;
+        self.totals.kernel_ops += (outcome.ops + outcome.netns_ops) as u64;
+        self.totals.netns_ops += outcome.netns_ops as u64;
+        if outcome.ops > 0 || outcome.netns_ops > 0 || !outcome.errors.is_empty() {
             tracing::info!(
-                revision = view.revision,
                 ops = outcome.ops,
                 netns_ops = outcome.netns_ops,
                 wired = outcome.wired.len(),
                 errors = outcome.errors.len(),
-                "reconciled"
+                "kernel changed"
             );
         }
         for e in &outcome.errors {
@@ -76,35 +112,26 @@ impl Dataplane {
         outcome.wired
     }
 
-    fn sync_dhcp(&mut self, view: &HostView, wired: &BTreeSet<String>) {
-        let wanted = wanted_dhcp(view, wired);
-        self.dhcp.retain(|net, _| wanted.contains_key(net));
-        for (net, service) in wanted {
-            match self.dhcp.get_mut(&net) {
-                Some((running, server)) => {
-                    if *running != service {
-                        server.update(service.clone());
-                        *running = service;
-                    }
+    /// Runs a DHCP server for each service whose port is wired, answering
+    /// from the view's current data; stops the others.
+    fn sync_dhcp(&mut self, view: &HostView, wired: &BTreeSet<PortId>) {
+        let mut wanted = Served::all_in(view);
+        wanted.retain(|_, served| wired.contains(&served.port_id));
+        self.dhcp.retain(|network, _| wanted.contains_key(network));
+        for (network, served) in wanted {
+            if let Some(server) = self.dhcp.get(&network) {
+                server.update(served);
+                continue;
+            }
+            let ns = self.reconciler.settings().dhcp_netns(&network);
+            let ifname = device_name("ns-", &served.port_id);
+            match DhcpServer::start(&ns, &ifname, served) {
+                Ok(server) => {
+                    tracing::info!(%network, namespace = %ns, "DHCP server started");
+                    self.dhcp.insert(network, server);
                 }
-                None => {
-                    let ns = self.reconciler.settings().dhcp_netns(&net);
-                    let ifname = device_name("ns-", &service.port_id);
-                    match DhcpServer::start(&ns, &ifname, service.clone()) {
-                        Ok(server) => {
-                            tracing::info!(network = %net, namespace = %ns, "DHCP server started");
-                            self.dhcp.insert(net, (service, server));
-                        }
-                        Err(e) => tracing::warn!(network = %net, error = %e, "DHCP server not started; retrying"),
-                    }
-                }
+                Err(e) => tracing::warn!(%network, error = %e, "DHCP server not started; retrying"),
             }
         }
     }
-}
-
-/// DHCP services that should run, by network id: those whose DHCP port is
-/// wired.
-fn wanted_dhcp(view: &HostView, wired: &BTreeSet<String>) -> BTreeMap<String, DhcpService> {
-    view.dhcp.iter().filter(|(_, s)| wired.contains(&s.port_id)).map(|(k, v)| (k.clone(), v.clone())).collect()
 }

@@ -2,21 +2,29 @@
 //! kernel should have (DESIGN.md section 4, lab README section 1). Pure: no
 //! I/O, so every rule here is unit-tested without root.
 
+mod problem;
+
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use ipnet::IpNet;
-use neutrino_proto::{HostView, NetworkView, PortView, Segment, device_name};
+use ipnet::{IpNet, Ipv6Net};
+use neutrino_model::resources::device_owner;
+use neutrino_model::segments::Vni;
+use neutrino_model::{NetworkId, PortId};
+use neutrino_proto::{HostView, NetworkView, PortView, RemotePort, Segment, device_name, tap_name};
+
+pub use problem::{Problem, Reason};
 
 use crate::kernel::{FdbEntry, IPV6_MIN_MTU, Mac, NeighEntry, PortFlags, VxlanAttrs};
 
 /// The IANA VXLAN port.
 pub const VXLAN_PORT: u16 = 4789;
 pub const VXLAN_TTL: u8 = 64;
-/// `device_owner` of the ports the agent plugs into its DHCP namespaces.
-pub const DHCP_OWNER: &str = "network:dhcp";
 /// Linux interface names are at most 15 bytes.
 const IFNAMSIZ_MAX: usize = 15;
+/// fe80::/64, where the kernel puts a device's EUI-64 link-local address.
+const LINK_LOCAL: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 64);
 
 /// How this agent is set up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,7 +42,7 @@ pub struct AgentSettings {
 
 impl AgentSettings {
     /// `<prefix>qdhcp-<network id>`.
-    pub fn dhcp_netns(&self, network_id: &str) -> String {
+    pub fn dhcp_netns(&self, network_id: &NetworkId) -> String {
         format!("{}qdhcp-{network_id}", self.netns_prefix)
     }
 
@@ -45,46 +53,50 @@ impl AgentSettings {
 }
 
 /// `brq` + 11 characters of the network id.
-pub fn bridge_name(network_id: &str) -> String {
+pub fn bridge_name(network_id: &NetworkId) -> String {
     device_name("brq", network_id)
 }
 
-pub fn vxlan_name(vni: u32) -> String {
+pub fn vxlan_name(vni: Vni) -> String {
     format!("vxlan-{vni}")
 }
 
 /// A fixed, locally administered MAC for a network's bridge. Without one
 /// the bridge takes its lowest port MAC, and every change of it flushes
 /// the bridge's neighbour entries (lab README section 1).
-pub fn bridge_mac(network_id: &str) -> Mac {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash =
-        network_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+pub fn bridge_mac(network_id: &NetworkId) -> Mac {
+    // FNV-1a of the hyphenated id: stable across builds and platforms,
+    // unlike std's hasher, and the text agents hashed before ids were
+    // typed, so bridges made then keep their MAC.
+    let hash = network_id
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     let b = hash.to_be_bytes();
     Mac([0x02, b[3], b[4], b[5], b[6], b[7]])
 }
 
 /// The IPv6 link-local address a port with `mac` derives (EUI-64).
 pub fn eui64_link_local(mac: Mac) -> Ipv6Addr {
-    let m = mac.0;
-    Ipv6Addr::new(
-        0xfe80,
-        0,
-        0,
-        0,
-        u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
-        u16::from_be_bytes([m[2], 0xff]),
-        u16::from_be_bytes([0xfe, m[3]]),
-        u16::from_be_bytes([m[4], m[5]]),
-    )
+    neutrino_model::ipam::eui64_address(&LINK_LOCAL, mac)
 }
 
 /// Whom a kernel object is for, to count operations per port.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Owner {
-    Port(String),
-    Network(String),
+    Port(PortId),
+    Network(NetworkId),
     Host,
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Port(id) => write!(f, "port {id}"),
+            Owner::Network(id) => write!(f, "network {id}"),
+            Owner::Host => f.write_str("the host"),
+        }
+    }
 }
 
 /// What a desired link is.
@@ -155,8 +167,9 @@ pub struct PortNeeds {
     pub links: Vec<String>,
     /// (namespace, link): the DHCP port's inner side and the namespace's `lo`.
     pub ns_links: Vec<(String, String)>,
-    /// Why the port cannot be wired whatever the kernel does.
-    pub problem: Option<String>,
+    /// Why the port cannot be wired whatever the kernel does: its own
+    /// problem, or its network's.
+    pub problem: Option<Problem>,
     /// `admin_state_up`: a port that is down is never wired.
     pub admin_up: bool,
 }
@@ -168,47 +181,82 @@ pub struct Desired {
     pub fdb: BTreeSet<FdbEntry>,
     pub neighbours: BTreeSet<NeighEntry>,
     pub namespaces: BTreeMap<String, NsSpec>,
-    pub ports: BTreeMap<String, PortNeeds>,
-    /// Problems of the view for this host (bad MAC, missing mapping, ...).
-    pub errors: Vec<String>,
+    pub ports: BTreeMap<PortId, PortNeeds>,
+    /// Problems of the view for this host (missing mapping, name clash, ...).
+    pub problems: Vec<Problem>,
 }
 
 impl Desired {
     /// Owner of the link `name` (for op accounting).
     pub fn owner_of(&self, name: &str) -> Owner {
-        self.links.get(name).map(|l| l.owner.clone()).unwrap_or(Owner::Host)
+        self.links.get(name).map(|l| l.owner).unwrap_or(Owner::Host)
     }
 }
 
 /// Computes the desired kernel state of `view` on a host set up as `settings`.
 pub fn desired(view: &HostView, settings: &AgentSettings) -> Desired {
     let mut d = Desired::default();
-    let mut segment_problem: BTreeMap<&str, String> = BTreeMap::new();
-    let mut uplink_owner: BTreeMap<String, String> = BTreeMap::new();
+    let remotes = remote_ports_by_network(view, &mut d.problems);
+    let mut segment_problem: BTreeMap<NetworkId, Problem> = BTreeMap::new();
+    let mut uplink_owner: BTreeMap<String, NetworkId> = BTreeMap::new();
     for (id, net) in &view.networks {
-        if let Err(problem) = add_network(&mut d, id, net, settings, &mut uplink_owner) {
-            d.errors.push(format!("network {id}: {problem}"));
-            segment_problem.insert(id, problem);
+        let remote = remotes.get(id).map(Vec::as_slice).unwrap_or_default();
+        if let Err(reason) = add_network(&mut d, *id, net, remote, settings, &mut uplink_owner) {
+            let problem = Problem::Network { network: *id, reason };
+            d.problems.push(problem.clone());
+            segment_problem.insert(*id, problem);
         }
     }
     for (id, port) in &view.ports {
         let needs = match view.networks.get(&port.network_id) {
             None => {
-                let problem = format!("network {} is not in the host view", port.network_id);
-                d.errors.push(format!("port {id}: {problem}"));
+                let problem =
+                    Problem::Port { port: *id, reason: Reason::NetworkNotInView { network: port.network_id } };
+                d.problems.push(problem.clone());
                 PortNeeds { links: vec![], ns_links: vec![], problem: Some(problem), admin_up: port.admin_state_up }
             }
             Some(net) => {
-                let mut needs = add_port(&mut d, view, port, net, settings);
-                if let Some(p) = segment_problem.get(port.network_id.as_str()) {
+                let mut needs = add_port(&mut d, view, *id, port, net, settings);
+                if let Some(p) = segment_problem.get(&port.network_id) {
                     needs.problem.get_or_insert_with(|| p.clone());
                 }
                 needs
             }
         };
-        d.ports.insert(id.clone(), needs);
+        d.ports.insert(*id, needs);
     }
     d
+}
+
+/// The remote ports of each VXLAN network of the view, ordered by VTEP
+/// then port id, so that which of two ports with one MAC wins does not
+/// change from one pass to the next. A remote port of a network the view
+/// lacks, or of one that is not VXLAN here, is a server bug: reported, and
+/// left out.
+fn remote_ports_by_network<'v>(
+    view: &'v HostView,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<NetworkId, Vec<&'v RemotePort>> {
+    let mut by_network: BTreeMap<NetworkId, Vec<(PortId, &RemotePort)>> = BTreeMap::new();
+    for (id, remote) in &view.remote_ports {
+        let network = remote.network_id;
+        let reason = match view.networks.get(&network).map(|n| &n.segment) {
+            Some(Segment::Vxlan { .. }) => {
+                by_network.entry(network).or_default().push((*id, remote));
+                continue;
+            }
+            Some(_) => Reason::NotVxlan { network },
+            None => Reason::NetworkNotInView { network },
+        };
+        problems.push(Problem::RemotePort { port: *id, reason });
+    }
+    by_network
+        .into_iter()
+        .map(|(network, mut ports)| {
+            ports.sort_by_key(|(id, remote)| (remote.vtep, *id));
+            (network, ports.into_iter().map(|(_, remote)| remote).collect())
+        })
+        .collect()
 }
 
 fn mtu_of(net: &NetworkView) -> Option<u32> {
@@ -220,12 +268,12 @@ fn addrgen(mtu: Option<u32>) -> bool {
     mtu.is_none_or(|m| m >= IPV6_MIN_MTU)
 }
 
-fn insert_link(d: &mut Desired, name: String, spec: LinkSpec) -> Result<(), String> {
+fn insert_link(d: &mut Desired, name: String, spec: LinkSpec) -> Result<(), Reason> {
     if name.len() > IFNAMSIZ_MAX {
-        return Err(format!("device name {name} is longer than {IFNAMSIZ_MAX} characters"));
+        return Err(Reason::NameTooLong { name, max: IFNAMSIZ_MAX });
     }
     if d.links.contains_key(&name) {
-        return Err(format!("device {name} is already used"));
+        return Err(Reason::NameTaken { name });
     }
     d.links.insert(name, spec);
     Ok(())
@@ -234,14 +282,15 @@ fn insert_link(d: &mut Desired, name: String, spec: LinkSpec) -> Result<(), Stri
 /// The bridge, its segment device, and l2population entries.
 fn add_network(
     d: &mut Desired,
-    id: &str,
+    id: NetworkId,
     net: &NetworkView,
+    remotes: &[&RemotePort],
     settings: &AgentSettings,
-    uplink_owner: &mut BTreeMap<String, String>,
-) -> Result<(), String> {
-    let bridge = bridge_name(id);
+    uplink_owner: &mut BTreeMap<String, NetworkId>,
+) -> Result<(), Reason> {
+    let bridge = bridge_name(&id);
     let mtu = mtu_of(net);
-    let owner = Owner::Network(id.to_string());
+    let owner = Owner::Network(id);
     let spec = |kind, master: Option<&String>| LinkSpec {
         kind,
         master: master.cloned(),
@@ -249,15 +298,15 @@ fn add_network(
         up: true,
         addrgen_none: addrgen(mtu),
         port: None,
-        owner: owner.clone(),
+        owner,
     };
-    insert_link(d, bridge.clone(), spec(LinkSpecKind::Bridge { mac: bridge_mac(id) }, None))?;
+    insert_link(d, bridge.clone(), spec(LinkSpecKind::Bridge { mac: bridge_mac(&id) }, None))?;
     match &net.segment {
         Segment::Vxlan { vni } => {
-            let local = settings.tunnel_ip.ok_or("VXLAN network but the agent has no tunnel IP")?;
+            let local = settings.tunnel_ip.ok_or(Reason::NoTunnelIp)?;
             let dev = vxlan_name(*vni);
             let attrs = VxlanAttrs {
-                vni: *vni,
+                vni: vni.get(),
                 local: Some(local),
                 underlay: settings.underlay.clone(),
                 dstport: VXLAN_PORT,
@@ -267,12 +316,12 @@ fn add_network(
             let mut vx = spec(LinkSpecKind::Vxlan(attrs), Some(&bridge));
             vx.port = Some(PortFlags { learning: false, neigh_suppress: true });
             insert_link(d, dev.clone(), vx)?;
-            add_l2pop(d, &dev, &bridge, net, local);
+            add_l2pop(d, &dev, &bridge, remotes, local);
         }
         Segment::Flat { physical_network } => {
             let iface = mapped(settings, physical_network)?;
-            if let Some(other) = uplink_owner.insert(iface.clone(), id.to_string()) {
-                return Err(format!("interface {iface} already carries network {other}"));
+            if let Some(other) = uplink_owner.insert(iface.clone(), id) {
+                return Err(Reason::UplinkTaken { interface: iface, network: other });
             }
             // Not the agent's: enslaved and brought up, MTU left to the operator.
             let uplink = LinkSpec { mtu: None, addrgen_none: false, ..spec(LinkSpecKind::Foreign, Some(&bridge)) };
@@ -286,7 +335,8 @@ fn add_network(
         Segment::Vlan { physical_network, vlan_id } => {
             let parent = mapped(settings, physical_network)?;
             let name = format!("{parent}.{vlan_id}");
-            insert_link(d, name, spec(LinkSpecKind::Vlan { parent: parent.clone(), vid: *vlan_id }, Some(&bridge)))?;
+            let kind = LinkSpecKind::Vlan { parent: parent.clone(), vid: vlan_id.get() };
+            insert_link(d, name, spec(kind, Some(&bridge)))?;
             // The parent must be up; whether it is in a bridge is not ours to say.
             let parent_spec = LinkSpec { mtu: None, addrgen_none: false, ..spec(LinkSpecKind::Foreign, None) };
             d.links.entry(parent).or_insert(parent_spec);
@@ -295,46 +345,38 @@ fn add_network(
     Ok(())
 }
 
-fn mapped(settings: &AgentSettings, physnet: &str) -> Result<String, String> {
+fn mapped(settings: &AgentSettings, physnet: &str) -> Result<String, Reason> {
     settings
         .bridge_mappings
         .get(physnet)
         .cloned()
-        .ok_or_else(|| format!("no bridge mapping for physical network {physnet}"))
+        .ok_or_else(|| Reason::NoBridgeMapping { physical_network: physnet.to_string() })
 }
 
 /// One flood entry per remote VTEP; per remote port a unicast entry on the
 /// VXLAN device, a static entry on the bridge, and a permanent neighbour
 /// entry per address on the bridge (plus the EUI-64 link-local of ports
 /// with IPv6, as the lab recipe does, so ND for it is answered too).
-fn add_l2pop(d: &mut Desired, dev: &str, bridge: &str, net: &NetworkView, local: IpAddr) {
+fn add_l2pop(d: &mut Desired, dev: &str, bridge: &str, remotes: &[&RemotePort], local: IpAddr) {
     let mut seen_macs = BTreeSet::new();
     let mut seen_ips = BTreeSet::new();
-    for (vtep, endpoints) in &net.remote_vteps {
-        if *vtep == local {
+    for remote in remotes {
+        if remote.vtep == local {
             continue;
         }
-        d.fdb.insert(FdbEntry::Remote { dev: dev.into(), mac: Mac::ZERO, dst: *vtep });
-        for ep in endpoints {
-            let mac: Mac = match ep.mac.parse() {
-                Ok(m) => m,
-                Err(e) => {
-                    d.errors.push(format!("network {}: remote port on {vtep}: {e}", net.id));
-                    continue;
-                }
-            };
-            // A MAC seen on two VTEPs (a migration in flight): the first wins
-            // until the view settles.
-            if !seen_macs.insert(mac) {
-                continue;
-            }
-            d.fdb.insert(FdbEntry::Remote { dev: dev.into(), mac, dst: *vtep });
-            d.fdb.insert(FdbEntry::Static { port: dev.into(), mac });
-            let link_local = ep.ips.iter().any(IpAddr::is_ipv6).then(|| IpAddr::V6(eui64_link_local(mac)));
-            for ip in ep.ips.iter().copied().chain(link_local) {
-                if seen_ips.insert(ip) {
-                    d.neighbours.insert(NeighEntry { dev: bridge.into(), ip, mac });
-                }
+        d.fdb.insert(FdbEntry::Remote { dev: dev.into(), mac: Mac::ZERO, dst: remote.vtep });
+        let mac = remote.mac;
+        // A MAC seen on two VTEPs (a migration in flight): the first wins
+        // until the view settles.
+        if !seen_macs.insert(mac) {
+            continue;
+        }
+        d.fdb.insert(FdbEntry::Remote { dev: dev.into(), mac, dst: remote.vtep });
+        d.fdb.insert(FdbEntry::Static { port: dev.into(), mac });
+        let link_local = remote.ips.iter().any(IpAddr::is_ipv6).then(|| IpAddr::V6(eui64_link_local(mac)));
+        for ip in remote.ips.iter().copied().chain(link_local) {
+            if seen_ips.insert(ip) {
+                d.neighbours.insert(NeighEntry { dev: bridge.into(), ip, mac });
             }
         }
     }
@@ -345,27 +387,27 @@ fn add_l2pop(d: &mut Desired, dev: &str, bridge: &str, net: &NetworkView, local:
 fn add_port(
     d: &mut Desired,
     view: &HostView,
+    id: PortId,
     port: &PortView,
     net: &NetworkView,
     settings: &AgentSettings,
 ) -> PortNeeds {
-    let bridge = bridge_name(&net.id);
+    let bridge = bridge_name(&port.network_id);
     let mtu = mtu_of(net);
-    let tap = port.tap_name();
+    let tap = tap_name(&id);
     let mut needs = PortNeeds {
         links: vec![tap.clone(), bridge.clone()],
         ns_links: vec![],
         problem: None,
         admin_up: port.admin_state_up,
     };
-    let segment_owner = Owner::Network(net.id.clone());
+    let segment_owner = Owner::Network(port.network_id);
     needs.links.extend(
         d.links
             .iter()
             .filter(|(_, s)| s.master.as_ref() == Some(&bridge) && s.owner == segment_owner)
             .map(|(n, _)| n.clone()),
     );
-    let owner = Owner::Port(port.id.clone());
     let mut spec = LinkSpec {
         kind: LinkSpecKind::Foreign,
         master: Some(bridge),
@@ -373,39 +415,35 @@ fn add_port(
         up: port.admin_state_up,
         addrgen_none: addrgen(mtu),
         port: None,
-        owner: owner.clone(),
+        owner: Owner::Port(id),
     };
-    if port.device_owner == DHCP_OWNER {
-        match dhcp_side(view, port, net, settings) {
-            Ok((netns, peer, ns_spec)) => {
-                spec.kind = LinkSpecKind::Veth { peer: peer.clone(), netns: netns.clone() };
-                needs.ns_links = vec![(netns.clone(), peer), (netns.clone(), "lo".into())];
-                d.namespaces.insert(netns, ns_spec);
-            }
-            Err(problem) => {
-                d.errors.push(format!("port {}: {problem}", port.id));
-                needs.problem = Some(problem);
-                return needs;
-            }
-        }
+    if port.device_owner == device_owner::DHCP {
+        let (netns, peer, ns_spec) = dhcp_side(view, id, port, net, settings);
+        spec.kind = LinkSpecKind::Veth { peer: peer.clone(), netns: netns.clone() };
+        needs.ns_links = vec![(netns.clone(), peer), (netns.clone(), "lo".into())];
+        d.namespaces.insert(netns, ns_spec);
     }
-    if let Err(problem) = insert_link(d, tap, spec) {
-        d.errors.push(format!("port {}: {problem}", port.id));
+    if let Err(reason) = insert_link(d, tap, spec) {
+        let problem = Problem::Port { port: id, reason };
+        d.problems.push(problem.clone());
         needs.problem = Some(problem);
     }
     needs
 }
 
+/// The namespace of a DHCP port's network, the port's device inside it and
+/// what that namespace should hold.
 fn dhcp_side(
     view: &HostView,
+    id: PortId,
     port: &PortView,
     net: &NetworkView,
     settings: &AgentSettings,
-) -> Result<(String, String, NsSpec), String> {
-    let mac: Mac = port.mac.parse()?;
-    let netns = settings.dhcp_netns(&net.id);
-    let peer = device_name("ns-", &port.id);
-    let subnets = view.dhcp.get(&net.id).map(|s| s.subnets.as_slice()).unwrap_or_default();
+) -> (String, String, NsSpec) {
+    let network = port.network_id;
+    let netns = settings.dhcp_netns(&network);
+    let peer = device_name("ns-", &id);
+    let subnets = view.dhcp.get(&network).map(|s| s.subnets.as_slice()).unwrap_or_default();
     let addresses = port
         .fixed_ips
         .iter()
@@ -415,21 +453,15 @@ fn dhcp_side(
         })
         .collect();
     let inner = NsLinkSpec {
-        mac: Some(mac),
+        mac: Some(port.mac),
         mtu: mtu_of(net),
         up: port.admin_state_up,
         addresses,
-        owner: Owner::Port(port.id.clone()),
+        owner: Owner::Port(id),
     };
-    let lo = NsLinkSpec {
-        mac: None,
-        mtu: None,
-        up: true,
-        addresses: BTreeSet::new(),
-        owner: Owner::Network(net.id.clone()),
-    };
+    let lo = NsLinkSpec { mac: None, mtu: None, up: true, addresses: BTreeSet::new(), owner: Owner::Network(network) };
     let links = BTreeMap::from([(peer.clone(), inner), ("lo".to_string(), lo)]);
-    Ok((netns, peer, NsSpec { links, owner: Owner::Network(net.id.clone()) }))
+    (netns, peer, NsSpec { links, owner: Owner::Network(network) })
 }
 
 #[cfg(test)]

@@ -11,16 +11,20 @@
 //! - [`dhcp`]: Neutrino's own DHCPv4 / DHCPv6-stateless server.
 //! - [`netns`]: named network namespaces (`/run/netns`).
 //! - [`dataplane`]: the reconciler, kernel events and DHCP servers together.
+//! - [`guard`]: which snapshots the agent refuses to apply.
+//! - [`status`]: the status file (kernel operations since start).
 //! - [`runtime`]: the agent process: channel, reconcile loop, heartbeats.
 
 pub mod channel;
 pub mod dataplane;
 pub mod desired;
 pub mod dhcp;
+pub mod guard;
 pub mod kernel;
 pub mod netlink;
 pub mod netns;
 pub mod reconcile;
 pub mod runtime;
+pub mod status;
 
-pub use runtime::{AgentArgs, run};
+pub use runtime::{AgentArgs, AgentError, run};

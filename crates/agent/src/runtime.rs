@@ -4,17 +4,29 @@
 //! the DHCP servers of the DHCP services scheduled here.
 //!
 //! Stopping the agent leaves the kernel as it is: forwarding goes on, and
-//! the next start reconciles from what it finds.
+//! the next start reconciles from what it finds. Losing the server does
+//! not change the view either: the agent keeps forwarding on the last one
+//! for as long as the server is away.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use neutrino_proto::{Heartbeat, HostView, PortStatus, PortStatusReport, Registration, Role, WatchEvent};
+use neutrino_model::PortId;
+use neutrino_model::agents::{HostRegistration, HostRole};
+use neutrino_model::resources::PortStatus;
+use neutrino_proto::{
+    CONTRACT_VERSION, Heartbeat, HostView, PortStatusReport, Registration, RevisionGap, WatchEvent, WatchQuery,
+};
 use tokio::sync::{Mutex, Notify, watch};
+use tracing::Instrument;
 
 use crate::channel::{ChannelClient, ChannelError};
+use crate::dataplane::{Dataplane, DataplaneError};
+use crate::guard::{Refusal, judge_snapshot};
+use crate::status::AgentStatus;
 
 /// `neutrino agent` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -46,29 +58,60 @@ pub struct AgentArgs {
     /// Seconds between full reconciles when nothing happens.
     #[arg(long, default_value_t = 30)]
     pub resync_seconds: u64,
+    /// Rewritten after every reconcile pass with the view's revision and
+    /// the kernel operations made since start (JSON).
+    #[arg(long, env = "NEUTRINO_AGENT_STATUS_FILE", value_name = "PATH")]
+    pub status_file: Option<PathBuf>,
 }
 
-fn parse_mappings(list: &[String]) -> Result<BTreeMap<String, String>, String> {
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("bad --bridge-mapping '{0}': expected PHYSNET:INTERFACE")]
+    BadBridgeMapping(String),
+    #[error("unknown role '{0}' (compute, network, dhcp)")]
+    UnknownRole(String),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("starting the dataplane: {0}")]
+    Dataplane(#[from] DataplaneError),
+    #[error("an agent task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Why a watch stream was given up.
+#[derive(Debug, thiserror::Error)]
+enum WatchError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("a delta came before any snapshot")]
+    DeltaBeforeSnapshot,
+    #[error("a resume came while the agent holds no view")]
+    ResumeWithoutView,
+    #[error("revision gap: {0}")]
+    Gap(#[from] RevisionGap),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+fn parse_mappings(list: &[String]) -> Result<BTreeMap<String, String>, AgentError> {
     list.iter()
         .map(|m| match m.split_once(':') {
             Some((p, i)) if !p.is_empty() && !i.is_empty() => Ok((p.to_string(), i.to_string())),
-            _ => Err(format!("bad --bridge-mapping '{m}': expected PHYSNET:INTERFACE")),
+            _ => Err(AgentError::BadBridgeMapping(m.clone())),
         })
         .collect()
 }
 
-fn parse_roles(list: &[String]) -> Result<Vec<Role>, String> {
-    let mut roles = vec![Role::Compute];
+fn parse_roles(list: &[String]) -> Result<BTreeSet<HostRole>, AgentError> {
+    let mut roles = BTreeSet::from([HostRole::Compute]);
     for r in list.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
-        let role = match r {
-            "compute" => Role::Compute,
-            "network" | "l3" => Role::Network,
-            "dhcp" => Role::Dhcp,
-            other => return Err(format!("unknown role '{other}' (compute, network, dhcp)")),
-        };
-        if !roles.contains(&role) {
-            roles.push(role);
-        }
+        roles.insert(match r {
+            "compute" => HostRole::Compute,
+            "network" | "l3" => HostRole::Network,
+            "dhcp" => HostRole::Dhcp,
+            other => return Err(AgentError::UnknownRole(other.to_string())),
+        });
     }
     Ok(roles)
 }
@@ -86,22 +129,25 @@ struct Shared {
     /// Revision the kernel last fully matched.
     synced: Mutex<Option<u64>>,
     /// Port status last reported, so only changes are sent.
-    reported: Mutex<BTreeMap<String, PortStatus>>,
+    reported: Mutex<BTreeMap<PortId, PortStatus>>,
     /// Set when the server forgot us: register again.
     reregister: Notify,
 }
 
-pub async fn run(args: AgentArgs) -> Result<(), String> {
+pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let host = args.host.clone().unwrap_or_else(hostname);
     let registration = Registration {
-        host: host.clone(),
-        tunnel_ip: args.tunnel_ip,
-        bridge_mappings: parse_mappings(&args.bridge_mappings)?,
-        roles: parse_roles(&args.roles)?,
-        version: env!("CARGO_PKG_VERSION").into(),
-        availability_zone: args.availability_zone.clone(),
+        contract: CONTRACT_VERSION,
+        host: HostRegistration {
+            host: host.clone(),
+            tunnel_ip: args.tunnel_ip,
+            bridge_mappings: parse_mappings(&args.bridge_mappings)?,
+            roles: parse_roles(&args.roles)?,
+            version: env!("CARGO_PKG_VERSION").into(),
+            availability_zone: args.availability_zone.clone(),
+        },
     };
-    let client = Arc::new(ChannelClient::new(&args.server, &host, &args.token).map_err(|e| e.to_string())?);
+    let client = Arc::new(ChannelClient::new(&args.server, &host, &args.token)?);
     let (view_tx, view_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         view: view_tx,
@@ -110,8 +156,8 @@ pub async fn run(args: AgentArgs) -> Result<(), String> {
         reregister: Notify::new(),
     });
 
-    let dataplane = crate::dataplane::Dataplane::start(&registration, &args.netns_prefix).await?;
-    tracing::info!(%host, server = %args.server, "agent starting");
+    let dataplane = Dataplane::start(&registration.host, &args.netns_prefix).await?;
+    tracing::info!(%host, server = %args.server, contract = CONTRACT_VERSION, "agent starting");
 
     let reconcile = tokio::spawn(reconcile_loop(
         dataplane,
@@ -119,12 +165,12 @@ pub async fn run(args: AgentArgs) -> Result<(), String> {
         shared.clone(),
         view_rx,
         Duration::from_secs(args.resync_seconds.max(1)),
+        args.status_file.clone(),
     ));
     let channel = tokio::spawn(channel_loop(client.clone(), registration, shared.clone()));
     tokio::select! {
-        r = reconcile => r.map_err(|e| e.to_string())??,
-        r = channel => r.map_err(|e| e.to_string())?,
-
+        r = reconcile => r?,
+        r = channel => r?,
         _ = shutdown_signal() => tracing::info!("agent stopping; the kernel keeps its state"),
     }
     Ok(())
@@ -141,22 +187,55 @@ async fn shutdown_signal() {
     }
 }
 
-/// Register, watch, apply; on any failure back off and start over,
-/// resuming from the last revision.
+/// Doubling retry delays, from 100 ms up to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Backoff(Self::FIRST)
+    }
+
+    fn next(&mut self) -> Duration {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(Self::MAX);
+        now
+    }
+
+    fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+}
+
+/// A server of another contract version will not change its mind soon;
+/// the agent still stays up, because its DHCP servers and the kernel state
+/// it would otherwise stop repairing keep instances working meanwhile.
+const CONTRACT_RETRY: Duration = Duration::from_secs(60);
+/// A server sending a snapshot the agent refused sends it again on
+/// reconnect until it catches up; no need to ask often.
+const REFUSED_RETRY: Duration = Duration::from_secs(10);
+
+/// Register, then watch until the server forgets this host; register
+/// again. The view is never cleared on the way.
 async fn channel_loop(client: Arc<ChannelClient>, registration: Registration, shared: Arc<Shared>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     loop {
         let registered = match client.register(&registration).await {
             Ok(r) => r,
+            Err(e) if e.is_contract_mismatch() => {
+                contract_refused(&e).await;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "registration failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next()).await;
                 continue;
             }
         };
-        tracing::info!(revision = registered.revision, "registered");
-        backoff = Duration::from_millis(100);
+        tracing::info!(contract = registered.contract, "registered");
+        backoff.reset();
         // Every status is reported again to a server that (re)registered us.
         shared.reported.lock().await.clear();
         let beat = tokio::spawn(heartbeat_loop(
@@ -164,45 +243,118 @@ async fn channel_loop(client: Arc<ChannelClient>, registration: Registration, sh
             shared.clone(),
             Duration::from_secs(registered.heartbeat_interval_secs.max(1)),
         ));
-        let result = tokio::select! {
-            r = watch_once(&client, &shared) => r,
-            _ = shared.reregister.notified() => Err(ChannelError::NotRegistered),
-        };
+        watch_while_registered(&client, &shared, &mut backoff).await;
         beat.abort();
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "watch interrupted; reconnecting");
-        }
-        tokio::time::sleep(backoff).await;
     }
 }
 
-async fn watch_once(client: &ChannelClient, shared: &Shared) -> Result<(), ChannelError> {
-    let since = shared.view.borrow().as_ref().map(|v| v.revision);
-    let mut stream = client.watch(since).await?;
+/// Says loudly that agent and server cannot talk, then waits long.
+async fn contract_refused(e: &ChannelError) {
+    tracing::error!(error = %e, "the server refuses this agent's contract version: the dataplane stays as it is \
+        but follows no change until agent and server versions match");
+    tokio::time::sleep(CONTRACT_RETRY).await;
+}
+
+/// Watches, reconnecting with what the agent holds (`since` and
+/// `digest`) so that a server that has the same view resumes instead of
+/// resending it, until the server does not know this host.
+async fn watch_while_registered(client: &ChannelClient, shared: &Shared, backoff: &mut Backoff) {
     loop {
-        match stream.next().await? {
-            WatchEvent::Snapshot { view } => {
-                tracing::info!(revision = view.revision, ports = view.ports.len(), "host view snapshot");
+        let mut progressed = false;
+        let error = tokio::select! {
+            e = watch_once(client, shared, &mut progressed) => e,
+            _ = shared.reregister.notified() => WatchError::Channel(ChannelError::NotRegistered),
+        };
+        if progressed {
+            backoff.reset();
+        }
+        let pause = match &error {
+            WatchError::Channel(ChannelError::NotRegistered) => {
+                tracing::info!("the server does not know this host; registering again");
+                return;
+            }
+            WatchError::Channel(e) if e.is_contract_mismatch() => {
+                contract_refused(e).await;
+                return;
+            }
+            WatchError::Channel(ChannelError::Unavailable) => {
+                tracing::info!("the server is not serving views yet; keeping the current one");
+                backoff.next()
+            }
+            WatchError::Refused(refusal) => {
+                tracing::error!(
+                    held_revision = refusal.held_revision,
+                    offered_revision = refusal.offered_revision,
+                    held_ports = refusal.held_ports,
+                    removed_ports = refusal.removed_ports,
+                    "{refusal}"
+                );
+                REFUSED_RETRY
+            }
+            other => {
+                tracing::warn!(error = %other, "watch interrupted; reconnecting");
+                backoff.next()
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// One watch stream, until it fails. `progressed` is set once an event
+/// was taken.
+async fn watch_once(client: &ChannelClient, shared: &Shared, progressed: &mut bool) -> WatchError {
+    let held = shared.view.borrow().clone();
+    let query = match &held {
+        Some(view) => WatchQuery { since: Some(view.revision), digest: Some(view.digest()) },
+        None => WatchQuery::default(),
+    };
+    let mut stream = match client.watch(&query).await {
+        Ok(s) => s,
+        Err(e) => return e.into(),
+    };
+    loop {
+        let event = match stream.next().await {
+            Ok(e) => e,
+            Err(e) => return e.into(),
+        };
+        if let Err(e) = take_event(shared, event) {
+            return e;
+        }
+        *progressed = true;
+    }
+}
+
+/// Updates the view with one event, or says why the stream must be
+/// dropped (the view is then unchanged).
+fn take_event(shared: &Shared, event: WatchEvent) -> Result<(), WatchError> {
+    let held = shared.view.borrow().clone();
+    match event {
+        WatchEvent::Snapshot { view } => {
+            judge_snapshot(held.as_deref(), &view)?;
+            tracing::info!(revision = view.revision, sections = ?view.sizes(), "host view snapshot");
+            shared.view.send_replace(Some(Arc::new(view)));
+        }
+        WatchEvent::Resume { revision } => {
+            let held = held.ok_or(WatchError::ResumeWithoutView)?;
+            tracing::info!(from = held.revision, revision, "host view resumed");
+            if held.revision != revision {
+                let mut view = (*held).clone();
+                view.revision = revision;
                 shared.view.send_replace(Some(Arc::new(view)));
             }
-            WatchEvent::Resume { revision } => tracing::info!(revision, "host view resumed"),
-            WatchEvent::Delta { delta } => {
-                let current = shared.view.borrow().clone();
-                let Some(current) = current else { return Err(ChannelError::BadEvent("delta before snapshot".into())) };
-                let mut next = (*current).clone();
-                if let Err(gap) = next.apply(&delta) {
-                    // Forget the view's revision so the next watch gets a snapshot.
-                    let mut stale = next;
-                    stale.revision = 0;
-                    shared.view.send_replace(Some(Arc::new(stale)));
-                    return Err(ChannelError::BadEvent(format!("revision gap {gap:?}")));
-                }
-                tracing::debug!(revision = next.revision, "host view delta");
-                shared.view.send_replace(Some(Arc::new(next)));
-            }
-            WatchEvent::Keepalive { .. } => {}
         }
+        WatchEvent::Delta { delta } => {
+            let held = held.ok_or(WatchError::DeltaBeforeSnapshot)?;
+            let mut next = (*held).clone();
+            // A gap leaves the view as it was, revision included: the next
+            // watch gets a snapshot that the guard judges against it.
+            next.apply(&delta)?;
+            tracing::debug!(revision = next.revision, changes = delta.len(), "host view delta");
+            shared.view.send_replace(Some(Arc::new(next)));
+        }
+        WatchEvent::Keepalive { .. } => {}
     }
+    Ok(())
 }
 
 async fn heartbeat_loop(client: Arc<ChannelClient>, shared: Arc<Shared>, every: Duration) {
@@ -222,41 +374,66 @@ async fn heartbeat_loop(client: Arc<ChannelClient>, shared: Arc<Shared>, every: 
 
 /// Reconciles whenever the view changes, the kernel reports a link or
 /// neighbour event, or `resync` passes; then reports port status changes
-/// and keeps the DHCP servers in line with the view.
+/// and writes the status file.
 async fn reconcile_loop(
-    mut dataplane: crate::dataplane::Dataplane,
+    mut dataplane: Dataplane,
     client: Arc<ChannelClient>,
     shared: Arc<Shared>,
     mut view_rx: watch::Receiver<Option<Arc<HostView>>>,
     resync: Duration,
-) -> Result<(), String> {
+    status_file: Option<PathBuf>,
+) {
     let kernel_events = dataplane.events();
     loop {
         let view = view_rx.borrow_and_update().clone();
         if let Some(view) = view {
-            let started = std::time::Instant::now();
-            let wired = dataplane.reconcile(&view).await;
-            let statuses: BTreeMap<String, PortStatus> = view
-                .ports
-                .keys()
-                .map(|id| (id.clone(), if wired.contains(id) { PortStatus::Active } else { PortStatus::Down }))
-                .collect();
-            report_changes(&client, &shared, statuses).await;
-            *shared.synced.lock().await = Some(view.revision);
-            tracing::debug!(revision = view.revision, elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
+            let span = tracing::info_span!("reconcile", revision = view.revision);
+            reconcile_once(&mut dataplane, &client, &shared, &view, status_file.as_deref()).instrument(span).await;
         }
         tokio::select! {
-            r = view_rx.changed() => if r.is_err() { return Ok(()) },
+            r = view_rx.changed() => if r.is_err() { return },
             _ = kernel_events.notified() => {}
             _ = tokio::time::sleep(resync) => {}
         }
     }
 }
 
-async fn report_changes(client: &ChannelClient, shared: &Shared, statuses: BTreeMap<String, PortStatus>) {
+async fn reconcile_once(
+    dataplane: &mut Dataplane,
+    client: &ChannelClient,
+    shared: &Shared,
+    view: &HostView,
+    status_file: Option<&std::path::Path>,
+) {
+    let started = std::time::Instant::now();
+    let wired = dataplane.reconcile(view).await;
+    let statuses: BTreeMap<PortId, PortStatus> = view
+        .ports
+        .keys()
+        .map(|id| (*id, if wired.contains(id) { PortStatus::Active } else { PortStatus::Down }))
+        .collect();
+    report_changes(client, shared, statuses).await;
+    *shared.synced.lock().await = Some(view.revision);
+    if let Some(path) = status_file {
+        let totals = dataplane.totals();
+        let status = AgentStatus {
+            revision: view.revision,
+            kernel_ops: totals.kernel_ops,
+            netns_ops: totals.netns_ops,
+            reconciles: totals.reconciles,
+            wired: wired.len(),
+        };
+        if let Err(e) = status.write(path) {
+            tracing::warn!(path = %path.display(), error = %e, "status file not written");
+        }
+    }
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
+}
+
+async fn report_changes(client: &ChannelClient, shared: &Shared, statuses: BTreeMap<PortId, PortStatus>) {
     let mut reported = shared.reported.lock().await;
-    let changed: BTreeMap<String, PortStatus> =
-        statuses.iter().filter(|(id, s)| reported.get(*id) != Some(s)).map(|(k, v)| (k.clone(), *v)).collect();
+    let changed: BTreeMap<PortId, PortStatus> =
+        statuses.iter().filter(|(id, s)| reported.get(*id) != Some(s)).map(|(k, v)| (*k, *v)).collect();
     reported.retain(|id, _| statuses.contains_key(id));
     if changed.is_empty() {
         return;
@@ -265,5 +442,103 @@ async fn report_changes(client: &ChannelClient, shared: &Shared, statuses: BTree
         Ok(()) => reported.extend(changed),
         Err(ChannelError::NotRegistered) => shared.reregister.notify_one(),
         Err(e) => tracing::warn!(error = %e, "port status not reported; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_always_include_compute_and_refuse_unknown_ones() {
+        let roles = parse_roles(&["dhcp".into(), " l3 ".into(), String::new()]).unwrap();
+        assert_eq!(roles, BTreeSet::from([HostRole::Compute, HostRole::Network, HostRole::Dhcp]));
+        assert!(matches!(parse_roles(&["router".into()]), Err(AgentError::UnknownRole(r)) if r == "router"));
+    }
+
+    #[test]
+    fn bridge_mappings_need_both_halves() {
+        let ok = parse_mappings(&["physnet1:eth1".into()]).unwrap();
+        assert_eq!(ok, BTreeMap::from([("physnet1".to_string(), "eth1".to_string())]));
+        for bad in ["physnet1", ":eth1", "physnet1:"] {
+            assert!(matches!(parse_mappings(&[bad.into()]), Err(AgentError::BadBridgeMapping(m)) if m == bad));
+        }
+    }
+
+    fn shared() -> Shared {
+        Shared {
+            view: watch::channel(None).0,
+            synced: Mutex::new(None),
+            reported: Mutex::new(BTreeMap::new()),
+            reregister: Notify::new(),
+        }
+    }
+
+    fn held(shared: &Shared) -> Arc<HostView> {
+        shared.view.borrow().clone().expect("a view")
+    }
+
+    fn view_with_ports(revision: u64, ports: u128) -> HostView {
+        crate::guard::tests::view(revision, 1..=ports)
+    }
+
+    #[test]
+    fn a_refused_snapshot_leaves_the_view_as_it_was() {
+        let shared = shared();
+        take_event(&shared, WatchEvent::Snapshot { view: view_with_ports(50, 4) }).unwrap();
+        let before = held(&shared);
+        let err = take_event(&shared, WatchEvent::Snapshot { view: view_with_ports(3, 0) }).unwrap_err();
+        assert!(matches!(err, WatchError::Refused(Refusal { held_revision: 50, offered_revision: 3, .. })), "{err}");
+        assert!(Arc::ptr_eq(&held(&shared), &before));
+        // The server catches up: a later revision is a change someone made.
+        take_event(&shared, WatchEvent::Snapshot { view: view_with_ports(51, 0) }).unwrap();
+        assert_eq!((held(&shared).revision, held(&shared).ports.len()), (51, 0));
+    }
+
+    #[test]
+    fn a_resume_adopts_the_servers_revision_and_keeps_the_content() {
+        let shared = shared();
+        assert!(matches!(take_event(&shared, WatchEvent::Resume { revision: 9 }), Err(WatchError::ResumeWithoutView)));
+        take_event(&shared, WatchEvent::Snapshot { view: view_with_ports(7, 2) }).unwrap();
+        take_event(&shared, WatchEvent::Resume { revision: 9 }).unwrap();
+        assert_eq!((held(&shared).revision, held(&shared).ports.len()), (9, 2));
+    }
+
+    #[test]
+    fn a_delta_that_does_not_follow_leaves_the_view_and_its_revision() {
+        let shared = shared();
+        let delta = |from, to| WatchEvent::Delta { delta: neutrino_proto::HostViewDelta::empty(from, to) };
+        assert!(matches!(take_event(&shared, delta(0, 1)), Err(WatchError::DeltaBeforeSnapshot)));
+        take_event(&shared, WatchEvent::Snapshot { view: view_with_ports(7, 2) }).unwrap();
+        assert!(matches!(take_event(&shared, delta(5, 8)), Err(WatchError::Gap(_))));
+        assert_eq!(held(&shared).revision, 7, "the guard still judges the next snapshot against revision 7");
+        take_event(&shared, delta(7, 8)).unwrap();
+        assert_eq!(held(&shared).revision, 8);
+    }
+
+    #[test]
+    fn the_status_file_is_a_flag_and_off_by_default() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let base = ["neutrino-agent", "--server", "http://127.0.0.1:9696", "--token", "t"];
+            <Cli as clap::Parser>::try_parse_from(base.iter().chain(extra)).map(|c| c.agent.status_file)
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(parse(&["--status-file", "/run/a.json"]).unwrap(), Some(PathBuf::from("/run/a.json")));
+        assert!(parse(&["--status-file"]).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let mut b = Backoff::new();
+        let first: Vec<_> = (0..8).map(|_| b.next()).collect();
+        assert_eq!(first[..3], [Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(400)]);
+        assert_eq!(first[7], Backoff::MAX);
+        b.reset();
+        assert_eq!(b.next(), Backoff::FIRST);
     }
 }

@@ -14,9 +14,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dhcproto::{Decodable, Encodable, v6};
-use neutrino_agent::dhcp::DhcpServer;
+use neutrino_agent::dhcp::{DhcpServer, Served};
 use neutrino_agent::netns;
+use neutrino_model::resources::Ipv6Mode;
+use neutrino_model::{MacAddress, NetworkId, PortId, SubnetId};
 use neutrino_proto::{DhcpHost, DhcpService, DhcpSubnet, FixedIp, HostRoute};
+use uuid::Uuid;
 
 mod common;
 
@@ -146,16 +149,19 @@ impl Drop for Lab {
     }
 }
 
-fn service() -> DhcpService {
-    DhcpService {
-        network_id: "net-dhcptest".into(),
-        port_id: "dhcp-port".into(),
-        mac: SERVER_MAC.into(),
+const NET: NetworkId = NetworkId(Uuid::from_u128(0xd7));
+const SUB4: SubnetId = SubnetId(Uuid::from_u128(4));
+const SUB6: SubnetId = SubnetId(Uuid::from_u128(6));
+
+fn service() -> Served {
+    let service = DhcpService {
+        port_id: PortId(Uuid::from_u128(2)),
+        mac: SERVER_MAC.parse().unwrap(),
         mtu: 1450,
         lease_seconds: 600,
         subnets: vec![
             DhcpSubnet {
-                id: "sub4".into(),
+                id: SUB4,
                 cidr: "10.20.0.0/24".parse().unwrap(),
                 gateway_ip: Some("10.20.0.1".parse().unwrap()),
                 server_ip: "10.20.0.2".parse().unwrap(),
@@ -167,24 +173,25 @@ fn service() -> DhcpService {
                 ipv6_address_mode: None,
             },
             DhcpSubnet {
-                id: "sub6".into(),
+                id: SUB6,
                 cidr: "2001:db8:20::/64".parse().unwrap(),
                 gateway_ip: Some("2001:db8:20::1".parse().unwrap()),
                 server_ip: "2001:db8:20::2".parse().unwrap(),
                 dns_nameservers: vec!["2001:db8:20::53".parse().unwrap()],
                 host_routes: vec![],
-                ipv6_address_mode: Some("dhcpv6-stateless".into()),
+                ipv6_address_mode: Some(Ipv6Mode::Dhcpv6Stateless),
             },
         ],
-        hosts: vec![DhcpHost {
-            mac: CLIENT_MAC.to_uppercase(),
-            port_id: "port-5".into(),
-            ips: vec![
-                FixedIp { subnet_id: "sub4".into(), ip_address: "10.20.0.5".parse().unwrap() },
-                FixedIp { subnet_id: "sub6".into(), ip_address: "2001:db8:20:0:f816:3eff:fe00:5".parse().unwrap() },
-            ],
-        }],
-    }
+    };
+    let host = DhcpHost {
+        network_id: NET,
+        mac: CLIENT_MAC.parse().unwrap(),
+        ips: vec![
+            FixedIp { subnet_id: SUB4, ip_address: "10.20.0.5".parse().unwrap() },
+            FixedIp { subnet_id: SUB6, ip_address: "2001:db8:20:0:f816:3eff:fe00:5".parse().unwrap() },
+        ],
+    };
+    Served::new(NET, service, [host])
 }
 
 /// Whether `/proc/net/udp*` as seen in `ns` (or, for `None`, by this
@@ -283,8 +290,8 @@ async fn renewal_is_answered_and_sees_updated_data() {
     assert_eq!(bound["ip"], "10.20.0.5");
 
     let mut changed = service();
-    changed.subnets[0].dns_nameservers = vec!["10.20.0.99".parse().unwrap()];
-    changed.mtu = 1400;
+    changed.service.subnets[0].dns_nameservers = vec!["10.20.0.99".parse().unwrap()];
+    changed.service.mtu = 1400;
     server.update(changed.clone());
     assert_eq!(*server.service(), changed);
 
@@ -350,7 +357,7 @@ fn information_request(ns: &str, duid: Vec<u8>) -> Option<v6::Message> {
 }
 
 fn duid_ll(mac: &str) -> Vec<u8> {
-    neutrino_agent::dhcp::v6::server_duid(neutrino_agent::dhcp::parse_mac(mac).unwrap())
+    neutrino_agent::dhcp::v6::server_duid(mac.parse::<MacAddress>().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

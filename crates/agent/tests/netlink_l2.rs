@@ -16,11 +16,15 @@ use std::time::{Duration, Instant};
 use neutrino_agent::desired::{AgentSettings, bridge_mac, bridge_name};
 use neutrino_agent::netlink::{Netlink, spawn_watcher_in};
 use neutrino_agent::netns;
-use neutrino_agent::reconcile::{Outcome, Reconciler};
+use neutrino_agent::reconcile::{Outcome, ReconcileError, Reconciler};
+use neutrino_model::resources::device_owner;
+use neutrino_model::segments::Vni;
+use neutrino_model::{NetworkId, PortId, SubnetId};
 use neutrino_proto::{
-    DhcpService, DhcpSubnet, FixedIp, HostView, NetworkView, PortView, RemoteEndpoint, Segment, device_name,
+    DhcpService, DhcpSubnet, FixedIp, HostView, NetworkView, PortView, RemotePort, Segment, device_name, tap_name,
 };
 use serde_json::Value;
+use uuid::Uuid;
 
 mod common;
 
@@ -88,10 +92,10 @@ impl Host {
 
     /// An instance's tap as nova or a CNI plugin would leave it: a veth
     /// whose other end stands for the instance, down.
-    fn plug_instance(&self, port: &PortView) {
-        let peer = format!("vm{}", &port.id[..6]);
-        self.ip(&["link", "add", &port.tap_name(), "type", "veth", "peer", "name", &peer]);
-        self.ip(&["link", "set", &peer, "address", &port.mac, "up"]);
+    fn plug_instance(&self, id: PortId, port: &PortView) {
+        let peer = format!("vm{}", &id.to_string()[..6]);
+        self.ip(&["link", "add", &tap_name(&id), "type", "veth", "peer", "name", &peer]);
+        self.ip(&["link", "set", &peer, "address", &port.mac.to_string(), "up"]);
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> String {
@@ -132,19 +136,28 @@ impl Drop for Host {
     }
 }
 
-const NET_A: &str = "6f1d2a3b-0000-4000-8000-00000000000a";
-const NET_B: &str = "7e2c3b4a-0000-4000-8000-00000000000b";
+const NET_A: NetworkId = NetworkId(Uuid::from_u128(0x6f1d2a3b_0000_4000_8000_00000000000a));
+const NET_B: NetworkId = NetworkId(Uuid::from_u128(0x7e2c3b4a_0000_4000_8000_00000000000b));
+const SUB6: SubnetId = SubnetId(Uuid::from_u128(0x5b6a0000_0000_4000_8000_000000000006));
 
-fn network(id: &str, vni: u32) -> NetworkView {
-    NetworkView { id: id.into(), mtu: 1450, segment: Segment::Vxlan { vni }, remote_vteps: BTreeMap::new() }
+fn id(n: u128) -> PortId {
+    PortId(Uuid::from_u128(n))
 }
 
-fn port(id: &str, network: &str, mac: &str, ip: &str, owner: &str) -> PortView {
+/// The IPv4 subnet of `network` in these tests.
+fn subnet_of(network: NetworkId) -> SubnetId {
+    SubnetId(Uuid::from_u128(network.0.as_u128() + 1))
+}
+
+fn network(vni: u32) -> NetworkView {
+    NetworkView { mtu: 1450, segment: Segment::Vxlan { vni: Vni::try_from(i64::from(vni)).unwrap() } }
+}
+
+fn port(network: NetworkId, mac: &str, ip: &str, owner: &str) -> PortView {
     PortView {
-        id: id.into(),
-        network_id: network.into(),
-        mac: mac.into(),
-        fixed_ips: vec![FixedIp { subnet_id: format!("sub-{network}"), ip_address: ip.parse().unwrap() }],
+        network_id: network,
+        mac: mac.parse().unwrap(),
+        fixed_ips: vec![FixedIp { subnet_id: subnet_of(network), ip_address: ip.parse().unwrap() }],
         device_owner: owner.into(),
         device_id: "dev".into(),
         admin_state_up: true,
@@ -154,17 +167,22 @@ fn port(id: &str, network: &str, mac: &str, ip: &str, owner: &str) -> PortView {
     }
 }
 
-fn endpoint(mac: &str, ips: &[&str]) -> RemoteEndpoint {
-    RemoteEndpoint { mac: mac.into(), ips: ips.iter().map(|i| i.parse().unwrap()).collect() }
+fn remote(network: NetworkId, vtep: &str, mac: &str, ips: &[&str]) -> RemotePort {
+    RemotePort {
+        network_id: network,
+        vtep: vtep.parse().unwrap(),
+        mac: mac.parse().unwrap(),
+        ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+    }
 }
 
-fn view(networks: Vec<NetworkView>, ports: Vec<PortView>) -> HostView {
+fn view(networks: Vec<(NetworkId, NetworkView)>, ports: Vec<(PortId, PortView)>) -> HostView {
     HostView {
         host: "h1".into(),
         revision: 1,
-        networks: networks.into_iter().map(|n| (n.id.clone(), n)).collect(),
-        ports: ports.into_iter().map(|p| (p.id.clone(), p)).collect(),
-        dhcp: BTreeMap::new(),
+        networks: networks.into_iter().collect(),
+        ports: ports.into_iter().collect(),
+        ..Default::default()
     }
 }
 
@@ -233,21 +251,20 @@ async fn a_vxlan_network_is_realised_exactly_and_kept_so() {
     let Some(host) = Host::new() else { return };
     let host = host.with_underlay();
     let mut r = host.reconciler().await;
-    let mut net = network(NET_A, 1001);
-    net.remote_vteps
-        .insert("172.31.0.12".parse().unwrap(), vec![endpoint("fa:16:3e:00:00:12", &["10.0.0.12", "fd00::12"])]);
-    net.remote_vteps.insert("172.31.0.13".parse().unwrap(), vec![endpoint("fa:16:3e:00:00:13", &["10.0.0.13"])]);
-    let p1 = port("11111111-aaaa-4000-8000-000000000001", NET_A, "fa:16:3e:00:00:01", "10.0.0.1", "compute:nova");
-    host.plug_instance(&p1);
-    let mut v = view(vec![net], vec![p1.clone()]);
+    let p1_id = id(0x11111111_aaaa_4000_8000_000000000001);
+    let p1 = port(NET_A, "fa:16:3e:00:00:01", "10.0.0.1", "compute:nova");
+    host.plug_instance(p1_id, &p1);
+    let mut v = view(vec![(NET_A, network(1001))], vec![(p1_id, p1)]);
+    v.remote_ports.insert(id(0x12), remote(NET_A, "172.31.0.12", "fa:16:3e:00:00:12", &["10.0.0.12", "fd00::12"]));
+    v.remote_ports.insert(id(0x13), remote(NET_A, "172.31.0.13", "fa:16:3e:00:00:13", &["10.0.0.13"]));
 
     let first = r.reconcile(&v).await;
     assert_clean(&first);
-    assert_eq!(first.wired, BTreeSet::from([p1.id.clone()]));
-    let (br, vx, tap) = (bridge_name(NET_A), "vxlan-1001".to_string(), p1.tap_name());
+    assert_eq!(first.wired, BTreeSet::from([p1_id]));
+    let (br, vx, tap) = (bridge_name(&NET_A), "vxlan-1001".to_string(), tap_name(&p1_id));
 
     let bridge = host.link(&br).expect("bridge");
-    assert_eq!(bridge["address"], bridge_mac(NET_A).to_string());
+    assert_eq!(bridge["address"], bridge_mac(&NET_A).to_string());
     assert_eq!((bridge["mtu"].as_u64(), up(&bridge)), (Some(1450), true));
     assert_eq!(bridge["group"], owned_group());
     assert_eq!(bridge["inet6_addr_gen_mode"], "none");
@@ -311,7 +328,8 @@ async fn a_vxlan_network_is_realised_exactly_and_kept_so() {
     assert_eq!(r.reconcile(&v).await.ops, 0);
 
     // A remote host leaves the network: exactly its entries go.
-    v.networks.get_mut(NET_A).unwrap().remote_vteps.remove(&"172.31.0.13".parse::<IpAddr>().unwrap());
+    let gone: IpAddr = "172.31.0.13".parse().unwrap();
+    v.remote_ports.retain(|_, r| r.vtep != gone);
     let shrunk = r.reconcile(&v).await;
     assert_clean(&shrunk);
     assert_eq!(shrunk.ops, 4, "flood, unicast, static, neighbour");
@@ -326,6 +344,7 @@ async fn a_vxlan_network_is_realised_exactly_and_kept_so() {
     assert_eq!(r.reconcile(&v).await.ops, 1);
     assert_eq!(host.link(&tap).unwrap()["master"], Value::Null);
     v.networks.clear();
+    v.remote_ports.clear();
     let gone = r.reconcile(&v).await;
     assert_clean(&gone);
     assert!(host.link(&br).is_none() && host.link(&vx).is_none());
@@ -333,13 +352,13 @@ async fn a_vxlan_network_is_realised_exactly_and_kept_so() {
     assert_eq!(r.reconcile(&v).await.ops, 0);
 }
 
-const DHCP_PORT: &str = "d4c3b2a1-bbbb-4000-8000-000000000002";
+const DHCP_PORT: PortId = PortId(Uuid::from_u128(0xd4c3b2a1_bbbb_4000_8000_000000000002));
 
 fn dhcp_view() -> HostView {
-    let mut p = port(DHCP_PORT, NET_B, "fa:16:3e:00:00:02", "10.1.0.2", "network:dhcp");
-    p.fixed_ips.push(FixedIp { subnet_id: "sub6".into(), ip_address: "2001:db8:1::2".parse().unwrap() });
-    let subnet = |id: &str, cidr: &str, server: &str| DhcpSubnet {
-        id: id.into(),
+    let mut p = port(NET_B, "fa:16:3e:00:00:02", "10.1.0.2", device_owner::DHCP);
+    p.fixed_ips.push(FixedIp { subnet_id: SUB6, ip_address: "2001:db8:1::2".parse().unwrap() });
+    let subnet = |id: SubnetId, cidr: &str, server: &str| DhcpSubnet {
+        id,
         cidr: cidr.parse().unwrap(),
         gateway_ip: None,
         server_ip: server.parse().unwrap(),
@@ -348,19 +367,17 @@ fn dhcp_view() -> HostView {
         ipv6_address_mode: None,
     };
     let service = DhcpService {
-        network_id: NET_B.into(),
-        port_id: DHCP_PORT.into(),
-        mac: p.mac.clone(),
+        port_id: DHCP_PORT,
+        mac: p.mac,
         mtu: 1450,
         lease_seconds: 600,
         subnets: vec![
-            subnet(&format!("sub-{NET_B}"), "10.1.0.0/24", "10.1.0.2"),
-            subnet("sub6", "2001:db8:1::/64", "2001:db8:1::2"),
+            subnet(subnet_of(NET_B), "10.1.0.0/24", "10.1.0.2"),
+            subnet(SUB6, "2001:db8:1::/64", "2001:db8:1::2"),
         ],
-        hosts: vec![],
     };
-    let mut v = view(vec![network(NET_B, 1002)], vec![p]);
-    v.dhcp.insert(NET_B.into(), service);
+    let mut v = view(vec![(NET_B, network(1002))], vec![(DHCP_PORT, p)]);
+    v.dhcp.insert(NET_B, service);
     v
 }
 
@@ -372,11 +389,11 @@ async fn a_dhcp_port_lands_in_its_namespace_with_its_addresses() {
     let mut v = dhcp_view();
     let first = r.reconcile(&v).await;
     assert_clean(&first);
-    assert_eq!(first.wired, BTreeSet::from([DHCP_PORT.to_string()]));
+    assert_eq!(first.wired, BTreeSet::from([DHCP_PORT]));
     let qdhcp = format!("{}qdhcp-{NET_B}", host.prefix);
     assert!(netns::exists(&qdhcp));
 
-    let inner = device_name("ns-", DHCP_PORT);
+    let inner = device_name("ns-", &DHCP_PORT);
     let links = Host::ns_json(&qdhcp, &["addr", "show"]);
     let ns_dev =
         links.as_array().unwrap().iter().find(|l| l["ifname"] == inner.as_str()).expect("ns- side in the namespace");
@@ -396,10 +413,10 @@ async fn a_dhcp_port_lands_in_its_namespace_with_its_addresses() {
     let lo = links.as_array().unwrap().iter().find(|l| l["ifname"] == "lo").unwrap();
     assert!(up(lo));
 
-    let tap = host.link(&device_name("tap", DHCP_PORT)).expect("host side");
+    let tap = host.link(&tap_name(&DHCP_PORT)).expect("host side");
     assert_eq!(
         (tap["master"].as_str(), up(&tap), tap["group"].as_str()),
-        (Some(bridge_name(NET_B).as_str()), true, Some(owned_group().as_str()))
+        (Some(bridge_name(&NET_B).as_str()), true, Some(owned_group().as_str()))
     );
     assert!(host.link(&inner).is_none(), "the ns- side is not in the host namespace");
 
@@ -418,7 +435,7 @@ async fn a_dhcp_port_lands_in_its_namespace_with_its_addresses() {
     loop {
         passes += 1;
         let outcome = r.reconcile(&v).await;
-        if outcome.errors.is_empty() && outcome.wired.contains(DHCP_PORT) && r.reconcile(&v).await.ops == 0 {
+        if outcome.errors.is_empty() && outcome.wired.contains(&DHCP_PORT) && r.reconcile(&v).await.ops == 0 {
             break;
         }
         assert!(passes < 5, "not settled: {:?}", outcome.errors);
@@ -434,7 +451,7 @@ async fn a_dhcp_port_lands_in_its_namespace_with_its_addresses() {
     let gone = r.reconcile(&v).await;
     assert_clean(&gone);
     assert!(!netns::exists(&qdhcp));
-    assert!(host.link(&device_name("tap", DHCP_PORT)).is_none());
+    assert!(host.link(&tap_name(&DHCP_PORT)).is_none());
     v.networks.clear();
     r.reconcile(&v).await;
     assert_eq!(r.reconcile(&v).await.ops, 0);
@@ -445,46 +462,46 @@ async fn netlink_operations_per_added_port() {
     let Some(host) = Host::new() else { return };
     let host = host.with_underlay();
     let mut r = host.reconciler().await;
-    let p1 = port("11111111-cccc-4000-8000-000000000001", NET_A, "fa:16:3e:00:00:01", "10.0.0.1", "compute:nova");
-    host.plug_instance(&p1);
-    let mut v = view(vec![network(NET_A, 1001)], vec![p1]);
+    let (p1_id, p2_id) = (id(0x11111111_cccc_4000_8000_000000000001), id(0x22222222_cccc_4000_8000_000000000002));
+    let p1 = port(NET_A, "fa:16:3e:00:00:01", "10.0.0.1", "compute:nova");
+    host.plug_instance(p1_id, &p1);
+    let mut v = view(vec![(NET_A, network(1001))], vec![(p1_id, p1)]);
     let first = r.reconcile(&v).await;
     assert_clean(&first);
 
-    let p2 = port("22222222-cccc-4000-8000-000000000002", NET_A, "fa:16:3e:00:00:03", "10.0.0.3", "compute:nova");
-    host.plug_instance(&p2);
-    v.ports.insert(p2.id.clone(), p2.clone());
+    let p2 = port(NET_A, "fa:16:3e:00:00:03", "10.0.0.3", "compute:nova");
+    host.plug_instance(p2_id, &p2);
+    v.ports.insert(p2_id, p2);
     let started = Instant::now();
     let added = r.reconcile(&v).await;
     let elapsed = started.elapsed();
     assert_clean(&added);
-    assert!(added.wired.contains(&p2.id));
-    assert_eq!((added.ops, added.port_ops[&p2.id]), (2, 2), "master, MTU and addrgenmode; then up");
-    assert!(host.addresses(&p2.tap_name()).is_empty(), "no IPv6 link-local on the tap");
+    assert!(added.wired.contains(&p2_id));
+    assert_eq!((added.ops, added.port_ops[&p2_id]), (2, 2), "master, MTU and addrgenmode; then up");
+    assert!(host.addresses(&tap_name(&p2_id)).is_empty(), "no IPv6 link-local on the tap");
 
     let mut d = dhcp_view();
-    let dhcp = d.ports.remove(DHCP_PORT).unwrap();
-    let mut dhcp = PortView { network_id: NET_A.into(), ..dhcp };
-    dhcp.fixed_ips[0].subnet_id = format!("sub-{NET_A}");
-    let mut service = d.dhcp.remove(NET_B).unwrap();
-    service.network_id = NET_A.into();
-    service.subnets[0].id = format!("sub-{NET_A}");
-    v.ports.insert(dhcp.id.clone(), dhcp);
-    v.dhcp.insert(NET_A.into(), service);
+    let dhcp = d.ports.remove(&DHCP_PORT).unwrap();
+    let mut dhcp = PortView { network_id: NET_A, ..dhcp };
+    dhcp.fixed_ips[0].subnet_id = subnet_of(NET_A);
+    let mut service = d.dhcp.remove(&NET_B).unwrap();
+    service.subnets[0].id = subnet_of(NET_A);
+    v.ports.insert(DHCP_PORT, dhcp);
+    v.dhcp.insert(NET_A, service);
     let dhcp_added = r.reconcile(&v).await;
     assert_clean(&dhcp_added);
-    assert!(dhcp_added.wired.contains(DHCP_PORT));
+    assert!(dhcp_added.wired.contains(&DHCP_PORT));
     println!(
         "netlink ops per added port: instance port {} ({elapsed:?}); DHCP port {} + {} for its namespace's lo, + {} namespace mount; \
          a new VXLAN network: {}",
-        added.port_ops[&p2.id],
-        dhcp_added.port_ops[DHCP_PORT],
-        dhcp_added.network_ops.get(NET_A).copied().unwrap_or(0),
+        added.port_ops[&p2_id],
+        dhcp_added.port_ops[&DHCP_PORT],
+        dhcp_added.network_ops.get(&NET_A).copied().unwrap_or(0),
         dhcp_added.netns_ops,
-        first.network_ops[NET_A],
+        first.network_ops[&NET_A],
     );
     assert_eq!(
-        dhcp_added.port_ops[DHCP_PORT], 6,
+        dhcp_added.port_ops[&DHCP_PORT], 6,
         "veth create, host side addrgenmode, peer up, two addresses, host side up"
     );
 }
@@ -496,10 +513,10 @@ async fn a_tap_is_wired_right_after_its_link_event() {
     let mut r = host.reconciler().await;
     let notify = Arc::new(tokio::sync::Notify::new());
     let watcher = spawn_watcher_in(&host.ns, notify.clone()).expect("watch the test namespace");
-    let p1 = port("11111111-dddd-4000-8000-000000000001", NET_A, "fa:16:3e:00:00:01", "10.0.0.1", "compute:nova");
-    let mut net = network(NET_A, 1001);
-    net.remote_vteps.insert("172.31.0.12".parse().unwrap(), vec![endpoint("fa:16:3e:00:00:12", &["10.0.0.12"])]);
-    let v = view(vec![net], vec![p1.clone()]);
+    let p1_id = id(0x11111111_dddd_4000_8000_000000000001);
+    let p1 = port(NET_A, "fa:16:3e:00:00:01", "10.0.0.1", "compute:nova");
+    let mut v = view(vec![(NET_A, network(1001))], vec![(p1_id, p1.clone())]);
+    v.remote_ports.insert(id(0x12), remote(NET_A, "172.31.0.12", "fa:16:3e:00:00:12", &["10.0.0.12"]));
     let before = r.reconcile(&v).await;
     assert_clean(&before);
     assert!(before.wired.is_empty());
@@ -509,16 +526,16 @@ async fn a_tap_is_wired_right_after_its_link_event() {
 
     let mut latencies = Vec::new();
     let started = Instant::now();
-    host.plug_instance(&p1);
+    host.plug_instance(p1_id, &p1);
     tokio::time::timeout(Duration::from_secs(5), notify.notified()).await.expect("a link event");
     let outcome = r.reconcile(&v).await;
     latencies.push(started.elapsed());
-    assert!(outcome.wired.contains(&p1.id));
+    assert!(outcome.wired.contains(&p1_id));
 
     // A neighbour entry deleted by hand (or flushed by the kernel) is an event too.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let _ = tokio::time::timeout(Duration::from_millis(10), notify.notified()).await;
-    host.ip(&["neigh", "del", "10.0.0.12", "dev", &bridge_name(NET_A)]);
+    host.ip(&["neigh", "del", "10.0.0.12", "dev", &bridge_name(&NET_A)]);
     tokio::time::timeout(Duration::from_secs(5), notify.notified()).await.expect("a neighbour event");
     assert_eq!(r.reconcile(&v).await.ops, 1);
     watcher.abort();
@@ -532,15 +549,16 @@ async fn devices_the_agent_did_not_create_are_never_touched() {
     let host = host.with_underlay();
     // Someone else's bridge under the name the agent wants, someone
     // else's bridge with a port and a neighbour entry, and a tap in it.
-    let taken = bridge_name(NET_A);
+    let taken = bridge_name(&NET_A);
     host.batch(&format!(
         "link add {taken} type bridge\nlink add theirs0 type bridge\nlink add fx0 type veth peer name fx1\n\
          link set fx0 master theirs0\nlink set theirs0 up\nneigh add 192.0.2.1 lladdr 02:00:00:00:00:aa dev theirs0 nud permanent\n"
     ));
-    let p1 = port("11111111-eeee-4000-8000-000000000001", NET_A, "fa:16:3e:00:00:01", "10.0.0.1", "compute:nova");
-    let p2 = port("22222222-eeee-4000-8000-000000000002", NET_B, "fa:16:3e:00:00:02", "10.1.0.1", "compute:nova");
-    host.plug_instance(&p1);
-    host.plug_instance(&p2);
+    let (p1_id, p2_id) = (id(0x11111111_eeee_4000_8000_000000000001), id(0x22222222_eeee_4000_8000_000000000002));
+    let p1 = port(NET_A, "fa:16:3e:00:00:01", "10.0.0.1", "compute:nova");
+    let p2 = port(NET_B, "fa:16:3e:00:00:02", "10.1.0.1", "compute:nova");
+    host.plug_instance(p1_id, &p1);
+    host.plug_instance(p2_id, &p2);
     let snapshot = |h: &Host| {
         let keep = [taken.as_str(), "theirs0", "fx0", "fx1", "ul0"];
         let all = h.json("ip", &["link", "show"]);
@@ -553,19 +571,23 @@ async fn devices_the_agent_did_not_create_are_never_touched() {
     };
     let before = snapshot(&host);
     let mut r = host.reconciler().await;
-    let mut v = view(vec![network(NET_A, 1001), network(NET_B, 1002)], vec![p1.clone(), p2.clone()]);
+    let mut v = view(vec![(NET_A, network(1001)), (NET_B, network(1002))], vec![(p1_id, p1), (p2_id, p2)]);
     let outcome = r.reconcile(&v).await;
-    assert!(outcome.errors.iter().any(|e| e.contains(&taken)), "{:?}", outcome.errors);
-    assert_eq!(outcome.wired, BTreeSet::from([p2.id.clone()]), "the other network is fine");
+    assert!(
+        outcome.errors.iter().any(|e| matches!(e, ReconcileError::NotTheAgents { link } if *link == taken)),
+        "{:?}",
+        outcome.errors
+    );
+    assert_eq!(outcome.wired, BTreeSet::from([p2_id]), "the other network is fine");
     assert!(host.link("vxlan-1001").is_none());
-    assert_eq!(host.link(&p1.tap_name()).unwrap()["master"], Value::Null);
+    assert_eq!(host.link(&tap_name(&p1_id)).unwrap()["master"], Value::Null);
     assert_eq!(snapshot(&host), before);
 
     v.networks.clear();
     v.ports.clear();
     r.reconcile(&v).await;
     assert_eq!(snapshot(&host), before);
-    assert!(host.link(&bridge_name(NET_B)).is_none());
+    assert!(host.link(&bridge_name(&NET_B)).is_none());
 }
 
 #[tokio::test]
@@ -573,17 +595,16 @@ async fn a_flat_network_borrows_the_mapped_interface() {
     let Some(host) = Host::new() else { return };
     host.ip(&["link", "add", "eth1", "type", "veth", "peer", "name", "eth1p"]);
     let mut r = host.reconciler().await;
-    let mut net = network(NET_A, 0);
-    net.segment = Segment::Flat { physical_network: "physnet1".into() };
-    net.mtu = 1500;
-    let p1 = port("11111111-ffff-4000-8000-000000000001", NET_A, "fa:16:3e:00:00:01", "10.0.0.1", "compute:nova");
-    host.plug_instance(&p1);
-    let mut v = view(vec![net], vec![p1.clone()]);
+    let net = NetworkView { mtu: 1500, segment: Segment::Flat { physical_network: "physnet1".into() } };
+    let p1_id = id(0x11111111_ffff_4000_8000_000000000001);
+    let p1 = port(NET_A, "fa:16:3e:00:00:01", "10.0.0.1", "compute:nova");
+    host.plug_instance(p1_id, &p1);
+    let mut v = view(vec![(NET_A, net)], vec![(p1_id, p1)]);
     let outcome = r.reconcile(&v).await;
     assert_clean(&outcome);
-    assert!(outcome.wired.contains(&p1.id));
+    assert!(outcome.wired.contains(&p1_id));
     let eth1 = host.link("eth1").unwrap();
-    assert_eq!((eth1["master"].as_str(), up(&eth1)), (Some(bridge_name(NET_A).as_str()), true));
+    assert_eq!((eth1["master"].as_str(), up(&eth1)), (Some(bridge_name(&NET_A).as_str()), true));
     assert_eq!(r.reconcile(&v).await.ops, 0);
     v.networks.clear();
     v.ports.clear();
@@ -601,23 +622,19 @@ async fn many_networks_at_once() {
     let mut v = view(vec![], vec![]);
     let mut plug = String::new();
     for n in 0..networks {
-        let id = format!("{n:08x}-5555-4000-8000-000000000000");
-        let mut net = network(&id, 2000 + n);
+        // The first 8 hex digits differ: so do the bridges' and taps' names.
+        let net_id = NetworkId(Uuid::from_u128(u128::from(n) << 96 | 0x00000000_5555_4000_8000_000000000000));
+        v.networks.insert(net_id, network(2000 + n));
         for m in 0..remotes {
-            let vtep: IpAddr = format!("172.31.1.{}", m + 1).parse().unwrap();
+            let vtep = format!("172.31.1.{}", m + 1);
             let mac = format!("fa:16:3e:{:02x}:{:02x}:01", n, m);
-            net.remote_vteps.insert(vtep, vec![endpoint(&mac, &[&format!("10.{n}.0.{}", m + 10)])]);
+            let remote_id = id(u128::from(n) << 96 | u128::from(m) << 32 | 0x7777);
+            v.remote_ports.insert(remote_id, remote(net_id, &vtep, &mac, &[&format!("10.{n}.0.{}", m + 10)]));
         }
-        v.networks.insert(id.clone(), net);
-        let p = port(
-            &format!("{n:08x}-6666-4000-8000-000000000000"),
-            &id,
-            &format!("fa:16:3e:{n:02x}:ff:01"),
-            "10.9.9.9",
-            "compute:nova",
-        );
-        plug.push_str(&format!("link add {} type veth peer name vm{n}\n", p.tap_name()));
-        v.ports.insert(p.id.clone(), p);
+        let port_id = id(u128::from(n) << 96 | 0x00000000_6666_4000_8000_000000000000);
+        let p = port(net_id, &format!("fa:16:3e:{n:02x}:ff:01"), "10.9.9.9", "compute:nova");
+        plug.push_str(&format!("link add {} type veth peer name vm{n}\n", tap_name(&port_id)));
+        v.ports.insert(port_id, p);
     }
     host.batch(&plug);
     let t = Instant::now();
@@ -631,6 +648,7 @@ async fn many_networks_at_once() {
     assert_eq!(steady.ops, 0);
     v.networks.clear();
     v.ports.clear();
+    v.remote_ports.clear();
     let t = Instant::now();
     let removed = r.reconcile(&v).await;
     let deleted = t.elapsed();

@@ -19,40 +19,97 @@ mod server;
 
 pub use server::{DhcpServer, DhcpStats, FamilyStats};
 
-use neutrino_proto::{DhcpHost, DhcpService};
+use std::collections::BTreeMap;
+use std::ops::Deref;
 
-/// `fa:16:3e:00:00:01` (either case, `:` or `-`) as bytes.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split([':', '-']);
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
+use neutrino_model::{MacAddress, NetworkId};
+use neutrino_proto::{DhcpHost, DhcpService, HostView};
+
+/// What one DHCP server answers from: the network's service and the ports
+/// it answers for, by MAC, so that a packet costs one map lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub network_id: NetworkId,
+    pub service: DhcpService,
+    pub hosts: BTreeMap<MacAddress, DhcpHost>,
 }
 
-/// The port with this MAC address, if the service knows it. Comparing
-/// bytes makes the lookup independent of how the MAC was spelled.
-pub(crate) fn find_host<'a>(service: &'a DhcpService, mac: &[u8]) -> Option<&'a DhcpHost> {
-    service.hosts.iter().find(|h| parse_mac(&h.mac).is_some_and(|m| m[..] == *mac))
+impl Served {
+    pub fn new(network_id: NetworkId, service: DhcpService, hosts: impl IntoIterator<Item = DhcpHost>) -> Self {
+        let hosts = hosts.into_iter().map(|h| (h.mac, h)).collect();
+        Served { network_id, service, hosts }
+    }
+
+    /// Every DHCP service of `view`, with the hosts of its network.
+    pub fn all_in(view: &HostView) -> BTreeMap<NetworkId, Served> {
+        let mut hosts: BTreeMap<NetworkId, Vec<DhcpHost>> = BTreeMap::new();
+        for host in view.dhcp_hosts.values() {
+            hosts.entry(host.network_id).or_default().push(host.clone());
+        }
+        view.dhcp
+            .iter()
+            .map(|(network, service)| {
+                let served = Served::new(*network, service.clone(), hosts.remove(network).unwrap_or_default());
+                (*network, served)
+            })
+            .collect()
+    }
+
+    /// The port with the hardware address `chaddr`, if the service knows it.
+    pub(crate) fn host(&self, chaddr: &[u8]) -> Option<&DhcpHost> {
+        self.hosts.get(&MacAddress::from_slice(chaddr)?)
+    }
+}
+
+impl Deref for Served {
+    type Target = DhcpService;
+
+    fn deref(&self) -> &DhcpService {
+        &self.service
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use neutrino_model::PortId;
+    use neutrino_proto::DhcpService;
+    use uuid::Uuid;
+
     use super::*;
 
+    fn service(port: u128) -> DhcpService {
+        DhcpService {
+            port_id: PortId(Uuid::from_u128(port)),
+            mac: "fa:16:3e:00:00:02".parse().unwrap(),
+            mtu: 1450,
+            lease_seconds: 600,
+            subnets: vec![],
+        }
+    }
+
+    fn host(network: NetworkId, mac: &str) -> DhcpHost {
+        DhcpHost { network_id: network, mac: mac.parse().unwrap(), ips: vec![] }
+    }
+
     #[test]
-    fn macs_parse_in_any_case() {
-        assert_eq!(parse_mac("FA:16:3e:00:0a:Ff"), Some([0xfa, 0x16, 0x3e, 0, 0x0a, 0xff]));
-        assert_eq!(parse_mac("fa-16-3e-00-0a-ff"), Some([0xfa, 0x16, 0x3e, 0, 0x0a, 0xff]));
-        assert_eq!(parse_mac("fa:16:3e:00:0a"), None);
-        assert_eq!(parse_mac("fa:16:3e:00:0a:ff:01"), None);
-        assert_eq!(parse_mac("fa:16:3e:00:0a:fff"), None);
-        assert_eq!(parse_mac("fa:16:3e:00::ff"), None);
-        assert_eq!(parse_mac(""), None);
+    fn each_service_gets_the_hosts_of_its_own_network_only() {
+        let (a, b, c) = (NetworkId(Uuid::from_u128(1)), NetworkId(Uuid::from_u128(2)), NetworkId(Uuid::from_u128(3)));
+        let mut view = HostView::default();
+        view.dhcp.insert(a, service(10));
+        view.dhcp.insert(b, service(20));
+        view.dhcp_hosts.insert(PortId(Uuid::from_u128(11)), host(a, "fa:16:3e:00:00:11"));
+        view.dhcp_hosts.insert(PortId(Uuid::from_u128(12)), host(a, "fa:16:3e:00:00:12"));
+        view.dhcp_hosts.insert(PortId(Uuid::from_u128(21)), host(b, "fa:16:3e:00:00:21"));
+        // A network whose service is not here.
+        view.dhcp_hosts.insert(PortId(Uuid::from_u128(31)), host(c, "fa:16:3e:00:00:31"));
+        let all = Served::all_in(&view);
+        assert_eq!(all.keys().copied().collect::<Vec<_>>(), [a, b]);
+        let on_a = &all[&a];
+        assert_eq!(on_a.network_id, a);
+        assert_eq!(on_a.port_id, PortId(Uuid::from_u128(10)), "derefs to its service");
+        assert!(on_a.host(&[0xfa, 0x16, 0x3e, 0, 0, 0x12]).is_some());
+        assert!(on_a.host(&[0xfa, 0x16, 0x3e, 0, 0, 0x21]).is_none(), "another network's port");
+        assert!(on_a.host(&[0xfa, 0x16, 0x3e, 0, 0x12]).is_none(), "not six bytes");
+        assert_eq!(all[&b].hosts.len(), 1);
     }
 }

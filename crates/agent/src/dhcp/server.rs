@@ -17,13 +17,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dhcproto::{Decodable, Encodable};
-use neutrino_proto::DhcpService;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{v4, v6};
+use super::{Served, v4, v6};
 use crate::netns;
 
 /// How often a task checks its device (and retries a socket it lacks).
@@ -131,7 +130,7 @@ impl Family {
     }
 
     /// The reply to `packet` from `from`, and where it goes.
-    fn answer(self, service: &DhcpService, packet: &[u8], from: SocketAddr) -> Option<(Vec<u8>, SocketAddr)> {
+    fn answer(self, service: &Served, packet: &[u8], from: SocketAddr) -> Option<(Vec<u8>, SocketAddr)> {
         match self {
             Family::V4 => {
                 let request = dhcproto::v4::Message::from_bytes(packet).ok()?;
@@ -174,7 +173,7 @@ fn register(bound: Bound<std::net::UdpSocket>) -> io::Result<Bound<UdpSocket>> {
 #[derive(Debug)]
 pub struct DhcpServer {
     place: Arc<Place>,
-    data: watch::Sender<Arc<DhcpService>>,
+    data: watch::Sender<Arc<Served>>,
     v4: Arc<Counters>,
     v6: Arc<Counters>,
     tasks: Vec<JoinHandle<()>>,
@@ -187,7 +186,7 @@ impl DhcpServer {
     /// Fails when the DHCPv4 socket cannot be opened (no such namespace or
     /// device); a DHCPv6 socket that cannot be opened yet is retried in the
     /// background.
-    pub fn start(netns_name: &str, ifname: &str, service: DhcpService) -> io::Result<DhcpServer> {
+    pub fn start(netns_name: &str, ifname: &str, service: Served) -> io::Result<DhcpServer> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| io::Error::other(format!("the DHCP server needs a tokio runtime: {e}")))?;
         let _entered = runtime.enter();
@@ -216,7 +215,7 @@ impl DhcpServer {
 
     /// Replaces the data the server answers from; the next packet sees it.
     /// Also makes a family without a socket retry opening it.
-    pub fn update(&self, service: DhcpService) {
+    pub fn update(&self, service: Served) {
         self.data.send_if_modified(|current| {
             if **current == service {
                 return false;
@@ -227,7 +226,7 @@ impl DhcpServer {
     }
 
     /// The data the server answers from.
-    pub fn service(&self) -> Arc<DhcpService> {
+    pub fn service(&self) -> Arc<Served> {
         self.data.borrow().clone()
     }
 
@@ -283,7 +282,7 @@ async fn serve(
     family: Family,
     mut bound: Option<Bound<UdpSocket>>,
     place: Arc<Place>,
-    mut data: watch::Receiver<Arc<DhcpService>>,
+    mut data: watch::Receiver<Arc<Served>>,
     counters: Arc<Counters>,
 ) {
     let mut buf = vec![0u8; RECV_BUFFER];
@@ -332,7 +331,7 @@ async fn serve(
 async fn respond(
     family: Family,
     socket: &UdpSocket,
-    service: &DhcpService,
+    service: &Served,
     packet: &[u8],
     from: SocketAddr,
     counters: &Counters,

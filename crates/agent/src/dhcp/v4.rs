@@ -11,7 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Encodable, Encoder, error::EncodeError};
 use ipnet::{IpNet, Ipv4Net};
-use neutrino_proto::{DhcpService, DhcpSubnet};
+use neutrino_proto::DhcpSubnet;
+
+use super::Served;
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
@@ -51,8 +53,8 @@ struct Binding<'a> {
 
 /// The client's first fixed IPv4 address on a DHCP-enabled IPv4 subnet of
 /// the service. A port can have several; DHCPv4 can hand out only one.
-fn binding<'a>(service: &'a DhcpService, mac: &[u8]) -> Option<Binding<'a>> {
-    let host = super::find_host(service, mac)?;
+fn binding<'a>(service: &'a Served, mac: &[u8]) -> Option<Binding<'a>> {
+    let host = service.host(mac)?;
     host.ips.iter().find_map(|fixed| {
         let IpAddr::V4(ip) = fixed.ip_address else { return None };
         let subnet = service.subnets.iter().find(|s| s.id == fixed.subnet_id)?;
@@ -64,7 +66,7 @@ fn binding<'a>(service: &'a DhcpService, mac: &[u8]) -> Option<Binding<'a>> {
 /// The answer to `request`, or `None` when the server must stay silent:
 /// unknown MAC, not a DHCP request, RELEASE, DECLINE, or a REQUEST meant
 /// for another server.
-pub fn answer(service: &DhcpService, request: &Message) -> Option<Reply> {
+pub fn answer(service: &Served, request: &Message) -> Option<Reply> {
     // hlen is checked before chaddr() is read: dhcproto slices by it.
     if request.opcode() != Opcode::BootRequest || request.htype() != HType::Eth || request.hlen() != 6 {
         return None;
@@ -92,7 +94,7 @@ pub fn answer(service: &DhcpService, request: &Message) -> Option<Reply> {
 
 /// RFC 2131 section 4.3.2: tell the client states apart by which of
 /// server identifier, requested address and ciaddr it filled in.
-fn answer_request(service: &DhcpService, request: &Message, binding: &Binding<'_>) -> Option<Reply> {
+fn answer_request(service: &Served, request: &Message, binding: &Binding<'_>) -> Option<Reply> {
     let server_id = match request.opts().get(OptionCode::ServerIdentifier) {
         Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
         _ => None,
@@ -124,7 +126,7 @@ fn answer_request(service: &DhcpService, request: &Message, binding: &Binding<'_
     }
 }
 
-fn is_ours(service: &DhcpService, id: Ipv4Addr) -> bool {
+fn is_ours(service: &Served, id: Ipv4Addr) -> bool {
     service.subnets.iter().any(|s| s.server_ip == IpAddr::V4(id))
 }
 
@@ -157,7 +159,7 @@ fn nak(request: &Message, binding: &Binding<'_>) -> Reply {
 
 /// OFFER, ACK (`kind`), or the ACK to an INFORM (`kind` = Inform): the
 /// address and the subnet's configuration.
-fn configured(service: &DhcpService, request: &Message, binding: &Binding<'_>, kind: MessageType) -> Reply {
+fn configured(service: &Served, request: &Message, binding: &Binding<'_>, kind: MessageType) -> Reply {
     let inform = kind == MessageType::Inform;
     let mut message = reply_header(request, if inform { MessageType::Ack } else { kind }, binding.server_ip);
     message.set_ciaddr(request.ciaddr());
@@ -186,7 +188,7 @@ fn configured(service: &DhcpService, request: &Message, binding: &Binding<'_>, k
     Reply { message, to: SocketAddrV4::new(to, CLIENT_PORT) }
 }
 
-fn subnet_options(service: &DhcpService, binding: &Binding<'_>, message: &mut Message) {
+fn subnet_options(service: &Served, binding: &Binding<'_>, message: &mut Message) {
     let subnet = binding.subnet;
     let gateway = match subnet.gateway_ip {
         Some(IpAddr::V4(gw)) => Some(gw),
@@ -255,27 +257,32 @@ fn hostname(ip: Ipv4Addr) -> String {
 #[cfg(test)]
 mod tests {
     use dhcproto::{Decodable, Decoder};
-    use neutrino_proto::{DhcpHost, FixedIp, HostRoute};
+    use neutrino_model::resources::Ipv6Mode;
+    use neutrino_model::{MacAddress, NetworkId, PortId, SubnetId};
+    use neutrino_proto::{DhcpHost, DhcpService, FixedIp, HostRoute};
+    use uuid::Uuid;
 
     use super::*;
 
     const MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0x00, 0x00, 0x05];
     const BROADCAST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT);
+    const NET: NetworkId = NetworkId(Uuid::from_u128(1));
+    const V4: SubnetId = SubnetId(Uuid::from_u128(4));
+    const V6: SubnetId = SubnetId(Uuid::from_u128(6));
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
     }
 
-    fn service() -> DhcpService {
-        DhcpService {
-            network_id: "net1".into(),
-            port_id: "dhcp-port".into(),
-            mac: "fa:16:3e:00:00:02".into(),
+    fn service() -> Served {
+        let service = DhcpService {
+            port_id: PortId(Uuid::from_u128(2)),
+            mac: "fa:16:3e:00:00:02".parse().unwrap(),
             mtu: 1450,
             lease_seconds: 600,
             subnets: vec![
                 DhcpSubnet {
-                    id: "v4".into(),
+                    id: V4,
                     cidr: "10.20.0.0/24".parse().unwrap(),
                     gateway_ip: Some("10.20.0.1".parse().unwrap()),
                     server_ip: "10.20.0.2".parse().unwrap(),
@@ -287,25 +294,25 @@ mod tests {
                     ipv6_address_mode: None,
                 },
                 DhcpSubnet {
-                    id: "v6".into(),
+                    id: V6,
                     cidr: "2001:db8::/64".parse().unwrap(),
                     gateway_ip: Some("2001:db8::1".parse().unwrap()),
                     server_ip: "2001:db8::2".parse().unwrap(),
                     dns_nameservers: vec![],
                     host_routes: vec![],
-                    ipv6_address_mode: Some("dhcpv6-stateless".into()),
+                    ipv6_address_mode: Some(Ipv6Mode::Dhcpv6Stateless),
                 },
             ],
-            hosts: vec![DhcpHost {
-                // Spelled in upper case: the lookup must not care.
-                mac: "FA:16:3E:00:00:05".into(),
-                port_id: "p5".into(),
-                ips: vec![
-                    FixedIp { subnet_id: "v6".into(), ip_address: "2001:db8::f816:3eff:fe00:5".parse().unwrap() },
-                    FixedIp { subnet_id: "v4".into(), ip_address: "10.20.0.5".parse().unwrap() },
-                ],
-            }],
-        }
+        };
+        let host = DhcpHost {
+            network_id: NET,
+            mac: MacAddress(MAC),
+            ips: vec![
+                FixedIp { subnet_id: V6, ip_address: "2001:db8::f816:3eff:fe00:5".parse().unwrap() },
+                FixedIp { subnet_id: V4, ip_address: "10.20.0.5".parse().unwrap() },
+            ],
+        };
+        Served::new(NET, service, [host])
     }
 
     fn request(kind: MessageType, mac: &[u8]) -> Message {
@@ -317,7 +324,7 @@ mod tests {
 
     /// Answers `req` after a trip through the wire format both ways, as
     /// the server sees and sends it.
-    fn wire_answer(service: &DhcpService, req: &Message) -> Option<(Message, SocketAddrV4, Vec<u8>)> {
+    fn wire_answer(service: &Served, req: &Message) -> Option<(Message, SocketAddrV4, Vec<u8>)> {
         let req = Message::decode(&mut Decoder::new(&req.to_vec().unwrap())).unwrap();
         let reply = answer(service, &req)?;
         let bytes = reply.to_bytes().unwrap();
@@ -378,7 +385,7 @@ mod tests {
     #[test]
     fn option_121_keeps_a_default_host_route_and_is_absent_without_routes() {
         let mut service = service();
-        service.subnets[0]
+        service.service.subnets[0]
             .host_routes
             .push(HostRoute { destination: "0.0.0.0/0".parse().unwrap(), nexthop: "10.20.0.3".parse().unwrap() });
         let (reply, _, _) = wire_answer(&service, &request(MessageType::Discover, &MAC)).unwrap();
@@ -388,9 +395,9 @@ mod tests {
         let defaults: Vec<_> = routes.iter().filter(|(d, _)| d.prefix_len() == 0).collect();
         assert_eq!(defaults, [&(Ipv4Net::default(), ip("10.20.0.3"))]);
 
-        service.subnets[0].host_routes.clear();
-        service.subnets[0].dns_nameservers.clear();
-        service.subnets[0].gateway_ip = None;
+        service.service.subnets[0].host_routes.clear();
+        service.service.subnets[0].dns_nameservers.clear();
+        service.service.subnets[0].gateway_ip = None;
         let (reply, _, _) = wire_answer(&service, &request(MessageType::Discover, &MAC)).unwrap();
         assert_eq!(opt(&reply, OptionCode::ClasslessStaticRoute), None);
         assert_eq!(opt(&reply, OptionCode::Router), None);
@@ -411,7 +418,7 @@ mod tests {
     #[test]
     fn a_host_without_an_ipv4_address_gets_nothing() {
         let mut service = service();
-        service.hosts[0].ips.retain(|f| f.ip_address.is_ipv6());
+        service.hosts.values_mut().for_each(|h| h.ips.retain(|f| f.ip_address.is_ipv6()));
         assert_eq!(answer(&service, &request(MessageType::Discover, &MAC)), None);
     }
 
@@ -530,8 +537,8 @@ mod tests {
     #[test]
     fn mtu_and_lease_edge_cases() {
         let mut service = service();
-        service.mtu = 0;
-        service.lease_seconds = 0;
+        service.service.mtu = 0;
+        service.service.lease_seconds = 0;
         let (reply, _, _) = wire_answer(&service, &request(MessageType::Discover, &MAC)).unwrap();
         assert_eq!(opt(&reply, OptionCode::InterfaceMtu), None);
         assert_eq!(
@@ -539,7 +546,7 @@ mod tests {
             Some(DhcpOption::AddressLeaseTime(DEFAULT_LEASE_SECONDS))
         );
 
-        service.lease_seconds = u32::MAX;
+        service.service.lease_seconds = u32::MAX;
         let (reply, _, _) = wire_answer(&service, &request(MessageType::Discover, &MAC)).unwrap();
         assert_eq!(opt(&reply, OptionCode::AddressLeaseTime), Some(DhcpOption::AddressLeaseTime(u32::MAX)));
         assert_eq!(opt(&reply, OptionCode::Renewal), None);

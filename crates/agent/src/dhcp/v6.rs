@@ -16,14 +16,16 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use dhcproto::v6::{DhcpOption, Message, MessageType, OptionCode};
 use ipnet::IpNet;
-use neutrino_proto::DhcpService;
+use neutrino_model::MacAddress;
+use neutrino_model::resources::Ipv6Mode;
+
+use super::Served;
 
 pub const SERVER_PORT: u16 = 547;
 pub const CLIENT_PORT: u16 = 546;
 /// All_DHCP_Relay_Agents_and_Servers, where clients send to.
 pub const ALL_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
 
-const STATELESS: &str = "dhcpv6-stateless";
 /// RFC 8415 section 21.23: a refresh time below this is raised to it.
 const IRT_MINIMUM: u32 = 600;
 
@@ -33,11 +35,11 @@ const HTYPE_ETHERNET: u16 = 1;
 
 /// DUID-LL (type 3, hardware type Ethernet) of the DHCP port's MAC: stable
 /// for the life of the port, and the same on every restart of the agent.
-pub fn server_duid(mac: [u8; 6]) -> Vec<u8> {
+pub fn server_duid(mac: MacAddress) -> Vec<u8> {
     let mut duid = Vec::with_capacity(10);
     duid.extend_from_slice(&DUID_LL.to_be_bytes());
     duid.extend_from_slice(&HTYPE_ETHERNET.to_be_bytes());
-    duid.extend_from_slice(&mac);
+    duid.extend_from_slice(&mac.0);
     duid
 }
 
@@ -55,19 +57,19 @@ fn duid_mac(duid: &[u8]) -> Option<&[u8]> {
 }
 
 /// The Reply to `request`, or `None` when the server stays silent.
-pub fn answer(service: &DhcpService, request: &Message) -> Option<Message> {
+pub fn answer(service: &Served, request: &Message) -> Option<Message> {
     if request.msg_type() != MessageType::InformationRequest {
         return None;
     }
     let stateless: Vec<_> = service
         .subnets
         .iter()
-        .filter(|s| matches!(s.cidr, IpNet::V6(_)) && s.ipv6_address_mode.as_deref() == Some(STATELESS))
+        .filter(|s| matches!(s.cidr, IpNet::V6(_)) && s.ipv6_address_mode == Some(Ipv6Mode::Dhcpv6Stateless))
         .collect();
     if stateless.is_empty() {
         return None;
     }
-    let server_id = server_duid(super::parse_mac(&service.mac)?);
+    let server_id = server_duid(service.mac);
     let opts = request.opts();
     // RFC 8415 section 16.12: discard an Information-Request meant for
     // another server or asking for addresses.
@@ -84,7 +86,7 @@ pub fn answer(service: &DhcpService, request: &Message) -> Option<Message> {
         _ => None,
     };
     if let Some(mac) = client_id.as_deref().and_then(duid_mac)
-        && super::find_host(service, mac).is_none()
+        && service.host(mac).is_none()
     {
         return None;
     }
@@ -118,71 +120,57 @@ pub fn answer(service: &DhcpService, request: &Message) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use dhcproto::{Decodable, Decoder, Encodable};
-    use neutrino_proto::{DhcpHost, DhcpSubnet, FixedIp};
+    use neutrino_model::{NetworkId, PortId, SubnetId};
+    use neutrino_proto::{DhcpHost, DhcpService, DhcpSubnet, FixedIp};
+    use uuid::Uuid;
 
     use super::*;
 
-    const SERVER_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0, 0, 2];
-    const CLIENT_MAC: [u8; 6] = [0xfa, 0x16, 0x3e, 0, 0, 5];
+    const SERVER_MAC: MacAddress = MacAddress([0xfa, 0x16, 0x3e, 0, 0, 2]);
+    const CLIENT_MAC: MacAddress = MacAddress([0xfa, 0x16, 0x3e, 0, 0, 5]);
+    const NET: NetworkId = NetworkId(Uuid::from_u128(1));
+    const V6: SubnetId = SubnetId(Uuid::from_u128(6));
 
     fn v6(s: &str) -> Ipv6Addr {
         s.parse().unwrap()
     }
 
-    fn service() -> DhcpService {
-        DhcpService {
-            network_id: "net1".into(),
-            port_id: "dhcp-port".into(),
-            mac: "FA:16:3E:00:00:02".into(),
+    fn service() -> Served {
+        let subnet = |id: u128, cidr: &str, server: &str, dns: &str, mode| DhcpSubnet {
+            id: SubnetId(Uuid::from_u128(id)),
+            cidr: cidr.parse().unwrap(),
+            gateway_ip: None,
+            server_ip: server.parse().unwrap(),
+            dns_nameservers: dns.split(' ').map(|ip| ip.parse().unwrap()).collect(),
+            host_routes: vec![],
+            ipv6_address_mode: mode,
+        };
+        let service = DhcpService {
+            port_id: PortId(Uuid::from_u128(2)),
+            mac: SERVER_MAC,
             mtu: 1450,
             lease_seconds: 3600,
             subnets: vec![
-                DhcpSubnet {
-                    id: "v4".into(),
-                    cidr: "10.20.0.0/24".parse().unwrap(),
-                    gateway_ip: None,
-                    server_ip: "10.20.0.2".parse().unwrap(),
-                    dns_nameservers: vec!["10.20.0.53".parse().unwrap()],
-                    host_routes: vec![],
-                    ipv6_address_mode: None,
-                },
-                DhcpSubnet {
-                    id: "v6".into(),
-                    cidr: "2001:db8::/64".parse().unwrap(),
-                    gateway_ip: Some("2001:db8::1".parse().unwrap()),
-                    server_ip: "2001:db8::2".parse().unwrap(),
-                    dns_nameservers: vec!["2001:db8::53".parse().unwrap(), "10.9.9.9".parse().unwrap()],
-                    host_routes: vec![],
-                    ipv6_address_mode: Some("dhcpv6-stateless".into()),
-                },
-                DhcpSubnet {
-                    id: "slaac".into(),
-                    cidr: "2001:db8:1::/64".parse().unwrap(),
-                    gateway_ip: None,
-                    server_ip: "2001:db8:1::2".parse().unwrap(),
-                    dns_nameservers: vec!["2001:db8:1::53".parse().unwrap()],
-                    host_routes: vec![],
-                    ipv6_address_mode: Some("slaac".into()),
-                },
+                subnet(4, "10.20.0.0/24", "10.20.0.2", "10.20.0.53", None),
+                subnet(6, "2001:db8::/64", "2001:db8::2", "2001:db8::53 10.9.9.9", Some(Ipv6Mode::Dhcpv6Stateless)),
+                subnet(7, "2001:db8:1::/64", "2001:db8:1::2", "2001:db8:1::53", Some(Ipv6Mode::Slaac)),
             ],
-            hosts: vec![DhcpHost {
-                mac: "fa:16:3e:00:00:05".into(),
-                port_id: "p5".into(),
-                ips: vec![FixedIp {
-                    subnet_id: "v6".into(),
-                    ip_address: "2001:db8::f816:3eff:fe00:5".parse().unwrap(),
-                }],
-            }],
-        }
+        };
+        let host = DhcpHost {
+            network_id: NET,
+            mac: CLIENT_MAC,
+            ips: vec![FixedIp { subnet_id: V6, ip_address: "2001:db8::f816:3eff:fe00:5".parse().unwrap() }],
+        };
+        Served::new(NET, service, [host])
     }
 
-    fn duid_ll(mac: [u8; 6]) -> Vec<u8> {
+    fn duid_ll(mac: MacAddress) -> Vec<u8> {
         server_duid(mac)
     }
 
-    fn duid_llt(mac: [u8; 6]) -> Vec<u8> {
+    fn duid_llt(mac: MacAddress) -> Vec<u8> {
         let mut d = vec![0, 1, 0, 1, 0x2a, 0xbb, 0xcc, 0xdd];
-        d.extend_from_slice(&mac);
+        d.extend_from_slice(&mac.0);
         d
     }
 
@@ -196,7 +184,7 @@ mod tests {
     }
 
     /// Answers after a trip through the wire format both ways.
-    fn wire_answer(service: &DhcpService, req: &Message) -> Option<Message> {
+    fn wire_answer(service: &Served, req: &Message) -> Option<Message> {
         let req = Message::decode(&mut Decoder::new(&req.to_vec().unwrap())).unwrap();
         let reply = answer(service, &req)?;
         Some(Message::decode(&mut Decoder::new(&reply.to_vec().unwrap())).unwrap())
@@ -228,7 +216,7 @@ mod tests {
 
     #[test]
     fn clients_are_filtered_by_the_mac_in_their_duid() {
-        let stranger = [0xfa, 0x16, 0x3e, 0, 0, 9];
+        let stranger = MacAddress([0xfa, 0x16, 0x3e, 0, 0, 9]);
         assert!(answer(&service(), &info_request(Some(duid_llt(CLIENT_MAC)))).is_some());
         assert!(answer(&service(), &info_request(Some(duid_ll(stranger)))).is_none());
         assert!(answer(&service(), &info_request(Some(duid_llt(stranger)))).is_none());
@@ -242,7 +230,7 @@ mod tests {
     #[test]
     fn request_for_another_server_or_for_addresses_is_ignored() {
         let mut req = info_request(Some(duid_ll(CLIENT_MAC)));
-        req.opts_mut().insert(DhcpOption::ServerId(duid_ll([2, 0, 0, 0, 0, 1])));
+        req.opts_mut().insert(DhcpOption::ServerId(duid_ll(MacAddress([2, 0, 0, 0, 0, 1]))));
         assert!(answer(&service(), &req).is_none());
 
         let mut req = info_request(Some(duid_ll(CLIENT_MAC)));
@@ -261,14 +249,14 @@ mod tests {
         assert!(answer(&service(), &solicit).is_none());
 
         let mut service = service();
-        service.subnets[1].ipv6_address_mode = Some("dhcpv6-stateful".into());
+        service.service.subnets[1].ipv6_address_mode = Some(Ipv6Mode::Dhcpv6Stateful);
         assert!(answer(&service, &info_request(Some(duid_ll(CLIENT_MAC)))).is_none());
     }
 
     #[test]
     fn no_name_servers_means_no_dns_option() {
         let mut service = service();
-        service.subnets[1].dns_nameservers.clear();
+        service.service.subnets[1].dns_nameservers.clear();
         let reply = answer(&service, &info_request(None)).unwrap();
         assert_eq!(reply.opts().get(OptionCode::DomainNameServers), None);
         assert!(reply.opts().get(OptionCode::ServerId).is_some());
@@ -276,8 +264,8 @@ mod tests {
 
     #[test]
     fn duid_macs() {
-        assert_eq!(duid_mac(&duid_ll(CLIENT_MAC)), Some(&CLIENT_MAC[..]));
-        assert_eq!(duid_mac(&duid_llt(CLIENT_MAC)), Some(&CLIENT_MAC[..]));
+        assert_eq!(duid_mac(&duid_ll(CLIENT_MAC)), Some(&CLIENT_MAC.0[..]));
+        assert_eq!(duid_mac(&duid_llt(CLIENT_MAC)), Some(&CLIENT_MAC.0[..]));
         assert_eq!(duid_mac(&[0, 3, 0, 6, 1, 2, 3, 4, 5, 6]), None, "not Ethernet");
         assert_eq!(duid_mac(&[0, 3, 0, 1, 1, 2, 3]), None, "short");
         assert_eq!(duid_mac(&[0]), None);

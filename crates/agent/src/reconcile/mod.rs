@@ -12,11 +12,33 @@ mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use neutrino_model::{NetworkId, PortId};
 use neutrino_proto::HostView;
 
-use crate::desired::{AgentSettings, Desired, Owner, desired};
-use crate::kernel::Kernel;
+use crate::desired::{AgentSettings, Desired, Owner, Problem, desired};
+use crate::kernel::{Kernel, KernelError, Op};
 use plan::{Plan, Planned, Target, plan};
+
+/// Something one reconcile could not do. None stops the pass: everything
+/// else is still done, and the next pass tries again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReconcileError {
+    /// The view cannot be realised as it is on this host.
+    #[error(transparent)]
+    View(#[from] Problem),
+    #[error("reading the kernel state: {0}")]
+    Observe(#[source] KernelError),
+    /// A link the agent wants to create has the name of someone else's.
+    #[error("{link} exists and was not created by the agent; leaving it alone")]
+    NotTheAgents { link: String },
+    #[error("{link} not set up: its bridge {bridge} is not the agent's")]
+    BridgeNotTheAgents { link: String, bridge: String },
+    #[error("{op} (for {owner}): {error}")]
+    Op { op: Op, owner: Owner, error: KernelError },
+    /// Not tried: an earlier op on the same device failed.
+    #[error("{op} (for {owner}): skipped after an earlier failure")]
+    Skipped { op: Op, owner: Owner },
+}
 
 /// What one reconcile did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,18 +48,18 @@ pub struct Outcome {
     pub observed: bool,
     /// Ports whose device exists, is up and is in its bridge (for DHCP
     /// ports, with the namespace side configured too).
-    pub wired: BTreeSet<String>,
+    pub wired: BTreeSet<PortId>,
     /// Netlink requests made.
     pub ops: usize,
     /// Namespaces created or deleted (mounts, not netlink).
     pub netns_ops: usize,
     /// Netlink requests made for each port's own devices.
-    pub port_ops: BTreeMap<String, usize>,
+    pub port_ops: BTreeMap<PortId, usize>,
     /// Netlink requests made for each network's bridge, segment device and
     /// l2population entries.
-    pub network_ops: BTreeMap<String, usize>,
+    pub network_ops: BTreeMap<NetworkId, usize>,
     /// Everything that went wrong; one failing op does not stop the others.
-    pub errors: Vec<String>,
+    pub errors: Vec<ReconcileError>,
 }
 
 /// Keeps the kernel in line with host views.
@@ -67,11 +89,12 @@ impl<K: Kernel> Reconciler<K> {
     /// already matches `view` it makes no operation.
     pub async fn reconcile(&mut self, view: &HostView) -> Outcome {
         let want = desired(view, &self.settings);
-        let mut outcome = Outcome { errors: want.errors.clone(), ..Default::default() };
+        let errors = want.problems.iter().cloned().map(ReconcileError::View).collect();
+        let mut outcome = Outcome { errors, ..Default::default() };
         let observed = match self.kernel.observe(&self.settings.netns_scope()).await {
             Ok(o) => o,
             Err(e) => {
-                outcome.errors.push(format!("reading the kernel state: {e}"));
+                outcome.errors.push(ReconcileError::Observe(e));
                 return outcome;
             }
         };
@@ -81,11 +104,7 @@ impl<K: Kernel> Reconciler<K> {
         outcome.errors.extend(plan.errors.iter().cloned());
         let failed = self.apply(plan.phases.clone(), &mut outcome).await;
         outcome.wired = wired(&want, &plan, &failed);
-        if !outcome.errors.is_empty() {
-            tracing::warn!(errors = ?outcome.errors, ops = outcome.ops, "reconcile finished with errors");
-        } else if outcome.ops > 0 {
-            tracing::debug!(ops = outcome.ops, wired = outcome.wired.len(), "reconciled");
-        }
+        tracing::debug!(ops = outcome.ops, wired = outcome.wired.len(), errors = outcome.errors.len(), "reconciled");
         outcome
     }
 
@@ -98,7 +117,7 @@ impl<K: Kernel> Reconciler<K> {
             let (skipped, run): (Vec<Planned>, Vec<Planned>) =
                 phase.into_iter().partition(|p| p.targets.iter().any(|t| *t != Target::Entry && failed.contains(t)));
             for p in skipped {
-                outcome.errors.push(format!("{}: skipped after an earlier failure", p.op));
+                outcome.errors.push(ReconcileError::Skipped { op: p.op, owner: p.owner });
                 failed.extend(p.targets);
             }
             if run.is_empty() {
@@ -110,17 +129,17 @@ impl<K: Kernel> Reconciler<K> {
                 tracing::debug!(op = %p.op, ok = result.is_ok(), "kernel op");
                 if p.op.is_netlink() {
                     outcome.ops += 1;
-                    match &p.owner {
-                        Owner::Port(id) => *outcome.port_ops.entry(id.clone()).or_default() += 1,
-                        Owner::Network(id) => *outcome.network_ops.entry(id.clone()).or_default() += 1,
+                    match p.owner {
+                        Owner::Port(id) => *outcome.port_ops.entry(id).or_default() += 1,
+                        Owner::Network(id) => *outcome.network_ops.entry(id).or_default() += 1,
                         Owner::Host => {}
                     }
                 } else {
                     outcome.netns_ops += 1;
                 }
-                if let Err(e) = result {
-                    outcome.errors.push(format!("{}: {e}", p.op));
+                if let Err(error) = result {
                     failed.extend(p.targets.into_iter().filter(|t| *t != Target::Entry));
+                    outcome.errors.push(ReconcileError::Op { op: p.op, owner: p.owner, error });
                 }
             }
         }
@@ -129,7 +148,7 @@ impl<K: Kernel> Reconciler<K> {
 }
 
 /// Ports all of whose needs exist and had no failed op.
-fn wired(want: &Desired, plan: &Plan, failed: &BTreeSet<Target>) -> BTreeSet<String> {
+fn wired(want: &Desired, plan: &Plan, failed: &BTreeSet<Target>) -> BTreeSet<PortId> {
     let ok = |t: Target| plan.available.contains(&t) && !failed.contains(&t);
     want.ports
         .iter()
@@ -142,7 +161,7 @@ fn wired(want: &Desired, plan: &Plan, failed: &BTreeSet<Target>) -> BTreeSet<Str
                     .iter()
                     .all(|(ns, l)| ok(Target::Netns(ns.clone())) && ok(Target::NsLink(ns.clone(), l.clone())))
         })
-        .map(|(id, _)| id.clone())
+        .map(|(id, _)| *id)
         .collect()
 }
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use super::ReconcileError;
 use crate::desired::{Desired, LinkSpec, LinkSpecKind, NsLinkSpec, Owner};
 use crate::kernel::{
     DOOMED_GROUP, FdbEntry, Link, LinkChange, LinkKind, Mac, NewLinkKind, NsLinkChange, Observed, Op, PortFlags,
@@ -50,7 +51,7 @@ pub struct Plan {
     pub phases: [Vec<Planned>; PHASES],
     /// Targets that exist once every op succeeds.
     pub available: BTreeSet<Target>,
-    pub errors: Vec<String>,
+    pub errors: Vec<ReconcileError>,
 }
 
 impl Plan {
@@ -77,14 +78,14 @@ pub fn plan(d: &Desired, o: &Observed, uplinks: &BTreeSet<String>) -> Plan {
         .map(|(n, _)| n)
         .collect();
     for name in &blocked {
-        p.errors.push(format!("{name} exists and was not created by the agent; leaving it alone"));
+        p.errors.push(ReconcileError::NotTheAgents { link: (*name).clone() });
     }
     for (name, spec) in &d.links {
         if blocked.contains(name) {
             continue;
         }
         if let Some(master) = spec.master.as_ref().filter(|m| blocked.contains(m)) {
-            p.errors.push(format!("{name} not set up: its bridge {master} is not the agent's"));
+            p.errors.push(ReconcileError::BridgeNotTheAgents { link: name.clone(), bridge: master.clone() });
             continue;
         }
         match o.links.get(name) {
@@ -130,7 +131,7 @@ pub fn plan(d: &Desired, o: &Observed, uplinks: &BTreeSet<String>) -> Plan {
                 CONFIGURE,
                 Op::SetLink { name: (*name).clone(), change },
                 vec![Target::Link((*name).clone())],
-                spec.owner.clone(),
+                spec.owner,
             );
         }
         if activate {
@@ -139,7 +140,7 @@ pub fn plan(d: &Desired, o: &Observed, uplinks: &BTreeSet<String>) -> Plan {
                 ACTIVATE,
                 Op::SetLink { name: (*name).clone(), change },
                 vec![Target::Link((*name).clone())],
-                spec.owner.clone(),
+                spec.owner,
             );
         }
         if let Some(port) = late_port {
@@ -148,7 +149,7 @@ pub fn plan(d: &Desired, o: &Observed, uplinks: &BTreeSet<String>) -> Plan {
                 POPULATE,
                 Op::SetLink { name: (*name).clone(), change },
                 vec![Target::Link((*name).clone())],
-                spec.owner.clone(),
+                spec.owner,
             );
         }
     }
@@ -288,12 +289,7 @@ fn plan_namespaces(p: &mut Plan, d: &Desired, o: &Observed, deletes: &BTreeSet<S
         p.available.insert(Target::Netns(ns.clone()));
         let observed = o.namespaces.get(ns);
         if observed.is_none() {
-            p.push(
-                FOUNDATION,
-                Op::CreateNetns { name: ns.clone() },
-                vec![Target::Netns(ns.clone())],
-                spec.owner.clone(),
-            );
+            p.push(FOUNDATION, Op::CreateNetns { name: ns.clone() }, vec![Target::Netns(ns.clone())], spec.owner);
         }
         for (dev, want) in &spec.links {
             let fresh = fresh_peers.contains(&(ns, dev));
@@ -306,17 +302,17 @@ fn plan_namespaces(p: &mut Plan, d: &Desired, o: &Observed, deletes: &BTreeSet<S
             let change = ns_link_change(want, have, fresh);
             if !change.is_empty() {
                 let op = Op::NsSetLink { ns: ns.clone(), name: dev.clone(), change };
-                p.push(CONFIGURE, op, target(), want.owner.clone());
+                p.push(CONFIGURE, op, target(), want.owner);
             }
             let empty = BTreeSet::new();
             let current = have.map(|h| &h.addresses).unwrap_or(&empty);
             for addr in current.difference(&want.addresses) {
                 let op = Op::NsDelAddress { ns: ns.clone(), dev: dev.clone(), addr: *addr };
-                p.push(REMOVE, op, target(), want.owner.clone());
+                p.push(REMOVE, op, target(), want.owner);
             }
             for addr in want.addresses.difference(current) {
                 let op = Op::NsAddAddress { ns: ns.clone(), dev: dev.clone(), addr: *addr };
-                p.push(CONFIGURE, op, target(), want.owner.clone());
+                p.push(CONFIGURE, op, target(), want.owner);
             }
         }
     }
@@ -386,7 +382,7 @@ fn plan_creates(p: &mut Plan, d: &Desired, creates: &[&String]) {
             master: spec.master.clone(),
             up: up_at_create,
         };
-        p.push(if bridge { FOUNDATION } else { CREATE }, op, targets.clone(), spec.owner.clone());
+        p.push(if bridge { FOUNDATION } else { CREATE }, op, targets.clone(), spec.owner);
 
         let mut change = LinkChange::default();
         if spec.addrgen_none {
@@ -397,11 +393,11 @@ fn plan_creates(p: &mut Plan, d: &Desired, creates: &[&String]) {
         }
         if !change.is_empty() {
             let op = Op::SetLink { name: (*name).clone(), change };
-            p.push(if bridge { CREATE } else { CONFIGURE }, op, targets.clone(), spec.owner.clone());
+            p.push(if bridge { CREATE } else { CONFIGURE }, op, targets.clone(), spec.owner);
         }
         if spec.up && !up_at_create {
             let change = LinkChange { up: Some(true), ..Default::default() };
-            p.push(ACTIVATE, Op::SetLink { name: (*name).clone(), change }, targets, spec.owner.clone());
+            p.push(ACTIVATE, Op::SetLink { name: (*name).clone(), change }, targets, spec.owner);
         }
     }
 }

@@ -1,21 +1,28 @@
 use std::net::IpAddr;
 
-use neutrino_proto::{FixedIp, PortView, RemoteEndpoint, Segment};
+use neutrino_model::resources::device_owner;
+use neutrino_proto::{FixedIp, PortView, RemotePort};
+use uuid::Uuid;
 
 use super::*;
-use crate::desired::DHCP_OWNER;
-use crate::desired::tests::{NET, dhcp_service, port, settings, view, vxlan_net};
+use crate::desired::tests::{
+    NET, NET_B, S4, S6, dhcp_service, flat_net, port, remote, settings, view, vlan_net, vxlan_net,
+};
 use crate::kernel::fake::FakeKernel;
 use crate::kernel::{
     DOOMED_GROUP, FdbEntry, LinkChange, LinkKind, Mac, NeighEntry, NsLinkChange, OWNED_GROUP, Op, PortFlags,
 };
 
-const NET_B: &str = "7e2c3b4a-2222-4000-8000-00000000000b";
 const BR: &str = "brq6f1d2a3b-11";
 const BR_B: &str = "brq7e2c3b4a-22";
-const P1: &str = "11111111-aaaa-4000-8000-000000000001";
-const P2: &str = "22222222-aaaa-4000-8000-000000000002";
-const DHCP: &str = "9d8c7b6a-aaaa-4000-8000-000000000003";
+const P1: PortId = PortId(Uuid::from_u128(0x11111111_aaaa_4000_8000_000000000001));
+const P2: PortId = PortId(Uuid::from_u128(0x22222222_aaaa_4000_8000_000000000002));
+const P3: PortId = PortId(Uuid::from_u128(0x33333333_aaaa_4000_8000_000000000003));
+const P4: PortId = PortId(Uuid::from_u128(0x44444444_aaaa_4000_8000_000000000004));
+const DHCP: PortId = PortId(Uuid::from_u128(0x9d8c7b6a_aaaa_4000_8000_000000000003));
+/// The remote ports of the l2population tests.
+const R1: PortId = PortId(Uuid::from_u128(0x0e0e0e0e_0000_4000_8000_000000000001));
+const R2: PortId = PortId(Uuid::from_u128(0x0e0e0e0e_0000_4000_8000_000000000002));
 
 fn mac(m: &str) -> Mac {
     m.parse().unwrap()
@@ -36,16 +43,15 @@ fn reconciler() -> Reconciler<FakeKernel> {
     Reconciler::new(fake(), settings())
 }
 
-fn compute(id: &str, network: &str, m: &str) -> PortView {
-    port(id, network, m, "compute:nova")
+fn compute(network: NetworkId, m: &str) -> PortView {
+    port(network, m, "compute:nova")
 }
 
-/// A network with one remote VTEP holding one port.
-fn net_with_remote() -> neutrino_proto::NetworkView {
-    let mut net = vxlan_net(NET, 100);
-    let endpoint = RemoteEndpoint { mac: "fa:16:3e:00:01:12".into(), ips: vec![ip("10.0.0.12"), ip("fd00::12")] };
-    net.remote_vteps.insert(ip("172.31.0.12"), vec![endpoint]);
-    net
+/// A view of NET with one remote port behind one remote VTEP, and `ports`.
+fn view_with_remote(ports: Vec<(PortId, PortView)>) -> HostView {
+    let mut v = view(vec![(NET, vxlan_net(100))], ports);
+    v.remote_ports.insert(R1, remote(NET, "172.31.0.12", "fa:16:3e:00:01:12", &["10.0.0.12", "fd00::12"]));
+    v
 }
 
 async fn run(r: &mut Reconciler<FakeKernel>, v: &HostView) -> Outcome {
@@ -69,15 +75,15 @@ async fn clean(r: &mut Reconciler<FakeKernel>, v: &HostView) -> Outcome {
 async fn a_new_network_and_port_take_the_fewest_ops_and_a_second_run_none() {
     let mut r = reconciler();
     r.kernel_mut().add_foreign("tap11111111-aa", "tun");
-    let v = view(vec![net_with_remote()], vec![compute(P1, NET, "fa:16:3e:00:00:01")]);
+    let v = view_with_remote(vec![(P1, compute(NET, "fa:16:3e:00:00:01"))]);
     let first = clean(&mut r, &v).await;
-    assert_eq!(first.wired, BTreeSet::from([P1.to_string()]));
+    assert_eq!(first.wired, BTreeSet::from([P1]));
     // Bridge: create (up, no carrier yet) + addrgenmode. VXLAN: create +
     // (addrgenmode, port flags) + up. l2pop: flood, unicast, static, three
     // neighbours (v4, v6, the v6 link-local).
-    assert_eq!(first.network_ops[NET], 2 + 3 + 3 + 3);
+    assert_eq!(first.network_ops[&NET], 2 + 3 + 3 + 3);
     // The tap: master, MTU and addrgenmode, then up.
-    assert_eq!(first.port_ops[P1], 2);
+    assert_eq!(first.port_ops[&P1], 2);
     assert_eq!(first.ops, 13);
 
     let log = r.kernel_mut().take_log();
@@ -101,7 +107,7 @@ async fn a_new_network_and_port_take_the_fewest_ops_and_a_second_run_none() {
     let vx = &k.links["vxlan-100"];
     assert_eq!((vx.group, vx.master.as_deref(), vx.up), (OWNED_GROUP, Some(BR), true));
     assert_eq!(vx.port, Some(PortFlags { learning: false, neigh_suppress: true }));
-    assert_eq!(k.links[BR].mac, Some(crate::desired::bridge_mac(NET)));
+    assert_eq!(k.links[BR].mac, Some(crate::desired::bridge_mac(&NET)));
 
     let second = clean(&mut r, &v).await;
     assert_eq!((second.ops, second.netns_ops), (0, 0));
@@ -114,11 +120,11 @@ async fn a_port_added_to_a_wired_network_costs_two_ops_at_most() {
     let mut r = reconciler();
     r.kernel_mut().add_foreign("tap11111111-aa", "tun");
     r.kernel_mut().add_foreign("tap22222222-aa", "tun");
-    let mut v = view(vec![vxlan_net(NET, 100)], vec![compute(P1, NET, "fa:16:3e:00:00:01")]);
+    let mut v = view(vec![(NET, vxlan_net(100))], vec![(P1, compute(NET, "fa:16:3e:00:00:01"))]);
     clean(&mut r, &v).await;
-    v.ports.insert(P2.into(), compute(P2, NET, "fa:16:3e:00:00:02"));
+    v.ports.insert(P2, compute(NET, "fa:16:3e:00:00:02"));
     let added = clean(&mut r, &v).await;
-    assert_eq!((added.ops, added.port_ops.get(P2)), (2, Some(&2)));
+    assert_eq!((added.ops, added.port_ops.get(&P2)), (2, Some(&2)));
     assert_eq!(added.wired.len(), 2);
 
     // A tap already up (it has its link-local by now) or already set to
@@ -128,11 +134,8 @@ async fn a_port_added_to_a_wired_network_costs_two_ops_at_most() {
     k.links.get_mut("tap33333333-aa").unwrap().up = true;
     k.add_foreign("tap44444444-aa", "tun");
     k.links.get_mut("tap44444444-aa").unwrap().addrgen_none = Some(true);
-    for (id, m) in [
-        ("33333333-aaaa-4000-8000-000000000003", "fa:16:3e:00:00:03"),
-        ("44444444-aaaa-4000-8000-000000000004", "fa:16:3e:00:00:04"),
-    ] {
-        v.ports.insert(id.into(), compute(id, NET, m));
+    for (id, m) in [(P3, "fa:16:3e:00:00:03"), (P4, "fa:16:3e:00:00:04")] {
+        v.ports.insert(id, compute(NET, m));
     }
     let added = clean(&mut r, &v).await;
     assert_eq!(added.ops, 2);
@@ -142,19 +145,19 @@ async fn a_port_added_to_a_wired_network_costs_two_ops_at_most() {
 #[tokio::test]
 async fn a_tap_is_wired_when_it_appears() {
     let mut r = reconciler();
-    let v = view(vec![vxlan_net(NET, 100)], vec![compute(P1, NET, "fa:16:3e:00:00:01")]);
+    let v = view(vec![(NET, vxlan_net(100))], vec![(P1, compute(NET, "fa:16:3e:00:00:01"))]);
     let before = clean(&mut r, &v).await;
     assert!(before.wired.is_empty(), "no tap yet, and that is no error");
     r.kernel_mut().add_foreign("tap11111111-aa", "tun");
     let after = clean(&mut r, &v).await;
-    assert_eq!(after.wired, BTreeSet::from([P1.to_string()]));
+    assert_eq!(after.wired, BTreeSet::from([P1]));
     assert_eq!(after.ops, 2);
 }
 
 #[tokio::test]
 async fn a_device_deleted_by_hand_comes_back_with_its_entries() {
     let mut r = reconciler();
-    let v = view(vec![net_with_remote()], vec![]);
+    let v = view_with_remote(vec![]);
     clean(&mut r, &v).await;
     let fdb = r.kernel().fdb.clone();
     assert_eq!(fdb.len(), 3);
@@ -172,7 +175,7 @@ async fn a_device_deleted_by_hand_comes_back_with_its_entries() {
 async fn a_deleted_port_is_released_and_a_deleted_network_goes_away_in_bulk() {
     let mut r = reconciler();
     r.kernel_mut().add_foreign("tap11111111-aa", "tun");
-    let mut v = view(vec![net_with_remote()], vec![compute(P1, NET, "fa:16:3e:00:00:01")]);
+    let mut v = view_with_remote(vec![(P1, compute(NET, "fa:16:3e:00:00:01"))]);
     clean(&mut r, &v).await;
 
     v.ports.clear();
@@ -182,6 +185,7 @@ async fn a_deleted_port_is_released_and_a_deleted_network_goes_away_in_bulk() {
     assert_eq!(tap.master, None, "released, not deleted: the tap is not the agent's");
 
     v.networks.clear();
+    v.remote_ports.clear();
     r.kernel_mut().take_log();
     clean(&mut r, &v).await;
     let log = r.kernel_mut().take_log();
@@ -204,11 +208,11 @@ async fn a_deleted_port_is_released_and_a_deleted_network_goes_away_in_bulk() {
 #[tokio::test]
 async fn a_single_stale_device_is_deleted_directly() {
     let mut r = reconciler();
-    let mut v = view(vec![vxlan_net(NET, 100), vxlan_net(NET_B, 200)], vec![]);
+    let mut v = view(vec![(NET, vxlan_net(100)), (NET_B, vxlan_net(200))], vec![]);
     clean(&mut r, &v).await;
     r.kernel_mut().take_log();
     // NET_B's bridge and VXLAN go; NET keeps its own.
-    v.networks.remove(NET_B);
+    v.networks.remove(&NET_B);
     clean(&mut r, &v).await;
     assert_eq!(r.kernel_mut().take_log().len(), 3);
     assert!(!r.kernel().links.contains_key(BR_B));
@@ -247,9 +251,9 @@ async fn devices_the_agent_did_not_create_are_left_alone() {
     k.add_foreign("tap11111111-aa", "tun");
     let before = (k.links.clone(), k.neighbours.clone());
 
-    let v = view(vec![vxlan_net(NET, 100)], vec![compute(P1, NET, "fa:16:3e:00:00:01")]);
+    let v = view(vec![(NET, vxlan_net(100))], vec![(P1, compute(NET, "fa:16:3e:00:00:01"))]);
     let outcome = run(&mut r, &v).await;
-    assert!(outcome.errors[0].contains("not created by the agent"), "{:?}", outcome.errors);
+    assert_eq!(outcome.errors[0], ReconcileError::NotTheAgents { link: BR.into() }, "{:?}", outcome.errors);
     assert!(outcome.wired.is_empty());
     let k = r.kernel();
     assert!(!k.links.contains_key("vxlan-100"), "nothing goes into someone else's bridge");
@@ -263,7 +267,7 @@ async fn devices_the_agent_did_not_create_are_left_alone() {
 #[tokio::test]
 async fn foreign_devices_in_an_owned_bridge_are_only_released_when_they_are_port_devices() {
     let mut r = reconciler();
-    let v = view(vec![vxlan_net(NET, 100)], vec![]);
+    let v = view(vec![(NET, vxlan_net(100))], vec![]);
     clean(&mut r, &v).await;
     let k = r.kernel_mut();
     k.add_foreign("debug0", "veth");
@@ -280,15 +284,13 @@ async fn foreign_devices_in_an_owned_bridge_are_only_released_when_they_are_port
 #[tokio::test]
 async fn l2population_follows_remote_ports_exactly() {
     let mut r = reconciler();
-    let mut v = view(vec![net_with_remote()], vec![]);
+    let mut v = view_with_remote(vec![]);
     clean(&mut r, &v).await;
     let vx = "vxlan-100".to_string();
 
     // The remote port moves to another VTEP: its unicast entry is replaced
     // in place, a flood entry goes and another comes.
-    let net = v.networks.get_mut(NET).unwrap();
-    let endpoints = net.remote_vteps.remove(&ip("172.31.0.12")).unwrap();
-    net.remote_vteps.insert(ip("172.31.0.13"), endpoints);
+    v.remote_ports.get_mut(&R1).unwrap().vtep = ip("172.31.0.13");
     r.kernel_mut().take_log();
     clean(&mut r, &v).await;
     let log = r.kernel_mut().take_log();
@@ -302,13 +304,12 @@ async fn l2population_follows_remote_ports_exactly() {
     );
 
     // A second remote port: two FDB entries and one neighbour, nothing else.
-    let net = v.networks.get_mut(NET).unwrap();
-    let second = RemoteEndpoint { mac: "fa:16:3e:00:01:13".into(), ips: vec![ip("10.0.0.13")] };
-    net.remote_vteps.get_mut(&ip("172.31.0.13")).unwrap().push(second);
+    let second: RemotePort = remote(NET, "172.31.0.13", "fa:16:3e:00:01:13", &["10.0.0.13"]);
+    v.remote_ports.insert(R2, second);
     assert_eq!(clean(&mut r, &v).await.ops, 3);
 
     // Everything of the first port goes when it does, and only that.
-    net_endpoints(&mut v).retain(|e| e.mac != "fa:16:3e:00:01:12");
+    v.remote_ports.remove(&R1);
     r.kernel_mut().take_log();
     clean(&mut r, &v).await;
     let log = r.kernel_mut().take_log();
@@ -325,27 +326,23 @@ async fn l2population_follows_remote_ports_exactly() {
     assert_eq!(clean(&mut r, &v).await.ops, 2);
 }
 
-fn net_endpoints(v: &mut HostView) -> &mut Vec<RemoteEndpoint> {
-    v.networks.get_mut(NET).unwrap().remote_vteps.values_mut().next().unwrap()
-}
-
 #[tokio::test]
 async fn a_dhcp_port_gets_its_namespace_side_in_few_ops() {
     let mut r = reconciler();
-    let mut dhcp = port(DHCP, NET, "fa:16:3e:00:00:02", DHCP_OWNER);
+    let mut dhcp = port(NET, "fa:16:3e:00:00:02", device_owner::DHCP);
     dhcp.fixed_ips = vec![
-        FixedIp { subnet_id: "s4".into(), ip_address: ip("10.0.0.2") },
-        FixedIp { subnet_id: "s6".into(), ip_address: ip("2001:db8:1::2") },
+        FixedIp { subnet_id: S4, ip_address: ip("10.0.0.2") },
+        FixedIp { subnet_id: S6, ip_address: ip("2001:db8:1::2") },
     ];
-    let mut v = view(vec![vxlan_net(NET, 100)], vec![dhcp]);
-    v.dhcp.insert(NET.into(), dhcp_service(NET, DHCP));
+    let mut v = view(vec![(NET, vxlan_net(100))], vec![(DHCP, dhcp)]);
+    v.dhcp.insert(NET, dhcp_service(DHCP));
     let first = clean(&mut r, &v).await;
-    assert_eq!(first.wired, BTreeSet::from([DHCP.to_string()]));
+    assert_eq!(first.wired, BTreeSet::from([DHCP]));
     // veth create (peer born in the namespace with its MAC and MTU),
     // addrgenmode of the host side, the peer up, two addresses, the host
     // side up; `lo` up is the network's.
-    assert_eq!(first.port_ops[DHCP], 6);
-    assert_eq!(first.network_ops[NET], 2 + 3 + 1);
+    assert_eq!(first.port_ops[&DHCP], 6);
+    assert_eq!(first.network_ops[&NET], 2 + 3 + 1);
     assert_eq!(first.netns_ops, 1);
     let ns = format!("lab-h1-qdhcp-{NET}");
     let k = r.kernel();
@@ -407,14 +404,22 @@ async fn a_failing_op_does_not_stop_the_others() {
     r.kernel_mut().add_foreign("tap22222222-aa", "tun");
     r.kernel_mut().fail_when(|op| matches!(op, Op::CreateLink { name, .. } if name == BR));
     let v = view(
-        vec![vxlan_net(NET, 100), vxlan_net(NET_B, 200)],
-        vec![compute(P1, NET, "fa:16:3e:00:00:01"), compute(P2, NET_B, "fa:16:3e:00:00:02")],
+        vec![(NET, vxlan_net(100)), (NET_B, vxlan_net(200))],
+        vec![(P1, compute(NET, "fa:16:3e:00:00:01")), (P2, compute(NET_B, "fa:16:3e:00:00:02"))],
     );
     let outcome = run(&mut r, &v).await;
-    assert_eq!(outcome.wired, BTreeSet::from([P2.to_string()]));
-    assert!(outcome.errors.iter().any(|e| e.contains("injected")));
+    assert_eq!(outcome.wired, BTreeSet::from([P2]));
     assert!(
-        outcome.errors.iter().any(|e| e.contains("skipped")),
+        outcome.errors.iter().any(|e| matches!(e, ReconcileError::Op { op: Op::CreateLink { name, .. }, owner, error }
+            if name == BR && *owner == Owner::Network(NET) && error.message.contains("injected"))),
+        "{:?}",
+        outcome.errors
+    );
+    assert!(
+        outcome
+            .errors
+            .iter()
+            .any(|e| matches!(e, ReconcileError::Skipped { op: Op::SetLink { name, .. }, .. } if name == BR)),
         "the bridge's own set-up is skipped: {:?}",
         outcome.errors
     );
@@ -427,7 +432,7 @@ async fn a_failing_op_does_not_stop_the_others() {
 async fn drift_is_corrected_in_place_or_by_recreation() {
     let mut r = reconciler();
     r.kernel_mut().add_foreign("tap11111111-aa", "tun");
-    let v = view(vec![net_with_remote()], vec![compute(P1, NET, "fa:16:3e:00:00:01")]);
+    let v = view_with_remote(vec![(P1, compute(NET, "fa:16:3e:00:00:01"))]);
     clean(&mut r, &v).await;
     r.kernel_mut().take_log();
 
@@ -469,9 +474,9 @@ async fn a_port_that_is_down_is_kept_down_and_not_wired() {
     let mut r = reconciler();
     r.kernel_mut().add_foreign("tap11111111-aa", "tun");
     r.kernel_mut().links.get_mut("tap11111111-aa").unwrap().up = true;
-    let mut p = compute(P1, NET, "fa:16:3e:00:00:01");
+    let mut p = compute(NET, "fa:16:3e:00:00:01");
     p.admin_state_up = false;
-    let v = view(vec![vxlan_net(NET, 100)], vec![p]);
+    let v = view(vec![(NET, vxlan_net(100))], vec![(P1, p)]);
     let outcome = clean(&mut r, &v).await;
     assert!(outcome.wired.is_empty());
     let tap = &r.kernel().links["tap11111111-aa"];
@@ -481,7 +486,7 @@ async fn a_port_that_is_down_is_kept_down_and_not_wired() {
 #[tokio::test]
 async fn leftovers_of_an_interrupted_bulk_delete_are_finished() {
     let mut r = reconciler();
-    let v = view(vec![vxlan_net(NET, 100)], vec![]);
+    let v = view(vec![(NET, vxlan_net(100))], vec![]);
     clean(&mut r, &v).await;
     // A crash between "doom" and "delete group": the bridge is doomed.
     r.kernel_mut().links.get_mut(BR).unwrap().group = DOOMED_GROUP;
@@ -497,11 +502,7 @@ async fn leftovers_of_an_interrupted_bulk_delete_are_finished() {
 async fn flat_and_vlan_segments() {
     let mut r = reconciler();
     r.kernel_mut().add_foreign("eth1", "");
-    let mut flat = vxlan_net(NET, 0);
-    flat.segment = Segment::Flat { physical_network: "physnet1".into() };
-    let mut vlan = vxlan_net(NET_B, 0);
-    vlan.segment = Segment::Vlan { physical_network: "physnet1".into(), vlan_id: 120 };
-    let mut v = view(vec![flat, vlan], vec![]);
+    let mut v = view(vec![(NET, flat_net()), (NET_B, vlan_net(120))], vec![]);
     clean(&mut r, &v).await;
     let k = r.kernel();
     assert_eq!(k.links["eth1"].master.as_deref(), Some(BR));
@@ -512,7 +513,7 @@ async fn flat_and_vlan_segments() {
     assert_eq!(clean(&mut r, &v).await.ops, 0);
 
     // The flat network leaves: its bridge goes, eth1 stays (released).
-    v.networks.remove(NET);
+    v.networks.remove(&NET);
     clean(&mut r, &v).await;
     let k = r.kernel();
     assert!(!k.links.contains_key(BR));
