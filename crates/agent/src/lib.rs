@@ -2,7 +2,7 @@
 //! host view the server streams (DESIGN.md section 3), and reconciles the
 //! kernel against it (section 4) through rtnetlink, never by shelling out.
 //!
-//! - [`channel`]: the HTTP client side of the agent channel.
+//! - the agent channel is spoken through `neutrino_client::AgentClient`.
 //! - [`desired`]: host view -> the devices, FDB and neighbour entries and
 //!   namespaces the kernel should have.
 //! - [`kernel`]: what the reconciler needs from the kernel, as a trait (a
@@ -15,7 +15,6 @@
 //! - [`status`]: the status file (kernel operations since start).
 //! - [`runtime`]: the agent process: channel, reconcile loop, heartbeats.
 
-pub mod channel;
 pub mod dataplane;
 pub mod desired;
 pub mod dhcp;

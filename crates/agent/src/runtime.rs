@@ -23,10 +23,10 @@ use neutrino_proto::{
 use tokio::sync::{Mutex, Notify, watch};
 use tracing::Instrument;
 
-use crate::channel::{ChannelClient, ChannelError};
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::guard::{Refusal, judge_snapshot};
 use crate::status::AgentStatus;
+use neutrino_client::{AgentClient, AgentError as ChannelError};
 
 /// `neutrino agent` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -147,7 +147,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             availability_zone: args.availability_zone.clone(),
         },
     };
-    let client = Arc::new(ChannelClient::new(&args.server, &host, &args.token)?);
+    let client = Arc::new(AgentClient::new(&args.server, &host, &args.token)?);
     let (view_tx, view_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         view: view_tx,
@@ -219,7 +219,7 @@ const REFUSED_RETRY: Duration = Duration::from_secs(10);
 
 /// Register, then watch until the server forgets this host; register
 /// again. The view is never cleared on the way.
-async fn channel_loop(client: Arc<ChannelClient>, registration: Registration, shared: Arc<Shared>) {
+async fn channel_loop(client: Arc<AgentClient>, registration: Registration, shared: Arc<Shared>) {
     let mut backoff = Backoff::new();
     loop {
         let registered = match client.register(&registration).await {
@@ -258,7 +258,7 @@ async fn contract_refused(e: &ChannelError) {
 /// Watches, reconnecting with what the agent holds (`since` and
 /// `digest`) so that a server that has the same view resumes instead of
 /// resending it, until the server does not know this host.
-async fn watch_while_registered(client: &ChannelClient, shared: &Shared, backoff: &mut Backoff) {
+async fn watch_while_registered(client: &AgentClient, shared: &Shared, backoff: &mut Backoff) {
     loop {
         let mut progressed = false;
         let error = tokio::select! {
@@ -302,7 +302,7 @@ async fn watch_while_registered(client: &ChannelClient, shared: &Shared, backoff
 
 /// One watch stream, until it fails. `progressed` is set once an event
 /// was taken.
-async fn watch_once(client: &ChannelClient, shared: &Shared, progressed: &mut bool) -> WatchError {
+async fn watch_once(client: &AgentClient, shared: &Shared, progressed: &mut bool) -> WatchError {
     let held = shared.view.borrow().clone();
     let query = match &held {
         Some(view) => WatchQuery { since: Some(view.revision), digest: Some(view.digest()) },
@@ -357,7 +357,7 @@ fn take_event(shared: &Shared, event: WatchEvent) -> Result<(), WatchError> {
     Ok(())
 }
 
-async fn heartbeat_loop(client: Arc<ChannelClient>, shared: Arc<Shared>, every: Duration) {
+async fn heartbeat_loop(client: Arc<AgentClient>, shared: Arc<Shared>, every: Duration) {
     loop {
         let beat = Heartbeat { synced_revision: *shared.synced.lock().await };
         match client.heartbeat(&beat).await {
@@ -377,7 +377,7 @@ async fn heartbeat_loop(client: Arc<ChannelClient>, shared: Arc<Shared>, every: 
 /// and writes the status file.
 async fn reconcile_loop(
     mut dataplane: Dataplane,
-    client: Arc<ChannelClient>,
+    client: Arc<AgentClient>,
     shared: Arc<Shared>,
     mut view_rx: watch::Receiver<Option<Arc<HostView>>>,
     resync: Duration,
@@ -400,7 +400,7 @@ async fn reconcile_loop(
 
 async fn reconcile_once(
     dataplane: &mut Dataplane,
-    client: &ChannelClient,
+    client: &AgentClient,
     shared: &Shared,
     view: &HostView,
     status_file: Option<&std::path::Path>,
@@ -430,7 +430,7 @@ async fn reconcile_once(
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
 }
 
-async fn report_changes(client: &ChannelClient, shared: &Shared, statuses: BTreeMap<PortId, PortStatus>) {
+async fn report_changes(client: &AgentClient, shared: &Shared, statuses: BTreeMap<PortId, PortStatus>) {
     let mut reported = shared.reported.lock().await;
     let changed: BTreeMap<PortId, PortStatus> =
         statuses.iter().filter(|(id, s)| reported.get(*id) != Some(s)).map(|(k, v)| (*k, *v)).collect();
@@ -439,7 +439,7 @@ async fn report_changes(client: &ChannelClient, shared: &Shared, statuses: BTree
         return;
     }
     match client.report_ports(&PortStatusReport { ports: changed.clone() }).await {
-        Ok(()) => reported.extend(changed),
+        Ok(_) => reported.extend(changed),
         Err(ChannelError::NotRegistered) => shared.reregister.notify_one(),
         Err(e) => tracing::warn!(error = %e, "port status not reported; will retry"),
     }

@@ -5,11 +5,15 @@
 use std::time::Duration;
 
 use neutrino_proto::{
-    CONTRACT_VERSION, Heartbeat, KEEPALIVE_SECS, PREFIX, PortStatusApplied, PortStatusReport, Registered,
-    Registration, TOKEN_HEADER, WatchEvent, WatchQuery,
+    CONTRACT_VERSION, Heartbeat, KEEPALIVE_SECS, PREFIX, PortStatusApplied, PortStatusReport, Registered, Registration,
+    TOKEN_HEADER, WatchEvent, WatchQuery,
 };
 use reqwest::StatusCode;
 use serde::Serialize;
+use tracing::Instrument;
+
+/// The header the server answers every request with.
+const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -27,20 +31,34 @@ pub enum AgentError {
     #[error("the server is not ready yet")]
     Unavailable,
     /// Agent and server speak different versions of the contract: nothing
-    /// they say to each other can be trusted to mean the same.
-    #[error("{0}")]
-    ContractMismatch(String),
+    /// either says can be trusted to mean the same to the other.
+    #[error(
+        "the server speaks another agent contract (agent: version {agent}, server: {}): {message}",
+        server.map_or_else(|| "unknown version".to_string(), |v| format!("version {v}"))
+    )]
+    ContractMismatch { agent: u32, server: Option<u32>, message: String },
     #[error("the server answered {status}: {body}")]
     Server { status: StatusCode, body: String },
     /// The server closed the watch stream.
     #[error("the watch stream ended")]
     StreamEnded,
+    /// An answer that could not be read.
+    #[error("bad answer from the server: {0}")]
+    BadAnswer(#[source] reqwest::Error),
     /// Nothing arrived, not even a keepalive: a server or a path that
     /// vanished without closing the connection.
     #[error("the watch stream was silent for {0:?}")]
     Silent(Duration),
     #[error("bad answer from the server: {0}")]
     BadEvent(#[source] serde_json::Error),
+}
+
+impl AgentError {
+    /// Whether the server is there but refuses the agent for good, until
+    /// one of them is upgraded.
+    pub fn is_contract_mismatch(&self) -> bool {
+        matches!(self, AgentError::ContractMismatch { .. })
+    }
 }
 
 /// Per request; the watch stream has its silence timeout instead.
@@ -78,17 +96,11 @@ impl AgentClient {
         self
     }
 
+    /// Registers, and refuses a server of another contract version.
     pub async fn register(&self, registration: &Registration) -> Result<Registered, AgentError> {
         let resp = self.post("register", registration).await?;
-        let bytes = resp.bytes().await.map_err(AgentError::Unreachable)?;
-        let registered: Registered = serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)?;
-        if registered.contract != CONTRACT_VERSION {
-            return Err(AgentError::ContractMismatch(format!(
-                "the server speaks agent channel contract {} but this agent speaks {CONTRACT_VERSION}: run an agent and a server of the same release",
-                registered.contract
-            )));
-        }
-        Ok(registered)
+        let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
+        registered(&bytes)
     }
 
     pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), AgentError> {
@@ -97,7 +109,7 @@ impl AgentClient {
 
     pub async fn report_ports(&self, report: &PortStatusReport) -> Result<PortStatusApplied, AgentError> {
         let resp = self.post("ports/status", report).await?;
-        let bytes = resp.bytes().await.map_err(AgentError::Unreachable)?;
+        let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
         serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
     }
 
@@ -105,40 +117,73 @@ impl AgentClient {
     /// revision and digest) the server resumes instead of resending the
     /// whole view, whichever server the agent had before.
     pub async fn watch(&self, query: &WatchQuery) -> Result<WatchStream, AgentError> {
-        // Both values are URL-safe as they are (a number, hex digits).
-        let mut params = Vec::new();
-        if let Some(since) = query.since {
-            params.push(format!("since={since}"));
-        }
-        if let Some(digest) = query.digest.as_deref().filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit())) {
-            params.push(format!("digest={digest}"));
-        }
-        let url = match params.is_empty() {
-            true => format!("{}/watch", self.base),
-            false => format!("{}/watch?{}", self.base, params.join("&")),
-        };
-        let resp = self
-            .http
-            .get(url)
-            .header(TOKEN_HEADER, &self.token)
-            .send()
-            .await
-            .map_err(AgentError::Unreachable)?;
-        Ok(WatchStream { resp: check(resp).await?, lines: Lines::default(), silence: self.silence })
+        let url = format!("{}/watch{}", self.base, query_string(query));
+        let span = tracing::info_span!(
+            "agent_channel",
+            method = "GET",
+            path = "watch",
+            since = query.since,
+            request_id = tracing::field::Empty
+        );
+        let resp = self.send(self.http.get(url)).instrument(span).await?;
+        Ok(WatchStream { resp, lines: Lines::default(), silence: self.silence })
     }
 
     async fn post<T: Serialize>(&self, path: &str, body: &T) -> Result<reqwest::Response, AgentError> {
-        let resp = self
-            .http
-            .post(format!("{}/{path}", self.base))
-            .header(TOKEN_HEADER, &self.token)
-            .json(body)
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+        let request = self.http.post(format!("{}/{path}", self.base)).json(body).timeout(REQUEST_TIMEOUT);
+        self.send(request)
+            .instrument(tracing::info_span!("agent_channel", method = "POST", path, request_id = tracing::field::Empty))
             .await
-            .map_err(AgentError::Unreachable)?;
+    }
+
+    /// Sends with the credential, records the server's request id in the
+    /// current span (so one change can be followed from the server's log to
+    /// the agent's), and maps failure statuses.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, AgentError> {
+        let resp = request.header(TOKEN_HEADER, &self.token).send().await.map_err(AgentError::Unreachable)?;
+        if let Some(id) = resp.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()) {
+            tracing::Span::current().record("request_id", id);
+        }
+        tracing::debug!(status = resp.status().as_u16(), "agent channel answer");
         check(resp).await
     }
+}
+
+/// The answer to a registration, checked for the contract version first:
+/// a server of another version may answer in another shape. Servers of
+/// version 1 answered without one.
+fn registered(body: &[u8]) -> Result<Registered, AgentError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(AgentError::BadEvent)?;
+    let server = value.get("contract").map_or(Some(1), |v| v.as_u64().and_then(|v| u32::try_from(v).ok()));
+    if server != Some(CONTRACT_VERSION) {
+        return Err(AgentError::ContractMismatch {
+            agent: CONTRACT_VERSION,
+            server,
+            message: "the registration was answered in another version".into(),
+        });
+    }
+    serde_json::from_value(value).map_err(AgentError::BadEvent)
+}
+
+/// `?since=REV&digest=HEX`, or what of it there is. Both are plain
+/// numbers and hex digits: nothing to escape.
+fn query_string(query: &WatchQuery) -> String {
+    let parts: Vec<String> = [
+        query.since.map(|rev| format!("since={rev}")),
+        query.digest.as_ref().filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit())).map(|d| format!("digest={d}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+}
+
+/// The `message` of a `{"NeutronError": {...}}` body, or the body itself.
+fn neutron_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("NeutronError")?.get("message")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| body.to_string())
 }
 
 async fn check(resp: reqwest::Response) -> Result<reqwest::Response, AgentError> {
@@ -147,17 +192,11 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, AgentError>
         StatusCode::UNAUTHORIZED => Err(AgentError::Unauthorized),
         StatusCode::NOT_FOUND => Err(AgentError::NotRegistered),
         StatusCode::SERVICE_UNAVAILABLE => Err(AgentError::Unavailable),
-        status => {
+        StatusCode::CONFLICT => {
             let body = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| {
-                (v["NeutronError"]["type"] == "AgentContractMismatch")
-                    .then(|| v["NeutronError"]["message"].as_str().unwrap_or_default().to_string())
-            });
-            match message {
-                Some(m) => Err(AgentError::ContractMismatch(m)),
-                None => Err(AgentError::Server { status, body }),
-            }
+            Err(AgentError::ContractMismatch { agent: CONTRACT_VERSION, server: None, message: neutron_message(&body) })
         }
+        status => Err(AgentError::Server { status, body: resp.text().await.unwrap_or_default() }),
     }
 }
 
@@ -237,5 +276,36 @@ mod tests {
         assert_eq!(lines.next_line().as_deref(), Some(&b"{\"c\":3}"[..]));
         assert_eq!(lines.next_line(), None);
         assert!(lines.buf.is_empty());
+    }
+
+    #[test]
+    fn the_watch_query_carries_what_the_agent_holds() {
+        assert_eq!(query_string(&WatchQuery::default()), "");
+        assert_eq!(query_string(&WatchQuery { since: Some(42), digest: None }), "?since=42");
+        let both = WatchQuery { since: Some(42), digest: Some("00ff".into()) };
+        assert_eq!(query_string(&both), "?since=42&digest=00ff");
+        // Never anything that would need escaping.
+        let odd = WatchQuery { since: Some(1), digest: Some("a&b=c".into()) };
+        assert_eq!(query_string(&odd), "?since=1");
+    }
+
+    #[test]
+    fn a_registration_answer_of_another_contract_is_refused_before_it_is_read() {
+        let ok = registered(br#"{"contract": 2, "heartbeat_interval_secs": 10}"#).unwrap();
+        assert_eq!(ok, Registered { contract: 2, heartbeat_interval_secs: 10 });
+        // Version 1 servers answered with a revision and no version.
+        let v1 = registered(br#"{"revision": 5, "heartbeat_interval_secs": 10}"#).unwrap_err();
+        assert!(matches!(v1, AgentError::ContractMismatch { agent: 2, server: Some(1), .. }), "{v1}");
+        let v3 = registered(br#"{"contract": 3, "something": "else"}"#).unwrap_err();
+        assert!(matches!(v3, AgentError::ContractMismatch { server: Some(3), .. }), "{v3}");
+        assert!(v3.to_string().contains("agent: version 2, server: version 3"), "{v3}");
+        assert!(matches!(registered(b"not json"), Err(AgentError::BadEvent(_))));
+    }
+
+    #[test]
+    fn a_contract_refusal_says_what_the_server_said() {
+        let body = r#"{"NeutronError": {"type": "Conflict", "message": "agent contract 1 is not 2", "detail": ""}}"#;
+        assert_eq!(neutron_message(body), "agent contract 1 is not 2");
+        assert_eq!(neutron_message("plain text"), "plain text");
     }
 }

@@ -87,7 +87,11 @@ impl PortRec {
             view: PortView {
                 network_id: port.network_id,
                 mac: port.mac_address,
-                fixed_ips: port.fixed_ips.iter().map(|f| FixedIp { subnet_id: f.subnet_id, ip_address: f.ip_address }).collect(),
+                fixed_ips: port
+                    .fixed_ips
+                    .iter()
+                    .map(|f| FixedIp { subnet_id: f.subnet_id, ip_address: f.ip_address })
+                    .collect(),
                 device_owner: port.device_owner.clone(),
                 device_id: port.device_id.clone(),
                 admin_state_up: port.admin_state_up,
@@ -141,7 +145,11 @@ impl SubnetRec {
             cidr: s.cidr,
             gateway_ip: s.gateway_ip,
             dns_nameservers: s.dns_nameservers.clone(),
-            host_routes: s.host_routes.iter().map(|r| HostRoute { destination: r.destination, nexthop: r.nexthop }).collect(),
+            host_routes: s
+                .host_routes
+                .iter()
+                .map(|r| HostRoute { destination: r.destination, nexthop: r.nexthop })
+                .collect(),
             enable_dhcp: s.enable_dhcp,
             ipv6_address_mode: s.ipv6_address_mode,
         }

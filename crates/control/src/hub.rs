@@ -123,7 +123,7 @@ impl Hub {
                 let event = match update {
                     Update::Delta(d) => {
                         out.deltas += 1;
-                        Event::Delta(Arc::new(d))
+                        Event::Delta(Arc::new(*d))
                     }
                     Update::Snapshot { .. } => match engine.render(&host) {
                         Some(v) => {
@@ -156,7 +156,8 @@ impl Hub {
     pub fn watch(&self, host: &str, query: &WatchQuery) -> Result<WatchStart> {
         let mut inner = self.lock();
         let Inner { engine, channels } = &mut *inner;
-        let engine = engine.as_ref().ok_or_else(|| Error::ServiceUnavailable("host views are being computed".into()))?;
+        let engine =
+            engine.as_ref().ok_or_else(|| Error::ServiceUnavailable("host views are being computed".into()))?;
         let revision = engine.revision(host).ok_or_else(|| Error::HostNotRegistered(host.to_string()))?;
         let events = channels.entry(host.to_string()).or_insert_with(|| broadcast::channel(BACKLOG).0).subscribe();
         let first = if query.since == Some(revision) {

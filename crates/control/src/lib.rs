@@ -20,8 +20,7 @@ use futures_util::Stream;
 use neutrino_model::agents::{AgentReport, HostRegistration, HostRole, agent_type};
 use neutrino_model::{Error, Result};
 use neutrino_proto::{
-    CONTRACT_VERSION, Heartbeat, PortStatusApplied, PortStatusReport, Registered, Registration, WatchEvent,
-    WatchQuery,
+    CONTRACT_VERSION, Heartbeat, PortStatusApplied, PortStatusReport, Registered, Registration, WatchEvent, WatchQuery,
 };
 use neutrino_store::{FeedRead, Store};
 use tokio::sync::Notify;
@@ -127,7 +126,13 @@ impl Control {
         let (hosts, ports) = (cloud.hosts.len(), cloud.ports.len());
         let engine = views::engine::Engine::new(cloud, head);
         self.hub.load(engine, head);
-        tracing::info!(revision = head, hosts, ports, elapsed_ms = started.elapsed().as_millis() as u64, "host views computed");
+        tracing::info!(
+            revision = head,
+            hosts,
+            ports,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "host views computed"
+        );
         Ok(())
     }
 
@@ -234,7 +239,8 @@ impl Control {
     /// the lease). Returns how many writes it made.
     pub async fn schedule_once(&self) -> Result<usize> {
         let agents = self.store.list_agents().await?;
-        let input = scheduler::Agents { agents: &agents, now: now_unix(), down_time_secs: self.settings.down_time_secs };
+        let input =
+            scheduler::Agents { agents: &agents, now: now_unix(), down_time_secs: self.settings.down_time_secs };
         let actions = self.hub.with_engine(|e| e.map(|e| scheduler::plan(e.cloud(), &input, None)).unwrap_or_default());
         if actions.is_empty() {
             return Ok(0);

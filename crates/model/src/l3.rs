@@ -549,9 +549,18 @@ mod tests {
     #[test]
     fn route_syntax() {
         assert!(validate_routes(&[route("10.1.0.0/16", "10.0.0.5"), route("::/0", "2001:db8::5")], 30).is_ok());
-        assert_eq!(validate_routes(&[route("10.1.0.0/16", "2001:db8::5")], 30).unwrap_err().class(), ErrorClass::BadRequest);
-        assert_eq!(validate_routes(&[route("10.1.0.1/16", "10.0.0.5")], 30).unwrap_err().class(), ErrorClass::BadRequest);
-        assert_eq!(validate_routes(&[route("127.0.0.0/8", "10.0.0.5")], 30).unwrap_err().class(), ErrorClass::BadRequest);
+        assert_eq!(
+            validate_routes(&[route("10.1.0.0/16", "2001:db8::5")], 30).unwrap_err().class(),
+            ErrorClass::BadRequest
+        );
+        assert_eq!(
+            validate_routes(&[route("10.1.0.1/16", "10.0.0.5")], 30).unwrap_err().class(),
+            ErrorClass::BadRequest
+        );
+        assert_eq!(
+            validate_routes(&[route("127.0.0.0/8", "10.0.0.5")], 30).unwrap_err().class(),
+            ErrorClass::BadRequest
+        );
         let dup = [route("10.1.0.0/16", "10.0.0.5"), route("10.1.0.0/16", "10.0.0.5")];
         assert_eq!(validate_routes(&dup, 30).unwrap_err().class(), ErrorClass::BadRequest);
         let many: Vec<HostRoute> = (0..31).map(|i| route(&format!("10.{i}.0.0/16"), "192.168.0.5")).collect();

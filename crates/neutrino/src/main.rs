@@ -81,9 +81,8 @@ enum CliError {
     Bench(#[from] BenchError),
     #[error(transparent)]
     DataplaneBench(#[from] DataplaneBenchError),
-    /// `neutrino_agent::run` still reports a text.
-    #[error("{0}")]
-    Agent(String),
+    #[error(transparent)]
+    Agent(#[from] neutrino_agent::AgentError),
     #[error(transparent)]
     Lab(#[from] neutrino_lab::Error),
 }

@@ -18,9 +18,9 @@ pub enum ServerError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
     #[error("cannot open the database {path}: {source}")]
-    Database { path: std::path::PathBuf, source: neutrino_model::Error },
+    Database { path: std::path::PathBuf, source: Box<neutrino_model::Error> },
     #[error("identity bootstrap failed: {0}")]
-    Identity(neutrino_model::Error),
+    Identity(Box<neutrino_model::Error>),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
@@ -90,7 +90,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     let db = config.data_dir.join("neutrino.db");
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db, store_config).await.map_err(|source| ServerError::Database { path: db.clone(), source })?,
+        SqliteStore::open(&db, store_config)
+            .await
+            .map_err(|e| ServerError::Database { path: db.clone(), source: Box::new(e) })?,
     );
 
     let mut admin_password = None;
@@ -104,7 +106,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 Some(p) => (p.clone(), false),
                 None => (random_password(), true),
             };
-            let created = identity.bootstrap(&password).await.map_err(ServerError::Identity)?;
+            let created = identity.bootstrap(&password).await.map_err(|e| ServerError::Identity(Box::new(e)))?;
             if created {
                 if generated {
                     let file = config.data_dir.join("admin-password");
@@ -125,7 +127,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             cache_ttl: k.cache,
         }))),
     };
-    let catalog = catalog_ids(store.as_ref()).await.map_err(ServerError::Identity)?;
+    let catalog = catalog_ids(store.as_ref()).await.map_err(|e| ServerError::Identity(Box::new(e)))?;
     let agent_token = match &config.agent_token {
         Some(t) => t.clone(),
         None => agent_token_of(&config.data_dir)?,

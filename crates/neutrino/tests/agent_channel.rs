@@ -8,9 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use neutrino_agent::channel::{ChannelClient, ChannelError, WatchStream};
-use neutrino_model::agents::parse_agent_time;
-use neutrino_proto::{HostView, PortStatus, PortStatusReport, Registration, Role, Segment, WatchEvent};
+use neutrino_client::{AgentClient as ChannelClient, AgentError as ChannelError, WatchStream};
+use neutrino_model::agents::{HostRegistration, HostRole as Role, parse_agent_time};
+use neutrino_model::resources::PortStatus;
+use neutrino_model::{NetworkId, PortId, SubnetId};
+use neutrino_proto::{CONTRACT_VERSION, HostView, PortStatusReport, Registration, Segment, WatchEvent, WatchQuery};
 use serde_json::json;
 
 const TOKEN: &str = "agent-secret-for-tests";
@@ -25,19 +27,30 @@ async fn server() -> TestServer {
 
 fn registration(host: &str, vtep: &str, roles: &[Role]) -> Registration {
     Registration {
-        host: host.into(),
-        tunnel_ip: Some(vtep.parse().unwrap()),
-        bridge_mappings: [("provider".to_string(), "eth1".to_string())].into(),
-        roles: roles.to_vec(),
-        version: "test".into(),
-        availability_zone: None,
+        contract: CONTRACT_VERSION,
+        host: HostRegistration {
+            host: host.into(),
+            tunnel_ip: Some(vtep.parse().unwrap()),
+            bridge_mappings: [("provider".to_string(), "eth1".to_string())].into(),
+            roles: roles.iter().copied().collect(),
+            version: "test".into(),
+            availability_zone: None,
+        },
     }
+}
+
+fn since(view: &HostView) -> WatchQuery {
+    WatchQuery { since: Some(view.revision), digest: None }
+}
+
+fn pid(v: &serde_json::Value) -> PortId {
+    id(v).parse().unwrap()
 }
 
 async fn connect(t: &TestServer, host: &str, vtep: &str, roles: &[Role]) -> (ChannelClient, WatchStream, HostView) {
     let client = ChannelClient::new(&t.url, host, TOKEN).unwrap();
     client.register(&registration(host, vtep, roles)).await.unwrap();
-    let mut stream = client.watch(None).await.unwrap();
+    let mut stream = client.watch(&WatchQuery::default()).await.unwrap();
     let WatchEvent::Snapshot { view } = stream.next().await.unwrap() else { panic!("a watch starts with a snapshot") };
     (client, stream, view)
 }
@@ -63,32 +76,37 @@ async fn views_reach_only_the_hosts_they_concern_and_resume_after_reconnect() {
     let (c3, _s3, v3) = connect(&t, "h3", "172.31.0.13", &[Role::Compute]).await;
     assert!(v1.ports.is_empty() && v2.ports.is_empty());
 
-    let net = id(&t.network(&t.admin, json!({"name": "n1"})).await);
-    t.subnet(&t.admin, &net, "10.0.0.0/24", json!({"enable_dhcp": false})).await;
-    let p1 = id(&t.port(&t.admin, &net, json!({"binding:host_id": "h1"})).await);
+    let net: NetworkId = id(&t.network(&t.admin, json!({"name": "n1"})).await).parse().unwrap();
+    t.subnet(&t.admin, &net.to_string(), "10.0.0.0/24", json!({"enable_dhcp": false})).await;
+    let p1 = pid(&t.port(&t.admin, &net.to_string(), json!({"binding:host_id": "h1"})).await);
     until(&mut s1, &mut v1, |v| v.ports.contains_key(&p1)).await;
     let n = &v1.networks[&net];
     assert_eq!(n.mtu, 1450);
     assert!(matches!(n.segment, Segment::Vxlan { .. }));
-    assert!(n.remote_vteps.is_empty(), "no other host has the network yet");
+    assert!(v1.remote_ports.is_empty(), "no other host has the network yet");
 
     // A port on h2: h1 learns it by l2population, h3 hears nothing.
-    let p2 = t.port(&t.admin, &net, json!({"binding:host_id": "h2"})).await;
-    until(&mut s1, &mut v1, |v| !v.networks[&net].remote_vteps.is_empty()).await;
-    let vtep = "172.31.0.12".parse().unwrap();
-    assert_eq!(v1.networks[&net].remote_vteps[&vtep][0].mac, p2["mac_address"].as_str().unwrap());
-    let mut again = c3.watch(Some(v3.revision)).await.unwrap();
+    let p2 = t.port(&t.admin, &net.to_string(), json!({"binding:host_id": "h2"})).await;
+    until(&mut s1, &mut v1, |v| v.remote_ports.contains_key(&pid(&p2))).await;
+    let remote = &v1.remote_ports[&pid(&p2)];
+    assert_eq!(remote.vtep, "172.31.0.12".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(remote.mac.to_string(), p2["mac_address"].as_str().unwrap());
+    assert_eq!(remote.network_id, net);
+    let mut again = c3.watch(&since(&v3)).await.unwrap();
     assert_eq!(again.next().await.unwrap(), WatchEvent::Resume { revision: v3.revision }, "h3's view did not move");
 
     // h2 reconnecting from a revision it no longer matches gets a snapshot
-    // with its port.
-    let mut s2b = c2.watch(Some(v2.revision)).await.unwrap();
+    // with its port; with the digest of what it holds, a resume instead.
+    let mut s2b = c2.watch(&since(&v2)).await.unwrap();
     let WatchEvent::Snapshot { view } = s2b.next().await.unwrap() else { panic!("a stale revision gets a snapshot") };
-    assert!(view.ports.contains_key(&id(&p2)));
+    assert!(view.ports.contains_key(&pid(&p2)));
+    let current = WatchQuery { since: Some(1), digest: Some(view.digest()) };
+    let mut s2c = c2.watch(&current).await.unwrap();
+    assert_eq!(s2c.next().await.unwrap(), WatchEvent::Resume { revision: view.revision }, "same content resumes");
 
     // Deleting the port removes it from h1's view and h1's l2population.
     t.delete(&format!("/v2.0/ports/{}", id(&p2)), &t.admin).await.expect(204);
-    until(&mut s1, &mut v1, |v| v.networks[&net].remote_vteps.is_empty()).await;
+    until(&mut s1, &mut v1, |v| v.remote_ports.is_empty()).await;
 }
 
 #[tokio::test]
@@ -98,20 +116,22 @@ async fn ports_turn_active_when_their_agent_says_so() {
     let net = id(&t.network(&t.admin, json!({"name": "n1"})).await);
     t.subnet(&t.admin, &net, "10.0.0.0/24", json!({"enable_dhcp": false})).await;
     let port = t.port(&t.admin, &net, json!({"binding:host_id": "h1"})).await;
-    let p = id(&port);
+    let p = pid(&port);
     assert_eq!(port["status"], "DOWN");
     assert_eq!(port["binding:vif_type"], "bridge");
     until(&mut s1, &mut v1, |v| v.ports.contains_key(&p)).await;
 
     let rev_before = t.get(&format!("/v2.0/ports/{p}"), &t.admin).await.expect(200)["port"]["revision_number"].clone();
-    c1.report_ports(&PortStatusReport { ports: [(p.clone(), PortStatus::Active)].into() }).await.unwrap();
+    let applied = c1.report_ports(&PortStatusReport { ports: [(p, PortStatus::Active)].into() }).await.unwrap();
+    assert_eq!(applied.changed, 1);
     let shown = t.get(&format!("/v2.0/ports/{p}"), &t.admin).await.expect(200);
     assert_eq!(shown["port"]["status"], "ACTIVE");
     assert_ne!(shown["port"]["revision_number"], rev_before, "a status change is a new revision");
 
     // Another host cannot set the status of a port it does not have.
     let (c2, _s2, _v2) = connect(&t, "h2", "172.31.0.12", &[Role::Compute]).await;
-    c2.report_ports(&PortStatusReport { ports: [(p.clone(), PortStatus::Down)].into() }).await.unwrap();
+    let applied = c2.report_ports(&PortStatusReport { ports: [(p, PortStatus::Down)].into() }).await.unwrap();
+    assert_eq!(applied.changed, 0);
     assert_eq!(t.get(&format!("/v2.0/ports/{p}"), &t.admin).await.expect(200)["port"]["status"], "ACTIVE");
 }
 
@@ -155,24 +175,26 @@ async fn dhcp_is_scheduled_to_a_dhcp_host_with_a_port_of_its_own() {
     let t = server().await;
     let (_c1, mut s1, mut v1) = connect(&t, "h1", "172.31.0.11", &[Role::Compute, Role::Dhcp]).await;
     let (_c2, _s2, _v2) = connect(&t, "h2", "172.31.0.12", &[Role::Compute]).await;
-    let net = id(&t.network(&t.admin, json!({"name": "n1"})).await);
+    let net_text = id(&t.network(&t.admin, json!({"name": "n1"})).await);
+    let net: NetworkId = net_text.parse().unwrap();
     let sub = t
         .subnet(
             &t.admin,
-            &net,
+            &net_text,
             "10.0.0.0/24",
             json!({"dns_nameservers": ["10.0.0.53"], "host_routes": [{"destination": "10.9.0.0/16", "nexthop": "10.0.0.254"}]}),
         )
         .await;
-    let vm = t.port(&t.admin, &net, json!({"binding:host_id": "h2"})).await;
-    until(&mut s1, &mut v1, |v| v.dhcp.get(&net).is_some_and(|d| d.hosts.iter().any(|h| h.port_id == id(&vm)))).await;
+    let vm = t.port(&t.admin, &net_text, json!({"binding:host_id": "h2"})).await;
+    until(&mut s1, &mut v1, |v| v.dhcp.contains_key(&net) && v.dhcp_hosts.contains_key(&pid(&vm))).await;
 
     let service = &v1.dhcp[&net];
     assert_eq!(service.mtu, 1450);
     assert_eq!(service.subnets.len(), 1);
-    assert_eq!(service.subnets[0].id, id(&sub));
+    assert_eq!(service.subnets[0].id, id(&sub).parse::<SubnetId>().unwrap());
     assert_eq!(service.subnets[0].dns_nameservers, ["10.0.0.53".parse::<std::net::IpAddr>().unwrap()]);
-    assert_eq!(service.hosts[0].mac, vm["mac_address"].as_str().unwrap());
+    assert_eq!(v1.dhcp_hosts[&pid(&vm)].mac.to_string(), vm["mac_address"].as_str().unwrap());
+    assert!(!v1.dhcp_hosts.contains_key(&service.port_id), "the DHCP port does not serve itself");
 
     // The DHCP port is a real port, bound to h1, in the API too.
     let dhcp_ports =
@@ -180,7 +202,7 @@ async fn dhcp_is_scheduled_to_a_dhcp_host_with_a_port_of_its_own() {
     let dhcp_ports = dhcp_ports["ports"].as_array().unwrap();
     assert_eq!(dhcp_ports.len(), 1);
     assert_eq!(dhcp_ports[0]["binding:host_id"], "h1");
-    assert_eq!(id(&dhcp_ports[0]), service.port_id);
+    assert_eq!(pid(&dhcp_ports[0]), service.port_id);
     let hosting = t.get(&format!("/v2.0/networks/{net}/dhcp-agents"), &t.admin).await.expect(200);
     assert_eq!(hosting["agents"][0]["host"], "h1");
 
@@ -188,7 +210,7 @@ async fn dhcp_is_scheduled_to_a_dhcp_host_with_a_port_of_its_own() {
     t.put(&format!("/v2.0/subnets/{}", id(&sub)), &t.admin, json!({"subnet": {"enable_dhcp": false}}))
         .await
         .expect(200);
-    until(&mut s1, &mut v1, |v| v.dhcp.is_empty()).await;
+    until(&mut s1, &mut v1, |v| v.dhcp.is_empty() && v.dhcp_hosts.is_empty()).await;
     let left = t.get(&format!("/v2.0/ports?network_id={net}&device_owner=network:dhcp"), &t.admin).await.expect(200);
     assert!(left["ports"].as_array().unwrap().is_empty());
 }
@@ -205,4 +227,69 @@ async fn the_channel_wants_the_agent_token() {
     // Heartbeats from a host the server does not know ask it to register.
     let right = ChannelClient::new(&t.url, "h9", TOKEN).unwrap();
     assert!(matches!(right.heartbeat(&Default::default()).await, Err(ChannelError::NotRegistered)));
+}
+
+#[tokio::test]
+async fn an_agent_of_another_contract_is_refused_clearly() {
+    let t = server().await;
+    // What an agent of the first release sent: no contract version at all.
+    let old = json!({"host": "h1", "tunnel_ip": "172.31.0.11", "bridge_mappings": {}, "roles": ["compute"], "version": "0.0.1"});
+    let resp = t
+        .http
+        .post(format!("{}/agent/v1/hosts/h1/register", t.url))
+        .header("x-agent-token", TOKEN)
+        .json(&old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["NeutronError"]["type"], "AgentContractMismatch");
+    let message = body["NeutronError"]["message"].as_str().unwrap();
+    assert!(message.contains("contract 1") && message.contains(&CONTRACT_VERSION.to_string()), "{message}");
+    // Nothing was registered.
+    let agents = t.get("/v2.0/agents", &t.admin).await.expect(200);
+    assert!(agents["agents"].as_array().unwrap().is_empty(), "{agents}");
+    // A malformed body is a 400 in Neutron's format, not a 500 or axum's text.
+    let resp = t
+        .http
+        .post(format!("{}/agent/v1/hosts/h1/register", t.url))
+        .header("x-agent-token", TOKEN)
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["NeutronError"]["type"], "HTTPBadRequest");
+}
+
+#[tokio::test]
+async fn a_restarted_server_serves_the_same_views_and_resumes_its_agents() {
+    let t = server().await;
+    let (_c1, mut s1, mut v1) = connect(&t, "h1", "172.31.0.11", &[Role::Compute]).await;
+    let net = id(&t.network(&t.admin, json!({"name": "n1"})).await);
+    t.subnet(&t.admin, &net, "10.0.0.0/24", json!({"enable_dhcp": false})).await;
+    let p1 = pid(&t.port(&t.admin, &net, json!({"binding:host_id": "h1"})).await);
+    until(&mut s1, &mut v1, |v| v.ports.contains_key(&p1)).await;
+    drop(s1);
+
+    // The same data directory, a new server: registrations are in the
+    // database, and the agent's view is recognised by its digest.
+    let dir = t.stop().await;
+    let t = TestServer::start_in(dir, |c| {
+        c.agent_token = Some(TOKEN.into());
+    })
+    .await;
+    let client = ChannelClient::new(&t.url, "h1", TOKEN).unwrap();
+    let query = WatchQuery { since: Some(v1.revision), digest: Some(v1.digest()) };
+    let first = eventually_ok(Duration::from_secs(10), || async {
+        let mut stream = client.watch(&query).await?;
+        stream.next().await
+    })
+    .await;
+    assert!(matches!(first, WatchEvent::Resume { .. }), "an unchanged view resumes after a restart: {first:?}");
+    // And the revision never goes back across the restart.
+    let WatchEvent::Resume { revision } = first else { unreachable!() };
+    assert!(revision >= v1.revision, "{revision} < {}", v1.revision);
 }

@@ -92,12 +92,7 @@ impl Watch {
             if let Some(digest) = &query.digest {
                 url.push_str(&format!("digest={digest}"));
             }
-            let resp = http()
-                .get(url)
-                .header("x-agent-token", TOKEN)
-                .send()
-                .await
-                .unwrap();
+            let resp = http().get(url).header("x-agent-token", TOKEN).send().await.unwrap();
             // 503 while the views are computed; 404 until the feed brought the host.
             if resp.status() == 200 {
                 return Watch { resp, buf: Vec::new() };

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use neutrino_model::resources::Ipv6Mode;
-use neutrino_model::segments::{Vni, VlanId};
+use neutrino_model::segments::{VlanId, Vni};
 use neutrino_model::{MacAddress, NetworkId, PortId, SecurityGroupId, SubnetId};
 use serde::{Deserialize, Serialize};
 

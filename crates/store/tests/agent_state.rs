@@ -169,7 +169,7 @@ async fn one_dhcp_port_per_network_and_host((a, b): Pair) {
     assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1, "{outcomes:?}");
     let refused = outcomes.into_iter().find_map(|r| r.err()).unwrap();
     assert!(matches!(refused, Error::Conflict(_)), "a clear 409, not a 500: {refused:?}");
-    assert_eq!(refused.status(), 409);
+    assert_eq!(refused.class(), neutrino_model::ErrorClass::Conflict);
     // Other hosts, other networks, and unbound DHCP ports are fine.
     let h2 = b.create_ports(vec![dhcp_port(&nets[0], "h2")]).await.unwrap().remove(0);
     b.create_ports(vec![dhcp_port(&nets[1], "h1")]).await.unwrap();

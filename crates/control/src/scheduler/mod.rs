@@ -173,7 +173,10 @@ pub async fn execute(store: &dyn Store, actions: Vec<Action>) -> Result<usize> {
                     .map(|f| FixedIpRequest { subnet_id: Some(f.subnet_id), ip_address: Some(f.ip_address) })
                     .collect();
                 wanted.extend(add.iter().map(|s| FixedIpRequest { subnet_id: Some(*s), ip_address: None }));
-                store.update_port(port, PortUpdate { fixed_ips: Some(wanted), ..Default::default() }, None).await.map(|_| ())
+                store
+                    .update_port(port, PortUpdate { fixed_ips: Some(wanted), ..Default::default() }, None)
+                    .await
+                    .map(|_| ())
             }
             Action::DeletePort { port } => store.delete_port(port, None).await,
         };

@@ -49,7 +49,11 @@ fn cloud_with(hosts: &[&str]) -> (Cloud, NetworkId, SubnetId) {
     let net = NetworkId::new();
     cloud.set_network(
         net,
-        Some(NetRec { project_id: ProjectId("p".into()), mtu: 1450, segments: vec![SegmentRec::Vxlan(5.try_into().unwrap())] }),
+        Some(NetRec {
+            project_id: ProjectId("p".into()),
+            mtu: 1450,
+            segments: vec![SegmentRec::Vxlan(5.try_into().unwrap())],
+        }),
     );
     let sub = SubnetId::new();
     cloud.set_subnet(

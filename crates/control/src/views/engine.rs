@@ -46,9 +46,11 @@ impl Batch {
 /// What a host must be told after a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    Delta(HostViewDelta),
+    Delta(Box<HostViewDelta>),
     /// Its view changed shape: resend it whole ([`Engine::render`]).
-    Snapshot { revision: u64 },
+    Snapshot {
+        revision: u64,
+    },
     /// The host is no longer registered.
     Gone,
 }
@@ -177,7 +179,7 @@ impl Engine {
             delta.from_revision = state.revision;
             delta.revision = revision;
             state.revision = revision;
-            updates.insert(host, Update::Delta(delta));
+            updates.insert(host, Update::Delta(Box::new(delta)));
         }
         updates
     }
@@ -364,7 +366,7 @@ impl Engine {
             }
         }
         for (network, svc) in new {
-            if !old.get(network).is_some_and(|o| o.port_id == svc.port_id) {
+            if old.get(network).is_none_or(|o| o.port_id != svc.port_id) {
                 for (id, entry) in service_hosts(cloud, network, svc) {
                     delta.dhcp_hosts.set(id, entry);
                 }

@@ -72,7 +72,13 @@ pub fn endpoint<'a>(cloud: &Cloud, rec: &'a PortRec) -> Option<(&'a str, RemoteP
 /// Whether `host` (realising the endpoint's network with `segment`, its
 /// own VTEP `local`) needs an l2population entry for an endpoint of
 /// `endpoint_host`.
-pub fn sees_endpoint(host: &str, local: Option<std::net::IpAddr>, segment: &Segment, endpoint_host: &str, ep: &RemotePort) -> bool {
+pub fn sees_endpoint(
+    host: &str,
+    local: Option<std::net::IpAddr>,
+    segment: &Segment,
+    endpoint_host: &str,
+    ep: &RemotePort,
+) -> bool {
     matches!(segment, Segment::Vxlan { .. }) && endpoint_host != host && Some(ep.vtep) != local
 }
 

@@ -142,7 +142,11 @@ fn the_dhcp_host_serves_every_other_port_of_the_network() {
     assert_eq!(service.subnets.len(), 1);
     assert_eq!(service.subnets[0].server_ip, ip("10.0.0.2"));
     let served: BTreeSet<_> = views["h1"].dhcp_hosts.keys().copied().collect();
-    assert_eq!(served, BTreeSet::from([ids[0], ids[1], ids[2], unbound]), "unbound ports get leases too, the DHCP port not");
+    assert_eq!(
+        served,
+        BTreeSet::from([ids[0], ids[1], ids[2], unbound]),
+        "unbound ports get leases too, the DHCP port not"
+    );
     assert!(views["h1"].ports.contains_key(&dhcp), "the DHCP port is wired on its host");
     assert!(views["h2"].dhcp.is_empty() && views["h2"].dhcp_hosts.is_empty());
     assert_eq!(views["h2"].remote_ports[&dhcp].mac, MacAddress([0xfa, 0x16, 0x3e, 0, 0, 9]));
@@ -167,7 +171,10 @@ fn bad_rows_are_errors_that_name_the_row() {
         status: "DOWN".into(),
         port_security_enabled: true,
         security_groups: vec![],
-        allowed_address_pairs: vec![AddressPair { ip_address: "10.0.0.0/33".into(), mac_address: "fa:16:3e:00:00:01".into() }],
+        allowed_address_pairs: vec![AddressPair {
+            ip_address: "10.0.0.0/33".into(),
+            mac_address: "fa:16:3e:00:00:01".into(),
+        }],
         extra_dhcp_opts: vec![],
         binding: Binding::default(),
         ip_allocation: "immediate".into(),
@@ -253,7 +260,8 @@ fn a_port_create_touches_its_host_and_the_hosts_of_its_network_only() {
     cloud.set_host("h4", Some(reg("h4", Some("172.31.0.14"), &[])));
     cloud.set_port(PortId::new(), Some(port(other, sub, "h4", "10.9.0.5", 40, "compute:nova")));
     let mut engine = Engine::new(cloud, 10);
-    let mut agents: BTreeMap<String, HostView> = engine.hosts().map(|h| (h.to_string(), engine.render(h).unwrap())).collect();
+    let mut agents: BTreeMap<String, HostView> =
+        engine.hosts().map(|h| (h.to_string(), engine.render(h).unwrap())).collect();
 
     let new = PortId::new();
     let mut batch = Batch::default();
@@ -318,8 +326,14 @@ fn random_network(rng: &mut Lcg) -> Option<NetRec> {
     match rng.below(10) {
         0 => None,
         1 | 2 => Some(flat(if rng.chance(50) { "provider" } else { "other" })),
-        3 => Some(NetRec { project_id: project(), mtu: 1500, segments: vec![SegmentRec::Vlan("provider".into(), 100.try_into().unwrap())] }),
-        4 => Some(NetRec { project_id: project(), mtu: 1400, segments: vec![SegmentRec::Vxlan(7.try_into().unwrap())] }),
+        3 => Some(NetRec {
+            project_id: project(),
+            mtu: 1500,
+            segments: vec![SegmentRec::Vlan("provider".into(), 100.try_into().unwrap())],
+        }),
+        4 => {
+            Some(NetRec { project_id: project(), mtu: 1400, segments: vec![SegmentRec::Vxlan(7.try_into().unwrap())] })
+        }
         _ => Some(vxlan(rng.below(3) as i64 + 1)),
     }
 }
@@ -335,7 +349,13 @@ fn random_port(rng: &mut Lcg, w: &World, id: PortId) -> Option<PortRec> {
     let mut hosts: Vec<String> = w.hosts.clone();
     hosts.push(String::new());
     let host = rng.pick(&hosts).clone();
-    let owner = *rng.pick(&["compute:nova", "compute:nova", "compute:nova", device_owner::DHCP, device_owner::ROUTER_INTERFACE]);
+    let owner = *rng.pick(&[
+        "compute:nova",
+        "compute:nova",
+        "compute:nova",
+        device_owner::DHCP,
+        device_owner::ROUTER_INTERFACE,
+    ]);
     let mut rec = port(network, subnet, &host, &format!("10.0.0.{}", rng.below(250) + 2), rng.below(200) as u8, owner);
     if rng.chance(15) {
         rec.view.fixed_ips.clear();
@@ -386,8 +406,11 @@ fn property_incremental_views_equal_the_full_recompute() {
         let mut rng = Lcg(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) + 1);
         let hosts: Vec<String> = (0..5).map(|i| format!("h{i}")).collect();
         let networks: Vec<NetworkId> = (0..4).map(|i| uuid(0x100 + i)).collect();
-        let subnets: Vec<(SubnetId, NetworkId)> =
-            networks.iter().enumerate().flat_map(|(i, n)| [(uuid(0x200 + 2 * i), *n), (uuid(0x201 + 2 * i), *n)]).collect();
+        let subnets: Vec<(SubnetId, NetworkId)> = networks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| [(uuid(0x200 + 2 * i), *n), (uuid(0x201 + 2 * i), *n)])
+            .collect();
         let ports: Vec<PortId> = (0..24).map(|i| uuid(0x300 + i)).collect();
         let world = World { hosts, networks, subnets, ports };
 
@@ -422,7 +445,12 @@ fn property_incremental_views_equal_the_full_recompute() {
                     eprintln!("update {h}: {u:?}");
                 }
                 for (h, v) in &before {
-                    eprintln!("before {h}: nets {:?} ports {:?} remote {:?}", v.networks.keys().collect::<Vec<_>>(), v.ports.keys().collect::<Vec<_>>(), v.remote_ports.keys().collect::<Vec<_>>());
+                    eprintln!(
+                        "before {h}: nets {:?} ports {:?} remote {:?}",
+                        v.networks.keys().collect::<Vec<_>>(),
+                        v.ports.keys().collect::<Vec<_>>(),
+                        v.remote_ports.keys().collect::<Vec<_>>()
+                    );
                 }
                 for (h, r) in &cloud_before.hosts {
                     eprintln!("host {h}: {:?} {:?}", r.tunnel_ip, r.bridge_mappings.keys().collect::<Vec<_>>());

@@ -309,6 +309,24 @@ where
     }
 }
 
+/// Retries `attempt` until it succeeds, for at most `within`; the last
+/// error is in the panic.
+pub async fn eventually_ok<T, E, F, Fut>(within: std::time::Duration, mut attempt: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "still failing after {within:?}: {e:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub fn workspace_root() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
 }
