@@ -50,7 +50,10 @@ fn pid(v: &serde_json::Value) -> PortId {
 async fn connect(t: &TestServer, host: &str, vtep: &str, roles: &[Role]) -> (ChannelClient, WatchStream, HostView) {
     let client = ChannelClient::new(&t.url, host, TOKEN).unwrap();
     client.register(&registration(host, vtep, roles)).await.unwrap();
-    let mut stream = client.watch(&WatchQuery::default()).await.unwrap();
+    // A server that has just started answers 503 until its views are
+    // computed; agents retry, and so does this.
+    let query = WatchQuery::default();
+    let mut stream = eventually_ok(Duration::from_secs(10), || client.watch(&query)).await;
     let WatchEvent::Snapshot { view } = stream.next().await.unwrap() else { panic!("a watch starts with a snapshot") };
     (client, stream, view)
 }

@@ -158,7 +158,7 @@ async fn l3_scheduling() {
         400
     );
     let (member, _) = t.project_user("demo", "demo", "member").await;
-    assert_eq!(t.get(&path, &member).await.status, 404);
+    assert_eq!(t.get(&path, &member).await.status, 403, "an admin-only policy rule, as in Neutron");
     assert_eq!(t.delete(&format!("{path}/{rid}"), &t.admin).await.status, 204);
     assert!(t.get(&path, &t.admin).await.expect(200)["routers"].as_array().unwrap().is_empty());
     let zones = t.get("/v2.0/availability_zones?resource=router", &t.admin).await.expect(200);

@@ -374,7 +374,9 @@ async fn agent_processes_start_with_their_host_settings_and_can_be_killed_and_re
     assert!(h1.contains("--resync-seconds 5"), "{h1}");
     assert!(h1.contains("token=yes") && h1.contains("172.31.0.11/24"), "{h1}");
     let h2 = record("h2");
-    assert!(h2.contains("--roles compute --resync-seconds 5") && h2.contains("172.31.0.12/24"), "{h2}");
+    assert!(h2.contains("--roles compute --status-file") && h2.contains("172.31.0.12/24"), "{h2}");
+    assert!(h2.contains(&format!("{}", lab.agent_status_file(2).display())), "{h2}");
+    assert!(h2.contains("--resync-seconds 5"), "{h2}");
 
     let pid = process::read_pid_file(&lab.run_dir().join("agent-h2.pid")).expect("agent h2 runs");
     lab.kill_agent(2).unwrap();
