@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod cli;
+mod daemons;
 pub mod error;
 pub mod instance;
 pub mod lab;
@@ -32,9 +33,8 @@ pub mod state;
 pub mod topology;
 
 pub use api::{Api, Credentials, admin_credentials};
+pub use daemons::AgentStatus;
 pub use error::{Error, Result};
 pub use instance::{Instance, Lease};
-pub use lab::{
-    AgentStatus, DEFAULT_PREFIX, DEFAULT_RUN_ROOT, Lab, LabConfig, Teardown, is_root, reap_stale, run_dir, teardown,
-};
+pub use lab::{DEFAULT_PREFIX, DEFAULT_RUN_ROOT, Lab, LabConfig, Teardown, is_root, reap_stale, run_dir, teardown};
 pub use topology::{Target, Topology};

@@ -352,6 +352,15 @@ impl Ping {
         self.text.push('\n');
     }
 
+    /// Interrupts ping (it prints its summary) and returns everything it
+    /// printed.
+    async fn stop(self) -> String {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
+        }
+        self.finish().await
+    }
+
     /// Waits for the end; returns everything ping printed.
     async fn finish(mut self) -> String {
         while let Some(line) = self.lines.next_line().await.expect("read ping") {
@@ -411,4 +420,103 @@ async fn openstack_network_agent_list_shows_each_agent_and_when_it_died() {
     .await;
     let rows = list().await;
     assert!(rows.contains(&row("Linux bridge agent", "h1", true)), "{rows:?}");
+}
+
+/// Kernel operations host `i`'s agent has made since it started, once it
+/// has been quiet (no new operation) for a second.
+async fn settled_ops(lab: &Lab, i: usize) -> u64 {
+    let mut last = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ops = lab.agent_status(i).ok().map(|s| s.kernel_ops);
+        if ops.is_some() && ops == last {
+            return ops.unwrap_or_default();
+        }
+        assert!(std::time::Instant::now() < deadline, "h{i}'s agent never settled: {ops:?}");
+        last = ops;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// How often host `i`'s agent has started following a view (`snapshot`
+/// or `resumed`), from its log.
+fn view_starts(lab: &Lab, i: usize) -> (usize, usize) {
+    let log = std::fs::read_to_string(lab.agent_log(i)).unwrap_or_default();
+    (log.matches("host view snapshot").count(), log.matches("host view resumed").count())
+}
+
+/// Waits until each agent has followed a view again since `before`.
+async fn reconnected(lab: &Lab, before: [(usize, usize); 2]) {
+    eventually(Duration::from_secs(30), "both agents following the server again", || async {
+        (1..=2).all(|i| {
+            let (s, r) = view_starts(lab, i);
+            s + r > before[i - 1].0 + before[i - 1].1
+        })
+    })
+    .await;
+}
+
+/// Sequence numbers ping never got an answer for, below the last answered.
+fn lost(ping_output: &str) -> Vec<u32> {
+    let seqs: BTreeSet<u32> = ping_output
+        .lines()
+        .filter(|l| l.contains(" bytes from "))
+        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    let last = seqs.last().copied().unwrap_or(0);
+    (1..=last).filter(|s| !seqs.contains(s)).collect()
+}
+
+#[tokio::test]
+async fn a_server_crash_or_restart_touches_no_kernel_and_loses_no_packet() {
+    let Some(lab) = lab(2).await else { return };
+    let net = id(&network(&lab, json!({"name": "steady"})).await);
+    subnet(&lab, &net, "10.50.0.0/24", json!({})).await;
+    let p1 = port(&lab, &net, json!({})).await;
+    let p2 = port(&lab, &net, json!({})).await;
+    lab.instance_create("s1", "h1", &id(&p1)).await.unwrap();
+    lab.instance_create("s2", "h2", &id(&p2)).await.unwrap();
+    assert!(pings(&lab, "s1", &ip_of(&p2), 2).await);
+    let ops = [settled_ops(&lab, 1).await, settled_ops(&lab, 2).await];
+
+    // Pings every 10 ms from h1's instance to h2's, all along.
+    let mut ping = Ping::start(&lab, "s1", &ip_of(&p2), 6000);
+    ping.until_replies(100).await;
+
+    // A crash: the agents keep forwarding on their views, then resume.
+    let starts = [view_starts(&lab, 1), view_starts(&lab, 2)];
+    lab.kill_server();
+    ping.until_replies(ping.replies + 200).await;
+    lab.start_server().unwrap();
+    lab.wait_for_server(Duration::from_secs(60)).await.unwrap();
+    reconnected(&lab, starts).await;
+    ping.until_replies(ping.replies + 100).await;
+
+    // A clean stop and start, the same.
+    let starts = [view_starts(&lab, 1), view_starts(&lab, 2)];
+    lab.stop_server();
+    ping.until_replies(ping.replies + 200).await;
+    lab.start_server().unwrap();
+    lab.wait_for_server(Duration::from_secs(60)).await.unwrap();
+    reconnected(&lab, starts).await;
+    ping.until_replies(ping.replies + 100).await;
+
+    // Nothing was lost, and neither agent touched its kernel.
+    let output = ping.stop().await;
+    let missing = lost(&output);
+    assert!(missing.is_empty(), "{} pings lost (icmp_seq {missing:?})", missing.len());
+    assert!(ping_count(&output) > 700, "the pings ran through both restarts:\n{output}");
+    for i in 1..=2 {
+        let now = lab.agent_status(i).unwrap();
+        assert_eq!(now.kernel_ops, ops[i - 1], "h{i}'s agent made kernel operations across the server restarts");
+        // The views came back by resume: the restarted server recognised
+        // what each agent held.
+        let (snapshots, resumes) = view_starts(&lab, i);
+        assert!(resumes >= starts[i - 1].1 + 1, "h{i} resumed ({snapshots} snapshots, {resumes} resumes)");
+    }
+    assert!(pings(&lab, "s1", &ip_of(&p2), 2).await);
+}
+
+fn ping_count(output: &str) -> usize {
+    output.lines().filter(|l| l.contains(" bytes from ")).count()
 }
