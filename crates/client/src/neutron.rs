@@ -183,15 +183,27 @@ impl Client {
 
     /// [`Client::request`] with the body as JSON bytes, returned unparsed.
     pub async fn request_raw(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<RawResponse> {
+        self.request_with(method, path, body, &HeaderMap::new()).await
+    }
+
+    /// [`Client::request_raw`] with more headers (`If-Match`, a content
+    /// type of the caller's); they win over the client's own.
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        headers: &HeaderMap,
+    ) -> Result<RawResponse> {
         let token = self.current_token(None).await?;
-        let answer = self.send(method.clone(), path, body.clone(), token.as_deref()).await?;
+        let answer = self.send_with(method.clone(), path, body.clone(), token.as_deref(), headers).await?;
         if answer.status != StatusCode::UNAUTHORIZED || !matches!(*self.auth, AuthState::Password { .. }) {
             return Ok(answer);
         }
         // Expired or revoked, or a server restarted on a new database:
         // log in again, once; a second 401 is the answer.
         let fresh = self.current_token(token.as_deref()).await?;
-        self.send(method, path, body, fresh.as_deref()).await
+        self.send_with(method, path, body, fresh.as_deref(), headers).await
     }
 
     /// A request whose answer must be a success; returns its body.
@@ -227,13 +239,30 @@ impl Client {
         body: Option<Bytes>,
         token: Option<&str>,
     ) -> Result<RawResponse> {
+        self.send_with(method, path, body, token, &HeaderMap::new()).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        token: Option<&str>,
+        extra: &HeaderMap,
+    ) -> Result<RawResponse> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
         if let Some(token) = token {
             req = req.header(AUTH_TOKEN_HEADER, token);
         }
         if let Some(body) = body {
-            req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body);
+            if !extra.contains_key(CONTENT_TYPE) {
+                req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            req = req.body(body);
+        }
+        for (name, value) in extra {
+            req = req.header(name, value);
         }
         let transport = |source| Error::Transport { method: method.clone(), url: url.clone(), source };
         let resp = req.send().await.map_err(transport)?;

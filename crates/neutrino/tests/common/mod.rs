@@ -14,7 +14,10 @@ pub struct TestServer {
     pub server: Option<RunningServer>,
     pub url: String,
     pub dir: tempfile::TempDir,
+    /// For tests of HTTP itself (odd content types, malformed requests);
+    /// everything else goes through [`TestServer::client`].
     pub http: reqwest::Client,
+    client: neutrino_client::Client,
     /// A token of `admin` in project `admin`.
     pub admin: String,
 }
@@ -25,6 +28,13 @@ pub struct Resp {
     pub status: u16,
     pub body: Value,
     pub headers: reqwest::header::HeaderMap,
+}
+
+impl From<neutrino_client::RawResponse> for Resp {
+    fn from(raw: neutrino_client::RawResponse) -> Resp {
+        let body = serde_json::from_slice(&raw.bytes).unwrap_or(Value::Null);
+        Resp { status: raw.status.as_u16(), body, headers: raw.headers }
+    }
 }
 
 impl Resp {
@@ -61,7 +71,8 @@ impl TestServer {
         let server = start(config).await.expect("server starts");
         let url = server.url();
         let http = reqwest::Client::new();
-        let mut t = TestServer { server: Some(server), url, dir, http, admin: String::new() };
+        let client = neutrino_client::Client::with_http(http.clone(), &url, neutrino_client::Auth::None);
+        let mut t = TestServer { server: Some(server), url, dir, http, client, admin: String::new() };
         t.admin = t.token("admin", ADMIN_PASSWORD, "admin").await;
         t
     }
@@ -77,15 +88,21 @@ impl TestServer {
         self.dir
     }
 
+    /// The one client of the Neutron and identity APIs, acting as the
+    /// holder of `token` (or anonymous).
+    pub fn client(&self, token: Option<&str>) -> neutrino_client::Client {
+        let auth = match token {
+            Some(t) => neutrino_client::Auth::Token(t.to_string()),
+            None => neutrino_client::Auth::None,
+        };
+        self.client.with_auth(auth)
+    }
+
     /// Issues a project-scoped token by user and project name.
     pub async fn token(&self, user: &str, password: &str, project: &str) -> String {
-        let body = json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}}},
-            "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}});
-        let resp =
-            self.http.post(format!("{}/v3/auth/tokens", self.url)).json(&body).send().await.expect("token request");
-        assert_eq!(resp.status().as_u16(), 201, "token for {user}@{project}");
-        resp.headers()["x-subject-token"].to_str().unwrap().to_string()
+        let credentials = neutrino_client::Credentials::new(user, password, project);
+        let issued = self.client.issue_token(&credentials).await;
+        issued.unwrap_or_else(|e| panic!("token for {user}@{project}: {e}")).token
     }
 
     pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Resp {
@@ -101,40 +118,20 @@ impl TestServer {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Resp {
-        let url = format!("{}{}", self.url, path);
-        let mut req = self.http.request(method.parse().unwrap(), url);
-        if let Some(t) = token {
-            req = req.header("X-Auth-Token", t);
-        }
+        let mut extra = reqwest::header::HeaderMap::new();
         for (name, value) in headers {
-            req = req.header(*name, *value);
+            let name: reqwest::header::HeaderName = name.parse().expect("header name");
+            extra.append(name, value.parse().expect("header value"));
         }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.unwrap_or_default();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Resp { status, body, headers }
+        let body = body.map(|b| neutrino_client::Bytes::from(b.to_string()));
+        let raw = self.client(token).request_with(method.parse().unwrap(), path, body, &extra).await;
+        Resp::from(raw.expect("request"))
     }
 
     /// Sends raw bytes as the body.
     pub async fn raw(&self, method: &str, path: &str, token: &str, body: Vec<u8>) -> Resp {
-        let resp = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{}", self.url, path))
-            .header("X-Auth-Token", token)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.unwrap_or_default();
-        Resp { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers }
+        let raw = self.client(Some(token)).request_raw(method.parse().unwrap(), path, Some(body.into())).await;
+        Resp::from(raw.expect("request"))
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
@@ -153,31 +150,20 @@ impl TestServer {
     /// Creates a project and a user holding `role` on it (through the
     /// Keystone API, as an operator would) and returns a token of that user.
     pub async fn project_user(&self, project: &str, user: &str, role: &str) -> (String, String) {
-        let p =
-            self.post("/v3/projects", &self.admin, json!({"project": {"name": project, "domain_id": "default"}})).await;
-        let project_id = if p.status == 201 {
-            p.body["project"]["id"].as_str().unwrap().to_string()
-        } else {
-            let found = self.get(&format!("/v3/projects?name={project}"), &self.admin).await.expect(200);
-            found["projects"][0]["id"].as_str().unwrap().to_string()
+        let admin = self.client(Some(&self.admin));
+        let project_id = match admin.find_project(project).await.expect("find project") {
+            Some(id) => id,
+            None => admin.create_project(project).await.expect("create project"),
         };
-        let u = self
-            .post("/v3/users", &self.admin, json!({"user": {"name": user, "password": "pw", "domain_id": "default", "default_project_id": project_id}}))
-            .await
-            .expect(201);
-        let user_id = u["user"]["id"].as_str().unwrap().to_string();
-        let roles = self.get(&format!("/v3/roles?name={role}"), &self.admin).await.expect(200);
-        let role_id = roles["roles"][0]["id"].as_str().unwrap().to_string();
-        let r = self
-            .request(
-                "PUT",
-                &format!("/v3/projects/{project_id}/users/{user_id}/roles/{role_id}"),
-                Some(&self.admin),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, 204);
-        (self.token(user, "pw", project).await, project_id)
+        let new = neutrino_client::NewUser {
+            name: user.into(),
+            password: "pw".into(),
+            default_project: Some(project_id.clone()),
+        };
+        let user_id = admin.create_user(&new).await.expect("create user");
+        let role_id = admin.find_role(role).await.expect("find role").unwrap_or_else(|| panic!("no role {role}"));
+        admin.assign_role(&project_id, &user_id, &role_id).await.expect("assign role");
+        (self.token(user, "pw", project).await, project_id.to_string())
     }
 
     // ---- resource helpers -------------------------------------------------
