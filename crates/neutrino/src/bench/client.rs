@@ -1,10 +1,12 @@
-//! The benchmark's HTTP client: a token, keep-alive connections, and a
-//! timed request that parses nothing inside the interval it measures.
+//! The benchmark's side of the client crate: a token, keep-alive
+//! connections, and a timed request that parses nothing inside the
+//! interval it measures.
 
 use std::time::{Duration, Instant};
 
+use neutrino_client::{Auth, Bytes, Client, Credentials};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::BenchError;
 
@@ -20,8 +22,7 @@ pub(super) fn http_client() -> Result<reqwest::Client, BenchError> {
 /// An authenticated connection to the API.
 #[derive(Clone)]
 pub(super) struct Api {
-    http: reqwest::Client,
-    base: String,
+    client: Client,
     token: String,
 }
 
@@ -42,41 +43,18 @@ impl Api {
         password: &str,
         project: &str,
     ) -> Result<(Api, String), BenchError> {
-        let http = http_client()?;
-        let body = json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}}},
-            "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}});
-        let resp = http
-            .post(format!("{base}/v3/auth/tokens"))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|source| BenchError::Http { context: format!("cannot reach {base}"), source })?;
-        if resp.status().as_u16() != 201 {
-            return Err(BenchError::Auth { user: user.into(), project: project.into(), status: resp.status() });
-        }
-        let token = resp
-            .headers()
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| BenchError::Answer("no X-Subject-Token in the token response".into()))?
-            .to_string();
-        let v: Value =
-            resp.json().await.map_err(|source| BenchError::Http { context: "token response".into(), source })?;
-        let project_id = v["token"]["project"]["id"]
-            .as_str()
-            .ok_or_else(|| BenchError::Answer("token response without project id".into()))?
-            .to_string();
-        Ok((Api { http, base: base.to_string(), token }, project_id))
+        let anonymous = Client::with_http(http_client()?, base, Auth::None);
+        let issued = anonymous.issue_token(&Credentials::new(user, password, project)).await.map_err(|e| {
+            BenchError::Auth { user: user.into(), project: project.into(), reason: e.to_string() }
+        })?;
+        let client = anonymous.with_auth(Auth::Token(issued.token.clone()));
+        Ok((Api { client, token: issued.token }, issued.project_id.to_string()))
     }
 
     /// A copy with its own connection pool, as a separate client would have.
     pub(super) fn fresh(&self) -> Result<Api, BenchError> {
-        Ok(Api { http: http_client()?, base: self.base.clone(), token: self.token.clone() })
-    }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{}", self.base, path)).header("X-Auth-Token", &self.token)
+        let client = Client::with_http(http_client()?, self.client.base_url(), Auth::Token(self.token.clone()));
+        Ok(Api { client, token: self.token.clone() })
     }
 
     /// Sends a request and reads the whole body; returns the status and body.
@@ -86,15 +64,8 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), BenchError> {
-        let mut req = self.request(method.clone(), path);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let failed = |source| BenchError::Http { context: format!("{method} {path}"), source };
-        let resp = req.send().await.map_err(failed)?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(failed)?;
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        let answer = self.client.request(method, path, body).await?;
+        Ok((answer.status.as_u16(), answer.body))
     }
 
     /// Like `call`, but anything other than `want` is an error.
@@ -126,19 +97,14 @@ impl Api {
         body: Option<&[u8]>,
         want: u16,
     ) -> Result<Timed, BenchError> {
-        let mut req = self.request(method, path);
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_vec());
-        }
+        let body = body.map(Bytes::copy_from_slice);
         let t = Instant::now();
-        let resp = req.send().await.map_err(BenchError::Transport)?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(BenchError::Transport)?;
+        let answer = self.client.request_raw(method, path, body).await?;
         let elapsed = t.elapsed();
-        if status != want {
-            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
-            return Err(BenchError::Refused { status, body: text });
+        if answer.status != want {
+            let text = String::from_utf8_lossy(&answer.bytes[..answer.bytes.len().min(300)]).into_owned();
+            return Err(BenchError::Refused { status: answer.status.as_u16(), body: text });
         }
-        Ok(Timed { elapsed, len: bytes.len() })
+        Ok(Timed { elapsed, len: answer.bytes.len() })
     }
 }

@@ -62,10 +62,9 @@ pub enum BenchError {
         #[source]
         source: reqwest::Error,
     },
-    /// Like `Http`, for a timed request: its text goes into a report's
-    /// error column, kept short.
+    /// A request through the client crate that got no answer.
     #[error(transparent)]
-    Transport(reqwest::Error),
+    Client(#[from] neutrino_client::Error),
     #[error("{request}: status {status} (wanted {wanted}): {body}")]
     Status { request: String, status: u16, wanted: u16, body: String },
     /// A timed request answered with another status; `body` is cut short.
@@ -78,8 +77,8 @@ pub enum BenchError {
         #[source]
         source: Box<BenchError>,
     },
-    #[error("authentication as {user}@{project} failed: status {status}")]
-    Auth { user: String, project: String, status: reqwest::StatusCode },
+    #[error("authentication as {user}@{project} failed: {reason}")]
+    Auth { user: String, project: String, reason: String },
     /// An answer without something it must carry (an id, a header).
     #[error("{0}")]
     Answer(String),
