@@ -14,7 +14,9 @@ INSERT INTO feed_head (id, revision, compacted) VALUES (1, 0, 0);
 
 -- One row per changed subject; the changes of one transaction share its
 -- revision. `subject` is the id (a JSON list for composite subjects);
--- `networks` and `hosts` are JSON lists.
+-- `networks` and `hosts` are JSON lists. WITHOUT ROWID keeps the rows in
+-- the primary key's own b-tree (SQLite only; PostgreSQL drops the clause):
+-- one page less written per transaction.
 CREATE TABLE feed (
     revision BIGINT NOT NULL,
     seq      BIGINT NOT NULL,
@@ -25,6 +27,6 @@ CREATE TABLE feed (
     hosts    TEXT NOT NULL,
     at_ms    BIGINT NOT NULL,
     PRIMARY KEY (revision, seq)
-);
+) WITHOUT ROWID;
 -- No index on at_ms: compaction walks the primary key down from the
 -- newest revision it may delete, and `at_ms` grows with the revision.
