@@ -227,6 +227,10 @@ async fn the_channel_wants_the_agent_token() {
     let resp = t.request("POST", "/agent/v1/hosts/h1/heartbeat", Some(&t.admin), Some(&json!({}))).await;
     assert_eq!(resp.status, 401);
     assert_eq!(resp.error_type(), "AgentAuthenticationFailed");
+    // Agent channel requests get a request id (and its span) like every
+    // other request, so a change can be followed from the API to a host.
+    let id = resp.headers.get("x-openstack-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(id.starts_with("req-"), "request id: {id:?}");
     // Heartbeats from a host the server does not know ask it to register.
     let right = ChannelClient::new(&t.url, "h9", TOKEN).unwrap();
     assert!(matches!(right.heartbeat(&Default::default()).await, Err(ChannelError::NotRegistered)));
