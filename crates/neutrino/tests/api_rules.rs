@@ -234,10 +234,9 @@ const QUOTAED: &[(&str, Kind)] = &[
 ];
 
 /// Reported bugs: bulk creates of these that fail half-way keep the items
-/// created before the failure (spec §1.3: a bulk create is atomic). The
-/// RBAC handler creates the policies one by one, each in its own
-/// transaction. The test holds them to that until fixed.
-const BULK_NOT_ATOMIC: &[&str] = &["rbac_policy"];
+/// created before the failure (spec §1.3: a bulk create is atomic). None
+/// today (RBAC policies were, until they were made in one transaction).
+const BULK_NOT_ATOMIC: &[&str] = &[];
 
 async fn used(w: &World, key: &str) -> i64 {
     let d = w.t.get(&format!("/v2.0/quotas/{}/details", w.project), &w.member).await.expect(200);

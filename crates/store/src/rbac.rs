@@ -7,7 +7,8 @@ use neutrino_model::{RbacPolicyId, Result};
 
 #[async_trait]
 pub trait RbacStore: Send + Sync + 'static {
-    async fn create_rbac_policy(&self, request: RbacPolicyCreate) -> Result<RbacPolicy>;
+    /// Creates all policies or none (a bulk create is atomic).
+    async fn create_rbac_policies(&self, requests: Vec<RbacPolicyCreate>) -> Result<Vec<RbacPolicy>>;
     /// Policies the viewer created (admins: all).
     async fn list_rbac_policies(&self, viewer: &Viewer) -> Result<Vec<RbacPolicy>>;
     async fn get_rbac_policy(&self, viewer: &Viewer, id: &RbacPolicyId) -> Result<RbacPolicy>;

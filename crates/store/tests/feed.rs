@@ -267,7 +267,7 @@ async fn core_writes_record_their_changes(store: Arc<dyn Store>) {
         action: ACCESS_AS_SHARED.into(),
         target_project: "p2".into(),
     };
-    let policy = store.create_rbac_policy(rbac).await.unwrap();
+    let policy = store.create_rbac_policies(vec![rbac]).await.unwrap().remove(0);
     tail.expect(
         "rbac create",
         &[want(Subject::RbacPolicy(policy.id), Created, &[n], &[]), want(Subject::Network(n), Updated, &[n], &[])],

@@ -101,7 +101,7 @@ async fn list(
 
 async fn create(State(app): State<Arc<App>>, ctx: Ctx, Body(body): Body) -> ApiResult<Response> {
     let (items, bulk) = parse_create(&body, &RBAC_POLICY, &ctx)?;
-    let mut out = Vec::new();
+    let mut requests = Vec::with_capacity(items.len());
     for item in items {
         let req = parse_policy(&ctx, item)?;
         // Only the network's owner (or an admin) shares it.
@@ -109,8 +109,10 @@ async fn create(State(app): State<Arc<App>>, ctx: Ctx, Body(body): Body) -> ApiR
         if !(ctx.is_admin() || ctx.is_member_of(&network.project_id)) {
             return Err(forbidden("create_rbac_policy"));
         }
-        out.push(view(&app.store.create_rbac_policy(req).await?));
+        requests.push(req);
     }
+    // All of them or none, in one transaction.
+    let out = app.store.create_rbac_policies(requests).await?.iter().map(view).collect();
     Ok(created(&RBAC_POLICY, out, bulk))
 }
 

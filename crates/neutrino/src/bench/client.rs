@@ -44,9 +44,10 @@ impl Api {
         project: &str,
     ) -> Result<(Api, String), BenchError> {
         let anonymous = Client::with_http(http_client()?, base, Auth::None);
-        let issued = anonymous.issue_token(&Credentials::new(user, password, project)).await.map_err(|e| {
-            BenchError::Auth { user: user.into(), project: project.into(), reason: e.to_string() }
-        })?;
+        let issued = anonymous
+            .issue_token(&Credentials::new(user, password, project))
+            .await
+            .map_err(|e| BenchError::Auth { user: user.into(), project: project.into(), reason: e.to_string() })?;
         let client = anonymous.with_auth(Auth::Token(issued.token.clone()));
         Ok((Api { client, token: issued.token }, issued.project_id.to_string()))
     }

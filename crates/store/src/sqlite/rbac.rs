@@ -99,47 +99,56 @@ async fn check_unused(conn: &mut SqliteConnection, policy: &RbacPolicy, keep_tar
 
 #[async_trait]
 impl RbacStore for SqliteStore {
-    async fn create_rbac_policy(&self, req: RbacPolicyCreate) -> Result<RbacPolicy> {
-        if req.action != ACCESS_AS_SHARED && req.action != ACCESS_AS_EXTERNAL {
-            return Err(Error::attr(
-                "action",
-                format!("'{}' is not in [access_as_external, access_as_shared]", req.action),
-            ));
+    async fn create_rbac_policies(&self, requests: Vec<RbacPolicyCreate>) -> Result<Vec<RbacPolicy>> {
+        for req in &requests {
+            if req.action != ACCESS_AS_SHARED && req.action != ACCESS_AS_EXTERNAL {
+                return Err(Error::attr(
+                    "action",
+                    format!("'{}' is not in [access_as_external, access_as_shared]", req.action),
+                ));
+            }
         }
         let mut w = self.writer.lock().await;
         let mut tx = self.write_txn(&mut w.conn).await?;
-        let nid = req.object_id.to_string();
-        revision_of(&mut tx, "networks", &nid).await?.ok_or_else(|| Error::not_found(ResourceKind::Network, &nid))?;
-        check_quota(&mut tx, self, req.project_id.as_str(), "rbac_policy", 1).await?;
-        let id = RbacPolicyId::new();
-        let res = sqlx::query(
-            "INSERT INTO network_rbacs (id, network_id, project_id, action, target_project) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id.to_string())
-        .bind(&nid)
-        .bind(req.project_id.as_str())
-        .bind(&req.action)
-        .bind(&req.target_project)
-        .execute(&mut *tx)
-        .await;
-        match res {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::Conflict(format!(
-                    "An RBAC policy already exists for network {nid} with action {} and target {}.",
-                    req.action, req.target_project
-                )));
+        let mut created = Vec::with_capacity(requests.len());
+        for req in requests {
+            let nid = req.object_id.to_string();
+            revision_of(&mut tx, "networks", &nid)
+                .await?
+                .ok_or_else(|| Error::not_found(ResourceKind::Network, &nid))?;
+            // Counted inside the transaction: earlier items of a bulk count.
+            check_quota(&mut tx, self, req.project_id.as_str(), "rbac_policy", 1).await?;
+            let id = RbacPolicyId::new();
+            let res = sqlx::query(
+                "INSERT INTO network_rbacs (id, network_id, project_id, action, target_project) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id.to_string())
+            .bind(&nid)
+            .bind(req.project_id.as_str())
+            .bind(&req.action)
+            .bind(&req.target_project)
+            .execute(&mut *tx)
+            .await;
+            match res {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(Error::Conflict(format!(
+                        "An RBAC policy already exists for network {nid} with action {} and target {}.",
+                        req.action, req.target_project
+                    )));
+                }
+                Err(e) => return Err(internal(e)),
             }
-            Err(e) => return Err(internal(e)),
+            // Sharing changes what the network looks like: its revision moves.
+            bump(&mut tx, "networks", &nid, &now_iso()).await?;
+            let policy = policy_in(&mut tx, &Viewer::All, &id).await?;
+            let network = [policy.object_id];
+            tx.record_networks(Subject::RbacPolicy(id), ChangeOp::Created, network);
+            tx.record_networks(Subject::Network(policy.object_id), ChangeOp::Updated, network);
+            created.push(policy);
         }
-        // Sharing changes what the network looks like: its revision moves.
-        bump(&mut tx, "networks", &nid, &now_iso()).await?;
-        let policy = policy_in(&mut tx, &Viewer::All, &id).await?;
-        let network = [policy.object_id];
-        tx.record_networks(Subject::RbacPolicy(id), ChangeOp::Created, network);
-        tx.record_networks(Subject::Network(policy.object_id), ChangeOp::Updated, network);
         tx.commit().await?;
-        Ok(policy)
+        Ok(created)
     }
 
     async fn list_rbac_policies(&self, viewer: &Viewer) -> Result<Vec<RbacPolicy>> {
