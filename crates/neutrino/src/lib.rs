@@ -2,6 +2,7 @@
 //! with the integration tests and the benchmark.
 
 pub mod bench;
+pub mod bench_control;
 pub mod bench_dataplane;
 pub mod config;
 pub mod server;

@@ -24,6 +24,8 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Measure the API over HTTP against a fresh server of this binary.
     Bench(Box<neutrino::bench::BenchArgs>),
+    /// Measure the control plane at scale: simulated agents over the agent channel, no kernel.
+    BenchControl(Box<neutrino::bench_control::ControlBenchArgs>),
     /// Measure the agent and the kernel in a lab: port-to-wire, netlink ops per port, cold start (root).
     BenchDataplane(Box<neutrino::bench_dataplane::DataplaneBenchArgs>),
     /// Run the host agent: keep this host's kernel in line with the server.
@@ -134,6 +136,7 @@ async fn main() {
     let result = match cli.command {
         Command::Server(args) => run_server(*args).await,
         Command::Bench(args) => neutrino::bench::run(*args).await,
+        Command::BenchControl(args) => neutrino::bench_control::run(*args).await.map_err(|e| e.to_string()),
         Command::BenchDataplane(args) => neutrino::bench_dataplane::run(*args).await,
         Command::Agent(args) => neutrino_agent::run(*args).await,
         Command::Lab(args) => neutrino_lab::cli::run(*args).await,
