@@ -155,10 +155,12 @@ fn size_section(s: &mut String, r: &SizeResult) {
         (Some(per), Some(total)) => {
             let _ = writeln!(
                 s,
-                "- server CPU per port create: **{} ms** ({:.2} s over {} creates until every watch had them)",
+                "- server CPU per port create: **{} ms** ({:.2} s over {} creates until every watch had them, \
+                 {:.0} % of one CPU in that time)",
                 ms(Some(per)),
                 total.as_secs_f64(),
-                r.samples()
+                r.samples(),
+                100.0 * total.as_secs_f64() / r.sample_wall.as_secs_f64().max(1e-9)
             );
         }
         _ => {
