@@ -126,7 +126,7 @@ impl AgentClient {
             request_id = tracing::field::Empty
         );
         let resp = self.send(self.http.get(url)).instrument(span).await?;
-        Ok(WatchStream { resp, lines: Lines::default(), silence: self.silence })
+        Ok(WatchStream { resp, lines: Lines::default(), silence: self.silence, received: 0 })
     }
 
     async fn post<T: Serialize>(&self, path: &str, body: &T) -> Result<reqwest::Response, AgentError> {
@@ -205,9 +205,15 @@ pub struct WatchStream {
     resp: reqwest::Response,
     lines: Lines,
     silence: Duration,
+    received: u64,
 }
 
 impl WatchStream {
+    /// Bytes received on this stream so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
     /// The next event; an error ends the stream (watch again).
     pub async fn next(&mut self) -> Result<WatchEvent, AgentError> {
         loop {
@@ -219,7 +225,10 @@ impl WatchStream {
                 .map_err(|_| AgentError::Silent(self.silence))?
                 .map_err(AgentError::Unreachable)?;
             match chunk {
-                Some(bytes) => self.lines.push(&bytes),
+                Some(bytes) => {
+                    self.received += bytes.len() as u64;
+                    self.lines.push(&bytes)
+                }
                 None => return Err(AgentError::StreamEnded),
             }
         }

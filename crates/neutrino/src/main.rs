@@ -26,6 +26,8 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Measure the API over HTTP against a fresh server of this binary.
     Bench(Box<neutrino::bench::BenchArgs>),
+    /// Measure the control plane at scale: simulated agents over the agent channel, no kernel.
+    BenchControl(Box<neutrino::bench_control::ControlBenchArgs>),
     /// Measure the agent and the kernel in a lab: port-to-wire, netlink ops per port, cold start (root).
     BenchDataplane(Box<neutrino::bench_dataplane::DataplaneBenchArgs>),
     /// Run the host agent: keep this host's kernel in line with the server.
@@ -81,6 +83,8 @@ enum CliError {
     Bench(#[from] BenchError),
     #[error(transparent)]
     DataplaneBench(#[from] DataplaneBenchError),
+    #[error(transparent)]
+    ControlBench(#[from] neutrino::bench_control::BenchError),
     #[error(transparent)]
     Agent(#[from] neutrino_agent::AgentError),
     #[error(transparent)]
@@ -153,6 +157,7 @@ async fn main() {
     let result = match cli.command {
         Command::Server(args) => run_server(*args).await,
         Command::Bench(args) => neutrino::bench::run(*args).await.map_err(CliError::from),
+        Command::BenchControl(args) => neutrino::bench_control::run(*args).await.map_err(CliError::from),
         Command::BenchDataplane(args) => neutrino::bench_dataplane::run(*args).await.map_err(CliError::from),
         Command::Agent(args) => neutrino_agent::run(*args).await.map_err(CliError::Agent),
         Command::Lab(args) => neutrino_lab::cli::run(*args).await.map_err(CliError::from),
