@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use neutrino_model::agents::HostRegistration;
@@ -33,7 +34,9 @@ pub enum RowError {
 pub struct PortRec {
     /// `binding:host_id`; empty when unbound.
     pub host: String,
-    pub view: PortView,
+    /// Shared with the own sections of the host it is wired on: one copy
+    /// per port, not one per place that holds it.
+    pub view: Arc<PortView>,
 }
 
 /// A segment a host may realise a network with.
@@ -84,7 +87,7 @@ impl PortRec {
             .collect::<Result<Vec<_>, RowError>>()?;
         Ok(PortRec {
             host: port.binding.host_id.clone(),
-            view: PortView {
+            view: Arc::new(PortView {
                 network_id: port.network_id,
                 mac: port.mac_address,
                 fixed_ips: port
@@ -98,7 +101,7 @@ impl PortRec {
                 port_security_enabled: port.port_security_enabled,
                 allowed_address_pairs: pairs,
                 security_groups: port.security_groups.clone(),
-            },
+            }),
         })
     }
 

@@ -66,6 +66,11 @@ impl Default for ControlSettings {
 
 /// The name of the lease scheduling runs under.
 pub const SCHEDULER_LEASE: &str = "scheduler";
+/// How long a scheduling round waits after being asked, so that a burst of
+/// changes is scheduled in one round.
+const SCHEDULE_DEBOUNCE: Duration = Duration::from_millis(50);
+/// How long the feed reader lets commits gather before reading them.
+const FEED_DEBOUNCE: Duration = Duration::from_millis(3);
 /// Entries read from the feed at once.
 const FEED_PAGE: usize = 2_000;
 
@@ -158,7 +163,13 @@ impl Control {
                 }
             }
             tokio::select! {
-                _ = commits.changed() => {}
+                _ = commits.changed() => {
+                    // Commits come in bursts: reading after a few
+                    // milliseconds reads the burst at once (one feed read
+                    // and one read of the rows for many changes), well
+                    // inside the propagation target.
+                    tokio::time::sleep(FEED_DEBOUNCE).await;
+                }
                 _ = self.read_feed.notified() => {}
                 _ = tokio::time::sleep(self.settings.feed_poll) => {}
             }
@@ -183,8 +194,16 @@ impl Control {
                 let started = std::time::Instant::now();
                 let touched = tail::Touched::from_changes(&changes);
                 let batch = tail::read_batch(self.store.as_ref(), &touched).await?;
+                // Scheduling cares for DHCP ports (before or after the
+                // change), not for every port.
+                let dhcp_port = batch.ports.values().flatten().any(cloud::PortRec::is_dhcp)
+                    || self.hub.with_engine(|e| {
+                        e.is_some_and(|e| {
+                            touched.ports.iter().any(|id| e.cloud().ports.get(id).is_some_and(|p| p.is_dhcp()))
+                        })
+                    });
                 let published = self.hub.apply(batch, last);
-                if touched.schedule || !touched.ports.is_empty() {
+                if touched.schedule || dhcp_port {
                     self.schedule.notify_one();
                 }
                 tracing::debug!(
@@ -203,21 +222,35 @@ impl Control {
 
     async fn schedule_loop(self: Arc<Self>) {
         let mut last_compaction = std::time::Instant::now();
+        let ttl = self.settings.schedule_every * 3;
+        // When this server last got (or renewed) the lease.
+        let mut leased: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
-                _ = self.schedule.notified() => {}
+                _ = self.schedule.notified() => {
+                    // One round for a burst of changes, not one each.
+                    tokio::time::sleep(SCHEDULE_DEBOUNCE).await;
+                }
                 _ = tokio::time::sleep(self.settings.schedule_every) => {}
             }
             if !self.hub.is_ready() {
                 continue;
             }
-            let ttl = self.settings.schedule_every * 3;
-            match self.store.acquire_lease(SCHEDULER_LEASE, &self.holder, ttl).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "scheduler lease not read");
-                    continue;
+            // Renewed once a third of it has passed: a write per few
+            // seconds, not per round, and never a gap another server
+            // could take it in.
+            if leased.is_none_or(|at| at.elapsed() >= ttl / 3) {
+                match self.store.acquire_lease(SCHEDULER_LEASE, &self.holder, ttl).await {
+                    Ok(true) => leased = Some(std::time::Instant::now()),
+                    Ok(false) => {
+                        leased = None;
+                        continue;
+                    }
+                    Err(e) => {
+                        leased = None;
+                        tracing::warn!(error = %e, "scheduler lease not read");
+                        continue;
+                    }
                 }
             }
             if let Err(e) = self.schedule_once().await {

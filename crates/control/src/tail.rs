@@ -4,11 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use neutrino_model::agents::agent_type;
-use neutrino_model::policy::Viewer;
 use neutrino_model::{NetworkId, PortId, Result, SubnetId};
-use neutrino_store::{Change, ListQuery, Pushdown, Store, Subject};
+use neutrino_store::{Change, ListQuery, Store, Subject};
 
-use crate::cloud::{Cloud, NetRec, PortRec, SubnetRec};
+use crate::cloud::{Cloud, NetRec, PortRec, RowError, SubnetRec};
 use crate::views::engine::Batch;
 
 /// Ids read per query: well under any database's parameter limit.
@@ -70,60 +69,77 @@ impl Touched {
     }
 }
 
+/// Reads rows by id (in chunks), converts them and records each as the
+/// batch's new state: an id not found is gone (`None`); a row that cannot
+/// make a view is logged with its id and left as it was.
+async fn read_by_ids<Id, Row, Rec, Fut>(
+    ids: &BTreeSet<Id>,
+    fetch: impl Fn(ListQuery) -> Fut,
+    key: impl Fn(&Row) -> Id,
+    convert: impl Fn(&Row) -> std::result::Result<Rec, RowError>,
+    out: &mut BTreeMap<Id, Option<Rec>>,
+) -> Result<()>
+where
+    Id: Ord + Copy + ToString,
+    Fut: std::future::Future<Output = Result<Vec<Row>>>,
+{
+    let mut broken = BTreeSet::new();
+    for chunk in chunks(ids) {
+        for row in fetch(by_ids(chunk)).await? {
+            match convert(&row) {
+                Ok(rec) => {
+                    out.insert(key(&row), Some(rec));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "kept as it was in host views");
+                    broken.insert(key(&row));
+                }
+            }
+        }
+    }
+    for id in ids.iter().filter(|id| !broken.contains(*id)) {
+        out.entry(*id).or_insert(None);
+    }
+    Ok(())
+}
+
 fn chunks<T: ToString>(ids: &BTreeSet<T>) -> Vec<Vec<String>> {
     let all: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
     all.chunks(CHUNK).map(|c| c.to_vec()).collect()
 }
 
 fn by_ids(ids: Vec<String>) -> ListQuery {
-    ListQuery { viewer: Viewer::All, pushdown: Pushdown { ids, ..Default::default() } }
+    ListQuery::once_by_ids(ids)
 }
 
 /// Reads the current state of what was touched. A row that cannot make a
 /// view is logged with its id and left as it was (never silently dropped).
 pub async fn read_batch(store: &dyn Store, t: &Touched) -> Result<Batch> {
     let mut batch = Batch::default();
-    let mut broken: BTreeSet<String> = BTreeSet::new();
-    for chunk in chunks(&t.ports) {
-        for p in store.list_ports(&by_ids(chunk)).await? {
-            match PortRec::from_model(&p) {
-                Ok(rec) => {
-                    batch.ports.insert(p.id, Some(rec));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "port kept as it was in host views");
-                    broken.insert(p.id.to_string());
-                }
-            }
-        }
-    }
-    for id in t.ports.iter().filter(|id| !broken.contains(&id.to_string())) {
-        batch.ports.entry(*id).or_insert(None);
-    }
-    for chunk in chunks(&t.networks) {
-        for n in store.list_networks(&by_ids(chunk)).await? {
-            match NetRec::from_model(&n) {
-                Ok(rec) => {
-                    batch.networks.insert(n.id, Some(rec));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "network kept as it was in host views");
-                    broken.insert(n.id.to_string());
-                }
-            }
-        }
-    }
-    for id in t.networks.iter().filter(|id| !broken.contains(&id.to_string())) {
-        batch.networks.entry(*id).or_insert(None);
-    }
-    for chunk in chunks(&t.subnets) {
-        for s in store.list_subnets(&by_ids(chunk)).await? {
-            batch.subnets.insert(s.id, Some(SubnetRec::from_model(&s)));
-        }
-    }
-    for id in &t.subnets {
-        batch.subnets.entry(*id).or_insert(None);
-    }
+    read_by_ids(
+        &t.ports,
+        |q| async move { store.list_ports(&q).await },
+        |p| p.id,
+        |p| PortRec::from_model(p),
+        &mut batch.ports,
+    )
+    .await?;
+    read_by_ids(
+        &t.networks,
+        |q| async move { store.list_networks(&q).await },
+        |n| n.id,
+        NetRec::from_model,
+        &mut batch.networks,
+    )
+    .await?;
+    read_by_ids(
+        &t.subnets,
+        |q| async move { store.list_subnets(&q).await },
+        |s| s.id,
+        |s| Ok(SubnetRec::from_model(s)),
+        &mut batch.subnets,
+    )
+    .await?;
     for host in &t.hosts {
         batch.hosts.insert(host.clone(), store.get_host(host).await?);
     }
@@ -146,7 +162,7 @@ pub async fn read_cloud(store: &dyn Store, lease_seconds: u32) -> Result<Cloud> 
     for reg in store.list_hosts().await? {
         cloud.set_host(&reg.host.clone(), Some(reg));
     }
-    let all = ListQuery::new(Viewer::All);
+    let all = ListQuery::once_all();
     for n in store.list_networks(&all).await? {
         match NetRec::from_model(&n) {
             Ok(rec) => cloud.set_network(n.id, Some(rec)),

@@ -59,11 +59,26 @@ pub struct Pushdown {
 pub struct ListQuery {
     pub viewer: Viewer,
     pub pushdown: Pushdown,
+    /// Keep what is read in the store's read cache for later lists. The
+    /// API's lists want that; a reader that reads each row once (the
+    /// control plane, reading back what changed) does not, and would only
+    /// fill memory with a copy of every port.
+    pub cache: bool,
 }
 
 impl ListQuery {
     pub fn new(viewer: Viewer) -> Self {
-        ListQuery { viewer, pushdown: Pushdown::default() }
+        ListQuery { viewer, pushdown: Pushdown::default(), cache: true }
+    }
+
+    /// The rows with these ids, whoever owns them, not kept in the cache.
+    pub fn once_by_ids(ids: Vec<String>) -> Self {
+        ListQuery { viewer: Viewer::All, pushdown: Pushdown { ids, ..Default::default() }, cache: false }
+    }
+
+    /// Everything, not kept in the cache.
+    pub fn once_all() -> Self {
+        ListQuery { cache: false, ..ListQuery::new(Viewer::All) }
     }
 }
 

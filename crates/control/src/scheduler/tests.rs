@@ -74,7 +74,7 @@ fn cloud_with(hosts: &[&str]) -> (Cloud, NetworkId, SubnetId) {
 fn dhcp_port(net: NetworkId, host: &str, fixed: Vec<FixedIp>) -> PortRec {
     PortRec {
         host: host.into(),
-        view: PortView {
+        view: std::sync::Arc::new(PortView {
             network_id: net,
             mac: MacAddress([0xfa, 0x16, 0x3e, 1, 2, 3]),
             fixed_ips: fixed,
@@ -84,7 +84,7 @@ fn dhcp_port(net: NetworkId, host: &str, fixed: Vec<FixedIp>) -> PortRec {
             port_security_enabled: false,
             allowed_address_pairs: vec![],
             security_groups: vec![],
-        },
+        }),
     }
 }
 
@@ -154,7 +154,7 @@ fn ports_are_made_only_on_registered_hosts_and_unscheduled_ports_go() {
     let stale = PortId::new();
     cloud.set_port(stale, Some(dhcp_port(net, "h1", vec![])));
     let mut users = dhcp_port(net, "h1", vec![]);
-    users.view.device_id = "mine".into();
+    std::sync::Arc::make_mut(&mut users.view).device_id = "mine".into();
     cloud.set_port(PortId::new(), Some(users));
     assert_eq!(plan(&cloud, &input, None), [Action::DeletePort { port: stale }]);
 }

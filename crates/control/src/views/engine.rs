@@ -146,7 +146,7 @@ impl Engine {
             let old = old.unwrap_or_default();
             let delta = deltas.entry(host.clone()).or_default();
             delta.networks = neutrino_proto::SectionDelta::between(&old.networks, &new.networks);
-            delta.ports = neutrino_proto::SectionDelta::between(&old.ports, &new.ports);
+            delta.ports = unshared(neutrino_proto::SectionDelta::between(&old.ports, &new.ports));
             delta.dhcp = neutrino_proto::SectionDelta::between(&old.dhcp, &new.dhcp);
             state.own = new;
         }
@@ -160,7 +160,7 @@ impl Engine {
         }
         for host in peers.iter().filter(|h| !updates.contains_key(*h)) {
             let Some(state) = self.hosts.get(host) else { continue };
-            let old = before.own.get(host).map(|o| &o.networks).unwrap_or(&state.own.networks);
+            let old = before.own.get(host).map(|o| &o.networks);
             let delta = deltas.entry(host.clone()).or_default();
             self.remote_delta(host, old, &state.own.networks, &before, delta);
         }
@@ -298,10 +298,12 @@ impl Engine {
     }
 
     /// l2population changes of one host whose registration did not change.
+    /// `old` is `None` when its own sections did not change either: then
+    /// only the batch's networks are looked at, not all of the host's.
     fn remote_delta(
         &self,
         host: &str,
-        old: &BTreeMap<NetworkId, NetworkView>,
+        old: Option<&BTreeMap<NetworkId, NetworkView>>,
         new: &BTreeMap<NetworkId, NetworkView>,
         before: &Before,
         delta: &mut HostViewDelta,
@@ -313,6 +315,25 @@ impl Engine {
             (ep.network_id == *network && sees_endpoint(host, local, &nv.segment, ep_host, ep)).then(|| ep.clone())
         };
         let now = |id: &PortId| cloud.ports.get(id).and_then(|p| endpoint(cloud, p)).map(|(h, e)| (h.to_string(), e));
+        // The batch's ports on a network the host had and still has.
+        let dirty = |network: &NetworkId, nv: &NetworkView, delta: &mut HostViewDelta| {
+            for id in before.dirty_by_network.get(network).into_iter().flatten() {
+                let was = sees(network, nv, before.endpoints.get(id).unwrap_or(&None));
+                match (was, sees(network, nv, &now(id))) {
+                    (was, Some(is)) if was.as_ref() != Some(&is) => delta.remote_ports.set(*id, is),
+                    (Some(_), None) => delta.remote_ports.unset(*id),
+                    _ => {}
+                }
+            }
+        };
+        let Some(old) = old else {
+            for network in before.dirty_by_network.keys() {
+                if let Some(nv) = new.get(network) {
+                    dirty(network, nv, delta);
+                }
+            }
+            return;
+        };
         for (network, nv) in old.iter().filter(|(n, _)| !new.contains_key(*n)) {
             for id in self.ports_then(network, before) {
                 let was = before.endpoints.get(&id).cloned().unwrap_or_else(|| now(&id));
@@ -328,14 +349,7 @@ impl Engine {
                 }
                 continue;
             }
-            for id in before.dirty_by_network.get(network).into_iter().flatten() {
-                let was = sees(network, nv, before.endpoints.get(id).unwrap_or(&None));
-                match (was, sees(network, nv, &now(id))) {
-                    (was, Some(is)) if was.as_ref() != Some(&is) => delta.remote_ports.set(*id, is),
-                    (Some(_), None) => delta.remote_ports.unset(*id),
-                    _ => {}
-                }
-            }
+            dirty(network, nv, delta);
         }
     }
 
@@ -393,6 +407,16 @@ impl Engine {
     /// Local VTEP of a host, for tests and the hub.
     pub fn tunnel_ip(&self, host: &str) -> Option<IpAddr> {
         self.cloud.hosts.get(host).and_then(|h| h.tunnel_ip)
+    }
+}
+
+/// A section delta of shared values, as the contract carries it.
+fn unshared<K: Ord, V: Clone>(
+    delta: neutrino_proto::SectionDelta<K, std::sync::Arc<V>>,
+) -> neutrino_proto::SectionDelta<K, V> {
+    neutrino_proto::SectionDelta {
+        upsert: delta.upsert.into_iter().map(|(k, v)| (k, V::clone(&v))).collect(),
+        remove: delta.remove,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use neutrino_model::{NetworkId, PortId};
-use neutrino_proto::{DhcpHost, DhcpService, HostView, NetworkView, RemotePort};
+use neutrino_proto::{DhcpHost, DhcpService, HostView, NetworkView, PortView, RemotePort};
 
 use super::{OwnSections, dhcp_entry, endpoint, own_sections, sees_endpoint};
 use crate::cloud::Cloud;
@@ -69,7 +69,7 @@ pub fn assemble(cloud: &Cloud, host: &str, own: &OwnSections, revision: u64) -> 
         remote_ports: remote_ports(cloud, host, &own.networks),
         dhcp_hosts: dhcp_hosts(cloud, &own.dhcp),
         networks: own.networks.clone(),
-        ports: own.ports.clone(),
+        ports: own.ports.iter().map(|(id, p)| (*id, PortView::clone(p))).collect(),
         dhcp: own.dhcp.clone(),
     }
 }

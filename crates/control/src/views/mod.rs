@@ -11,6 +11,7 @@ pub mod engine;
 pub mod full;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use neutrino_model::agents::HostRegistration;
 use neutrino_model::{NetworkId, PortId};
@@ -49,7 +50,7 @@ pub fn network_view(cloud: &Cloud, network: &NetworkId, host: &str) -> Option<Ne
 
 /// The port as `host`'s view holds it: bound there, wired by the L2
 /// agent, on a network the host can realise.
-pub fn port_on(cloud: &Cloud, rec: &PortRec, host: &str) -> Option<PortView> {
+pub fn port_on(cloud: &Cloud, rec: &PortRec, host: &str) -> Option<Arc<PortView>> {
     if rec.host != host || !rec.wired_by_l2() {
         return None;
     }
@@ -98,7 +99,7 @@ pub fn dhcp_service(
     cloud: &Cloud,
     network: &NetworkId,
     host: &str,
-    wired: &BTreeMap<PortId, PortView>,
+    wired: &BTreeMap<PortId, Arc<PortView>>,
 ) -> Option<DhcpService> {
     if !cloud.dhcp_bindings.get(network).is_some_and(|h| h.contains(host)) {
         return None;
@@ -138,7 +139,7 @@ pub fn dhcp_service(
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OwnSections {
     pub networks: BTreeMap<NetworkId, NetworkView>,
-    pub ports: BTreeMap<PortId, PortView>,
+    pub ports: BTreeMap<PortId, Arc<PortView>>,
     pub dhcp: BTreeMap<NetworkId, DhcpService>,
 }
 

@@ -52,7 +52,7 @@ fn subnet(network: NetworkId, cidr: &str, dhcp: bool) -> SubnetRec {
 fn port(network: NetworkId, subnet: SubnetId, host: &str, ip: &str, mac: u8, owner: &str) -> PortRec {
     PortRec {
         host: host.into(),
-        view: PortView {
+        view: std::sync::Arc::new(PortView {
             network_id: network,
             mac: MacAddress([0xfa, 0x16, 0x3e, 0, 0, mac]),
             fixed_ips: vec![FixedIp { subnet_id: subnet, ip_address: ip.parse().unwrap() }],
@@ -62,7 +62,7 @@ fn port(network: NetworkId, subnet: SubnetId, host: &str, ip: &str, mac: u8, own
             port_security_enabled: true,
             allowed_address_pairs: vec![],
             security_groups: vec![],
-        },
+        }),
     }
 }
 
@@ -130,7 +130,7 @@ fn the_dhcp_host_serves_every_other_port_of_the_network() {
     let (mut cloud, net, sub, ids) = small_cloud();
     let dhcp = PortId::new();
     let mut rec = port(net, sub, "h1", "10.0.0.2", 9, device_owner::DHCP);
-    rec.view.device_id = dhcp_device_id("h1", &net);
+    std::sync::Arc::make_mut(&mut rec.view).device_id = dhcp_device_id("h1", &net);
     cloud.set_port(dhcp, Some(rec));
     let unbound = PortId::new();
     cloud.set_port(unbound, Some(port(net, sub, "", "10.0.0.99", 8, "compute:nova")));
@@ -358,12 +358,12 @@ fn random_port(rng: &mut Lcg, w: &World, id: PortId) -> Option<PortRec> {
     ]);
     let mut rec = port(network, subnet, &host, &format!("10.0.0.{}", rng.below(250) + 2), rng.below(200) as u8, owner);
     if rng.chance(15) {
-        rec.view.fixed_ips.clear();
+        std::sync::Arc::make_mut(&mut rec.view).fixed_ips.clear();
     }
     if owner == device_owner::DHCP && rng.chance(70) {
-        rec.view.device_id = dhcp_device_id(&host, &network);
+        std::sync::Arc::make_mut(&mut rec.view).device_id = dhcp_device_id(&host, &network);
     }
-    rec.view.admin_state_up = rng.chance(85);
+    std::sync::Arc::make_mut(&mut rec.view).admin_state_up = rng.chance(85);
     Some(rec)
 }
 

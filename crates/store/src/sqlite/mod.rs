@@ -65,6 +65,17 @@ pub(crate) struct Writer {
     ipam: ipam::IpamCache,
 }
 
+/// Page caches, per connection (negative: KiB). Each connection has its
+/// own: the writer's is the larger (every write reads the index pages it
+/// changes); readers' are small, so that four of them do not hold four
+/// copies of the hot pages (the kernel's page cache has the file anyway,
+/// and the ports' read cache holds what lists need). Measured at 50,000
+/// ports: 32 MiB everywhere cost ~50 MiB of the server's memory.
+const WRITER_CACHE_KIB: &str = "-16000";
+const READER_CACHE_KIB: &str = "-4000";
+/// The checkpointer only copies WAL frames into the database file.
+const CHECKPOINTER_CACHE_KIB: &str = "-1000";
+
 /// The schema, in order: (version, description, SQL).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
@@ -86,7 +97,7 @@ impl SqliteStore {
             .synchronous(sync)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-32000")
+            .pragma("cache_size", WRITER_CACHE_KIB)
             .pragma("temp_store", "memory");
         // The writer leaves checkpoints to a task of their own (checkpoint.rs).
         let writer_options = base.clone().create_if_missing(true).pragma("wal_autocheckpoint", "0");
@@ -96,13 +107,16 @@ impl SqliteStore {
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(base.clone().read_only(true))
+            .connect_with(base.clone().read_only(true).pragma("cache_size", READER_CACHE_KIB))
             .await
             .map_err(internal)?;
         Ok(SqliteStore {
-            writer: checkpoint::WriterLock::new(Writer { conn, ipam: ipam::IpamCache::default() }, base)
-                .await
-                .map_err(internal)?,
+            writer: checkpoint::WriterLock::new(
+                Writer { conn, ipam: ipam::IpamCache::default() },
+                base.pragma("cache_size", CHECKPOINTER_CACHE_KIB),
+            )
+            .await
+            .map_err(internal)?,
             readers,
             config,
             ports: port_cache::PortCache::default(),

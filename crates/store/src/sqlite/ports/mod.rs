@@ -157,7 +157,9 @@ impl SqliteStore {
                     loaded.insert(p.id, Arc::new(p));
                 }
             }
-            self.ports.put(loaded.values().cloned());
+            if q.cache {
+                self.ports.put(loaded.values().cloned());
+            }
             for (slot, id) in out.iter_mut().zip(&order) {
                 if slot.is_none() {
                     *slot = loaded.get(id).cloned();
