@@ -67,6 +67,23 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
+    /// The rows every benchmark's markdown table starts with: the commit,
+    /// the machine, and the load around the run.
+    pub(crate) fn markdown_rows(&self) -> String {
+        format!(
+            "| commit | `{}` ({} build) |\n| machine | {} CPUs, {}, {:.1} GiB RAM, Linux {} |\n\
+             | load average (1/5/15 min) | {} before, {} after |\n",
+            self.commit,
+            self.build,
+            self.nproc,
+            self.cpu,
+            self.memory_gib,
+            self.kernel,
+            self.load_before,
+            self.load_after
+        )
+    }
+
     pub(crate) fn probe() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo

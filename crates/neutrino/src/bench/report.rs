@@ -175,9 +175,7 @@ pub(super) fn markdown_report(r: &Report) -> String {
     let _ = writeln!(s, "### Results of {}\n", m.date);
     let _ = writeln!(s, "Command:\n\n```sh\n{}\n```\n", r.command);
     let _ = writeln!(s, "| | |\n|---|---|");
-    let _ = writeln!(s, "| commit | `{}` ({} build) |", m.commit, m.build);
-    let _ = writeln!(s, "| machine | {} CPUs, {}, {:.1} GiB RAM, Linux {} |", m.nproc, m.cpu, m.memory_gib, m.kernel);
-    let _ = writeln!(s, "| load average (1/5/15 min) | {} before, {} after |", m.load_before, m.load_after);
+    s.push_str(&m.markdown_rows());
     let _ = writeln!(s, "| server | {} |", r.target);
     if let Some(n) = &r.note {
         let _ = writeln!(s, "| note | {n} |");

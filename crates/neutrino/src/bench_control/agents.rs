@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use neutrino_client::AgentClient;
 use neutrino_model::agents::{HostRegistration, HostRole};
-use neutrino_model::{MacAddress, NetworkId};
-use neutrino_proto::{CONTRACT_VERSION, Heartbeat, HostView, Registration, WatchEvent, WatchQuery};
+use neutrino_model::{MacAddress, NetworkId, PortId};
+use neutrino_proto::{
+    CONTRACT_VERSION, Heartbeat, HostView, PortView, Registration, RemotePort, WatchEvent, WatchQuery,
+};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -43,11 +45,19 @@ impl Probe {
 
     /// Whether `view`, the view of host `index`, shows the port where that
     /// host must see it.
+    #[cfg(test)]
     fn shown_in(&self, index: usize, view: &HostView) -> bool {
+        self.among(index, &view.ports, &view.remote_ports)
+    }
+
+    /// Whether these entries (a whole view's, or what a delta upserts)
+    /// show the port where host `index` must see it: O(entries), so a delta
+    /// costs its size, not the view's.
+    fn among(&self, index: usize, ports: &BTreeMap<PortId, PortView>, remote: &BTreeMap<PortId, RemotePort>) -> bool {
         if index == self.own {
-            return view.ports.values().any(|p| p.mac == self.mac);
+            return ports.values().any(|p| p.mac == self.mac);
         }
-        view.remote_ports.values().any(|r| r.network_id == self.network && r.mac == self.mac)
+        remote.values().any(|r| r.network_id == self.network && r.mac == self.mac)
     }
 }
 
@@ -241,12 +251,12 @@ impl Watcher {
                     };
                     let at = Instant::now();
                     self.state.bytes.fetch_add(stream.received() - before, Ordering::Relaxed);
+                    self.check(&event, at);
                     if !self.apply(&mut view, event) {
                         break;
                     }
                     if let Some(v) = &view {
                         self.state.ports.store(v.ports.len(), Ordering::Relaxed);
-                        self.check(v, at);
                     }
                 },
                 Err(e) => self.state.failed(&e),
@@ -280,11 +290,21 @@ impl Watcher {
         true
     }
 
-    fn check(&self, view: &HostView, at: Instant) {
+    /// Stamps the probe if this event brings its port where this host must
+    /// see it.
+    fn check(&self, event: &WatchEvent, at: Instant) {
         let mut probe = lock(&self.probe);
         let Some(p) = probe.as_mut() else { return };
         let wanted = self.index == p.own || p.peers.contains(&self.index);
-        if wanted && !p.seen.contains_key(&self.index) && p.shown_in(self.index, view) {
+        if !wanted || p.seen.contains_key(&self.index) {
+            return;
+        }
+        let shown = match event {
+            WatchEvent::Snapshot { view } => p.among(self.index, &view.ports, &view.remote_ports),
+            WatchEvent::Delta { delta } => p.among(self.index, &delta.ports.upsert, &delta.remote_ports.upsert),
+            WatchEvent::Resume { .. } | WatchEvent::Keepalive { .. } => false,
+        };
+        if shown {
             p.seen.insert(self.index, at);
             self.arrived.notify_one();
         }
@@ -306,8 +326,6 @@ async fn heartbeats(client: Arc<AgentClient>, state: Arc<AgentState>, interval: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use neutrino_model::PortId;
-    use neutrino_proto::{PortView, RemotePort};
 
     const MAC: MacAddress = MacAddress([0xfa, 0x16, 0x3e, 0xbe, 0, 1]);
 
