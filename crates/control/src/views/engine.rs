@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use neutrino_model::agents::HostRegistration;
 use neutrino_model::{NetworkId, PortId, SubnetId};
-use neutrino_proto::{DhcpHost, DhcpService, HostView, HostViewDelta, NetworkView, RemotePort};
+use neutrino_proto::{DhcpHost, DhcpService, HostView, HostViewDelta, NetworkView, PortView, RemotePort};
 
 use super::full::{assemble, network_endpoints, service_hosts};
 use super::{OwnSections, dhcp_entry, endpoint, own_sections, sees_endpoint};
@@ -59,6 +59,31 @@ pub enum Update {
 struct HostState {
     revision: u64,
     own: OwnSections,
+    /// Wired ports per network of `own.networks`, so that a port change is
+    /// handled without recomputing the host's sections.
+    wired_per_network: HashMap<NetworkId, usize>,
+}
+
+impl HostState {
+    fn new(revision: u64, own: OwnSections) -> HostState {
+        let mut state = HostState { revision, own, wired_per_network: HashMap::new() };
+        state.recount();
+        state
+    }
+
+    fn recount(&mut self) {
+        self.wired_per_network.clear();
+        for p in self.own.ports.values() {
+            *self.wired_per_network.entry(p.network_id).or_default() += 1;
+        }
+    }
+}
+
+/// The networks a host gained and lost in a batch.
+#[derive(Debug, Default)]
+struct NetChanges {
+    gained: Vec<NetworkId>,
+    lost: Vec<(NetworkId, NetworkView)>,
 }
 
 pub struct Engine {
@@ -76,8 +101,11 @@ struct Before {
     dhcp_entries: HashMap<PortId, Option<DhcpHost>>,
     /// Dirty ports by the network they were or are on.
     dirty_by_network: HashMap<NetworkId, BTreeSet<PortId>>,
-    /// Own sections of the hosts recomputed, as they were.
+    /// Own sections of the hosts recomputed whole, as they were.
     own: BTreeMap<String, OwnSections>,
+    /// Hosts touched by port changes alone, with those ports: their own
+    /// sections are updated port by port.
+    port_hosts: BTreeMap<String, BTreeSet<PortId>>,
 }
 
 impl Engine {
@@ -89,7 +117,7 @@ impl Engine {
         for host in names {
             let own = own_sections(&engine.cloud, &host);
             engine.index(&host, None, Some(&own));
-            engine.hosts.insert(host, HostState { revision, own });
+            engine.hosts.insert(host, HostState::new(revision, own));
         }
         engine
     }
@@ -124,6 +152,7 @@ impl Engine {
 
         let mut updates: BTreeMap<String, Update> = BTreeMap::new();
         let mut deltas: BTreeMap<String, HostViewDelta> = BTreeMap::new();
+        let mut changes: HashMap<String, NetChanges> = HashMap::new();
         for host in &own_hosts {
             let old = before.own.get(host).cloned();
             if !self.cloud.hosts.contains_key(host) {
@@ -136,10 +165,8 @@ impl Engine {
             let new = own_sections(&self.cloud, host);
             self.index(host, old.as_ref(), Some(&new));
             let reshaped = reregistered.contains(host) || old.as_ref().is_none_or(|o| segments_moved(o, &new));
-            let state = self.hosts.entry(host.clone()).or_default();
             if reshaped {
-                state.own = new;
-                state.revision = revision;
+                self.hosts.insert(host.clone(), HostState::new(revision, new));
                 updates.insert(host.clone(), Update::Snapshot { revision });
                 continue;
             }
@@ -148,11 +175,29 @@ impl Engine {
             delta.networks = neutrino_proto::SectionDelta::between(&old.networks, &new.networks);
             delta.ports = unshared(neutrino_proto::SectionDelta::between(&old.ports, &new.ports));
             delta.dhcp = neutrino_proto::SectionDelta::between(&old.dhcp, &new.dhcp);
+            changes.insert(
+                host.clone(),
+                NetChanges {
+                    gained: new.networks.keys().filter(|n| !old.networks.contains_key(*n)).copied().collect(),
+                    lost: old.networks.into_iter().filter(|(n, _)| !new.networks.contains_key(n)).collect(),
+                },
+            );
+            let state = self.hosts.entry(host.clone()).or_default();
             state.own = new;
+            state.recount();
+        }
+        for (host, ports) in &before.port_hosts {
+            if !self.hosts.contains_key(host) {
+                continue;
+            }
+            let delta = deltas.entry(host.clone()).or_default();
+            let net = self.update_ports(host, ports, delta);
+            changes.insert(host.clone(), net);
         }
 
         let touched: BTreeSet<NetworkId> = before.dirty_by_network.keys().copied().collect();
         let mut peers: BTreeSet<String> = own_hosts.clone();
+        peers.extend(before.port_hosts.keys().cloned());
         let mut servers: BTreeSet<String> = own_hosts;
         for network in &touched {
             peers.extend(self.network_hosts.get(network).into_iter().flatten().cloned());
@@ -160,9 +205,8 @@ impl Engine {
         }
         for host in peers.iter().filter(|h| !updates.contains_key(*h)) {
             let Some(state) = self.hosts.get(host) else { continue };
-            let old = before.own.get(host).map(|o| &o.networks);
             let delta = deltas.entry(host.clone()).or_default();
-            self.remote_delta(host, old, &state.own.networks, &before, delta);
+            self.remote_delta(host, changes.get(host), &state.own.networks, &before, delta);
         }
         for host in servers.iter().filter(|h| !updates.contains_key(*h)) {
             let Some(state) = self.hosts.get(host) else { continue };
@@ -184,6 +228,65 @@ impl Engine {
         updates
     }
 
+    /// Updates the own sections of `host` for the batch's `ports` (those
+    /// bound to it before or after), port by port: O(ports changed), not
+    /// O(ports on the host). Returns the networks it gained and lost.
+    fn update_ports(&mut self, host: &str, ports: &BTreeSet<PortId>, delta: &mut HostViewDelta) -> NetChanges {
+        let Engine { cloud, hosts, network_hosts, .. } = self;
+        let mut net = NetChanges::default();
+        let Some(state) = hosts.get_mut(host) else { return net };
+        for id in ports {
+            let new = cloud.ports.get(id).and_then(|rec| super::port_on(cloud, rec, host));
+            let old = state.own.ports.get(id).cloned();
+            match (&old, &new) {
+                (Some(o), Some(n)) if o == n => continue,
+                // Changed in place: its network stays.
+                (Some(o), Some(n)) if o.network_id == n.network_id => {
+                    delta.ports.set(*id, PortView::clone(n));
+                    state.own.ports.insert(*id, n.clone());
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(old) = old {
+                state.own.ports.remove(id);
+                delta.ports.unset(*id);
+                let count = state.wired_per_network.entry(old.network_id).or_default();
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    state.wired_per_network.remove(&old.network_id);
+                    if let Some(nv) = state.own.networks.remove(&old.network_id) {
+                        delta.networks.unset(old.network_id);
+                        unlink(network_hosts, &old.network_id, host);
+                        net.lost.push((old.network_id, nv));
+                    }
+                }
+            }
+            if let Some(new) = new {
+                let network = new.network_id;
+                let count = state.wired_per_network.entry(network).or_default();
+                *count += 1;
+                if *count == 1
+                    && let Some(nv) = super::network_view(cloud, &network, host)
+                {
+                    state.own.networks.insert(network, nv.clone());
+                    delta.networks.set(network, nv);
+                    network_hosts.entry(network).or_default().insert(host.to_string());
+                    match net.lost.iter().position(|(n, _)| *n == network) {
+                        // Lost and gained again in one batch: kept.
+                        Some(i) => {
+                            net.lost.remove(i);
+                        }
+                        None => net.gained.push(network),
+                    }
+                }
+                delta.ports.set(*id, PortView::clone(&new));
+                state.own.ports.insert(*id, new);
+            }
+        }
+        net
+    }
+
     /// Records what the batch's objects were before it, and which hosts'
     /// own sections it may change.
     fn capture(&self, batch: &Batch) -> (Before, BTreeSet<String>) {
@@ -200,7 +303,9 @@ impl Engine {
             dhcp_entries: HashMap::new(),
             dirty_by_network: HashMap::new(),
             own: BTreeMap::new(),
+            port_hosts: BTreeMap::new(),
         };
+        let mut port_hosts: BTreeMap<String, BTreeSet<PortId>> = BTreeMap::new();
         for id in &dirty {
             let old = cloud.ports.get(id);
             let new = batch.ports.get(id).and_then(|p| p.as_ref());
@@ -209,7 +314,7 @@ impl Engine {
             for rec in old.into_iter().chain(new) {
                 before.dirty_by_network.entry(rec.view.network_id).or_default().insert(*id);
                 if batch.ports.contains_key(id) {
-                    own_hosts.insert(rec.host.clone());
+                    port_hosts.entry(rec.host.clone()).or_default().insert(*id);
                 }
                 if rec.is_dhcp() {
                     dhcp_networks.insert(rec.view.network_id);
@@ -242,6 +347,10 @@ impl Engine {
             own_hosts.extend(cloud.dhcp_bindings.get(network).into_iter().flatten().cloned());
         }
         own_hosts.remove("");
+        port_hosts.remove("");
+        // Hosts recomputed whole need no port-by-port update.
+        port_hosts.retain(|h, _| !own_hosts.contains(h));
+        before.port_hosts = port_hosts;
         for host in &own_hosts {
             if let Some(state) = self.hosts.get(host) {
                 before.own.insert(host.clone(), state.own.clone());
@@ -271,20 +380,12 @@ impl Engine {
 
     /// Keeps the network -> hosts indexes in line with a host's sections.
     fn index(&mut self, host: &str, old: Option<&OwnSections>, new: Option<&OwnSections>) {
-        let unlink = |index: &mut HashMap<NetworkId, BTreeSet<String>>, network: &NetworkId| {
-            if let Some(set) = index.get_mut(network) {
-                set.remove(host);
-                if set.is_empty() {
-                    index.remove(network);
-                }
-            }
-        };
         if let Some(old) = old {
             for network in old.networks.keys() {
-                unlink(&mut self.network_hosts, network);
+                unlink(&mut self.network_hosts, network, host);
             }
             for network in old.dhcp.keys() {
-                unlink(&mut self.service_hosts, network);
+                unlink(&mut self.service_hosts, network, host);
             }
         }
         if let Some(new) = new {
@@ -298,12 +399,13 @@ impl Engine {
     }
 
     /// l2population changes of one host whose registration did not change.
-    /// `old` is `None` when its own sections did not change either: then
-    /// only the batch's networks are looked at, not all of the host's.
+    /// `changes` are the networks its own sections gained and lost (`None`:
+    /// its own sections did not change); otherwise only the batch's
+    /// networks are looked at, not all of the host's.
     fn remote_delta(
         &self,
         host: &str,
-        old: Option<&BTreeMap<NetworkId, NetworkView>>,
+        changes: Option<&NetChanges>,
         new: &BTreeMap<NetworkId, NetworkView>,
         before: &Before,
         delta: &mut HostViewDelta,
@@ -315,9 +417,30 @@ impl Engine {
             (ep.network_id == *network && sees_endpoint(host, local, &nv.segment, ep_host, ep)).then(|| ep.clone())
         };
         let now = |id: &PortId| cloud.ports.get(id).and_then(|p| endpoint(cloud, p)).map(|(h, e)| (h.to_string(), e));
-        // The batch's ports on a network the host had and still has.
-        let dirty = |network: &NetworkId, nv: &NetworkView, delta: &mut HostViewDelta| {
-            for id in before.dirty_by_network.get(network).into_iter().flatten() {
+        let gained: &[NetworkId] = changes.map(|c| c.gained.as_slice()).unwrap_or_default();
+        if let Some(changes) = changes {
+            for (network, nv) in &changes.lost {
+                for id in self.ports_then(network, before) {
+                    let was = before.endpoints.get(&id).cloned().unwrap_or_else(|| now(&id));
+                    if sees(network, nv, &was).is_some() {
+                        delta.remote_ports.unset(id);
+                    }
+                }
+            }
+            for network in gained {
+                let Some(nv) = new.get(network) else { continue };
+                for (id, ep) in network_endpoints(cloud, host, local, network, nv) {
+                    delta.remote_ports.set(id, ep);
+                }
+            }
+        }
+        // The batch's ports on networks the host had and still has.
+        for (network, ids) in &before.dirty_by_network {
+            let Some(nv) = new.get(network) else { continue };
+            if gained.contains(network) {
+                continue;
+            }
+            for id in ids {
                 let was = sees(network, nv, before.endpoints.get(id).unwrap_or(&None));
                 match (was, sees(network, nv, &now(id))) {
                     (was, Some(is)) if was.as_ref() != Some(&is) => delta.remote_ports.set(*id, is),
@@ -325,31 +448,6 @@ impl Engine {
                     _ => {}
                 }
             }
-        };
-        let Some(old) = old else {
-            for network in before.dirty_by_network.keys() {
-                if let Some(nv) = new.get(network) {
-                    dirty(network, nv, delta);
-                }
-            }
-            return;
-        };
-        for (network, nv) in old.iter().filter(|(n, _)| !new.contains_key(*n)) {
-            for id in self.ports_then(network, before) {
-                let was = before.endpoints.get(&id).cloned().unwrap_or_else(|| now(&id));
-                if sees(network, nv, &was).is_some() {
-                    delta.remote_ports.unset(id);
-                }
-            }
-        }
-        for (network, nv) in new {
-            if !old.contains_key(network) {
-                for (id, ep) in network_endpoints(cloud, host, local, network, nv) {
-                    delta.remote_ports.set(id, ep);
-                }
-                continue;
-            }
-            dirty(network, nv, delta);
         }
     }
 
@@ -407,6 +505,16 @@ impl Engine {
     /// Local VTEP of a host, for tests and the hub.
     pub fn tunnel_ip(&self, host: &str) -> Option<IpAddr> {
         self.cloud.hosts.get(host).and_then(|h| h.tunnel_ip)
+    }
+}
+
+/// Takes `host` out of a network's hosts.
+fn unlink(index: &mut HashMap<NetworkId, BTreeSet<String>>, network: &NetworkId, host: &str) {
+    if let Some(set) = index.get_mut(network) {
+        set.remove(host);
+        if set.is_empty() {
+            index.remove(network);
+        }
     }
 }
 
