@@ -24,8 +24,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use neutrino_model::{Error, Result};
 use neutrino_proto::{
-    Heartbeat, PREFIX, PortStatusApplied, PortStatusReport, Registered, Registration, TOKEN_HEADER, WatchEvent,
-    WatchQuery,
+    Heartbeat, PREFIX, PortStatusApplied, PortStatusReport, Registered, Registration, TOKEN_HEADER, WatchQuery,
 };
 use serde::de::DeserializeOwned;
 
@@ -39,7 +38,10 @@ pub trait AgentChannel: Send + Sync + 'static {
     async fn register(&self, host: &str, registration: Registration) -> Result<Registered>;
     async fn heartbeat(&self, host: &str, beat: Heartbeat) -> Result<()>;
     async fn port_status(&self, host: &str, report: PortStatusReport) -> Result<PortStatusApplied>;
-    async fn watch(&self, host: &str, query: WatchQuery) -> Result<BoxStream<'static, WatchEvent>>;
+    /// The watch stream, each event already one line of newline-delimited
+    /// JSON (the control plane encodes a change once for the many hosts
+    /// it goes to).
+    async fn watch(&self, host: &str, query: WatchQuery) -> Result<BoxStream<'static, Bytes>>;
 }
 
 type Channel = Arc<dyn AgentChannel>;
@@ -89,13 +91,6 @@ async fn port_status(State(channel): State<Channel>, Path(host): Path<String>, b
     Ok(axum::Json(applied).into_response())
 }
 
-fn line(event: &WatchEvent) -> Bytes {
-    // Serialising the contract's own types cannot fail.
-    let mut text = serde_json::to_vec(event).unwrap_or_default();
-    text.push(b'\n');
-    Bytes::from(text)
-}
-
 async fn watch(
     State(channel): State<Channel>,
     Path(host): Path<String>,
@@ -103,6 +98,6 @@ async fn watch(
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| Error::BadRequest(format!("Invalid watch query: {e}")))?;
     let events = channel.watch(&host, query).await?;
-    let body = Body::from_stream(events.map(|e| Ok::<_, std::convert::Infallible>(line(&e))));
+    let body = Body::from_stream(events.map(Ok::<_, std::convert::Infallible>));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-cache")], body).into_response())
 }

@@ -10,8 +10,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use neutrino_model::{Error, Result};
-use neutrino_proto::{HostView, HostViewDelta, WatchEvent, WatchQuery};
+use neutrino_proto::{HostView, WatchEvent, WatchQuery};
 use tokio::sync::{broadcast, watch};
 
 use crate::views::engine::{Batch, Engine, Update};
@@ -19,7 +20,12 @@ use crate::views::engine::{Batch, Engine, Update};
 /// What a host's watchers are sent.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Delta(Arc<HostViewDelta>),
+    /// A delta, already encoded as its line.
+    Delta {
+        from: u64,
+        to: u64,
+        line: Bytes,
+    },
     Snapshot(Arc<HostView>),
     /// The host is no longer registered: the stream ends.
     Gone,
@@ -115,6 +121,7 @@ impl Hub {
         let Inner { engine, channels } = &mut *inner;
         if let Some(engine) = engine.as_mut() {
             let updates = if batch.is_empty() { Default::default() } else { engine.apply(batch, revision) };
+            let mut encoder = crate::encode::DeltaEncoder::default();
             for (host, update) in updates {
                 let Some(tx) = channels.get(&host) else { continue };
                 if tx.receiver_count() == 0 {
@@ -123,7 +130,7 @@ impl Hub {
                 let event = match update {
                     Update::Delta(d) => {
                         out.deltas += 1;
-                        Event::Delta(Arc::new(*d))
+                        Event::Delta { from: d.from_revision, to: d.revision, line: encoder.line(&d) }
                     }
                     Update::Snapshot { .. } => match engine.render(&host) {
                         Some(v) => {

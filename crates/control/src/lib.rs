@@ -7,6 +7,7 @@
 //! status live in the store, so any server can serve any agent.
 
 pub mod cloud;
+pub mod encode;
 pub mod hub;
 pub mod scheduler;
 pub mod stream;
@@ -20,7 +21,7 @@ use futures_util::Stream;
 use neutrino_model::agents::{AgentReport, HostRegistration, HostRole, agent_type};
 use neutrino_model::{Error, Result};
 use neutrino_proto::{
-    CONTRACT_VERSION, Heartbeat, PortStatusApplied, PortStatusReport, Registered, Registration, WatchEvent, WatchQuery,
+    CONTRACT_VERSION, Heartbeat, PortStatusApplied, PortStatusReport, Registered, Registration, WatchQuery,
 };
 use neutrino_store::{FeedRead, Store};
 use tokio::sync::Notify;
@@ -324,7 +325,7 @@ impl Control {
         self: &Arc<Self>,
         host: &str,
         query: WatchQuery,
-    ) -> Result<impl Stream<Item = WatchEvent> + Send + 'static + use<>> {
+    ) -> Result<impl Stream<Item = bytes::Bytes> + Send + 'static + use<>> {
         if !self.hub.is_ready() {
             return Err(Error::ServiceUnavailable("host views are being computed".into()));
         }

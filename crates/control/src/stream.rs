@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::Stream;
 use neutrino_proto::{KEEPALIVE_SECS, WatchEvent};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::encode;
 use crate::hub::{Event, Hub, WatchStart};
 
 struct State {
@@ -20,8 +22,8 @@ struct State {
     keepalive: Duration,
 }
 
-/// The events of one watch, from its start.
-pub fn events(hub: Arc<Hub>, host: String, start: WatchStart) -> impl Stream<Item = WatchEvent> + Send + 'static {
+/// The events of one watch, from its start, each as its line.
+pub fn events(hub: Arc<Hub>, host: String, start: WatchStart) -> impl Stream<Item = Bytes> + Send + 'static {
     events_with(hub, host, start, Duration::from_secs(KEEPALIVE_SECS))
 }
 
@@ -30,26 +32,26 @@ pub(crate) fn events_with(
     host: String,
     start: WatchStart,
     keepalive: Duration,
-) -> impl Stream<Item = WatchEvent> + Send + 'static {
+) -> impl Stream<Item = Bytes> + Send + 'static {
     let state =
         State { hub, host, revision: start.revision, events: start.events, first: Some(start.first), keepalive };
     futures_util::stream::unfold(state, |mut st| async move {
         if let Some(first) = st.first.take() {
-            return Some((first, st));
+            return Some((encode::line(&first), st));
         }
         loop {
             let received = tokio::select! {
                 r = st.events.recv() => r,
                 _ = tokio::time::sleep(st.keepalive) => {
                     let revision = st.revision;
-                    return Some((WatchEvent::Keepalive { revision }, st));
+                    return Some((encode::line(&WatchEvent::Keepalive { revision }), st));
                 }
             };
             let event = match received {
-                Ok(Event::Delta(delta)) if delta.revision <= st.revision => continue,
-                Ok(Event::Delta(delta)) if delta.from_revision == st.revision => {
-                    st.revision = delta.revision;
-                    WatchEvent::Delta { delta: (*delta).clone() }
+                Ok(Event::Delta { to, .. }) if to <= st.revision => continue,
+                Ok(Event::Delta { from, to, line }) if from == st.revision => {
+                    st.revision = to;
+                    return Some((line, st));
                 }
                 Ok(Event::Snapshot(view)) => {
                     st.revision = view.revision;
@@ -58,14 +60,14 @@ pub(crate) fn events_with(
                 Ok(Event::Gone) | Err(RecvError::Closed) => return None,
                 // Fell behind, or a delta that does not follow: start over
                 // from the current view.
-                Ok(Event::Delta(_)) | Err(RecvError::Lagged(_)) => {
+                Ok(Event::Delta { .. }) | Err(RecvError::Lagged(_)) => {
                     let view = st.hub.render(&st.host)?;
                     tracing::info!(host = %st.host, revision = view.revision, "watcher behind: sent a snapshot");
                     st.revision = view.revision;
                     WatchEvent::Snapshot { view }
                 }
             };
-            return Some((event, st));
+            return Some((encode::line(&event), st));
         }
     })
 }

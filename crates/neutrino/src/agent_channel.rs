@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use neutrino_api::agent_channel::AgentChannel;
 use neutrino_control::Control;
 use neutrino_model::Result;
-use neutrino_proto::{
-    Heartbeat, PortStatusApplied, PortStatusReport, Registered, Registration, WatchEvent, WatchQuery,
-};
+use neutrino_proto::{Heartbeat, PortStatusApplied, PortStatusReport, Registered, Registration, WatchQuery};
 
 pub struct ControlChannel(pub Arc<Control>);
 
@@ -31,7 +30,7 @@ impl AgentChannel for ControlChannel {
         self.0.port_status(host, report).await
     }
 
-    async fn watch(&self, host: &str, query: WatchQuery) -> Result<BoxStream<'static, WatchEvent>> {
+    async fn watch(&self, host: &str, query: WatchQuery) -> Result<BoxStream<'static, Bytes>> {
         Ok(self.0.watch(host, query).await?.boxed())
     }
 }

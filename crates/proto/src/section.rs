@@ -163,6 +163,11 @@ macro_rules! host_view_sections {
                 0 $( + self.$name.len() )+
             }
 
+            /// Same changes, whatever the revisions.
+            pub fn same_sections(&self, other: &HostViewDelta) -> bool {
+                true $( && self.$name == other.$name )+
+            }
+
             /// An empty delta from one revision to another.
             pub fn empty(from_revision: u64, revision: u64) -> Self {
                 HostViewDelta { from_revision, revision, ..Default::default() }
