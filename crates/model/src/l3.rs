@@ -349,7 +349,7 @@ pub const PF_PROTOCOLS: &[&str] = &["tcp", "udp"];
 
 /// A range of TCP/UDP ports, both ends included; a single port is a range
 /// of one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PortRange {
     pub start: u16,
     pub end: u16,

@@ -13,6 +13,7 @@
 //! (routers, security groups, member sets, ...) is adding a section.
 
 mod messages;
+mod router;
 pub mod section;
 mod view;
 

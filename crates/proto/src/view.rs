@@ -5,9 +5,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use neutrino_model::resources::Ipv6Mode;
 use neutrino_model::segments::{VlanId, Vni};
-use neutrino_model::{MacAddress, NetworkId, PortId, SecurityGroupId, SubnetId};
+use neutrino_model::{MacAddress, NetworkId, PortId, RouterId, SecurityGroupId, SubnetId};
 use serde::{Deserialize, Serialize};
 
+pub use crate::router::*;
 pub use crate::section::SectionDelta;
 use crate::section::host_view_sections;
 
@@ -25,6 +26,8 @@ host_view_sections! {
     /// The ports those DHCP services answer for (every other port with an
     /// address on their networks). Unknown MACs get nothing.
     dhcp_hosts: PortId => DhcpHost,
+    /// Routers scheduled to this host (a network host).
+    routers: RouterId => RouterView,
 }
 
 /// A delta that does not follow the view's revision: the agent must ask
