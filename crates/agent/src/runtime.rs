@@ -438,7 +438,7 @@ async fn report_changes(client: &AgentClient, shared: &Shared, statuses: BTreeMa
     if changed.is_empty() {
         return;
     }
-    match client.report_ports(&PortStatusReport { ports: changed.clone() }).await {
+    match client.report_ports(&PortStatusReport { ports: changed.clone(), ..Default::default() }).await {
         Ok(_) => reported.extend(changed),
         Err(ChannelError::NotRegistered) => shared.reregister.notify_one(),
         Err(e) => tracing::warn!(error = %e, "port status not reported; will retry"),

@@ -125,7 +125,10 @@ async fn ports_turn_active_when_their_agent_says_so() {
     until(&mut s1, &mut v1, |v| v.ports.contains_key(&p)).await;
 
     let rev_before = t.get(&format!("/v2.0/ports/{p}"), &t.admin).await.expect(200)["port"]["revision_number"].clone();
-    let applied = c1.report_ports(&PortStatusReport { ports: [(p, PortStatus::Active)].into() }).await.unwrap();
+    let applied = c1
+        .report_ports(&PortStatusReport { ports: [(p, PortStatus::Active)].into(), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(applied.changed, 1);
     let shown = t.get(&format!("/v2.0/ports/{p}"), &t.admin).await.expect(200);
     assert_eq!(shown["port"]["status"], "ACTIVE");
@@ -133,7 +136,10 @@ async fn ports_turn_active_when_their_agent_says_so() {
 
     // Another host cannot set the status of a port it does not have.
     let (c2, _s2, _v2) = connect(&t, "h2", "172.31.0.12", &[Role::Compute]).await;
-    let applied = c2.report_ports(&PortStatusReport { ports: [(p, PortStatus::Down)].into() }).await.unwrap();
+    let applied = c2
+        .report_ports(&PortStatusReport { ports: [(p, PortStatus::Down)].into(), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(applied.changed, 0);
     assert_eq!(t.get(&format!("/v2.0/ports/{p}"), &t.admin).await.expect(200)["port"]["status"], "ACTIVE");
 }

@@ -251,7 +251,7 @@ async fn writes_through_either_server_reach_watches_on_the_other() {
     // A heartbeat through B and a port status through A are seen by both.
     let resp = post(&b.url, "h1/heartbeat", serde_json::json!({})).await;
     assert_eq!(resp.status(), 204);
-    let report = PortStatusReport { ports: [(p1, PortStatus::Active)].into() };
+    let report = PortStatusReport { ports: [(p1, PortStatus::Active)].into(), ..Default::default() };
     let resp = post(&a.url, "h1/ports/status", serde_json::to_value(&report).unwrap()).await;
     assert_eq!(resp.status(), 200);
     for s in [&a, &b] {

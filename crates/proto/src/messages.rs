@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use neutrino_model::PortId;
 use neutrino_model::agents::HostRegistration;
 use neutrino_model::resources::PortStatus;
+use neutrino_model::{FloatingIpId, PortId};
 use serde::{Deserialize, Serialize};
 
 use crate::view::{HostView, HostViewDelta};
@@ -67,6 +67,18 @@ pub enum WatchEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortStatusReport {
     pub ports: BTreeMap<PortId, PortStatus>,
+    /// Floating IPs of this host's routers: `ACTIVE` once both directions
+    /// of their NAT are in place, `DOWN` when they are not (any more).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub floating_ips: BTreeMap<FloatingIpId, FloatingIpStatus>,
+}
+
+/// What an agent says of a floating IP of one of its routers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum FloatingIpStatus {
+    Active,
+    Down,
 }
 
 /// Answer to a port status report.
