@@ -72,6 +72,9 @@ struct UpArgs {
     /// An extra argument for every `neutrino agent` (repeatable).
     #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
     agent_args: Vec<String>,
+    /// Hosts h1..hN are network hosts (routers go there); h1 is also the DHCP host.
+    #[arg(long, default_value_t = 1)]
+    network_hosts: usize,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -128,6 +131,7 @@ pub async fn run(args: LabArgs) -> crate::Result<()> {
             config.keep = true;
             config.server_args = up.server_args;
             config.agent_args = up.agent_args;
+            config.network_hosts = up.network_hosts;
             let lab = Lab::up(config).await?;
             println!(
                 "lab {} is up: {} host(s), server {} in namespace {}",

@@ -69,15 +69,19 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts host `i`'s agent (again). Host 1 is also the network and
-    /// DHCP node.
+    /// Starts host `i`'s agent (again). Hosts 1 to `network_hosts` are
+    /// network nodes too, and host 1 the DHCP node.
     pub fn start_agent(&self, i: usize) -> Result<()> {
         self.check_host(i)?;
         let name = agent_name(i);
         if self.running(&name) {
             return Err(Error::Invalid(format!("the agent of h{i} is already running")));
         }
-        let roles = if i == 1 { "compute,network,dhcp" } else { "compute" };
+        let roles = match i {
+            1 => "compute,network,dhcp",
+            i if i <= self.state.network_hosts => "compute,network",
+            _ => "compute",
+        };
         let mut args: Vec<String> = vec![
             "agent".into(),
             "--server".into(),

@@ -48,6 +48,9 @@ pub struct LabConfig {
     pub server_args: Vec<String>,
     /// Appended to every `neutrino agent`'s arguments (e.g. `--resync-seconds 5`).
     pub agent_args: Vec<String>,
+    /// Hosts h1..hN run with the network role (routers are scheduled
+    /// there); h1 is also the DHCP host. Default 1.
+    pub network_hosts: usize,
 }
 
 impl LabConfig {
@@ -66,6 +69,7 @@ impl LabConfig {
             keep: false,
             server_args: Vec::new(),
             agent_args: Vec::new(),
+            network_hosts: 1,
         }
     }
 }
@@ -137,6 +141,7 @@ impl Lab {
             agents: config.start_agents,
             server_args: config.server_args.clone(),
             agent_args: config.agent_args.clone(),
+            network_hosts: config.network_hosts,
             owner: None,
         };
         // From here on, dropping `lab` tears down whatever exists.

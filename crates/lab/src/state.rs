@@ -25,6 +25,9 @@ pub struct LabState {
     pub server_args: Vec<String>,
     #[serde(default)]
     pub agent_args: Vec<String>,
+    /// Hosts h1..hN are network hosts (routers); h1 is also the DHCP host.
+    #[serde(default = "one")]
+    pub network_hosts: usize,
     /// The process whose `Lab` tears this lab down when dropped, if any.
     /// When it died without doing so, the lab is stale (see `reap_stale`).
     pub owner: Option<Owner>,
@@ -108,6 +111,7 @@ mod tests {
             agents: true,
             server_args: Vec::new(),
             agent_args: Vec::new(),
+            network_hosts: 1,
             owner: None,
         };
         let text: String = state.env_vars().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -123,4 +127,8 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, secret().unwrap());
     }
+}
+
+fn one() -> usize {
+    1
 }
