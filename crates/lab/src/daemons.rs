@@ -30,6 +30,9 @@ pub struct AgentStatus {
     pub reconciles: u64,
     /// Ports wired at the last pass.
     pub wired: u64,
+    /// nftables transactions since it started (router NAT).
+    #[serde(default)]
+    pub nft_ops: u64,
 }
 
 pub(crate) fn agent_name(i: usize) -> String {

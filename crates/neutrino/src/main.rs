@@ -30,6 +30,8 @@ enum Command {
     BenchControl(Box<neutrino::bench_control::ControlBenchArgs>),
     /// Measure the agent and the kernel in a lab: port-to-wire, netlink ops per port, cold start (root).
     BenchDataplane(Box<neutrino::bench_dataplane::DataplaneBenchArgs>),
+    /// Measure routers in a lab: floating IP associate to reachable, kernel ops per association, a cold router (root).
+    BenchRouters(Box<neutrino::bench_routers::RoutersBenchArgs>),
     /// Run the host agent: keep this host's kernel in line with the server.
     Agent(Box<neutrino_agent::AgentArgs>),
     /// Build and use a multi-host cloud of network namespaces on this machine.
@@ -83,6 +85,8 @@ enum CliError {
     Bench(#[from] BenchError),
     #[error(transparent)]
     DataplaneBench(#[from] DataplaneBenchError),
+    #[error(transparent)]
+    RoutersBench(#[from] neutrino::bench_routers::RoutersBenchError),
     #[error(transparent)]
     ControlBench(#[from] neutrino::bench_control::BenchError),
     #[error(transparent)]
@@ -159,6 +163,7 @@ async fn main() {
         Command::Bench(args) => neutrino::bench::run(*args).await.map_err(CliError::from),
         Command::BenchControl(args) => neutrino::bench_control::run(*args).await.map_err(CliError::from),
         Command::BenchDataplane(args) => neutrino::bench_dataplane::run(*args).await.map_err(CliError::from),
+        Command::BenchRouters(args) => neutrino::bench_routers::run(*args).await.map_err(CliError::from),
         Command::Agent(args) => neutrino_agent::run(*args).await.map_err(CliError::Agent),
         Command::Lab(args) => neutrino_lab::cli::run(*args).await.map_err(CliError::from),
     };
