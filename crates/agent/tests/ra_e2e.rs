@@ -70,6 +70,13 @@ impl Pair {
     /// `accept_ra`: whether the instance's kernel listens to
     /// advertisements (and so solicits them when its link comes up).
     fn new(test: &str, accept_ra: bool) -> Pair {
+        let pair = Pair::namespaces(test, accept_ra);
+        pair.plumb(accept_ra);
+        pair
+    }
+
+    /// The namespaces only, without the veth pair.
+    fn namespaces(test: &str, accept_ra: bool) -> Pair {
         let pid = std::process::id();
         let pair = Pair { router: format!("h9ra-{pid}-{test}-r"), instance: format!("h9ra-{pid}-{test}-i") };
         for ns in [&pair.router, &pair.instance] {
@@ -78,22 +85,21 @@ impl Pair {
             run(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
-        let ra = if accept_ra { "1" } else { "0" };
         for key in ["accept_ra", "autoconf"] {
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &pair.instance,
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.default.{key}={ra}"),
-            ]);
+            let setting = format!("net.ipv6.conf.default.{key}={}", u8::from(accept_ra));
+            run(&["ip", "netns", "exec", &pair.instance, "sysctl", "-qw", &setting]);
         }
+        pair
+    }
+
+    /// The veth pair: made in the router namespace with its peer straight
+    /// in the instance one, the router's end up with 2001:db8:1::1/64.
+    fn plumb(&self, accept_ra: bool) {
+        let (r, i) = (self.router.as_str(), self.instance.as_str());
         run(&[
             "ip",
             "-n",
-            &pair.router,
+            r,
             "link",
             "add",
             ROUTER_IF,
@@ -105,16 +111,15 @@ impl Pair {
             "name",
             INSTANCE_IF,
             "netns",
-            &pair.instance,
+            i,
         ]);
-        run(&["ip", "-n", &pair.router, "addr", "add", "2001:db8:1::1/64", "dev", ROUTER_IF, "nodad"]);
-        run(&["ip", "-n", &pair.router, "link", "set", ROUTER_IF, "up"]);
-        run(&["ip", "-n", &pair.instance, "link", "set", INSTANCE_IF, "address", INSTANCE_MAC]);
+        run(&["ip", "-n", r, "addr", "add", "2001:db8:1::1/64", "dev", ROUTER_IF, "nodad"]);
+        run(&["ip", "-n", r, "link", "set", ROUTER_IF, "up"]);
+        run(&["ip", "-n", i, "link", "set", INSTANCE_IF, "address", INSTANCE_MAC]);
         for key in ["accept_ra", "autoconf"] {
-            let setting = format!("net.ipv6.conf.{INSTANCE_IF}.{key}={ra}");
-            run(&["ip", "netns", "exec", &pair.instance, "sysctl", "-qw", &setting]);
+            let setting = format!("net.ipv6.conf.{INSTANCE_IF}.{key}={}", u8::from(accept_ra));
+            run(&["ip", "netns", "exec", i, "sysctl", "-qw", &setting]);
         }
-        pair
     }
 
     fn instance_up(&self) {
@@ -279,4 +284,22 @@ async fn a_solicitation_is_answered_at_once_from_the_link_local_address() {
         wait_for("the answer counted", Duration::from_secs(5), || ra.stats(&pair.place()).filter(|s| s.solicited >= 1))
             .await;
     assert_eq!((stats.unsolicited, stats.solicited), (1, 1), "answered, not by the periodic one: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_started_before_its_interface_exists_serves_it_once_it_appears() {
+    skip_unless_able!();
+    let pair = Pair::namespaces("late", true);
+    let mut ra = RaService::new(fast());
+    ra.update(pair.wanted(config(Ipv6Mode::Slaac)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = ra.stats(&pair.place()).unwrap();
+    assert!(!stats.open && stats.unsolicited == 0, "nothing to open yet: {stats:?}");
+    pair.plumb(true);
+    pair.instance_up();
+    wait_for("the SLAAC address", Duration::from_secs(20), || {
+        pair.instance_addresses().contains(&format!("{INSTANCE_SLAAC}/64")).then_some(())
+    })
+    .await;
+    assert!(ra.stats(&pair.place()).unwrap().open);
 }

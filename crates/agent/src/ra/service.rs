@@ -7,7 +7,8 @@
 //! advertisement has the link-local source RFC 4861 requires (hosts drop
 //! any other). That address exists only once the device is up and its
 //! duplicate address detection is over: until then opening fails, and the
-//! task retries every [`RaTiming::retry`]. As in the DHCP server, binding
+//! task retries, after [`RaTiming::retry`] first and backing off to
+//! [`RaTiming::check`]. As in the DHCP server, binding
 //! pins the device's index, so the task checks the index now and then and
 //! reopens when the device was made again.
 //!
@@ -158,6 +159,14 @@ impl RaService {
         }
     }
 
+    /// [`RaService::update`] with every `qr-` interface of `view`'s
+    /// routers that has something to advertise (see [`super::wanted`]);
+    /// `netns_prefix` is the agent's namespace prefix (empty in
+    /// production). Interfaces not made yet are retried by their task.
+    pub fn sync(&mut self, view: &neutrino_proto::HostView, netns_prefix: &str) {
+        self.update(super::config::wanted(view, netns_prefix));
+    }
+
     /// The interfaces being served.
     pub fn places(&self) -> impl Iterator<Item = &RaPlace> {
         self.running.keys()
@@ -257,6 +266,10 @@ async fn advertise(
     let mut next = Instant::now();
     let mut next_check = Instant::now() + timing.check;
     let mut last_multicast: Option<Instant> = None;
+    // Doubles after each failed open, up to the check interval: a device
+    // that is slow to come costs little, one that is gone for good (the
+    // router left; the next update stops this task) costs less.
+    let mut retry = timing.retry;
     loop {
         counters.open.store(bound.is_some(), Ordering::Relaxed);
         let Some(current) = &bound else {
@@ -264,17 +277,19 @@ async fn advertise(
                 Ok(b) => {
                     tracing::info!(netns = %place.0, ifname = %place.1, ifindex = b.ifindex, "RA socket open");
                     bound = Some(b);
+                    retry = timing.retry;
                     next = Instant::now();
                     next_check = Instant::now() + timing.check;
                 }
                 Err(error) => {
                     tracing::debug!(netns = %place.0, ifname = %place.1, %error, "RA socket not open yet");
                     tokio::select! {
-                        _ = tokio::time::sleep(timing.retry) => {}
+                        _ = tokio::time::sleep(retry) => {}
                         changed = config.changed() => if changed.is_err() {
                             return;
                         },
                     }
+                    retry = (retry * 2).min(timing.check.max(timing.retry));
                 }
             }
             continue;
@@ -316,7 +331,13 @@ async fn advertise(
             changed = config.changed() => {
                 if changed.is_err() {
                     let ra = config.borrow().clone();
-                    send(current, &ra, 0, ALL_NODES, &counters.unsolicited, &counters, &place).await;
+                    // Often the namespace is already gone: a failure here is
+                    // expected, and only counted.
+                    let bytes = ra.advertisement(0).encode();
+                    let to = SocketAddr::V6(SocketAddrV6::new(ALL_NODES, 0, 0, current.ifindex));
+                    if current.socket.send_to(&bytes, to).await.is_err() {
+                        counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::info!(netns = %place.0, ifname = %place.1, "RA sender stopped");
                     return;
                 }
