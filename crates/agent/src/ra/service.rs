@@ -380,3 +380,41 @@ async fn send(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ra::RaConfig;
+    use neutrino_model::resources::Ipv6Mode;
+
+    fn config(mode: Ipv6Mode) -> RaConfig {
+        let subnets = [("2001:db8:1::/64".parse().unwrap(), Some(mode))];
+        RaConfig::for_subnets("fa:16:3e:00:00:01".parse().unwrap(), Some(1450), subnets).unwrap()
+    }
+
+    fn place(ns: &str) -> RaPlace {
+        (format!("neutrino-ra-unit-{}-{ns}", std::process::id()), "qr-x".to_string())
+    }
+
+    /// Namespaces that do not exist: the tasks only ever retry opening.
+    #[tokio::test]
+    async fn update_starts_keeps_and_stops_senders() {
+        let mut ra = RaService::new(RaTiming::default());
+        let (a, b) = (place("a"), place("b"));
+        ra.update(BTreeMap::from([(a.clone(), config(Ipv6Mode::Slaac)), (b.clone(), config(Ipv6Mode::Slaac))]));
+        assert_eq!(ra.places().collect::<Vec<_>>(), [&a, &b]);
+        let task_a = ra.running[&a].task.id();
+
+        // A changed configuration goes to the running task.
+        ra.update(BTreeMap::from([(a.clone(), config(Ipv6Mode::Dhcpv6Stateful))]));
+        assert_eq!(ra.places().collect::<Vec<_>>(), [&a]);
+        assert_eq!(ra.running[&a].task.id(), task_a, "the same task");
+        assert!(ra.running[&a].config.borrow().managed);
+        let stats = ra.stats(&a).unwrap();
+        assert!(!stats.open && stats.unsolicited == 0, "{stats:?}");
+        assert!(ra.stats(&b).is_none());
+
+        ra.stop_all();
+        assert_eq!(ra.places().count(), 0);
+    }
+}
