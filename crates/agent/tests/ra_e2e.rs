@@ -232,19 +232,23 @@ async fn dhcpv6_stateful_gives_the_route_but_no_slaac_address() {
     assert!(!addrs.contains("2001:db8:1:"), "no SLAAC address with dhcpv6-stateful: {addrs}");
 }
 
-/// Sends a solicitation from the instance's namespace and returns the
-/// first advertisement that comes back, with its source.
-fn solicit(ns: &str) -> (Ipv6Addr, RouterAdvertisement) {
-    netns::run_in(ns, || {
+/// Sends a solicitation from the instance's namespace with IPv6 hop limit
+/// `hops` and, if `wait`, returns the first advertisement that comes back,
+/// with its source.
+fn solicit(ns: &str, hops: u32, wait: bool) -> Option<(Ipv6Addr, RouterAdvertisement)> {
+    netns::run_in(ns, move || {
         let ifindex = nix::net::if_::if_nametoindex(INSTANCE_IF).unwrap();
         let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).unwrap();
         socket.bind_device(Some(INSTANCE_IF.as_bytes())).unwrap();
-        socket.set_multicast_hops_v6(255).unwrap();
+        socket.set_multicast_hops_v6(hops).unwrap();
         socket.set_multicast_if_v6(ifindex).unwrap();
         let socket: std::net::UdpSocket = socket.into();
         socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let rs = RouterSolicitation { source_link_layer: Some([0xfa, 0x16, 0x3e, 0, 0, 5]) }.encode();
         socket.send_to(&rs, SocketAddr::V6(SocketAddrV6::new(ALL_ROUTERS, 0, 0, ifindex))).unwrap();
+        if !wait {
+            return None;
+        }
         let mut buf = [0u8; 1500];
         loop {
             let (len, from) = socket.recv_from(&mut buf).expect("an advertisement within 5 s");
@@ -252,7 +256,7 @@ fn solicit(ns: &str) -> (Ipv6Addr, RouterAdvertisement) {
                 continue;
             }
             let SocketAddr::V6(from) = from else { continue };
-            return (*from.ip(), RouterAdvertisement::decode(&buf[..len]).unwrap());
+            return Some((*from.ip(), RouterAdvertisement::decode(&buf[..len]).unwrap()));
         }
     })
     .unwrap()
@@ -274,8 +278,16 @@ async fn a_solicitation_is_answered_at_once_from_the_link_local_address() {
     })
     .await;
 
+    // One that did not come from the link (hop limit below 255): refused.
     let instance = pair.instance.clone();
-    let (from, got) = tokio::task::spawn_blocking(move || solicit(&instance)).await.unwrap();
+    tokio::task::spawn_blocking(move || solicit(&instance, 64, false)).await.unwrap();
+    let stats =
+        wait_for("the refusal counted", Duration::from_secs(5), || ra.stats(&pair.place()).filter(|s| s.ignored >= 1))
+            .await;
+    assert_eq!((stats.unsolicited, stats.solicited, stats.ignored), (1, 0, 1), "{stats:?}");
+
+    let instance = pair.instance.clone();
+    let (from, got) = tokio::task::spawn_blocking(move || solicit(&instance, 255, true)).await.unwrap().unwrap();
     assert_eq!(from, ROUTER_LL.parse::<Ipv6Addr>().unwrap(), "from the router's link-local address");
     assert_eq!(got, config(Ipv6Mode::Dhcpv6Stateless).advertisement(1800));
     assert!(!got.managed && got.other && got.prefixes[0].autonomous && got.prefixes[0].on_link);

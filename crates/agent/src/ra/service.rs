@@ -12,10 +12,14 @@
 //! pins the device's index, so the task checks the index now and then and
 //! reopens when the device was made again.
 //!
-//! The raw socket is driven through tokio's `UdpSocket`: a datagram
-//! socket to tokio, whose `recv_from`/`send_to` are plain
-//! `recvfrom`/`sendto` (the workspace forbids `unsafe`, which a bare
-//! `AsyncFd` receive would need).
+//! The raw socket is driven through tokio's `UdpSocket` (to tokio a
+//! datagram socket like any other): `send_to` is a plain `sendto`, and
+//! receiving is nix's `recvmsg` under `try_io`, for the hop limit
+//! (`IPV6_RECVHOPLIMIT`) that tells on-link solicitations (255) from
+//! others, which are refused (RFC 4861 section 6.1.1). The kernel fills in
+//! the ICMPv6 checksum. The workspace forbids `unsafe`, so there is no
+//! `ICMP6_FILTER`: every ICMPv6 message of the device reaches the task and
+//! all but solicitations are dropped after one byte is looked at.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -31,7 +35,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::config::{RaConfig, RaPlace};
-use super::packet::RouterSolicitation;
+use super::packet::{RouterSolicitation, TYPE_ROUTER_SOLICITATION};
 use crate::netns;
 
 /// All-nodes, where unsolicited advertisements go.
@@ -85,6 +89,9 @@ pub struct RaStats {
     pub solicited: u64,
     /// Advertisements the kernel refused to send.
     pub send_errors: u64,
+    /// Solicitations not answered: malformed, or not from the link (hop
+    /// limit other than 255).
+    pub ignored: u64,
     /// Whether the socket is open now.
     pub open: bool,
 }
@@ -94,6 +101,7 @@ struct Counters {
     unsolicited: AtomicU64,
     solicited: AtomicU64,
     send_errors: AtomicU64,
+    ignored: AtomicU64,
     open: AtomicBool,
 }
 
@@ -103,6 +111,7 @@ impl Counters {
             unsolicited: self.unsolicited.load(Ordering::Relaxed),
             solicited: self.solicited.load(Ordering::Relaxed),
             send_errors: self.send_errors.load(Ordering::Relaxed),
+            ignored: self.ignored.load(Ordering::Relaxed),
             open: self.open.load(Ordering::Relaxed),
         }
     }
@@ -223,6 +232,8 @@ fn open(ifname: &str) -> io::Result<(std::net::UdpSocket, u32)> {
     socket.set_multicast_if_v6(ifindex)?;
     socket.bind(&SocketAddr::V6(SocketAddrV6::new(source, 0, 0, ifindex)).into())?;
     socket.join_multicast_v6(&ALL_ROUTERS, ifindex)?;
+    // The hop limit each solicitation arrived with, to refuse off-link ones.
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Ipv6RecvHopLimit, &true)?;
     socket.set_nonblocking(true)?;
     Ok((socket.into(), ifindex))
 }
@@ -261,6 +272,7 @@ async fn advertise(
 ) {
     let mut bound: Option<Bound> = None;
     let mut buf = vec![0u8; RECV_BUFFER];
+    let mut cmsg = nix::cmsg_space!(i32);
     // Fast advertisements still to send, and when the next one is due.
     let mut fast_left = timing.initial_count;
     let mut next = Instant::now();
@@ -302,15 +314,20 @@ async fn advertise(
                 fast_left = fast_left.saturating_sub(1);
                 next = Instant::now() + if fast_left > 0 { timing.initial_interval } else { timing.interval };
             }
-            received = current.socket.recv_from(&mut buf) => match received {
-                Ok((len, from)) => {
-                    let Ok(_rs) = RouterSolicitation::decode(&buf[..len]) else {
+            received = receive(&current.socket, &mut buf, &mut cmsg) => match received {
+                Ok(Received { len, from, hop_limit }) => {
+                    if buf.first() != Some(&TYPE_ROUTER_SOLICITATION) {
+                        // Everything else ICMPv6 on the link: not ours.
                         continue;
-                    };
-                    let from_ip = match from {
-                        SocketAddr::V6(a) => *a.ip(),
-                        SocketAddr::V4(_) => continue,
-                    };
+                    }
+                    // RFC 4861 6.1.1: only from on the link, well formed.
+                    let valid = RouterSolicitation::decode(&buf[..len])
+                        .is_ok_and(|rs| !(from.is_unspecified() && rs.source_link_layer.is_some()));
+                    if hop_limit != Some(ND_HOP_LIMIT as i32) || !valid {
+                        counters.ignored.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let from_ip = from;
                     let ra = config.borrow().clone();
                     if from_ip.is_unspecified() {
                         // Answered to all nodes, at most once per gap: pull
@@ -355,6 +372,40 @@ async fn advertise(
                     fast_left = timing.initial_count;
                 }
             }
+        }
+    }
+}
+
+/// One ICMPv6 message received.
+struct Received {
+    len: usize,
+    from: Ipv6Addr,
+    /// The IPv6 hop limit it arrived with.
+    hop_limit: Option<i32>,
+}
+
+/// Receives one message with its source and hop limit (`recvmsg` with
+/// `IPV6_HOPLIMIT`, which tokio's `recv_from` cannot give).
+async fn receive(socket: &UdpSocket, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<Received> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn6, recvmsg};
+    use std::os::fd::AsRawFd;
+    loop {
+        socket.readable().await?;
+        let fd = socket.as_raw_fd();
+        let got = socket.try_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [io::IoSliceMut::new(buf)];
+            let msg =
+                recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut *cmsg), MsgFlags::empty()).map_err(io::Error::from)?;
+            let hop_limit = msg.cmsgs()?.find_map(|c| match c {
+                ControlMessageOwned::Ipv6HopLimit(h) => Some(h),
+                _ => None,
+            });
+            let from = msg.address.map(|a| a.ip()).unwrap_or(Ipv6Addr::UNSPECIFIED);
+            Ok(Received { len: msg.bytes, from, hop_limit })
+        });
+        match got {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return other,
         }
     }
 }
