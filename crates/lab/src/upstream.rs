@@ -57,6 +57,14 @@ impl Lab {
         self.exec_ok("external", &["ip", family, "route", "show"]).await
     }
 
+    /// The router namespaces the agents have made (`<P>hN-qrouter-*`),
+    /// sorted; `lab down` deletes them with the rest.
+    pub fn router_namespaces(&self) -> Vec<String> {
+        (1..=self.hosts())
+            .flat_map(|i| crate::netns::list(&format!("{}qrouter-", self.topology().agent_netns_prefix(i))))
+            .collect()
+    }
+
     fn echo_name(&self, target: &str, port: u16) -> Result<String> {
         let ns = self.namespace(target)?;
         Ok(format!("echo-{}-{port}", ns.strip_prefix(self.prefix()).unwrap_or(&ns)))

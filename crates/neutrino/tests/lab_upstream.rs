@@ -47,7 +47,8 @@ fn ip(args: &[&str]) {
 /// A router namespace as h1's agent would name it, wired to the provider
 /// switch; returns its name and a process left running in it.
 fn fake_router(lab: &Lab) -> (String, std::process::Child) {
-    let ns = format!("{}h1-qrouter-test", lab.prefix());
+    let ns = lab.topology().router_namespace(1, "test");
+    assert_eq!(ns, format!("{}h1-qrouter-test", lab.prefix()));
     let u = lab.topology().underlay();
     netns::add(&ns).unwrap();
     ip(&["-n", &ns, "link", "set", "lo", "up"]);
@@ -80,6 +81,7 @@ async fn external_routes_project_prefixes_to_the_router_and_the_echo_server_sees
     let Some(config) = config() else { return };
     let lab = Lab::up(config).await.expect("lab up");
     let (router_ns, mut stray) = fake_router(&lab);
+    assert_eq!(lab.router_namespaces(), [router_ns.clone()]);
     let router = router_ns.strip_prefix(lab.prefix()).unwrap().to_string();
     lab.echo_start("external", PORT).await.expect("echo server");
     let echo = echo_pid(&lab);
