@@ -81,7 +81,7 @@ async fn external_routes_project_prefixes_to_the_router_and_the_echo_server_sees
     let Some(config) = config() else { return };
     let lab = Lab::up(config).await.expect("lab up");
     let (router_ns, mut stray) = fake_router(&lab);
-    assert_eq!(lab.router_namespaces(), [router_ns.clone()]);
+    assert_eq!(lab.router_namespaces(), std::slice::from_ref(&router_ns));
     let router = router_ns.strip_prefix(lab.prefix()).unwrap().to_string();
     lab.echo_start("external", PORT).await.expect("echo server");
     let echo = echo_pid(&lab);
