@@ -52,7 +52,9 @@ const RECV_ERROR_PAUSE: Duration = Duration::from_millis(200);
 /// When advertisements are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RaTiming {
-    /// Between unsolicited advertisements once the first ones are out.
+    /// The longest time between unsolicited advertisements once the first
+    /// ones are out; each wait is drawn between 3/4 of it and all of it,
+    /// so that routers on one link do not fall in step (RFC 4861 6.2.4).
     pub interval: Duration,
     /// How many fast ones are sent when an interface starts or changes.
     pub initial_count: u32,
@@ -312,7 +314,7 @@ async fn advertise(
                 send(current, &ra, ra.router_lifetime, ALL_NODES, &counters.unsolicited, &counters, &place).await;
                 last_multicast = Some(Instant::now());
                 fast_left = fast_left.saturating_sub(1);
-                next = Instant::now() + if fast_left > 0 { timing.initial_interval } else { timing.interval };
+                next = Instant::now() + if fast_left > 0 { timing.initial_interval } else { jittered(timing.interval) };
             }
             received = receive(&current.socket, &mut buf, &mut cmsg) => match received {
                 Ok(Received { len, from, hop_limit }) => {
@@ -374,6 +376,16 @@ async fn advertise(
             }
         }
     }
+}
+
+/// A duration between 3/4 of `max` and `max`, drawn afresh each call
+/// (std's randomly keyed hasher is enough to keep routers out of step).
+fn jittered(max: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let draw = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    let quarter = max / 4;
+    let nanos = u64::try_from(quarter.as_nanos()).unwrap_or(u64::MAX);
+    max - quarter + Duration::from_nanos(if nanos == 0 { 0 } else { draw % nanos })
 }
 
 /// One ICMPv6 message received.
@@ -445,6 +457,15 @@ mod tests {
 
     fn place(ns: &str) -> RaPlace {
         (format!("neutrino-ra-unit-{}-{ns}", std::process::id()), "qr-x".to_string())
+    }
+
+    #[test]
+    fn periodic_waits_stay_between_three_quarters_and_the_whole_interval() {
+        let max = Duration::from_secs(10);
+        let draws: Vec<Duration> = (0..200).map(|_| jittered(max)).collect();
+        assert!(draws.iter().all(|d| *d >= max * 3 / 4 && *d <= max), "{draws:?}");
+        assert!(draws.iter().any(|d| *d != draws[0]), "they vary");
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
     }
 
     /// Namespaces that do not exist: the tasks only ever retry opening.
