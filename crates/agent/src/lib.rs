@@ -10,6 +10,7 @@
 //! - [`reconcile`]: desired vs observed -> the minimal operations.
 //! - [`dhcp`]: Neutrino's own DHCPv4 / DHCPv6-stateless server.
 //! - [`netns`]: named network namespaces (`/run/netns`).
+//! - [`ra`]: IPv6 router advertisements on routers' `qr-` interfaces.
 //! - [`dataplane`]: the reconciler, kernel events and DHCP servers together.
 //! - [`guard`]: which snapshots the agent refuses to apply.
 //! - [`status`]: the status file (kernel operations since start).
@@ -22,6 +23,7 @@ pub mod guard;
 pub mod kernel;
 pub mod netlink;
 pub mod netns;
+pub mod ra;
 pub mod reconcile;
 pub mod runtime;
 pub mod status;

@@ -47,6 +47,56 @@ enum LabCommand {
     /// Print the OS_* variables for clients (`set -a; . <(neutrino lab env)`);
     /// they only work inside the lab, e.g. through `lab exec controller`.
     Env,
+    /// Route a prefix from the external namespace via a router's gateway
+    /// address (as an upstream router would); `--delete` removes the route.
+    RouteExternal {
+        /// A project prefix, e.g. 2001:db8:1::/64.
+        destination: ipnet::IpNet,
+        /// The router's gateway address on the provider network.
+        #[arg(long, required_unless_present = "delete")]
+        via: Option<std::net::IpAddr>,
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Start a TCP and UDP echo server in a lab namespace (default
+    /// `external`) that records its peers; stopped by `lab down`.
+    Echo {
+        #[arg(long, default_value = "external")]
+        target: String,
+        #[arg(long, default_value_t = 7000)]
+        port: u16,
+    },
+    /// Print the peers an echo server has seen (`tcp ADDR` / `udp ADDR`).
+    EchoPeers {
+        #[arg(long, default_value = "external")]
+        target: String,
+        #[arg(long, default_value_t = 7000)]
+        port: u16,
+    },
+    /// An echo server in the foreground (what `lab echo` runs).
+    #[command(hide = true)]
+    EchoServer {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long, default_value_t = crate::echo::ANY)]
+        listen: std::net::IpAddr,
+    },
+    /// Ask an echo server (run it with `lab exec TARGET --`); prints the reply.
+    EchoClient {
+        #[arg(long, value_enum)]
+        protocol: crate::echo::EchoProtocol,
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        /// Source address to send from.
+        #[arg(long)]
+        from: Option<std::net::IpAddr>,
+        #[arg(long, default_value = "ping")]
+        message: String,
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -212,6 +262,37 @@ pub async fn run(args: LabArgs) -> crate::Result<()> {
             for (key, value) in lab.env() {
                 println!("{key}={value}");
             }
+        }
+        LabCommand::RouteExternal { destination, via, delete } => {
+            let lab = attach()?;
+            match via {
+                Some(via) if !delete => lab.route_external(destination, via).await?,
+                _ => lab.unroute_external(destination).await?,
+            }
+        }
+        LabCommand::Echo { target, port } => {
+            attach()?.echo_start(&target, port).await?;
+            println!("echo server on {target} port {port} (tcp, udp)");
+        }
+        LabCommand::EchoPeers { target, port } => {
+            for peer in attach()?.echo_peers(&target, port)? {
+                println!("{} {}", peer.protocol, peer.addr);
+            }
+        }
+        LabCommand::EchoServer { port, log, listen } => {
+            tokio::task::spawn_blocking(move || crate::echo::serve(listen, port, &log))
+                .await
+                .map_err(|e| crate::Error::Invalid(format!("echo server panicked: {e}")))?
+                .map_err(|e| crate::Error::io(format!("echo server on port {port}"), e))?;
+        }
+        LabCommand::EchoClient { protocol, to, from, message, timeout } => {
+            let timeout = Duration::from_secs(timeout);
+            let reply =
+                tokio::task::spawn_blocking(move || crate::echo::ask(protocol, to, from, message.as_bytes(), timeout))
+                    .await
+                    .map_err(|e| crate::Error::Invalid(format!("echo client panicked: {e}")))?
+                    .map_err(|e| crate::Error::io(format!("echo {protocol} {to}"), e))?;
+            println!("{}", String::from_utf8_lossy(&reply));
         }
     }
     Ok(())

@@ -163,7 +163,7 @@ impl Lab {
         }
     }
 
-    fn stop(&self, name: &str, signal: Signal) {
+    pub(crate) fn stop(&self, name: &str, signal: Signal) {
         let grace = Duration::from_secs(5);
         let child = self.children.lock().expect("children lock").remove(name);
         if let Some(mut child) = child {
@@ -176,7 +176,7 @@ impl Lab {
     }
 
     /// Whether daemon `name` runs.
-    fn running(&self, name: &str) -> bool {
+    pub(crate) fn running(&self, name: &str) -> bool {
         if let Some(child) = self.children.lock().expect("children lock").get_mut(name) {
             return matches!(child.try_wait(), Ok(None));
         }

@@ -17,6 +17,7 @@
 //! - [`process`]: the server and agents, detached, and their pid files.
 //! - [`api`]: the admin API client in the controller namespace.
 //! - [`instance`]: instances and their DHCP client.
+//! - [`echo`]: a TCP/UDP echo server that records its peers, and its client.
 //! - [`state`]: what the run directory remembers.
 //! - [`lab`]: [`Lab`] ties these together; [`teardown`] removes a lab.
 //! - [`cli`]: `neutrino lab`.
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod cli;
 mod daemons;
+pub mod echo;
 pub mod error;
 pub mod instance;
 pub mod lab;
@@ -31,9 +33,11 @@ pub mod netns;
 pub mod process;
 pub mod state;
 pub mod topology;
+mod upstream;
 
 pub use api::{Api, Credentials, admin_credentials};
 pub use daemons::AgentStatus;
+pub use echo::{EchoPeer, EchoProtocol};
 pub use error::{Error, Result};
 pub use instance::{Instance, Lease};
 pub use lab::{DEFAULT_PREFIX, DEFAULT_RUN_ROOT, Lab, LabConfig, Teardown, is_root, reap_stale, run_dir, teardown};

@@ -162,6 +162,12 @@ impl Topology {
         format!("{}-", self.host(i))
     }
 
+    /// The namespace host `i`'s agent makes for router `router_id`
+    /// (`<P>h<i>-qrouter-<id>`, Neutron's name behind the agent's prefix).
+    pub fn router_namespace(&self, i: usize, router_id: &str) -> String {
+        format!("{}qrouter-{router_id}", self.agent_netns_prefix(i))
+    }
+
     /// The 1-based index of host `name` (`h3` -> 3), if this lab has it.
     pub fn host_by_name(&self, name: &str) -> Result<usize> {
         match host_index(name) {
@@ -267,6 +273,7 @@ mod tests {
         assert_eq!(t.host(2), "nl-h2");
         assert_eq!(t.instance("vm1"), "nl-vm-vm1");
         assert_eq!(t.agent_netns_prefix(1), "nl-h1-");
+        assert_eq!(t.router_namespace(2, "r1"), "nl-h2-qrouter-r1");
         assert_eq!(t.base_namespaces(), ["nl-u", "nl-ctl", "nl-ext", "nl-h1", "nl-h2", "nl-h3"]);
         assert_eq!(t.server_url(), "http://172.31.0.2:9696");
     }
