@@ -20,6 +20,7 @@ pub mod desired;
 pub mod dhcp;
 pub mod guard;
 pub mod kernel;
+pub mod nat;
 pub mod netlink;
 pub mod netns;
 pub mod reconcile;
