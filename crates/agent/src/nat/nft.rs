@@ -176,18 +176,17 @@ pub fn batch(ruleset: Option<&NatRuleset>) -> Nftables<'static> {
     b.to_nftables()
 }
 
-/// The digest of a listed table (see [`Nat::observe`]).
-pub fn digest_of(listed: &Nftables<'_>) -> String {
-    listed
-        .objects
+/// The digest of a listed table (see [`Nat::observe`]). Read as plain
+/// JSON: the crate's typed schema cannot read nft's own listing back (nft
+/// 1.0.6 lists `ct status & dnat == 0` with an operator `!` the schema
+/// lacks), and only the digest comment matters here.
+pub fn digest_of(listed: &serde_json::Value) -> String {
+    let objects = listed["nftables"].as_array().map(Vec::as_slice).unwrap_or_default();
+    objects
         .iter()
-        .find_map(|o| match o {
-            nftables::schema::NfObject::ListObject(NfListObject::Rule(r)) => {
-                r.comment.as_deref().and_then(|c| c.strip_prefix(DIGEST_PREFIX)).map(str::to_string)
-            }
-            _ => None,
-        })
+        .find_map(|o| o["rule"]["comment"].as_str().and_then(|c| c.strip_prefix(DIGEST_PREFIX)))
         .unwrap_or_default()
+        .to_string()
 }
 
 /// Runs `program args` inside namespace `ns`; returns (success, stdout, stderr).
@@ -210,7 +209,7 @@ impl Nat for NftNat {
             }
             return Err(NatError(format!("nft list table: {}", stderr.trim())));
         }
-        let listed: Nftables<'static> =
+        let listed: serde_json::Value =
             serde_json::from_str(&stdout).map_err(|e| NatError(format!("nft list table: {e}")))?;
         Ok(Some(digest_of(&listed)))
     }
