@@ -237,7 +237,7 @@ impl Agent {
         assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
         let settings = lab.settings();
         let wired = outcome.wired.clone();
-        let nat = self.nat.sync(v, &settings, &wired);
+        let nat = self.nat.sync(&v.routers, &settings, &wired);
         assert!(nat.errors.is_empty() && nat.problems.is_empty(), "{:?} {:?}", nat.errors, nat.problems);
         (outcome, nat)
     }

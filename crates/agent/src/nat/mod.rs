@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use neutrino_model::l3::PortRange;
 use neutrino_model::{FloatingIpId, PortId, RouterId};
-use neutrino_proto::{FloatingIpStatus, HostView, L4Protocol, RouterView, device_name};
+use neutrino_proto::{FloatingIpStatus, L4Protocol, RouterView, device_name};
 
 use crate::desired::AgentSettings;
 
@@ -239,17 +239,22 @@ impl<N: Nat> RouterNat<N> {
         &mut self.nat
     }
 
-    /// One pass, after the kernel reconcile: for each router of `view`
+    /// One pass, after the kernel reconcile: for each router of the view
     /// whose gateway port is `wired` (namespace and `qg-` in place), makes
     /// its table match (one transaction, only when it differs), deletes the
     /// conntrack entries of removed floating IPs and port forwardings, and
     /// announces new floating IPs. Tables are read from the kernel once per
     /// namespace (adopting what a previous run left), then remembered.
     /// Namespaces of routers that left the view go with their tables.
-    pub fn sync(&mut self, view: &HostView, settings: &AgentSettings, wired: &BTreeSet<PortId>) -> NatOutcome {
+    pub fn sync(
+        &mut self,
+        routers: &BTreeMap<RouterId, RouterView>,
+        settings: &AgentSettings,
+        wired: &BTreeSet<PortId>,
+    ) -> NatOutcome {
         let mut out = NatOutcome::default();
         let mut seen = BTreeSet::new();
-        for (id, router) in &view.routers {
+        for (id, router) in routers {
             let ns = settings.router_netns(id);
             seen.insert(ns.clone());
             let want = ruleset(*id, router, &mut out.problems);

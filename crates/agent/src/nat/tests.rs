@@ -133,7 +133,7 @@ fn sync_applies_once_reports_active_and_is_idempotent() {
     let mut router = router_view();
     router.floating_ips = vec![fip("203.0.113.20", "10.0.0.5")];
     let v = routed_view(router.clone());
-    let out = n.sync(&v, &settings(), &wired());
+    let out = n.sync(&v.routers, &settings(), &wired());
     assert_eq!(out.floating_ips, BTreeMap::from([(FIP, FloatingIpStatus::Active)]));
     let log = n.nat_mut().take_log();
     let want = ruleset(ROUTER, &router, &mut vec![]).unwrap();
@@ -145,7 +145,7 @@ fn sync_applies_once_reports_active_and_is_idempotent() {
             Call::Announce(NS.into(), QG.into(), a("203.0.113.20")),
         ]
     );
-    let again = n.sync(&v, &settings(), &wired());
+    let again = n.sync(&v.routers, &settings(), &wired());
     assert_eq!((again.transactions, again.side_ops), (0, 0));
     assert!(n.nat_mut().take_log().is_empty());
     assert_eq!(again.floating_ips, out.floating_ips);
@@ -157,10 +157,10 @@ fn a_restarted_agent_adopts_the_table_without_touching_it() {
     router.floating_ips = vec![fip("203.0.113.20", "10.0.0.5")];
     let v = routed_view(router);
     let mut first = RouterNat::new(FakeNat::default());
-    first.sync(&v, &settings(), &wired());
+    first.sync(&v.routers, &settings(), &wired());
     let tables = first.nat().tables.clone();
     let mut restarted = RouterNat::new(FakeNat { tables, ..Default::default() });
-    let out = restarted.sync(&v, &settings(), &wired());
+    let out = restarted.sync(&v.routers, &settings(), &wired());
     assert_eq!(restarted.nat_mut().take_log(), vec![Call::Observe(NS.into())]);
     assert_eq!(out.floating_ips, BTreeMap::from([(FIP, FloatingIpStatus::Active)]));
 }
@@ -171,11 +171,11 @@ fn disassociating_forgets_the_flows_and_reports_down_once() {
     let mut router = router_view();
     router.floating_ips = vec![fip("203.0.113.20", "10.0.0.5")];
     router.port_forwardings = vec![pf("203.0.113.30", L4Protocol::Tcp, (2222, 2222), "10.0.0.6", (22, 22))];
-    n.sync(&routed_view(router.clone()), &settings(), &wired());
+    n.sync(&routed_view(router.clone()).routers, &settings(), &wired());
     n.nat_mut().take_log();
     router.floating_ips.clear();
     router.port_forwardings.clear();
-    let out = n.sync(&routed_view(router.clone()), &settings(), &wired());
+    let out = n.sync(&routed_view(router.clone()).routers, &settings(), &wired());
     assert_eq!(out.floating_ips, BTreeMap::from([(FIP, FloatingIpStatus::Down)]));
     let forgets: Vec<Flows> = n
         .nat_mut()
@@ -194,7 +194,7 @@ fn disassociating_forgets_the_flows_and_reports_down_once() {
             Flows::Forwarded { to: a("203.0.113.30"), protocol: L4Protocol::Tcp, port: Some(2222) },
         ]
     );
-    let later = n.sync(&routed_view(router), &settings(), &wired());
+    let later = n.sync(&routed_view(router).routers, &settings(), &wired());
     assert!(later.floating_ips.is_empty());
     assert_eq!(PF, pf("203.0.113.30", L4Protocol::Tcp, (1, 1), "10.0.0.6", (1, 1)).id);
 }
@@ -205,26 +205,26 @@ fn floating_ips_are_down_until_the_gateway_is_wired_or_when_nft_fails() {
     let mut router = router_view();
     router.floating_ips = vec![fip("203.0.113.20", "10.0.0.5")];
     let v = routed_view(router);
-    let out = n.sync(&v, &settings(), &BTreeSet::from([RI]));
+    let out = n.sync(&v.routers, &settings(), &BTreeSet::from([RI]));
     assert_eq!(out.floating_ips, BTreeMap::from([(FIP, FloatingIpStatus::Down)]));
     assert!(n.nat_mut().take_log().is_empty());
     n.nat_mut().fail_apply = true;
-    let out = n.sync(&v, &settings(), &wired());
+    let out = n.sync(&v.routers, &settings(), &wired());
     assert_eq!(out.floating_ips, BTreeMap::from([(FIP, FloatingIpStatus::Down)]));
     assert_eq!(out.errors.len(), 1);
     n.nat_mut().fail_apply = false;
-    let out = n.sync(&v, &settings(), &wired());
+    let out = n.sync(&v.routers, &settings(), &wired());
     assert_eq!(out.floating_ips, BTreeMap::from([(FIP, FloatingIpStatus::Active)]));
 }
 
 #[test]
 fn removing_the_gateway_deletes_the_table() {
     let mut n = RouterNat::new(FakeNat::default());
-    n.sync(&routed_view(router_view()), &settings(), &wired());
+    n.sync(&routed_view(router_view()).routers, &settings(), &wired());
     let mut router = router_view();
     router.gateway = None;
     n.nat_mut().take_log();
     // The gateway port is still wired while it goes.
-    let out = n.sync(&routed_view(router), &settings(), &wired());
+    let out = n.sync(&routed_view(router).routers, &settings(), &wired());
     assert_eq!(out.transactions, 0, "no gateway: nothing is done until the port goes");
 }
