@@ -475,7 +475,8 @@ fn router_addresses(subnets: &[RouterSubnet]) -> BTreeSet<IpNet> {
 /// A `qrouter-` namespace per router of the view (`lo`, routes,
 /// forwarding); its `qr-`/`qg-` links are added with their ports, which
 /// the returned map describes. The gateway holds the router's IPv4
-/// floating IPs as /32s, so it answers ARP for them.
+/// floating IPs (associated ones and those of port forwardings) as /32s,
+/// so it answers ARP for them.
 fn add_routers(d: &mut Desired, view: &HostView, settings: &AgentSettings) -> BTreeMap<PortId, RouterPort> {
     let mut ports = BTreeMap::new();
     for (id, router) in &view.routers {
@@ -491,13 +492,11 @@ fn add_routers(d: &mut Desired, view: &HostView, settings: &AgentSettings) -> BT
         if let Some(gw) = &router.gateway {
             let peer = device_name("qg-", &gw.port_id);
             let mut addresses = router_addresses(&gw.subnets);
-            addresses.extend(
-                router
-                    .floating_ips
-                    .iter()
-                    .filter(|f| f.floating_ip.is_ipv4())
-                    .filter_map(|f| IpNet::new(f.floating_ip, 32).ok()),
-            );
+            // Floating IPs, associated or carrying port forwardings.
+            let floating = router.floating_ips.iter().map(|f| f.floating_ip);
+            let forwarded = router.port_forwardings.iter().map(|f| f.floating_ip);
+            addresses
+                .extend(floating.chain(forwarded).filter(IpAddr::is_ipv4).filter_map(|ip| IpNet::new(ip, 32).ok()));
             ports.insert(gw.port_id, RouterPort { router: *id, peer, addresses });
             // One default route per family: the first subnet's gateway.
             let mut families = BTreeSet::new();

@@ -20,12 +20,13 @@ use neutrino_agent::nat::nft::NftNat;
 use neutrino_agent::netlink::Netlink;
 use neutrino_agent::netns;
 use neutrino_agent::reconcile::{Outcome, Reconciler};
+use neutrino_model::l3::PortRange;
 use neutrino_model::resources::device_owner;
 use neutrino_model::segments::Vni;
-use neutrino_model::{FloatingIpId, NetworkId, PortId, RouterId, SubnetId};
+use neutrino_model::{FloatingIpId, NetworkId, PortForwardingId, PortId, RouterId, SubnetId};
 use neutrino_proto::{
-    FixedIp, FloatingIpStatus, FloatingIpView, HostView, NetworkView, PortView, RouterGatewayView, RouterInterface,
-    RouterSubnet, RouterView, Segment, tap_name,
+    FixedIp, FloatingIpStatus, FloatingIpView, HostView, L4Protocol, NetworkView, PortForwardingView, PortView,
+    RouterGatewayView, RouterInterface, RouterSubnet, RouterView, Segment, tap_name,
 };
 use uuid::Uuid;
 
@@ -42,6 +43,7 @@ const RI: PortId = PortId(Uuid::from_u128(0x1a1a1a1a_0000_4000_8000_000000000001
 const RG: PortId = PortId(Uuid::from_u128(0x2b2b2b2b_0000_4000_8000_000000000002));
 const VM: PortId = PortId(Uuid::from_u128(0x3c3c3c3c_0000_4000_8000_000000000003));
 const FIP: FloatingIpId = FloatingIpId(Uuid::from_u128(0xf1f1f1f1_0000_4000_8000_000000000001));
+const PF: PortForwardingId = PortForwardingId(Uuid::from_u128(0xfafafafa_0000_4000_8000_000000000001));
 const VM_MAC: &str = "fa:16:3e:00:00:05";
 
 /// The simulated host and the namespaces hanging off it.
@@ -169,6 +171,12 @@ fn port(network: NetworkId, mac: &str, owner: &str, subnet: SubnetId, ip: &str) 
 }
 
 fn view(enable_snat: bool, fip: bool) -> HostView {
+    view_with(enable_snat, fip, false)
+}
+
+/// With `forward`: 203.0.113.30 tcp/2222 is forwarded to the instance's
+/// port 22.
+fn view_with(enable_snat: bool, fip: bool, forward: bool) -> HostView {
     let vxlan = |n: i64| NetworkView { mtu: 1450, segment: Segment::Vxlan { vni: Vni::try_from(n).unwrap() } };
     let router = RouterView {
         interfaces: vec![RouterInterface {
@@ -199,7 +207,18 @@ fn view(enable_snat: bool, fip: bool) -> HostView {
         } else {
             vec![]
         },
-        port_forwardings: vec![],
+        port_forwardings: if forward {
+            vec![PortForwardingView {
+                id: PF,
+                floating_ip: "203.0.113.30".parse().unwrap(),
+                protocol: L4Protocol::Tcp,
+                external: PortRange::single(2222),
+                internal_ip: "10.0.0.5".parse().unwrap(),
+                internal: PortRange::single(22),
+            }]
+        } else {
+            vec![]
+        },
     };
     HostView {
         host: "h1".into(),
@@ -314,6 +333,9 @@ async fn a_router_routes_snats_and_translates_floating_ips_with_real_packets() {
     assert_eq!(seen, Some("203.0.113.1".parse().unwrap()), "the instance must see the real client");
     let seen = seen_from(&lab.ext, 7002, &lab.vm, "203.0.113.1");
     assert_eq!(seen, Some("203.0.113.20".parse().unwrap()), "the outside must see the floating IP");
+    // A flow through the floating IP that stays open across what follows.
+    let (mut outside, mut inside) = open_flow(&lab.ext, &lab.vm, "203.0.113.20", 7010);
+    assert!(carries(&mut outside, &mut inside), "a fresh flow through the floating IP carries nothing");
 
     // 4. A restarted agent adopts everything: no kernel op, no nft run
     //    that changes anything, no duplicate rule.
@@ -331,6 +353,21 @@ async fn a_router_routes_snats_and_translates_floating_ips_with_real_packets() {
     assert_eq!(nat.floating_ips, BTreeMap::from([(FIP, FloatingIpStatus::Down)]));
     assert!(!lab.ping(&lab.ext, "203.0.113.20"), "a disassociated floating IP still answers");
     assert_eq!(seen_from(&lab.vm, 7003, &lab.ext, "203.0.113.20"), None);
+    assert!(!carries(&mut outside, &mut inside), "a flow of the disassociated floating IP survived (conntrack)");
+
+    // 5b. A port forwarding: its address answers on the gateway and only
+    //     the forwarded port reaches the instance, which sees the client.
+    let (_, nat) = agent.pass(&lab, &view_with(false, false, true)).await;
+    assert_eq!(nat.transactions, 1);
+    let l = listen(&lab.vm, 22);
+    let client = std::thread::spawn({
+        let ext = lab.ext.clone();
+        move || connect(&ext, "203.0.113.30:2222")
+    });
+    assert_eq!(peer_of(&l), Some("203.0.113.1".parse().unwrap()), "port forwarding: the instance must see the client");
+    assert!(client.join().unwrap());
+    drop(l);
+    assert_eq!(seen_from(&lab.vm, 7004, &lab.ext, "203.0.113.30"), None, "only the forwarded port is forwarded");
 
     // 6. The router goes: its namespace with it.
     let mut v = view(false, false);
@@ -338,6 +375,34 @@ async fn a_router_routes_snats_and_translates_floating_ips_with_real_packets() {
     v.ports.retain(|id, _| *id == VM);
     agent.pass(&lab, &v).await;
     assert!(!netns::exists(&ns));
+}
+
+/// A TCP connection from `from_ns` to `to:port`, accepted in `to_ns`:
+/// (client end, server end), both blocking with a short read timeout.
+fn open_flow(from_ns: &str, to_ns: &str, to: &str, port: u16) -> (TcpStream, TcpStream) {
+    let l = listen(to_ns, port);
+    let to: SocketAddr = format!("{to}:{port}").parse().unwrap();
+    let client =
+        netns::run_in(from_ns, move || TcpStream::connect_timeout(&to, Duration::from_secs(2))).unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let server = loop {
+        match l.accept() {
+            Ok((s, _)) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("no connection accepted: {e}"),
+        }
+    };
+    for s in [&client, &server] {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    }
+    (client, server)
+}
+
+/// Whether a byte written at one end arrives at the other.
+fn carries(from: &mut TcpStream, to: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    from.write_all(b"x").is_ok() && to.read_exact(&mut byte).is_ok()
 }
 
 /// Listens on `port` in `listen_ns`, connects to `to:port` from

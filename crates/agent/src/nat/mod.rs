@@ -328,21 +328,18 @@ impl<N: Nat> RouterNat<N> {
                 out.errors.push((id, e));
             }
         }
+        let qg = new.rules.iter().find_map(|r| match r {
+            NatRule::MarkFromOutside { qg } => Some(qg),
+            _ => None,
+        });
         let announced = old.floating_ips();
-        for rule in &new.rules {
-            if let NatRule::Dnat { output: false, floating, .. } = rule
-                && !announced.contains(floating)
-                && let Some(qg) = new.rules.iter().find_map(|r| match r {
-                    NatRule::MarkFromOutside { qg } => Some(qg),
-                    _ => None,
-                })
-            {
-                out.side_ops += 1;
-                if let Err(e) = self.nat.announce(ns, qg, *floating) {
-                    // The ARP caches of the external network learn it anyway
-                    // at their next request.
-                    tracing::warn!(router = %id, %floating, error = %e, "gratuitous ARP not sent");
-                }
+        for floating in new.floating_ips().difference(&announced) {
+            let Some(qg) = qg else { break };
+            out.side_ops += 1;
+            if let Err(e) = self.nat.announce(ns, qg, *floating) {
+                // The external network's ARP caches learn it anyway at
+                // their next request.
+                tracing::warn!(router = %id, %floating, error = %e, "gratuitous ARP not sent");
             }
         }
         true

@@ -76,6 +76,10 @@ struct NsConn {
     inode: u64,
     conn: Conn,
     index: Mutex<HashMap<String, u32>>,
+    /// Forwarding on (both families), read once per namespace: a thread
+    /// must enter the namespace to read it, too costly on every pass for
+    /// hosts with many namespaces. Changes by hand go unnoticed.
+    forwarding: Mutex<Option<bool>>,
 }
 
 fn netns_inode(name: &str) -> io::Result<u64> {
@@ -136,7 +140,10 @@ impl Netlink {
         }
         if !self.namespaces.contains_key(name) {
             let conn = connect(Some(name))?;
-            self.namespaces.insert(name.to_string(), NsConn { inode, conn, index: Mutex::new(HashMap::new()) });
+            self.namespaces.insert(
+                name.to_string(),
+                NsConn { inode, conn, index: Mutex::new(HashMap::new()), forwarding: Mutex::new(None) },
+            );
         }
         Ok(&self.namespaces[name])
     }
@@ -169,10 +176,20 @@ impl Netlink {
                 state.routes.insert(route);
             }
         }
-        let ns_name = name.to_string();
-        state.forwarding = tokio::task::spawn_blocking(move || netns::run_in(&ns_name, forwarding_on))
-            .await
-            .map_err(|e| KernelError::new(e.to_string()))??;
+        let cached = *lock(&ns.forwarding);
+        state.forwarding = match cached {
+            Some(on) => on,
+            None => {
+                let ns_name = name.to_string();
+                let on = tokio::task::spawn_blocking(move || netns::run_in(&ns_name, forwarding_on))
+                    .await
+                    .map_err(|e| KernelError::new(e.to_string()))??;
+                if let Some(conn) = self.namespaces.get(name) {
+                    *lock(&conn.forwarding) = Some(on);
+                }
+                on
+            }
+        };
         Ok(state)
     }
 
@@ -333,6 +350,9 @@ impl Netlink {
                 tokio::task::spawn_blocking(move || netns::run_in(&name, enable_forwarding))
                     .await
                     .map_err(|e| KernelError::new(e.to_string()))???;
+                if let Some(conn) = self.namespaces.get(ns) {
+                    *lock(&conn.forwarding) = Some(true);
+                }
                 Ok(())
             }
         }
@@ -505,7 +525,8 @@ impl Kernel for Netlink {
             | Op::NsAddAddress { ns, .. }
             | Op::NsDelAddress { ns, .. }
             | Op::NsAddRoute { ns, .. }
-            | Op::NsDelRoute { ns, .. } = op
+            | Op::NsDelRoute { ns, .. }
+            | Op::NsEnableForwarding { ns } = op
                 && !self.namespaces.contains_key(ns)
                 && let Err(e) = self.ns_conn(ns)
             {

@@ -154,3 +154,19 @@ async fn a_router_port_whose_router_is_not_in_the_view_is_not_wired() {
     assert!(outcome.wired.is_empty());
     assert!(r.kernel().namespaces.is_empty());
 }
+
+#[tokio::test]
+async fn a_port_forwardings_floating_ip_is_on_the_gateway_too() {
+    use crate::desired::tests::router::pf;
+    let mut r = reconciler();
+    let mut router = router_view();
+    router.port_forwardings.push(pf(
+        "203.0.113.30",
+        neutrino_proto::L4Protocol::Tcp,
+        (2222, 2222),
+        "10.0.0.5",
+        (22, 22),
+    ));
+    clean(&mut r, &routed_view(router)).await;
+    assert!(r.kernel().namespaces[NS].links[QG].addresses.contains(&net("203.0.113.30/32")));
+}
