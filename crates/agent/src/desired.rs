@@ -164,9 +164,11 @@ pub struct NsLinkSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NsSpec {
     pub links: BTreeMap<String, NsLinkSpec>,
-    /// Static routes (routers: default routes and extra routes).
+    /// Static routes (routers: default routes and extra routes); managed
+    /// only where `forwarding` is wanted.
     pub routes: BTreeSet<NsRoute>,
-    /// IPv4 and IPv6 forwarding on (routers); `false`: no opinion.
+    /// IPv4 and IPv6 forwarding on (routers); `false`: no opinion, on
+    /// forwarding or routes.
     pub forwarding: bool,
     pub owner: Owner,
 }

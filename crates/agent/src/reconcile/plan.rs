@@ -321,7 +321,11 @@ fn plan_namespaces(p: &mut Plan, d: &Desired, o: &Observed, deletes: &BTreeSet<S
         if spec.forwarding && !observed.is_some_and(|o| o.forwarding) {
             p.push(CONFIGURE, Op::NsEnableForwarding { ns: ns.clone() }, vec![Target::Entry], spec.owner);
         }
-        plan_ns_routes(p, ns, spec, observed.map(|o| &o.routes));
+        // Routes are managed in router namespaces only (those wanting
+        // forwarding): a static route someone adds to a `qdhcp-` one stays.
+        if spec.forwarding {
+            plan_ns_routes(p, ns, spec, observed.map(|o| &o.routes));
+        }
     }
 }
 
