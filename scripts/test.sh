@@ -22,9 +22,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "System tools of the dataplane tests (Debian packages, when missing)"
 # The end-to-end tests build namespaced labs (iproute2, nsenter), run a
-# real DHCP client in instances (busybox udhcpc) and ping.
+# real DHCP client in instances (busybox udhcpc) and ping; router NAT needs nft
+# and conntrack (the agent runs both inside router namespaces).
 missing=()
-for pair in ip:iproute2 nsenter:util-linux busybox:busybox udhcpc:udhcpc ping:iputils-ping; do
+for pair in ip:iproute2 nsenter:util-linux busybox:busybox udhcpc:udhcpc ping:iputils-ping nft:nftables conntrack:conntrack; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

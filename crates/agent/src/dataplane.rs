@@ -1,18 +1,20 @@
 //! The agent's dataplane as the runtime sees it: the reconciler over the
-//! real kernel, the kernel's event feed, and the DHCP servers of the DHCP
-//! services the view schedules here.
+//! real kernel, the kernel's event feed, the DHCP servers of the DHCP
+//! services the view schedules here, and the NAT of its routers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 
 use neutrino_model::agents::HostRegistration;
-use neutrino_model::{NetworkId, PortId};
-use neutrino_proto::{HostView, device_name};
+use neutrino_model::{FloatingIpId, NetworkId, PortId};
+use neutrino_proto::{FloatingIpStatus, HostView, device_name};
 use tokio::sync::Notify;
 
 use crate::dhcp::{DhcpServer, Served};
 use crate::kernel::KernelError;
+use crate::nat::RouterNat;
+use crate::nat::nft::NftNat;
 
 /// Why the dataplane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +32,9 @@ pub enum DataplaneError {
 /// alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Netlink requests and namespace mounts together.
+    /// Netlink requests, namespace mounts, sysctl writes and router NAT
+    /// changes (nft transactions, conntrack deletions, gratuitous ARPs)
+    /// together.
     pub kernel_ops: u64,
     /// Namespace mounts and unmounts alone.
     pub netns_ops: u64,
@@ -45,6 +49,11 @@ pub struct Dataplane {
     events: Arc<Notify>,
     /// Running DHCP servers by network.
     dhcp: BTreeMap<NetworkId, DhcpServer>,
+    /// The routers' NAT; taken out while a pass runs it on a blocking
+    /// thread (it runs `nft` and `conntrack`).
+    nat: Option<RouterNat<NftNat>>,
+    /// Floating IP statuses after the last NAT pass.
+    floating_ips: BTreeMap<FloatingIpId, FloatingIpStatus>,
     totals: Totals,
 }
 
@@ -72,6 +81,8 @@ impl Dataplane {
             last_wired: BTreeSet::new(),
             events,
             dhcp: BTreeMap::new(),
+            nat: Some(RouterNat::new(NftNat)),
+            floating_ips: BTreeMap::new(),
             totals: Totals::default(),
         })
     }
@@ -108,8 +119,42 @@ impl Dataplane {
             return self.last_wired.clone();
         }
         self.sync_dhcp(view, &outcome.wired);
+        self.sync_nat(view, &outcome.wired).await;
         self.last_wired = outcome.wired.clone();
         outcome.wired
+    }
+
+    /// The floating IPs of this host's routers: `ACTIVE` once their NAT is
+    /// in place, `DOWN` otherwise (and once for those that left the view).
+    pub fn floating_ips(&self) -> &BTreeMap<FloatingIpId, FloatingIpStatus> {
+        &self.floating_ips
+    }
+
+    /// Makes the routers' NAT tables match the view, on a blocking thread.
+    async fn sync_nat(&mut self, view: &HostView, wired: &BTreeSet<PortId>) {
+        let Some(mut nat) = self.nat.take() else { return };
+        let routers = view.routers.clone();
+        let settings = self.reconciler.settings().clone();
+        let wired = wired.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let out = nat.sync(&routers, &settings, &wired);
+            (nat, out)
+        })
+        .await;
+        let Ok((nat, out)) = joined else {
+            tracing::error!("router NAT pass panicked; starting over");
+            self.nat = Some(RouterNat::new(NftNat));
+            return;
+        };
+        self.nat = Some(nat);
+        self.totals.kernel_ops += (out.transactions + out.side_ops) as u64;
+        for p in &out.problems {
+            tracing::warn!(problem = %p, "router NAT left out");
+        }
+        for (router, e) in &out.errors {
+            tracing::warn!(%router, error = %e, "router NAT not in place; retried on the next pass");
+        }
+        self.floating_ips = out.floating_ips;
     }
 
     /// Runs a DHCP server for each service whose port is wired, answering

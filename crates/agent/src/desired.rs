@@ -11,12 +11,12 @@ use std::net::{IpAddr, Ipv6Addr};
 use ipnet::{IpNet, Ipv6Net};
 use neutrino_model::resources::device_owner;
 use neutrino_model::segments::Vni;
-use neutrino_model::{NetworkId, PortId};
-use neutrino_proto::{HostView, NetworkView, PortView, RemotePort, Segment, device_name, tap_name};
+use neutrino_model::{NetworkId, PortId, RouterId};
+use neutrino_proto::{HostView, NetworkView, PortView, RemotePort, RouterSubnet, Segment, device_name, tap_name};
 
 pub use problem::{Problem, Reason};
 
-use crate::kernel::{FdbEntry, IPV6_MIN_MTU, Mac, NeighEntry, PortFlags, VxlanAttrs};
+use crate::kernel::{FdbEntry, IPV6_MIN_MTU, Mac, NeighEntry, NsRoute, PortFlags, VxlanAttrs};
 
 /// The IANA VXLAN port.
 pub const VXLAN_PORT: u16 = 4789;
@@ -46,9 +46,15 @@ impl AgentSettings {
         format!("{}qdhcp-{network_id}", self.netns_prefix)
     }
 
-    /// Every namespace whose name starts with this is the agent's.
-    pub fn netns_scope(&self) -> String {
-        format!("{}qdhcp-", self.netns_prefix)
+    /// `<prefix>qrouter-<router id>`.
+    pub fn router_netns(&self, router_id: &RouterId) -> String {
+        format!("{}qrouter-{router_id}", self.netns_prefix)
+    }
+
+    /// Every namespace whose name starts with one of these is the agent's
+    /// (observed, and deleted when no longer wanted).
+    pub fn netns_scopes(&self) -> Vec<String> {
+        vec![format!("{}qdhcp-", self.netns_prefix), format!("{}qrouter-", self.netns_prefix)]
     }
 }
 
@@ -86,6 +92,7 @@ pub fn eui64_link_local(mac: Mac) -> Ipv6Addr {
 pub enum Owner {
     Port(PortId),
     Network(NetworkId),
+    Router(RouterId),
     Host,
 }
 
@@ -94,6 +101,7 @@ impl fmt::Display for Owner {
         match self {
             Owner::Port(id) => write!(f, "port {id}"),
             Owner::Network(id) => write!(f, "network {id}"),
+            Owner::Router(id) => write!(f, "router {id}"),
             Owner::Host => f.write_str("the host"),
         }
     }
@@ -152,10 +160,16 @@ pub struct NsLinkSpec {
     pub owner: Owner,
 }
 
-/// A `qdhcp-` namespace and its links (`lo` included).
+/// A `qdhcp-` or `qrouter-` namespace and its links (`lo` included).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NsSpec {
     pub links: BTreeMap<String, NsLinkSpec>,
+    /// Static routes (routers: default routes and extra routes); managed
+    /// only where `forwarding` is wanted.
+    pub routes: BTreeSet<NsRoute>,
+    /// IPv4 and IPv6 forwarding on (routers); `false`: no opinion, on
+    /// forwarding or routes.
+    pub forwarding: bool,
     pub owner: Owner,
 }
 
@@ -207,6 +221,7 @@ pub fn desired(view: &HostView, settings: &AgentSettings) -> Desired {
             segment_problem.insert(*id, problem);
         }
     }
+    let router_ports = add_routers(&mut d, view, settings);
     for (id, port) in &view.ports {
         let needs = match view.networks.get(&port.network_id) {
             None => {
@@ -216,7 +231,7 @@ pub fn desired(view: &HostView, settings: &AgentSettings) -> Desired {
                 PortNeeds { links: vec![], ns_links: vec![], problem: Some(problem), admin_up: port.admin_state_up }
             }
             Some(net) => {
-                let mut needs = add_port(&mut d, view, *id, port, net, settings);
+                let mut needs = add_port(&mut d, view, *id, port, net, settings, router_ports.get(id));
                 if let Some(p) = segment_problem.get(&port.network_id) {
                     needs.problem.get_or_insert_with(|| p.clone());
                 }
@@ -391,6 +406,7 @@ fn add_port(
     port: &PortView,
     net: &NetworkView,
     settings: &AgentSettings,
+    router_port: Option<&RouterPort>,
 ) -> PortNeeds {
     let bridge = bridge_name(&port.network_id);
     let mtu = mtu_of(net);
@@ -422,6 +438,20 @@ fn add_port(
         spec.kind = LinkSpecKind::Veth { peer: peer.clone(), netns: netns.clone() };
         needs.ns_links = vec![(netns.clone(), peer), (netns.clone(), "lo".into())];
         d.namespaces.insert(netns, ns_spec);
+    } else if let Some(rp) = router_port {
+        let netns = settings.router_netns(&rp.router);
+        let inner = NsLinkSpec {
+            mac: Some(port.mac),
+            mtu,
+            up: port.admin_state_up,
+            addresses: rp.addresses.clone(),
+            owner: Owner::Port(id),
+        };
+        spec.kind = LinkSpecKind::Veth { peer: rp.peer.clone(), netns: netns.clone() };
+        needs.ns_links = vec![(netns.clone(), rp.peer.clone()), (netns.clone(), "lo".into())];
+        if let Some(ns) = d.namespaces.get_mut(&netns) {
+            ns.links.insert(rp.peer.clone(), inner);
+        }
     }
     if let Err(reason) = insert_link(d, tap, spec) {
         let problem = Problem::Port { port: id, reason };
@@ -429,6 +459,68 @@ fn add_port(
         needs.problem = Some(problem);
     }
     needs
+}
+
+/// A router's port as the router namespace holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RouterPort {
+    router: RouterId,
+    /// `qr-<port11>` or `qg-<port11>`.
+    peer: String,
+    addresses: BTreeSet<IpNet>,
+}
+
+fn router_addresses(subnets: &[RouterSubnet]) -> BTreeSet<IpNet> {
+    subnets.iter().filter_map(|s| IpNet::new(s.ip, s.cidr.prefix_len()).ok()).collect()
+}
+
+/// A `qrouter-` namespace per router of the view (`lo`, routes,
+/// forwarding); its `qr-`/`qg-` links are added with their ports, which
+/// the returned map describes. The gateway holds the router's IPv4
+/// floating IPs (associated ones and those of port forwardings) as /32s,
+/// so it answers ARP for them.
+fn add_routers(d: &mut Desired, view: &HostView, settings: &AgentSettings) -> BTreeMap<PortId, RouterPort> {
+    let mut ports = BTreeMap::new();
+    for (id, router) in &view.routers {
+        let netns = settings.router_netns(id);
+        let owner = Owner::Router(*id);
+        let lo = NsLinkSpec { mac: None, mtu: None, up: true, addresses: BTreeSet::new(), owner };
+        let mut routes = BTreeSet::new();
+        for interface in &router.interfaces {
+            let peer = device_name("qr-", &interface.port_id);
+            let addresses = router_addresses(&interface.subnets);
+            ports.insert(interface.port_id, RouterPort { router: *id, peer, addresses });
+        }
+        if let Some(gw) = &router.gateway {
+            let peer = device_name("qg-", &gw.port_id);
+            let mut addresses = router_addresses(&gw.subnets);
+            // Floating IPs, associated or carrying port forwardings.
+            let floating = router.floating_ips.iter().map(|f| f.floating_ip);
+            let forwarded = router.port_forwardings.iter().map(|f| f.floating_ip);
+            addresses
+                .extend(floating.chain(forwarded).filter(IpAddr::is_ipv4).filter_map(|ip| IpNet::new(ip, 32).ok()));
+            ports.insert(gw.port_id, RouterPort { router: *id, peer, addresses });
+            // One default route per family: the first subnet's gateway.
+            let mut families = BTreeSet::new();
+            for subnet in &gw.subnets {
+                let Some(via) = subnet.gateway_ip else { continue };
+                if via.is_ipv4() != subnet.cidr.addr().is_ipv4() || !families.insert(via.is_ipv4()) {
+                    continue;
+                }
+                let dst = if via.is_ipv4() { IpNet::V4(Default::default()) } else { IpNet::V6(Default::default()) };
+                routes.insert(NsRoute { dst, via });
+            }
+        }
+        for route in &router.routes {
+            if route.destination.addr().is_ipv4() == route.nexthop.is_ipv4() {
+                routes.retain(|r: &NsRoute| r.dst != route.destination);
+                routes.insert(NsRoute { dst: route.destination.trunc(), via: route.nexthop });
+            }
+        }
+        let links = BTreeMap::from([("lo".to_string(), lo)]);
+        d.namespaces.insert(netns, NsSpec { links, routes, forwarding: true, owner });
+    }
+    ports
 }
 
 /// The namespace of a DHCP port's network, the port's device inside it and
@@ -461,7 +553,8 @@ fn dhcp_side(
     };
     let lo = NsLinkSpec { mac: None, mtu: None, up: true, addresses: BTreeSet::new(), owner: Owner::Network(network) };
     let links = BTreeMap::from([(peer.clone(), inner), ("lo".to_string(), lo)]);
-    (netns, peer, NsSpec { links, owner: Owner::Network(network) })
+    let spec = NsSpec { links, routes: BTreeSet::new(), forwarding: false, owner: Owner::Network(network) };
+    (netns, peer, spec)
 }
 
 #[cfg(test)]

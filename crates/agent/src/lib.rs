@@ -21,6 +21,7 @@ pub mod desired;
 pub mod dhcp;
 pub mod guard;
 pub mod kernel;
+pub mod nat;
 pub mod netlink;
 pub mod netns;
 pub mod ra;

@@ -14,11 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use neutrino_model::PortId;
 use neutrino_model::agents::{HostRegistration, HostRole};
 use neutrino_model::resources::PortStatus;
+use neutrino_model::{FloatingIpId, PortId};
 use neutrino_proto::{
-    CONTRACT_VERSION, Heartbeat, HostView, PortStatusReport, Registration, RevisionGap, WatchEvent, WatchQuery,
+    CONTRACT_VERSION, FloatingIpStatus, Heartbeat, HostView, PortStatusReport, Registration, RevisionGap, WatchEvent,
+    WatchQuery,
 };
 use tokio::sync::{Mutex, Notify, watch};
 use tracing::Instrument;
@@ -130,6 +131,8 @@ struct Shared {
     synced: Mutex<Option<u64>>,
     /// Port status last reported, so only changes are sent.
     reported: Mutex<BTreeMap<PortId, PortStatus>>,
+    /// Floating IP status last reported, likewise.
+    reported_fips: Mutex<BTreeMap<FloatingIpId, FloatingIpStatus>>,
     /// Set when the server forgot us: register again.
     reregister: Notify,
 }
@@ -153,6 +156,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         view: view_tx,
         synced: Mutex::new(None),
         reported: Mutex::new(BTreeMap::new()),
+        reported_fips: Mutex::new(BTreeMap::new()),
         reregister: Notify::new(),
     });
 
@@ -238,6 +242,7 @@ async fn channel_loop(client: Arc<AgentClient>, registration: Registration, shar
         backoff.reset();
         // Every status is reported again to a server that (re)registered us.
         shared.reported.lock().await.clear();
+        shared.reported_fips.lock().await.clear();
         let beat = tokio::spawn(heartbeat_loop(
             client.clone(),
             shared.clone(),
@@ -412,7 +417,7 @@ async fn reconcile_once(
         .keys()
         .map(|id| (*id, if wired.contains(id) { PortStatus::Active } else { PortStatus::Down }))
         .collect();
-    report_changes(client, shared, statuses).await;
+    report_changes(client, shared, statuses, dataplane.floating_ips()).await;
     *shared.synced.lock().await = Some(view.revision);
     if let Some(path) = status_file {
         let totals = dataplane.totals();
@@ -430,16 +435,29 @@ async fn reconcile_once(
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
 }
 
-async fn report_changes(client: &AgentClient, shared: &Shared, statuses: BTreeMap<PortId, PortStatus>) {
+async fn report_changes(
+    client: &AgentClient,
+    shared: &Shared,
+    statuses: BTreeMap<PortId, PortStatus>,
+    fips: &BTreeMap<FloatingIpId, FloatingIpStatus>,
+) {
     let mut reported = shared.reported.lock().await;
+    let mut reported_fips = shared.reported_fips.lock().await;
     let changed: BTreeMap<PortId, PortStatus> =
         statuses.iter().filter(|(id, s)| reported.get(*id) != Some(s)).map(|(k, v)| (*k, *v)).collect();
     reported.retain(|id, _| statuses.contains_key(id));
-    if changed.is_empty() {
+    let changed_fips: BTreeMap<FloatingIpId, FloatingIpStatus> =
+        fips.iter().filter(|(id, s)| reported_fips.get(*id) != Some(s)).map(|(k, v)| (*k, *v)).collect();
+    reported_fips.retain(|id, _| fips.contains_key(id));
+    if changed.is_empty() && changed_fips.is_empty() {
         return;
     }
-    match client.report_ports(&PortStatusReport { ports: changed.clone(), ..Default::default() }).await {
-        Ok(_) => reported.extend(changed),
+    let report = PortStatusReport { ports: changed.clone(), floating_ips: changed_fips.clone() };
+    match client.report_ports(&report).await {
+        Ok(_) => {
+            reported.extend(changed);
+            reported_fips.extend(changed_fips);
+        }
         Err(ChannelError::NotRegistered) => shared.reregister.notify_one(),
         Err(e) => tracing::warn!(error = %e, "port status not reported; will retry"),
     }
@@ -470,6 +488,7 @@ mod tests {
             view: watch::channel(None).0,
             synced: Mutex::new(None),
             reported: Mutex::new(BTreeMap::new()),
+            reported_fips: Mutex::new(BTreeMap::new()),
             reregister: Notify::new(),
         }
     }

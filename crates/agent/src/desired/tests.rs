@@ -309,3 +309,98 @@ fn small_mtus_get_no_ipv6_settings() {
     assert!(!d.links["brq6f1d2a3b-11"].addrgen_none);
     assert!(!d.links["vxlan-100"].addrgen_none);
 }
+
+/// Router fixtures: a router with an interface on NET (10.0.0.1/24,
+/// fd00::1/64) and a gateway on NET_B, the external network
+/// (203.0.113.10/24 via 203.0.113.1, 2001:db8:ff::10/64 via ::1).
+pub mod router {
+    use neutrino_model::{FloatingIpId, PortForwardingId, RouterId};
+    use neutrino_proto::{
+        FloatingIpView, L4Protocol, PortForwardingView, RouterGatewayView, RouterInterface, RouterSubnet, RouterView,
+    };
+
+    use super::*;
+
+    pub const ROUTER: RouterId = RouterId(Uuid::from_u128(0x0a0a0a0a_0000_4000_8000_00000000000a));
+    pub const RI: PortId = PortId(Uuid::from_u128(0x1a1a1a1a_aaaa_4000_8000_000000000001));
+    pub const RG: PortId = PortId(Uuid::from_u128(0x2b2b2b2b_aaaa_4000_8000_000000000002));
+    pub const VM: PortId = PortId(Uuid::from_u128(0x3c3c3c3c_aaaa_4000_8000_000000000003));
+    pub const FIP: FloatingIpId = FloatingIpId(Uuid::from_u128(0xf1f1f1f1_0000_4000_8000_000000000001));
+    pub const PF: PortForwardingId = PortForwardingId(Uuid::from_u128(0xfafafafa_0000_4000_8000_000000000001));
+    pub const EXT4: SubnetId = SubnetId(Uuid::from_u128(0xe4e4e4e4_0000_4000_8000_000000000004));
+    pub const EXT6: SubnetId = SubnetId(Uuid::from_u128(0xe6e6e6e6_0000_4000_8000_000000000006));
+
+    pub fn subnet(id: SubnetId, cidr: &str, ip: &str, gateway: Option<&str>) -> RouterSubnet {
+        RouterSubnet {
+            subnet_id: id,
+            cidr: cidr.parse().unwrap(),
+            ip: ip.parse().unwrap(),
+            gateway_ip: gateway.map(|g| g.parse().unwrap()),
+            ipv6_ra_mode: None,
+            ipv6_address_mode: None,
+        }
+    }
+
+    pub fn router_view() -> RouterView {
+        RouterView {
+            interfaces: vec![RouterInterface {
+                port_id: RI,
+                network_id: NET,
+                subnets: vec![
+                    subnet(S4, "10.0.0.0/24", "10.0.0.1", Some("10.0.0.1")),
+                    subnet(S6, "fd00::/64", "fd00::1", Some("fd00::1")),
+                ],
+            }],
+            gateway: Some(RouterGatewayView {
+                port_id: RG,
+                network_id: NET_B,
+                subnets: vec![
+                    subnet(EXT4, "203.0.113.0/24", "203.0.113.10", Some("203.0.113.1")),
+                    subnet(EXT6, "2001:db8:ff::/64", "2001:db8:ff::10", Some("2001:db8:ff::1")),
+                ],
+                enable_snat: true,
+            }),
+            routes: vec![],
+            floating_ips: vec![],
+            port_forwardings: vec![],
+        }
+    }
+
+    pub fn fip(floating: &str, fixed: &str) -> FloatingIpView {
+        FloatingIpView {
+            id: FIP,
+            floating_ip: floating.parse().unwrap(),
+            fixed_ip: fixed.parse().unwrap(),
+            port_id: VM,
+        }
+    }
+
+    pub fn pf(
+        floating: &str,
+        protocol: L4Protocol,
+        ext: (u16, u16),
+        internal: &str,
+        int: (u16, u16),
+    ) -> PortForwardingView {
+        use neutrino_model::l3::PortRange;
+        PortForwardingView {
+            id: PF,
+            floating_ip: floating.parse().unwrap(),
+            protocol,
+            external: PortRange { start: ext.0, end: ext.1 },
+            internal_ip: internal.parse().unwrap(),
+            internal: PortRange { start: int.0, end: int.1 },
+        }
+    }
+
+    /// The view of a host with `router` and its two ports.
+    pub fn routed_view(router: RouterView) -> HostView {
+        let mut ri = port(NET, "fa:16:3e:00:0a:01", device_owner::ROUTER_INTERFACE);
+        ri.fixed_ips = vec![FixedIp { subnet_id: S4, ip_address: "10.0.0.1".parse().unwrap() }];
+        let mut rg = port(NET_B, "fa:16:3e:00:0b:01", device_owner::ROUTER_GATEWAY);
+        rg.fixed_ips = vec![FixedIp { subnet_id: EXT4, ip_address: "203.0.113.10".parse().unwrap() }];
+        let mut v = view(vec![(NET, vxlan_net(100)), (NET_B, vxlan_net(200))], vec![(RI, ri), (RG, rg)]);
+        v.routers.insert(ROUTER, router);
+        v
+    }
+}

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use super::*;
 
 const ENOENT: i32 = 2;
+const ESRCH: i32 = 3;
+const ENETUNREACH: i32 = 101;
 const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
 const EINVAL: i32 = 22;
@@ -214,7 +216,7 @@ impl FakeKernel {
             Op::CreateNetns { name } => {
                 self.namespaces.entry(name.clone()).or_insert_with(|| {
                     let lo = NsLink { up: false, mtu: 65536, mac: None, addresses: BTreeSet::new() };
-                    NsState { links: BTreeMap::from([("lo".to_string(), lo)]) }
+                    NsState { links: BTreeMap::from([("lo".to_string(), lo)]), ..Default::default() }
                 });
                 Ok(())
             }
@@ -248,7 +250,31 @@ impl FakeKernel {
                 true => Ok(()),
                 false => Err(KernelError::errno(EINVAL, format!("no address {addr}"))),
             },
+            Op::NsAddRoute { ns, route } => {
+                let state = self.ns_state(ns)?;
+                // The nexthop must be on a subnet of a link that is up.
+                let reachable =
+                    state.links.values().any(|l| l.up && l.addresses.iter().any(|a| a.trunc().contains(&route.via)));
+                if !reachable {
+                    return Err(KernelError::errno(ENETUNREACH, format!("{} unreachable in {ns}", route.via)));
+                }
+                state.routes.retain(|r| r.dst != route.dst);
+                state.routes.insert(*route);
+                Ok(())
+            }
+            Op::NsDelRoute { ns, route } => match self.ns_state(ns)?.routes.remove(route) {
+                true => Ok(()),
+                false => Err(KernelError::errno(ESRCH, format!("no route {}", route.dst))),
+            },
+            Op::NsEnableForwarding { ns } => {
+                self.ns_state(ns)?.forwarding = true;
+                Ok(())
+            }
         }
+    }
+
+    fn ns_state(&mut self, ns: &str) -> Result<&mut NsState, KernelError> {
+        self.namespaces.get_mut(ns).ok_or_else(|| KernelError::errno(ENOENT, format!("no namespace {ns}")))
     }
 
     fn ns_link(&mut self, ns: &str, name: &str) -> Result<&mut NsLink, KernelError> {
@@ -383,7 +409,7 @@ impl FakeKernel {
         Ok(())
     }
 
-    fn snapshot(&self, netns_scope: &str) -> Observed {
+    fn snapshot(&self, netns_scopes: &[String]) -> Observed {
         let owned = |dev: &str| self.links.get(dev).is_some_and(Link::owned);
         Observed {
             links: self.links.clone(),
@@ -392,7 +418,7 @@ impl FakeKernel {
             namespaces: self
                 .namespaces
                 .iter()
-                .filter(|(n, _)| n.starts_with(netns_scope))
+                .filter(|(n, _)| netns_scopes.iter().any(|s| n.starts_with(s.as_str())))
                 .map(|(n, s)| (n.clone(), s.clone()))
                 .collect(),
         }
@@ -405,8 +431,8 @@ fn mac_for(index: u32) -> Mac {
 }
 
 impl Kernel for FakeKernel {
-    async fn observe(&mut self, netns_scope: &str) -> Result<Observed, KernelError> {
-        Ok(self.snapshot(netns_scope))
+    async fn observe(&mut self, netns_scopes: &[String]) -> Result<Observed, KernelError> {
+        Ok(self.snapshot(netns_scopes))
     }
 
     async fn apply(&mut self, ops: &[Op]) -> Vec<Result<(), KernelError>> {

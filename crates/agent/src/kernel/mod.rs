@@ -134,10 +134,26 @@ pub struct NsLink {
     pub addresses: BTreeSet<IpNet>,
 }
 
+/// A static route inside one of the agent's namespaces (a router's
+/// default routes and extra routes): `dst via via`, the device found by the
+/// kernel. Observed: main-table unicast routes of protocol `static` with a
+/// gateway (the agent adds them so; connected and kernel routes are not
+/// its business).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NsRoute {
+    pub dst: IpNet,
+    pub via: IpAddr,
+}
+
 /// One of the agent's namespaces, by link name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NsState {
     pub links: BTreeMap<String, NsLink>,
+    /// Static routes with a gateway (see [`NsRoute`]).
+    pub routes: BTreeSet<NsRoute>,
+    /// IPv4 and IPv6 forwarding are both on (`net.ipv4.ip_forward` and
+    /// `net.ipv6.conf.all.forwarding`).
+    pub forwarding: bool,
 }
 
 /// What the kernel looks like, as far as the agent is concerned.
@@ -263,12 +279,28 @@ pub enum Op {
         dev: String,
         addr: IpNet,
     },
+    /// Added, or replaces the route to the same destination.
+    NsAddRoute {
+        ns: String,
+        route: NsRoute,
+    },
+    NsDelRoute {
+        ns: String,
+        route: NsRoute,
+    },
+    /// Turns IPv4 and IPv6 forwarding on inside the namespace: two procfs
+    /// sysctl writes from a thread inside it, not netlink (IPv6 forwarding
+    /// is only honoured through `all`, which has no netlink devconf).
+    NsEnableForwarding {
+        ns: String,
+    },
 }
 
 impl Op {
-    /// Whether this op is a netlink request (the others are mounts).
+    /// Whether this op is a netlink request (the others are mounts and
+    /// sysctl writes).
     pub fn is_netlink(&self) -> bool {
-        !matches!(self, Op::CreateNetns { .. } | Op::DeleteNetns { .. })
+        !matches!(self, Op::CreateNetns { .. } | Op::DeleteNetns { .. } | Op::NsEnableForwarding { .. })
     }
 }
 
@@ -288,6 +320,9 @@ impl fmt::Display for Op {
             Op::NsSetLink { ns, name, change } => write!(f, "set link {name} in {ns} {change:?}"),
             Op::NsAddAddress { ns, dev, addr } => write!(f, "add address {addr} to {dev} in {ns}"),
             Op::NsDelAddress { ns, dev, addr } => write!(f, "delete address {addr} from {dev} in {ns}"),
+            Op::NsAddRoute { ns, route } => write!(f, "add route {} via {} in {ns}", route.dst, route.via),
+            Op::NsDelRoute { ns, route } => write!(f, "delete route {} via {} in {ns}", route.dst, route.via),
+            Op::NsEnableForwarding { ns } => write!(f, "enable forwarding in {ns}"),
         }
     }
 }
@@ -321,8 +356,8 @@ impl From<std::io::Error> for KernelError {
 pub trait Kernel {
     /// Reads the current state: every link of the agent's namespace, FDB
     /// and neighbour entries on owned links, and the namespaces whose name
-    /// starts with `netns_scope`.
-    fn observe(&mut self, netns_scope: &str) -> impl Future<Output = Result<Observed, KernelError>> + Send;
+    /// starts with one of `netns_scopes`.
+    fn observe(&mut self, netns_scopes: &[String]) -> impl Future<Output = Result<Observed, KernelError>> + Send;
 
     /// Applies `ops`, which do not depend on each other (they may run
     /// concurrently). One result per op, in order; a failure does not stop

@@ -27,6 +27,7 @@ use rtnetlink::packet_core::{
 use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourMessage;
+use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use tokio::task::JoinHandle;
 
@@ -75,6 +76,10 @@ struct NsConn {
     inode: u64,
     conn: Conn,
     index: Mutex<HashMap<String, u32>>,
+    /// Forwarding on (both families), read once per namespace: a thread
+    /// must enter the namespace to read it, too costly on every pass for
+    /// hosts with many namespaces. Changes by hand go unnoticed.
+    forwarding: Mutex<Option<bool>>,
 }
 
 fn netns_inode(name: &str) -> io::Result<u64> {
@@ -135,7 +140,10 @@ impl Netlink {
         }
         if !self.namespaces.contains_key(name) {
             let conn = connect(Some(name))?;
-            self.namespaces.insert(name.to_string(), NsConn { inode, conn, index: Mutex::new(HashMap::new()) });
+            self.namespaces.insert(
+                name.to_string(),
+                NsConn { inode, conn, index: Mutex::new(HashMap::new()), forwarding: Mutex::new(None) },
+            );
         }
         Ok(&self.namespaces[name])
     }
@@ -161,6 +169,27 @@ impl Netlink {
             }
         }
         *ns.index.lock().unwrap_or_else(|e| e.into_inner()) = names.into_iter().map(|(i, n)| (n, i)).collect();
+        for msg in dump(&ns.conn.handle, RouteNetlinkMessage::GetRoute(RouteMessage::default())).await? {
+            if let RouteNetlinkMessage::NewRoute(r) = msg
+                && let Some(route) = parse::ns_route(&r)
+            {
+                state.routes.insert(route);
+            }
+        }
+        let cached = *lock(&ns.forwarding);
+        state.forwarding = match cached {
+            Some(on) => on,
+            None => {
+                let ns_name = name.to_string();
+                let on = tokio::task::spawn_blocking(move || netns::run_in(&ns_name, forwarding_on))
+                    .await
+                    .map_err(|e| KernelError::new(e.to_string()))??;
+                if let Some(conn) = self.namespaces.get(name) {
+                    *lock(&conn.forwarding) = Some(on);
+                }
+                on
+            }
+        };
         Ok(state)
     }
 
@@ -304,12 +333,49 @@ impl Netlink {
                 let message = RouteNetlinkMessage::DelAddress(msg::address(addr, index));
                 request(&conn.conn.handle, message, NLM_F_REQUEST | NLM_F_ACK).await.map(drop)
             }
+            Op::NsAddRoute { ns, route } => {
+                let conn = self.ns(ns)?;
+                let message = RouteNetlinkMessage::NewRoute(msg::route(route));
+                request(&conn.conn.handle, message, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
+                    .await
+                    .map(drop)
+            }
+            Op::NsDelRoute { ns, route } => {
+                let conn = self.ns(ns)?;
+                let message = RouteNetlinkMessage::DelRoute(msg::route(route));
+                request(&conn.conn.handle, message, NLM_F_REQUEST | NLM_F_ACK).await.map(drop)
+            }
+            Op::NsEnableForwarding { ns } => {
+                let name = ns.clone();
+                tokio::task::spawn_blocking(move || netns::run_in(&name, enable_forwarding))
+                    .await
+                    .map_err(|e| KernelError::new(e.to_string()))???;
+                if let Some(conn) = self.namespaces.get(ns) {
+                    *lock(&conn.forwarding) = Some(true);
+                }
+                Ok(())
+            }
         }
     }
 
     fn ns(&self, name: &str) -> Result<&NsConn, KernelError> {
         self.namespaces.get(name).ok_or_else(|| KernelError::new(format!("no connection to namespace {name}")))
     }
+}
+
+/// The sysctls of a router namespace's forwarding, read and written by a
+/// thread inside it (procfs shows the reading thread's namespace).
+const FORWARDING_SYSCTLS: [&str; 2] = ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"];
+
+fn forwarding_on() -> bool {
+    FORWARDING_SYSCTLS.iter().all(|p| std::fs::read_to_string(p).is_ok_and(|v| v.trim() == "1"))
+}
+
+fn enable_forwarding() -> io::Result<()> {
+    for p in FORWARDING_SYSCTLS {
+        std::fs::write(p, "1")?;
+    }
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -400,10 +466,13 @@ fn neighbour_dump(family: AddressFamily) -> RouteNetlinkMessage {
 }
 
 impl Kernel for Netlink {
-    async fn observe(&mut self, netns_scope: &str) -> Result<Observed, KernelError> {
+    async fn observe(&mut self, netns_scopes: &[String]) -> Result<Observed, KernelError> {
         // First let go of namespaces deleted by hand: our socket in one
         // keeps it, and its links, alive.
-        let names = netns::list(netns_scope)?;
+        let mut names = Vec::new();
+        for scope in netns_scopes {
+            names.extend(netns::list(scope)?);
+        }
         self.namespaces.retain(|n, _| names.contains(n));
 
         let handle = self.main.handle.clone();
@@ -452,7 +521,12 @@ impl Kernel for Netlink {
         // Connections to namespaces are opened first (it needs `&mut`);
         // a namespace created in this batch is not used by it.
         for op in ops {
-            if let Op::NsSetLink { ns, .. } | Op::NsAddAddress { ns, .. } | Op::NsDelAddress { ns, .. } = op
+            if let Op::NsSetLink { ns, .. }
+            | Op::NsAddAddress { ns, .. }
+            | Op::NsDelAddress { ns, .. }
+            | Op::NsAddRoute { ns, .. }
+            | Op::NsDelRoute { ns, .. }
+            | Op::NsEnableForwarding { ns } = op
                 && !self.namespaces.contains_key(ns)
                 && let Err(e) = self.ns_conn(ns)
             {

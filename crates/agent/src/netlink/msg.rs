@@ -17,7 +17,9 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 
-use crate::kernel::{FdbEntry, LinkChange, Mac, NeighEntry, NsLinkChange, OWNED_GROUP, PortFlags, VxlanAttrs};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
+
+use crate::kernel::{FdbEntry, LinkChange, Mac, NeighEntry, NsLinkChange, NsRoute, OWNED_GROUP, PortFlags, VxlanAttrs};
 
 /// Indexes a create request needs, resolved by the caller.
 pub struct CreateRefs {
@@ -257,5 +259,21 @@ pub fn address(addr: &IpNet, index: u32) -> AddressMessage {
             m.attributes.push(AddressAttribute::Address(ip));
         }
     }
+    m
+}
+
+/// A static unicast route in the main table: `dst via via proto static`.
+pub fn route(route: &NsRoute) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = if route.dst.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    m.header.destination_prefix_length = route.dst.prefix_len();
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Static;
+    m.header.scope = RouteScope::Universe;
+    m.header.kind = RouteType::Unicast;
+    if route.dst.prefix_len() > 0 {
+        m.attributes.push(RouteAttribute::Destination(route.dst.network().into()));
+    }
+    m.attributes.push(RouteAttribute::Gateway(route.via.into()));
     m
 }

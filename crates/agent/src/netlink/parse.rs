@@ -11,7 +11,12 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 
-use crate::kernel::{FdbEntry, Link, LinkKind, Mac, NeighEntry, NsLink, PortFlags, VxlanAttrs};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
+};
+
+use crate::kernel::{FdbEntry, Link, LinkKind, Mac, NeighEntry, NsLink, NsRoute, PortFlags, VxlanAttrs};
 
 /// A link before its master, underlay and parent indexes are named.
 pub struct RawLink {
@@ -243,4 +248,42 @@ pub fn address(msg: &AddressMessage) -> Option<(u32, IpNet)> {
         return None;
     }
     Some((msg.header.index, IpNet::new(addr, msg.header.prefix_len).ok()?))
+}
+
+/// A route the agent manages in its namespaces (see [`NsRoute`]).
+pub fn ns_route(msg: &RouteMessage) -> Option<NsRoute> {
+    let h = &msg.header;
+    let main = msg.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Table(t) => Some(*t),
+        _ => None,
+    });
+    if main.unwrap_or(u32::from(h.table)) != u32::from(RouteHeader::RT_TABLE_MAIN)
+        || h.protocol != RouteProtocol::Static
+        || h.kind != RouteType::Unicast
+    {
+        return None;
+    }
+    let ip = |a: &RouteAddress| match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    };
+    let mut dst = None;
+    let mut via = None;
+    for a in &msg.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dst = ip(d),
+            RouteAttribute::Gateway(g) => via = ip(g),
+            _ => {}
+        }
+    }
+    let via = via?;
+    let dst = match (dst, h.address_family) {
+        (Some(d), _) => d,
+        (None, AddressFamily::Inet) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        (None, AddressFamily::Inet6) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        _ => return None,
+    };
+    let dst = IpNet::new(dst, h.destination_prefix_length).ok()?;
+    Some(NsRoute { dst, via })
 }

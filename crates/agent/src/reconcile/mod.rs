@@ -91,7 +91,7 @@ impl<K: Kernel> Reconciler<K> {
         let want = desired(view, &self.settings);
         let errors = want.problems.iter().cloned().map(ReconcileError::View).collect();
         let mut outcome = Outcome { errors, ..Default::default() };
-        let observed = match self.kernel.observe(&self.settings.netns_scope()).await {
+        let observed = match self.kernel.observe(&self.settings.netns_scopes()).await {
             Ok(o) => o,
             Err(e) => {
                 outcome.errors.push(ReconcileError::Observe(e));
@@ -132,7 +132,7 @@ impl<K: Kernel> Reconciler<K> {
                     match p.owner {
                         Owner::Port(id) => *outcome.port_ops.entry(id).or_default() += 1,
                         Owner::Network(id) => *outcome.network_ops.entry(id).or_default() += 1,
-                        Owner::Host => {}
+                        Owner::Router(_) | Owner::Host => {}
                     }
                 } else {
                     outcome.netns_ops += 1;
@@ -165,5 +165,7 @@ fn wired(want: &Desired, plan: &Plan, failed: &BTreeSet<Target>) -> BTreeSet<Por
         .collect()
 }
 
+#[cfg(test)]
+mod router_tests;
 #[cfg(test)]
 mod tests;

@@ -5,9 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::ReconcileError;
-use crate::desired::{Desired, LinkSpec, LinkSpecKind, NsLinkSpec, Owner};
+use ipnet::IpNet;
+
+use crate::desired::{Desired, LinkSpec, LinkSpecKind, NsLinkSpec, NsSpec, Owner};
 use crate::kernel::{
-    DOOMED_GROUP, FdbEntry, Link, LinkChange, LinkKind, Mac, NewLinkKind, NsLinkChange, Observed, Op, PortFlags,
+    DOOMED_GROUP, FdbEntry, Link, LinkChange, LinkKind, Mac, NewLinkKind, NsLinkChange, NsRoute, Observed, Op,
+    PortFlags,
 };
 
 /// Removals: stale entries and addresses, releases, single deletes, and
@@ -315,6 +318,28 @@ fn plan_namespaces(p: &mut Plan, d: &Desired, o: &Observed, deletes: &BTreeSet<S
                 p.push(CONFIGURE, op, target(), want.owner);
             }
         }
+        if spec.forwarding && !observed.is_some_and(|o| o.forwarding) {
+            p.push(CONFIGURE, Op::NsEnableForwarding { ns: ns.clone() }, vec![Target::Entry], spec.owner);
+        }
+        // Routes are managed in router namespaces only (those wanting
+        // forwarding): a static route someone adds to a `qdhcp-` one stays.
+        if spec.forwarding {
+            plan_ns_routes(p, ns, spec, observed.map(|o| &o.routes));
+        }
+    }
+}
+
+/// Routes by destination: a route whose nexthop changes is replaced in
+/// one op; routes are added once addresses are in place and links up.
+fn plan_ns_routes(p: &mut Plan, ns: &str, spec: &NsSpec, have: Option<&BTreeSet<NsRoute>>) {
+    let empty = BTreeSet::new();
+    let have = have.unwrap_or(&empty);
+    let wanted: BTreeMap<IpNet, IpAddr> = spec.routes.iter().map(|r| (r.dst, r.via)).collect();
+    for route in have.iter().filter(|r| !wanted.contains_key(&r.dst)) {
+        p.push(REMOVE, Op::NsDelRoute { ns: ns.to_string(), route: *route }, vec![Target::Entry], spec.owner);
+    }
+    for route in spec.routes.iter().filter(|r| !have.contains(r)) {
+        p.push(POPULATE, Op::NsAddRoute { ns: ns.to_string(), route: *route }, vec![Target::Entry], spec.owner);
     }
 }
 

@@ -386,14 +386,14 @@ async fn a_dhcp_port_gets_its_namespace_side_in_few_ops() {
 async fn stale_namespaces_under_the_prefix_are_deleted_and_others_kept() {
     let mut r = reconciler();
     let k = r.kernel_mut();
-    for name in ["lab-h1-qdhcp-gone", "lab-h2-qdhcp-other-host", "lab-h1-qrouter-r1", "inner"] {
+    for name in ["lab-h1-qdhcp-gone", "lab-h2-qdhcp-other-host", "lab-h1-qrouter-r1", "lab-h2-qrouter-r2", "inner"] {
         k.apply(&[Op::CreateNetns { name: name.into() }]).await;
     }
     let v = view(vec![], vec![]);
     clean(&mut r, &v).await;
     assert_eq!(
         r.kernel().namespaces.keys().collect::<Vec<_>>(),
-        ["inner", "lab-h1-qrouter-r1", "lab-h2-qdhcp-other-host"]
+        ["inner", "lab-h2-qdhcp-other-host", "lab-h2-qrouter-r2"]
     );
 }
 
