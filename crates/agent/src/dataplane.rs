@@ -38,6 +38,9 @@ pub struct Totals {
     pub kernel_ops: u64,
     /// Namespace mounts and unmounts alone.
     pub netns_ops: u64,
+    /// Router NAT changes alone (nft transactions, conntrack deletions,
+    /// gratuitous ARPs).
+    pub nat_ops: u64,
     /// Reconcile passes.
     pub reconciles: u64,
 }
@@ -54,6 +57,8 @@ pub struct Dataplane {
     nat: Option<RouterNat<NftNat>>,
     /// Floating IP statuses after the last NAT pass.
     floating_ips: BTreeMap<FloatingIpId, FloatingIpStatus>,
+    /// Router advertisements on the routers' IPv6 interfaces.
+    ra: crate::ra::RaService,
     totals: Totals,
 }
 
@@ -83,6 +88,7 @@ impl Dataplane {
             dhcp: BTreeMap::new(),
             nat: Some(RouterNat::new(NftNat)),
             floating_ips: BTreeMap::new(),
+            ra: crate::ra::RaService::default(),
             totals: Totals::default(),
         })
     }
@@ -120,6 +126,9 @@ impl Dataplane {
         }
         self.sync_dhcp(view, &outcome.wired);
         self.sync_nat(view, &outcome.wired).await;
+        // Senders wait for their interfaces themselves: no need to hold
+        // back routers whose ports are not wired yet.
+        self.ra.sync(view, &self.reconciler.settings().netns_prefix);
         self.last_wired = outcome.wired.clone();
         outcome.wired
     }
@@ -148,6 +157,7 @@ impl Dataplane {
         };
         self.nat = Some(nat);
         self.totals.kernel_ops += (out.transactions + out.side_ops) as u64;
+        self.totals.nat_ops += (out.transactions + out.side_ops) as u64;
         for p in &out.problems {
             tracing::warn!(problem = %p, "router NAT left out");
         }

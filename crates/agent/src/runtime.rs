@@ -425,6 +425,7 @@ async fn reconcile_once(
             revision: view.revision,
             kernel_ops: totals.kernel_ops,
             netns_ops: totals.netns_ops,
+            nft_ops: totals.nat_ops,
             reconciles: totals.reconciles,
             wired: wired.len(),
         };

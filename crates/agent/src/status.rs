@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// `{"revision":..,"kernel_ops":..,"netns_ops":..,"reconciles":..,"wired":..}`.
+/// `{"revision":..,"kernel_ops":..,"netns_ops":..,"nft_ops":..,"reconciles":..,"wired":..}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentStatus {
     /// Revision of the view the last pass reconciled.
@@ -18,6 +18,10 @@ pub struct AgentStatus {
     pub kernel_ops: u64,
     /// The namespace mounts and unmounts among them.
     pub netns_ops: u64,
+    /// The router NAT changes among them (nft transactions, conntrack
+    /// deletions, gratuitous ARPs).
+    #[serde(default)]
+    pub nft_ops: u64,
     /// Reconcile passes since start.
     pub reconciles: u64,
     /// Ports wired after the last pass.
@@ -56,13 +60,13 @@ mod tests {
     fn the_status_is_replaced_whole_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.json");
-        let first = AgentStatus { revision: 7, kernel_ops: 13, netns_ops: 1, reconciles: 2, wired: 1 };
+        let first = AgentStatus { revision: 7, kernel_ops: 13, netns_ops: 1, nft_ops: 0, reconciles: 2, wired: 1 };
         first.write(&path).unwrap();
         assert_eq!(AgentStatus::read(&path).unwrap(), first);
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"revision": 7, "kernel_ops": 13, "netns_ops": 1, "reconciles": 2, "wired": 1})
+            serde_json::json!({"revision": 7, "kernel_ops": 13, "netns_ops": 1, "nft_ops": 0, "reconciles": 2, "wired": 1})
         );
         let second = AgentStatus { reconciles: 3, ..first };
         second.write(&path).unwrap();
