@@ -132,3 +132,7 @@ pub fn touched_routers(cloud: &Cloud, batch: &Batch) -> BTreeSet<RouterId> {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "routers_tests.rs"]
+mod tests;
