@@ -285,6 +285,7 @@ impl Control {
             })
             .unwrap_or_default()
         });
+        tracing::debug!(agents = agents.len(), actions = actions.len(), "scheduling round");
         if actions.is_empty() {
             return Ok(0);
         }
