@@ -240,13 +240,12 @@ async fn the_routers_of_a_dead_network_host_move_to_another() {
     // Wherever it went, that host realises it and reports it.
     let has = |v: &HostView| v.routers.get(&router).is_some_and(|r| r.gateway.is_some() && !r.floating_ips.is_empty());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let (host, other) = loop {
-        tokio::select! {
-            _ = n1.until("the router", has) => break (&mut n1, &mut n2),
-            _ = n2.until("the router", has) => break (&mut n2, &mut n1),
-            _ = tokio::time::sleep_until(deadline) => panic!("the router scheduled nowhere"),
-        }
+    let on_n1 = tokio::select! {
+        _ = n1.until("the router", has) => true,
+        _ = n2.until("the router", has) => false,
+        _ = tokio::time::sleep_until(deadline) => panic!("the router scheduled nowhere"),
     };
+    let (host, other) = if on_n1 { (&mut n1, &mut n2) } else { (&mut n2, &mut n1) };
     let (old, new) = (host.view.host.clone(), other.view.host.clone());
     let ports: Vec<PortId> = router_ports(&t, &rid).await.iter().map(pid).collect();
     let report = PortStatusReport {
