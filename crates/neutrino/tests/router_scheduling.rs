@@ -273,6 +273,24 @@ async fn the_routers_of_a_dead_network_host_move_to_another() {
     assert_eq!(hosting["agents"].as_array().unwrap().len(), 1);
     assert_eq!(hosting["agents"][0]["host"], new.as_str());
     assert_eq!(router_status(&t, &rid).await, "ACTIVE");
+
+    // The new host realises it; then an administrator deletes its L3
+    // agent: the floating IP is DOWN again and, with no L3 agent left
+    // alive, the router waits for one.
+    let fip_active = PortStatusReport {
+        floating_ips: [(fip.parse().unwrap(), FloatingIpStatus::Active)].into(),
+        ..Default::default()
+    };
+    other.client.report_ports(&fip_active).await.unwrap();
+    assert_eq!(fip_status(&t, &fip).await, "ACTIVE");
+    let l3 = hosting["agents"][0]["id"].as_str().unwrap().to_string();
+    t.delete(&format!("/v2.0/agents/{l3}"), &t.admin).await.expect(204);
+    assert_eq!(fip_status(&t, &fip).await, "DOWN");
+    eventually(Duration::from_secs(10), "the router ALLOCATING", || async {
+        router_status(&t, &rid).await == "ALLOCATING"
+    })
+    .await;
+    other.until("the router gone with its agent", |v| v.routers.is_empty()).await;
 }
 
 #[tokio::test]

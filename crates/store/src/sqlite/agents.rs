@@ -157,6 +157,25 @@ pub(crate) async fn record_l3_bindings_gone(tx: &mut Txn<'_>, column: &str, id: 
         let router = parse_col(&get::<String>(&row, "router_id")?, "router id")?;
         let agent = parse_col(&get::<String>(&row, "agent_id")?, "agent id")?;
         tx.record_scoped(Subject::L3Binding { router, agent }, ChangeOp::Deleted).await?;
+        router_fips_down(tx, &router).await?;
+    }
+    Ok(())
+}
+
+/// A router taken off its L3 agent: nothing realises its floating IPs
+/// any more, until the next host reports them.
+async fn router_fips_down(tx: &mut Txn<'_>, router: &RouterId) -> Result<()> {
+    let down = fetch(
+        tx,
+        "UPDATE floatingips SET status = $1, updated_at = $2, revision_number = revision_number + 1 \
+         WHERE router_id = $3 AND status <> $1 RETURNING id"
+            .into(),
+        &[FIP_DOWN.to_string(), now_iso(), router.to_string()],
+    )
+    .await?;
+    for row in &down {
+        let id: FloatingIpId = parse_col(&get::<String>(row, "id")?, "floating IP id")?;
+        tx.record_scoped(Subject::FloatingIp(id), ChangeOp::Updated).await?;
     }
     Ok(())
 }
@@ -297,19 +316,7 @@ impl AgentStore for SqliteStore {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        // Nothing realises the router's floating IPs any more.
-        let down = fetch(
-            &mut tx,
-            "UPDATE floatingips SET status = $1, updated_at = $2, revision_number = revision_number + 1 \
-             WHERE router_id = $3 AND status <> $1 RETURNING id"
-                .into(),
-            &[FIP_DOWN.to_string(), now_iso(), router.to_string()],
-        )
-        .await?;
-        for row in &down {
-            let id: FloatingIpId = parse_col(&get::<String>(row, "id")?, "floating IP id")?;
-            tx.record_scoped(Subject::FloatingIp(id), ChangeOp::Updated).await?;
-        }
+        router_fips_down(&mut tx, router).await?;
         tx.commit().await?;
         Ok(true)
     }
