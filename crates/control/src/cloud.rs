@@ -10,8 +10,10 @@ use ipnet::IpNet;
 use neutrino_model::agents::HostRegistration;
 use neutrino_model::resources::{self, Ipv6Mode, Network, Port, Subnet};
 use neutrino_model::segments::{NetworkType, SegmentIdRangeError, VlanId, Vni};
-use neutrino_model::{MacAddress, NetworkId, PortId, ProjectId, SubnetId};
+use neutrino_model::{FloatingIpId, MacAddress, NetworkId, PortId, ProjectId, RouterId, SubnetId};
 use neutrino_proto::{AddressPair, FixedIp, HostRoute, PortView};
+
+pub use crate::cloud_l3::{FipRec, RouterRec, router_of_port};
 
 /// Data from the store that cannot make a view. It names the row, so that
 /// a broken row is found, not silently left out.
@@ -27,6 +29,8 @@ pub enum RowError {
     MissingSegmentId { network: NetworkId, kind: NetworkType },
     #[error("network {network}: MTU {mtu} is out of range")]
     Mtu { network: NetworkId, mtu: i64 },
+    #[error("floating IP {fip}: port forwarding protocol {value:?} is neither tcp nor udp")]
+    Protocol { fip: FloatingIpId, value: String },
 }
 
 /// A port, as views need it.
@@ -64,6 +68,7 @@ pub struct SubnetRec {
     pub dns_nameservers: Vec<IpAddr>,
     pub host_routes: Vec<HostRoute>,
     pub enable_dhcp: bool,
+    pub ipv6_ra_mode: Option<Ipv6Mode>,
     pub ipv6_address_mode: Option<Ipv6Mode>,
 }
 
@@ -105,12 +110,19 @@ impl PortRec {
         })
     }
 
-    /// Ports an L2 agent wires on its host. Router and floating IP ports
-    /// are the L3 side's (or have no device at all).
+    /// Ports wired on their host: instances', DHCP's, and a legacy
+    /// router's interfaces and gateway (bound to the router's host, they
+    /// are ordinary ports of its view). Floating IP ports have no device;
+    /// HA and DVR router ports are not realised (routers are legacy).
     pub fn wired_by_l2(&self) -> bool {
         use resources::device_owner::*;
         let owner = self.view.device_owner.as_str();
-        !is_router_port(owner) && !matches!(owner, ROUTER_GATEWAY | FLOATINGIP | FIP_AGENT_GATEWAY)
+        (!is_router_port(owner) || owner == ROUTER_INTERFACE) && !matches!(owner, FLOATINGIP | FIP_AGENT_GATEWAY)
+    }
+
+    /// The router this port is the interface or gateway of.
+    pub fn router(&self) -> Option<RouterId> {
+        router_of_port(&self.view.device_owner, &self.view.device_id)
     }
 
     pub fn is_dhcp(&self) -> bool {
@@ -154,6 +166,7 @@ impl SubnetRec {
                 .map(|r| HostRoute { destination: r.destination, nexthop: r.nexthop })
                 .collect(),
             enable_dhcp: s.enable_dhcp,
+            ipv6_ra_mode: s.ipv6_ra_mode,
             ipv6_address_mode: s.ipv6_address_mode,
         }
     }
@@ -176,10 +189,21 @@ pub struct Cloud {
     subnets_by_network: HashMap<NetworkId, BTreeSet<SubnetId>>,
     /// `network:dhcp` ports, for the scheduler.
     dhcp_ports: BTreeSet<PortId>,
+    pub routers: HashMap<RouterId, RouterRec>,
+    pub fips: HashMap<FloatingIpId, FipRec>,
+    /// Router -> the host of the L3 agent it is scheduled to.
+    pub router_hosts: HashMap<RouterId, String>,
+    /// Interface and gateway ports by router (whether or not the router
+    /// is known yet: rows arrive in any order).
+    ports_by_router: HashMap<RouterId, BTreeSet<PortId>>,
+    fips_by_router: HashMap<RouterId, BTreeSet<FloatingIpId>>,
+    routers_by_host: HashMap<String, BTreeSet<RouterId>>,
 }
 
 static NO_PORTS: BTreeSet<PortId> = BTreeSet::new();
 static NO_SUBNETS: BTreeSet<SubnetId> = BTreeSet::new();
+static NO_FIPS: BTreeSet<FloatingIpId> = BTreeSet::new();
+static NO_ROUTERS: BTreeSet<RouterId> = BTreeSet::new();
 
 impl Cloud {
     pub fn new(lease_seconds: u32) -> Self {
@@ -202,16 +226,35 @@ impl Cloud {
         self.subnets_by_network.get(network).unwrap_or(&NO_SUBNETS)
     }
 
+    pub fn ports_of_router(&self, router: &RouterId) -> &BTreeSet<PortId> {
+        self.ports_by_router.get(router).unwrap_or(&NO_PORTS)
+    }
+
+    pub fn fips_of_router(&self, router: &RouterId) -> &BTreeSet<FloatingIpId> {
+        self.fips_by_router.get(router).unwrap_or(&NO_FIPS)
+    }
+
+    /// Routers scheduled to `host`.
+    pub fn routers_of_host(&self, host: &str) -> &BTreeSet<RouterId> {
+        self.routers_by_host.get(host).unwrap_or(&NO_ROUTERS)
+    }
+
     /// Replaces (or with `None` removes) a port.
     pub fn set_port(&mut self, id: PortId, rec: Option<PortRec>) {
         if let Some(old) = self.ports.remove(&id) {
             remove_from(&mut self.ports_by_network, &old.view.network_id, &id);
             remove_from(&mut self.ports_by_host, &old.host, &id);
+            if let Some(router) = old.router() {
+                remove_from(&mut self.ports_by_router, &router, &id);
+            }
             self.dhcp_ports.remove(&id);
         }
         if let Some(rec) = rec {
             if rec.is_dhcp() {
                 self.dhcp_ports.insert(id);
+            }
+            if let Some(router) = rec.router() {
+                self.ports_by_router.entry(router).or_default().insert(id);
             }
             self.ports_by_network.entry(rec.view.network_id).or_default().insert(id);
             self.ports_by_host.entry(rec.host.clone()).or_default().insert(id);
@@ -248,6 +291,42 @@ impl Cloud {
             None => {
                 self.hosts.remove(host);
             }
+        }
+    }
+
+    pub fn set_router(&mut self, id: RouterId, rec: Option<RouterRec>) {
+        match rec {
+            Some(rec) => {
+                self.routers.insert(id, rec);
+            }
+            None => {
+                self.routers.remove(&id);
+            }
+        }
+    }
+
+    pub fn set_fip(&mut self, id: FloatingIpId, rec: Option<FipRec>) {
+        if let Some(old) = self.fips.remove(&id)
+            && let Some(router) = old.router_id
+        {
+            remove_from(&mut self.fips_by_router, &router, &id);
+        }
+        if let Some(rec) = rec {
+            if let Some(router) = rec.router_id {
+                self.fips_by_router.entry(router).or_default().insert(id);
+            }
+            self.fips.insert(id, rec);
+        }
+    }
+
+    /// Schedules `router` to `host` (`None`: to no host).
+    pub fn set_router_host(&mut self, router: RouterId, host: Option<String>) {
+        if let Some(old) = self.router_hosts.remove(&router) {
+            remove_from(&mut self.routers_by_host, &old, &router);
+        }
+        if let Some(host) = host {
+            self.routers_by_host.entry(host.clone()).or_default().insert(router);
+            self.router_hosts.insert(router, host);
         }
     }
 

@@ -7,6 +7,7 @@
 //! status live in the store, so any server can serve any agent.
 
 pub mod cloud;
+pub mod cloud_l3;
 pub mod encode;
 pub mod hub;
 pub mod scheduler;
@@ -21,7 +22,8 @@ use futures_util::Stream;
 use neutrino_model::agents::{AgentReport, HostRegistration, HostRole, agent_type};
 use neutrino_model::{Error, Result};
 use neutrino_proto::{
-    CONTRACT_VERSION, Heartbeat, PortStatusApplied, PortStatusReport, Registered, Registration, WatchQuery,
+    CONTRACT_VERSION, FloatingIpStatus, Heartbeat, PortStatusApplied, PortStatusReport, Registered, Registration,
+    WatchQuery,
 };
 use neutrino_store::{FeedRead, Store};
 use tokio::sync::Notify;
@@ -195,13 +197,13 @@ impl Control {
                 let started = std::time::Instant::now();
                 let touched = tail::Touched::from_changes(&changes);
                 let batch = tail::read_batch(self.store.as_ref(), &touched).await?;
-                // Scheduling cares for DHCP ports (before or after the
-                // change), not for every port.
-                let dhcp_port = batch.ports.values().flatten().any(cloud::PortRec::is_dhcp)
+                // Scheduling cares for DHCP and router ports (before or
+                // after the change: a new interface is bound to its
+                // router's host), not for every port.
+                let scheduled = |p: &cloud::PortRec| p.is_dhcp() || p.router().is_some();
+                let dhcp_port = batch.ports.values().flatten().any(scheduled)
                     || self.hub.with_engine(|e| {
-                        e.is_some_and(|e| {
-                            touched.ports.iter().any(|id| e.cloud().ports.get(id).is_some_and(|p| p.is_dhcp()))
-                        })
+                        e.is_some_and(|e| touched.ports.iter().any(|id| e.cloud().ports.get(id).is_some_and(scheduled)))
                     });
                 let published = self.hub.apply(batch, last);
                 if touched.schedule || dhcp_port {
@@ -255,7 +257,7 @@ impl Control {
                 }
             }
             if let Err(e) = self.schedule_once().await {
-                tracing::warn!(error = %e, "DHCP scheduling failed; retried soon");
+                tracing::warn!(error = %e, "scheduling failed; retried soon");
             }
             if last_compaction.elapsed() > Duration::from_secs(60) {
                 last_compaction = std::time::Instant::now();
@@ -269,13 +271,21 @@ impl Control {
         }
     }
 
-    /// One round of DHCP scheduling over the whole cloud (the caller holds
+    /// One round of DHCP and router scheduling over the whole cloud (the caller holds
     /// the lease). Returns how many writes it made.
     pub async fn schedule_once(&self) -> Result<usize> {
         let agents = self.store.list_agents().await?;
         let input =
             scheduler::Agents { agents: &agents, now: now_unix(), down_time_secs: self.settings.down_time_secs };
-        let actions = self.hub.with_engine(|e| e.map(|e| scheduler::plan(e.cloud(), &input, None)).unwrap_or_default());
+        let actions = self.hub.with_engine(|e| {
+            e.map(|e| {
+                let mut actions = scheduler::plan(e.cloud(), &input, None);
+                actions.extend(scheduler::plan_routers(e.cloud(), &input));
+                actions
+            })
+            .unwrap_or_default()
+        });
+        tracing::debug!(agents = agents.len(), actions = actions.len(), "scheduling round");
         if actions.is_empty() {
             return Ok(0);
         }
@@ -315,6 +325,19 @@ impl Control {
         }
         let statuses: Vec<_> = report.ports.into_iter().map(|(id, s)| (id, s.as_str().to_string())).collect();
         let changed = self.store.set_port_status(host, &statuses).await?;
+        let fips: Vec<_> = report
+            .floating_ips
+            .into_iter()
+            .map(|(id, s)| {
+                let status = match s {
+                    FloatingIpStatus::Active => neutrino_model::l3::FIP_ACTIVE,
+                    FloatingIpStatus::Down => neutrino_model::l3::FIP_DOWN,
+                };
+                (id, status.to_string())
+            })
+            .collect();
+        // Only this host's routers' floating IPs change (the store checks).
+        self.store.set_floatingip_status(host, &fips).await?;
         Ok(PortStatusApplied { changed })
     }
 

@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use neutrino_model::agents::agent_type;
-use neutrino_model::{NetworkId, PortId, Result, SubnetId};
+use neutrino_model::{FloatingIpId, NetworkId, PortId, Result, RouterId, SubnetId};
 use neutrino_store::{Change, ListQuery, Store, Subject};
 
-use crate::cloud::{Cloud, NetRec, PortRec, RowError, SubnetRec};
+use crate::cloud::{Cloud, FipRec, NetRec, PortRec, RouterRec, RowError, SubnetRec};
 use crate::views::engine::Batch;
 
 /// Ids read per query: well under any database's parameter limit.
@@ -21,7 +21,13 @@ pub struct Touched {
     pub subnets: BTreeSet<SubnetId>,
     pub hosts: BTreeSet<String>,
     pub bindings: BTreeSet<NetworkId>,
-    /// Something DHCP scheduling depends on changed.
+    pub routers: BTreeSet<RouterId>,
+    /// Floating IPs (a port forwarding's change is recorded as its
+    /// floating IP's too).
+    pub fips: BTreeSet<FloatingIpId>,
+    /// Routers whose L3 agent binding changed.
+    pub l3_bindings: BTreeSet<RouterId>,
+    /// Something scheduling depends on changed.
     pub schedule: bool,
 }
 
@@ -52,8 +58,20 @@ impl Touched {
                     t.schedule = true;
                 }
                 Subject::Agent(_) => t.schedule = true,
-                // Not part of any view yet (routers, security groups, ...
-                // come with their sections).
+                Subject::Router(id) => {
+                    t.routers.insert(*id);
+                    t.schedule = true;
+                }
+                Subject::FloatingIp(id) => {
+                    t.fips.insert(*id);
+                }
+                Subject::L3Binding { router, .. } => {
+                    t.l3_bindings.insert(*router);
+                    t.schedule = true;
+                }
+                // Not part of any view yet (security groups, ... come with
+                // their sections; port forwardings come with their
+                // floating IP).
                 _ => {}
             }
         }
@@ -66,6 +84,9 @@ impl Touched {
             && self.subnets.is_empty()
             && self.hosts.is_empty()
             && self.bindings.is_empty()
+            && self.routers.is_empty()
+            && self.fips.is_empty()
+            && self.l3_bindings.is_empty()
     }
 }
 
@@ -153,7 +174,33 @@ pub async fn read_batch(store: &dyn Store, t: &Touched) -> Result<Batch> {
             .collect();
         batch.dhcp_bindings.insert(*network, hosts);
     }
+    read_by_ids(
+        &t.routers,
+        |q| async move { store.list_routers(&q).await },
+        |r| r.id,
+        |r| Ok(RouterRec::from_model(r)),
+        &mut batch.routers,
+    )
+    .await?;
+    read_by_ids(
+        &t.fips,
+        |q| async move { store.list_floatingips(&q).await },
+        |f| f.id,
+        FipRec::from_model,
+        &mut batch.fips,
+    )
+    .await?;
+    for router in &t.l3_bindings {
+        let host = l3_host(store.router_l3_agents(router).await?);
+        batch.router_hosts.insert(*router, host);
+    }
     Ok(batch)
+}
+
+/// The host a router is scheduled to, from its L3 agents (a legacy router
+/// has one; should there be more, the first by host name).
+fn l3_host(agents: Vec<neutrino_model::agents::Agent>) -> Option<String> {
+    agents.into_iter().filter(|a| a.agent_type == agent_type::L3).map(|a| a.host).min()
 }
 
 /// Reads everything views are made of.
@@ -178,13 +225,9 @@ pub async fn read_cloud(store: &dyn Store, lease_seconds: u32) -> Result<Cloud> 
             Err(e) => tracing::error!(error = %e, "port left out of host views"),
         }
     }
-    let hosts_of: BTreeMap<_, _> = store
-        .list_agents()
-        .await?
-        .into_iter()
-        .filter(|a| a.agent_type == agent_type::DHCP)
-        .map(|a| (a.id, a.host))
-        .collect();
+    let agents = store.list_agents().await?;
+    let hosts_of: BTreeMap<_, _> =
+        agents.iter().filter(|a| a.agent_type == agent_type::DHCP).map(|a| (a.id, a.host.clone())).collect();
     let mut bindings: BTreeMap<NetworkId, BTreeSet<String>> = BTreeMap::new();
     for (network, agent) in store.dhcp_bindings().await? {
         if let Some(host) = hosts_of.get(&agent) {
@@ -193,6 +236,29 @@ pub async fn read_cloud(store: &dyn Store, lease_seconds: u32) -> Result<Cloud> 
     }
     for (network, hosts) in bindings {
         cloud.set_dhcp_binding(network, hosts);
+    }
+    for r in store.list_routers(&all).await? {
+        cloud.set_router(r.id, Some(RouterRec::from_model(&r)));
+    }
+    for f in store.list_floatingips(&all).await? {
+        match FipRec::from_model(&f) {
+            Ok(rec) => cloud.set_fip(f.id, Some(rec)),
+            Err(e) => tracing::error!(error = %e, "floating IP left out of host views"),
+        }
+    }
+    let l3_hosts: BTreeMap<_, _> =
+        agents.iter().filter(|a| a.agent_type == agent_type::L3).map(|a| (a.id, a.host.clone())).collect();
+    let mut router_hosts: BTreeMap<RouterId, String> = BTreeMap::new();
+    for (router, agent) in store.l3_bindings().await? {
+        if let Some(host) = l3_hosts.get(&agent) {
+            let entry = router_hosts.entry(router).or_insert_with(|| host.clone());
+            if host < entry {
+                *entry = host.clone();
+            }
+        }
+    }
+    for (router, host) in router_hosts {
+        cloud.set_router_host(router, Some(host));
     }
     Ok(cloud)
 }

@@ -16,16 +16,23 @@ use crate::mac::MacAddress;
 use crate::resources::{FixedIp, FixedIpRequest, HostRoute, StandardAttrs};
 use crate::subnets::cidrs_overlap;
 
-/// The status of a router: Neutrino has no asynchronous router states.
+/// A router hosted by an L3 agent (and a new one, until the scheduler
+/// finds none can host it).
 pub const ROUTER_ACTIVE: &str = "ACTIVE";
-/// A floating IP associated with a port through a router.
+/// A router no alive L3 agent can host: it forwards nothing. Neutron uses
+/// the same status for routers waiting for an agent.
+pub const ROUTER_ALLOCATING: &str = "ALLOCATING";
+/// A floating IP the hosting L3 agent reported as realised.
 pub const FIP_ACTIVE: &str = "ACTIVE";
-/// A floating IP that forwards nothing.
+/// A floating IP that forwards nothing (yet): not associated, or not
+/// reported realised by the agent hosting its router.
 pub const FIP_DOWN: &str = "DOWN";
 /// The status of a floating IP's own port on the external network.
 pub const FIP_PORT_STATUS: &str = "N/A";
-/// Router interface and gateway ports are wired as soon as they exist.
-pub const ROUTER_PORT_STATUS: &str = "ACTIVE";
+/// Router interface and gateway ports start `DOWN`, like any port: the
+/// agent of the host the router is scheduled to reports them `ACTIVE` once
+/// they are wired.
+pub const ROUTER_PORT_STATUS: &str = "DOWN";
 /// Most extra routes a router may carry (Neutron's `router_route` quota).
 pub const MAX_ROUTES: usize = 30;
 

@@ -51,7 +51,7 @@ async fn router_crud_and_gateway() {
     let r = router(&t, &demo, json!({"external_gateway_info": {"network_id": public_net}})).await;
     let rid = id(&r);
     assert_eq!(r["admin_state_up"], false);
-    assert_eq!(r["status"], "ACTIVE");
+    assert_eq!(r["status"], "ALLOCATING", "no L3 agent hosts it");
     assert_eq!(r["project_id"], demo_project.as_str());
     assert_eq!(r["tenant_id"], demo_project.as_str());
     assert_eq!(r["routes"], json!([]));
@@ -74,13 +74,14 @@ async fn router_crud_and_gateway() {
     let fields = t.get(&format!("{}?fields=id&fields=name", rpath(&rid)), &demo).await.expect(200);
     assert_eq!(fields["router"], json!({"id": rid, "name": "r1"}));
 
-    // The gateway port: owned by nobody, ACTIVE, visible to admins only.
+    // The gateway port: owned by nobody, DOWN (no agent wired it), visible
+    // to admins only.
     let q = format!("/v2.0/ports?network_id={public_net}&device_id={rid}&device_owner=network:router_gateway");
     let gw_ports = ports_of(&t.get(&q, &t.admin).await.expect(200));
     assert_eq!(gw_ports.len(), 1);
     let gw_port = &gw_ports[0];
     assert_eq!(gw_port["project_id"], "");
-    assert_eq!(gw_port["status"], "ACTIVE");
+    assert_eq!(gw_port["status"], "DOWN");
     assert_eq!(gw_port["fixed_ips"][0]["ip_address"], gw_ip.as_str());
     assert!(ports_of(&t.get(&format!("/v2.0/ports?device_id={rid}"), &demo).await.expect(200)).is_empty());
     let gw_port_path = format!("/v2.0/ports/{}", id(gw_port));
@@ -252,7 +253,7 @@ async fn interfaces_by_subnet() {
     let port = t.get(&format!("/v2.0/ports/{port_id}"), &demo).await.expect(200)["port"].clone();
     assert_eq!(port["device_id"], rid.as_str());
     assert_eq!(port["device_owner"], "network:router_interface");
-    assert_eq!(port["status"], "ACTIVE", "router interfaces are ACTIVE at once, even on an admin-down router");
+    assert_eq!(port["status"], "DOWN", "router interfaces are DOWN until an L3 agent wires them");
     assert_eq!(port["project_id"], demo_project.as_str());
     assert_eq!(port["fixed_ips"], json!([{"subnet_id": sub, "ip_address": "10.0.0.1"}]));
     assert_eq!(port["security_groups"], json!([]));
@@ -347,7 +348,7 @@ async fn interfaces_by_port() {
     let shown = t.get(&format!("/v2.0/ports/{pid}"), &demo).await.expect(200)["port"].clone();
     assert_eq!(shown["device_id"], rid.as_str());
     assert_eq!(shown["device_owner"], "network:router_interface");
-    assert_eq!(shown["status"], "ACTIVE");
+    assert_eq!(shown["status"], "DOWN");
     assert_eq!(shown["fixed_ips"], port["fixed_ips"]);
     let listed = ports_of(&t.get(&format!("/v2.0/ports?device_id={rid}"), &demo).await.expect(200));
     assert_eq!(listed.len(), 1);

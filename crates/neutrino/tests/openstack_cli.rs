@@ -437,6 +437,26 @@ fn openstack_cli_self_service_walkthrough() {
 }
 
 /// Runs a guide command verbatim.
+/// Registers `host` as a network host over the agent channel, with the
+/// agent token the server keeps in its data directory.
+fn register_network_host(server: &Server, data_dir: &Path, host: &str) {
+    let token = std::fs::read_to_string(data_dir.join("agent-token")).expect("the agent token");
+    let registration = neutrino_proto::Registration {
+        contract: neutrino_proto::CONTRACT_VERSION,
+        host: neutrino_model::agents::HostRegistration {
+            host: host.into(),
+            tunnel_ip: Some("172.31.0.21".parse().unwrap()),
+            bridge_mappings: [("provider".to_string(), "eth1".to_string())].into(),
+            roles: [neutrino_model::agents::HostRole::Network].into(),
+            version: "test".into(),
+            availability_zone: None,
+        },
+    };
+    let client = neutrino_client::AgentClient::new(&server.url, host, token.trim()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(client.register(&registration)).expect("registered");
+}
+
 #[track_caller]
 fn seed_json(osc: &Osc, text: &str) -> Value {
     let args = seed_args(text);
@@ -524,7 +544,7 @@ fn openstack_cli_whole_self_service_guide() {
     let router = seed_json(&demo, SEED_ROUTER);
     assert_eq!(router["name"], "router1", "{router}");
     assert_flag(&router["admin_state_up"], true, "router admin_state_up");
-    assert_eq!(router["status"], "ACTIVE", "{router}");
+    assert_eq!(router["status"], "ALLOCATING", "no L3 agent to host it yet: {router}");
     assert_eq!(seed_run(&demo, SEED_ROUTER_V4).trim(), "", "router add subnet prints nothing");
     assert_eq!(seed_run(&demo, SEED_ROUTER_V6).trim(), "", "router add subnet prints nothing");
     // `neutron router-gateway-set router1 provider1`, in today's client.
@@ -544,6 +564,32 @@ fn openstack_cli_whole_self_service_guide() {
         .filter_map(|f| f["ip_address"].as_str())
         .collect();
     assert!(addresses.contains("192.168.1.1") && addresses.contains("fd00:192:168:1::1"), "{interfaces}");
+
+    // A network host registers: router1 is scheduled there, and
+    // `network agent list --router` says so; an administrator places an
+    // admin-down router (the scheduler leaves those alone) by hand.
+    register_network_host(&server, &data_dir, "network1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let hosting = admin.json(&["network", "agent", "list", "--router", "router1"]);
+        if hosting.as_array().is_some_and(|a| a.len() == 1 && a[0]["Host"] == "network1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "router1 not scheduled to network1: {hosting}; agents {}; router {}",
+            admin.json(&["network", "agent", "list"]),
+            admin.json(&["router", "show", "router1"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let l3 = admin.json(&["network", "agent", "list", "--agent-type", "l3", "--host", "network1"]);
+    let l3_id = l3[0]["ID"].as_str().expect("the L3 agent of network1").to_string();
+    admin.run(&["router", "create", "--disable", "router2"]);
+    let added = admin.run(&["network", "agent", "add", "router", "--l3", &l3_id, "router2"]);
+    assert_eq!(added.trim(), "", "agent add router prints nothing");
+    let hosting = admin.json(&["network", "agent", "list", "--router", "router2"]);
+    assert_eq!(hosting[0]["ID"], l3_id.as_str(), "{hosting}");
 
     // The four security group rules, exactly as the guide writes them.
     let expected = [

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use neutrino_model::agents::{Agent, AgentReport, AgentUpdate, HostRegistration};
-use neutrino_model::{AgentId, NetworkId, PortId, Result, RouterId};
+use neutrino_model::{AgentId, FloatingIpId, NetworkId, PortId, Result, RouterId};
 
 #[async_trait]
 pub trait AgentStore: Send + Sync + 'static {
@@ -29,10 +29,14 @@ pub trait AgentStore: Send + Sync + 'static {
     /// Routers hosted by an L3 agent.
     async fn l3_agent_routers(&self, agent: &AgentId) -> Result<Vec<RouterId>>;
     async fn add_router_to_l3_agent(&self, agent: &AgentId, router: &RouterId) -> Result<bool>;
+    /// Unschedules; the router's floating IPs turn `DOWN` with it (nothing
+    /// realises them until another host reports them).
     async fn remove_router_from_l3_agent(&self, agent: &AgentId, router: &RouterId) -> Result<bool>;
 
     /// Every (network, DHCP agent) pair scheduled, in one read.
     async fn dhcp_bindings(&self) -> Result<Vec<(NetworkId, AgentId)>>;
+    /// Every (router, L3 agent) pair scheduled, in one read.
+    async fn l3_bindings(&self) -> Result<Vec<(RouterId, AgentId)>>;
 
     /// Records a host's registration and reports its agents (the records
     /// `GET /v2.0/agents` shows, `start_flag` set: a registration is a
@@ -61,4 +65,8 @@ pub trait AgentStore: Send + Sync + 'static {
     /// Ports not bound to `host` are left alone (a port that moved is the
     /// new host's to report). Returns how many ports changed.
     async fn set_port_status(&self, host: &str, ports: &[(PortId, String)]) -> Result<usize>;
+    /// Floating IP status as the agent on `host` reports it. Only floating
+    /// IPs of routers scheduled to an L3 agent of `host` change (a router
+    /// that moved is the new host's to report). Returns how many changed.
+    async fn set_floatingip_status(&self, host: &str, fips: &[(FloatingIpId, String)]) -> Result<usize>;
 }

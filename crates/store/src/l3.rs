@@ -20,6 +20,10 @@ pub trait L3Store: Send + Sync + 'static {
     async fn delete_router(&self, id: &RouterId, if_match: Option<i64>) -> Result<()>;
     async fn add_router_interface(&self, id: &RouterId, target: InterfaceTarget) -> Result<RouterInterface>;
     async fn remove_router_interface(&self, id: &RouterId, target: InterfaceTarget) -> Result<RouterInterface>;
+    /// Sets the status the scheduler decides (`ACTIVE` when hosted,
+    /// `ALLOCATING` when no L3 agent can host it); `false` when it already
+    /// had it.
+    async fn set_router_status(&self, id: &RouterId, status: &str) -> Result<bool>;
     /// `add_extraroutes` (`add` true) or `remove_extraroutes`.
     async fn change_extraroutes(&self, id: &RouterId, routes: Vec<HostRoute>, add: bool) -> Result<Router>;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{delete, get};
 use neutrino_model::agents::{Agent, AgentUpdate, agent_type};
 use neutrino_model::l3::Router as L3Router;
@@ -196,6 +196,9 @@ trait Hosting {
     /// what an agent hosts, adding, removing, and listing the hosting
     /// agents. Others are refused (403) before anything is looked up.
     const RULES: [&'static str; 4];
+    /// Whether one agent at most hosts one (a legacy router has one L3
+    /// agent; a network may have several DHCP agents).
+    const ONE_AGENT: bool;
 
     fn fetch(app: &App, id: &Self::Id) -> impl Future<Output = Result<Self::Resource>> + Send;
     fn view(r: &Self::Resource, ctx: &Context) -> Map<String, Value>;
@@ -221,6 +224,7 @@ impl Hosting for Dhcp {
     const PLURAL: &'static str = "networks";
     const RULES: [&'static str; 4] =
         ["get_dhcp-networks", "create_dhcp-network", "delete_dhcp-network", "get_dhcp-agents"];
+    const ONE_AGENT: bool = false;
 
     async fn fetch(app: &App, id: &NetworkId) -> Result<Network> {
         app.store.get_network(&Viewer::All, id).await
@@ -259,6 +263,7 @@ impl Hosting for L3 {
     const ID_ATTR: &'static str = "router_id";
     const PLURAL: &'static str = "routers";
     const RULES: [&'static str; 4] = ["get_l3-routers", "create_l3-router", "delete_l3-router", "get_l3-agents"];
+    const ONE_AGENT: bool = true;
 
     async fn fetch(app: &App, id: &RouterId) -> Result<L3Router> {
         app.store.get_router(&Viewer::All, id).await
@@ -311,10 +316,19 @@ async fn host<H: Hosting>(
     let v: Value = serde_json::from_slice(&body).map_err(|_| Error::BadRequest("Body contains invalid data".into()))?;
     let target: H::Id = to_uuid(H::ID_ATTR, v.get(H::ID_ATTR).unwrap_or(&Value::Null))?;
     H::fetch(&app, &target).await?;
+    if H::ONE_AGENT
+        && let Some(other) = H::agents_of(&app, &target).await?.into_iter().find(|o| o.id != a.id)
+    {
+        // Neutron's RouterHostedByL3Agent names the agent that hosts it.
+        return Err(Error::Conflict(H::already_hosted(&target, &other.id)).into());
+    }
     if !H::add(&app, &a.id, &target).await? {
         return Err(Error::Conflict(H::already_hosted(&target, &a.id)).into());
     }
-    Ok((StatusCode::CREATED, "").into_response())
+    // Neutron answers with what its plugin returned, nothing: JSON `null`.
+    // Clients parse the body as JSON (an empty one fails: `Expecting
+    // value`).
+    Ok(respond(StatusCode::CREATED, Value::Null))
 }
 
 async fn unhost<H: Hosting>(

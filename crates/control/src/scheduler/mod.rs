@@ -1,3 +1,5 @@
+//! Scheduling of DHCP (here) and of routers ([`routers`]).
+//!
 //! DHCP scheduling: every network with a DHCP-enabled subnet gets a DHCP
 //! host (an alive DHCP agent, the least loaded), and on that host a
 //! `network:dhcp` port with an address on each of those subnets; a DHCP
@@ -13,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use neutrino_model::agents::{Agent, agent_type};
 use neutrino_model::resources::{FixedIpRequest, PortCreate, PortUpdate, device_owner};
-use neutrino_model::{AgentId, Error, NetworkId, PortId, ProjectId, Result, SubnetId};
+use neutrino_model::{AgentId, Error, NetworkId, PortId, ProjectId, Result, RouterId, SubnetId};
 use neutrino_proto::FixedIp;
 use neutrino_store::Store;
 
@@ -31,6 +33,14 @@ pub enum Action {
     AddAddresses { port: PortId, keep: Vec<FixedIp>, add: Vec<SubnetId> },
     /// The port's service went away.
     DeletePort { port: PortId },
+    /// Schedule `router` to the L3 agent `agent` (on `host`).
+    BindRouter { router: RouterId, agent: AgentId, host: String },
+    /// Take `router` off the (dead) L3 agent `agent` on `host`.
+    UnbindRouter { router: RouterId, agent: AgentId, host: String },
+    /// Set `binding:host_id` of a router's port (empty: unbind it).
+    BindPort { port: PortId, host: String },
+    /// Whether the router is hosted (see [`routers`]).
+    RouterStatus { router: RouterId, status: &'static str },
 }
 
 /// What scheduling needs besides the cloud.
@@ -179,6 +189,26 @@ pub async fn execute(store: &dyn Store, actions: Vec<Action>) -> Result<usize> {
                     .map(|_| ())
             }
             Action::DeletePort { port } => store.delete_port(port, None).await,
+            Action::BindRouter { router, agent, host } => {
+                // The plan may predate a binding made since (by this
+                // scheduler's previous round, or an administrator): a
+                // legacy router has one host.
+                if store.router_l3_agents(router).await?.is_empty() {
+                    tracing::info!(router = %router, host, "router scheduled");
+                    store.add_router_to_l3_agent(agent, router).await.map(|_| ())
+                } else {
+                    Ok(())
+                }
+            }
+            Action::UnbindRouter { router, agent, host } => {
+                tracing::info!(router = %router, host, "router unscheduled");
+                store.remove_router_from_l3_agent(agent, router).await.map(|_| ())
+            }
+            Action::BindPort { port, host } => store
+                .update_port(port, PortUpdate { binding_host_id: Some(host.clone()), ..Default::default() }, None)
+                .await
+                .map(|_| ()),
+            Action::RouterStatus { router, status } => store.set_router_status(router, status).await.map(|_| ()),
         };
         match result {
             Ok(()) => done += 1,
@@ -189,7 +219,7 @@ pub async fn execute(store: &dyn Store, actions: Vec<Action>) -> Result<usize> {
                 | Error::MacAddressInUse { .. }
                 | Error::IpAddressAlreadyAllocated { .. }),
             ) => {
-                tracing::info!(?action, error = %e, "DHCP scheduling step skipped; the next round sees the new state");
+                tracing::info!(?action, error = %e, "scheduling step skipped; the next round sees the new state");
             }
             Err(e) => return Err(e),
         }
@@ -197,5 +227,8 @@ pub async fn execute(store: &dyn Store, actions: Vec<Action>) -> Result<usize> {
     Ok(done)
 }
 
+pub mod routers;
 #[cfg(test)]
 mod tests;
+
+pub use routers::plan_routers;

@@ -65,6 +65,7 @@ fn cloud_with(hosts: &[&str]) -> (Cloud, NetworkId, SubnetId) {
             dns_nameservers: vec![],
             host_routes: vec![],
             enable_dhcp: true,
+            ipv6_ra_mode: None,
             ipv6_address_mode: None,
         }),
     );

@@ -14,12 +14,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use neutrino_model::agents::HostRegistration;
-use neutrino_model::{NetworkId, PortId, SubnetId};
+use neutrino_model::{FloatingIpId, NetworkId, PortId, RouterId, SubnetId};
 use neutrino_proto::{DhcpHost, DhcpService, HostView, HostViewDelta, NetworkView, PortView, RemotePort};
 
 use super::full::{assemble, network_endpoints, service_hosts};
-use super::{OwnSections, dhcp_entry, endpoint, own_sections, sees_endpoint};
-use crate::cloud::{Cloud, NetRec, PortRec, SubnetRec};
+use super::{OwnSections, dhcp_entry, endpoint, own_sections, routers, sees_endpoint};
+use crate::cloud::{Cloud, FipRec, NetRec, PortRec, RouterRec, SubnetRec};
 
 /// The new state of everything a run of feed entries touched; `None`:
 /// gone. Applied as a whole.
@@ -31,6 +31,10 @@ pub struct Batch {
     pub hosts: BTreeMap<String, Option<HostRegistration>>,
     /// Network -> the hosts its DHCP service is now scheduled to.
     pub dhcp_bindings: BTreeMap<NetworkId, BTreeSet<String>>,
+    pub routers: BTreeMap<RouterId, Option<RouterRec>>,
+    pub fips: BTreeMap<FloatingIpId, Option<FipRec>>,
+    /// Router -> the host it is now scheduled to (`None`: none).
+    pub router_hosts: BTreeMap<RouterId, Option<String>>,
 }
 
 impl Batch {
@@ -40,6 +44,9 @@ impl Batch {
             && self.subnets.is_empty()
             && self.hosts.is_empty()
             && self.dhcp_bindings.is_empty()
+            && self.routers.is_empty()
+            && self.fips.is_empty()
+            && self.router_hosts.is_empty()
     }
 }
 
@@ -106,6 +113,8 @@ struct Before {
     /// Hosts touched by port changes alone, with those ports: their own
     /// sections are updated port by port.
     port_hosts: BTreeMap<String, BTreeSet<PortId>>,
+    /// Routers whose entry may change, with the host they were on.
+    routers: BTreeMap<RouterId, Option<String>>,
 }
 
 impl Engine {
@@ -175,6 +184,7 @@ impl Engine {
             delta.networks = neutrino_proto::SectionDelta::between(&old.networks, &new.networks);
             delta.ports = unshared(neutrino_proto::SectionDelta::between(&old.ports, &new.ports));
             delta.dhcp = neutrino_proto::SectionDelta::between(&old.dhcp, &new.dhcp);
+            delta.routers = neutrino_proto::SectionDelta::between(&old.routers, &new.routers);
             changes.insert(
                 host.clone(),
                 NetChanges {
@@ -193,6 +203,19 @@ impl Engine {
             let delta = deltas.entry(host.clone()).or_default();
             let net = self.update_ports(host, ports, delta);
             changes.insert(host.clone(), net);
+        }
+        // Routers, one by one, on the hosts not recomputed whole: the host
+        // they were on and the one they are on now.
+        for (router, was) in &before.routers {
+            let now = self.cloud.router_hosts.get(router);
+            for host in was.iter().chain(now) {
+                if updates.contains_key(host) || before.own.contains_key(host) {
+                    continue;
+                }
+                let Some(state) = self.hosts.get_mut(host) else { continue };
+                let delta = deltas.entry(host.clone()).or_default();
+                routers::update_router(&self.cloud, router, host, &mut state.own.routers, &mut delta.routers);
+            }
         }
 
         let touched: BTreeSet<NetworkId> = before.dirty_by_network.keys().copied().collect();
@@ -304,6 +327,10 @@ impl Engine {
             dirty_by_network: HashMap::new(),
             own: BTreeMap::new(),
             port_hosts: BTreeMap::new(),
+            routers: routers::touched_routers(cloud, batch)
+                .into_iter()
+                .map(|r| (r, cloud.router_hosts.get(&r).cloned()))
+                .collect(),
         };
         let mut port_hosts: BTreeMap<String, BTreeSet<PortId>> = BTreeMap::new();
         for id in &dirty {
@@ -375,6 +402,15 @@ impl Engine {
         }
         for (network, hosts) in batch.dhcp_bindings {
             cloud.set_dhcp_binding(network, hosts);
+        }
+        for (id, rec) in batch.routers {
+            cloud.set_router(id, rec);
+        }
+        for (id, rec) in batch.fips {
+            cloud.set_fip(id, rec);
+        }
+        for (router, host) in batch.router_hosts {
+            cloud.set_router_host(router, host);
         }
     }
 

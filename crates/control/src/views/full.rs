@@ -71,8 +71,7 @@ pub fn assemble(cloud: &Cloud, host: &str, own: &OwnSections, revision: u64) -> 
         networks: own.networks.clone(),
         ports: own.ports.iter().map(|(id, p)| (*id, PortView::clone(p))).collect(),
         dhcp: own.dhcp.clone(),
-        // Routers come with their scheduling to network hosts (issue 9).
-        routers: Default::default(),
+        routers: own.routers.clone(),
     }
 }
 

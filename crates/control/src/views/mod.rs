@@ -9,13 +9,14 @@
 
 pub mod engine;
 pub mod full;
+pub mod routers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use neutrino_model::agents::HostRegistration;
-use neutrino_model::{NetworkId, PortId};
-use neutrino_proto::{DhcpHost, DhcpService, DhcpSubnet, NetworkView, PortView, RemotePort, Segment};
+use neutrino_model::{NetworkId, PortId, RouterId};
+use neutrino_proto::{DhcpHost, DhcpService, DhcpSubnet, NetworkView, PortView, RemotePort, RouterView, Segment};
 
 use crate::cloud::{Cloud, NetRec, PortRec, SegmentRec};
 
@@ -134,16 +135,18 @@ pub fn dhcp_service(
 }
 
 /// The sections a host's view is made of that belong to it alone (small:
-/// its own ports, their networks, its DHCP services). The engine keeps
-/// these per host; l2population and DHCP hosts are derived from the cloud.
+/// its own ports, their networks, its DHCP services, its routers). The
+/// engine keeps these per host; l2population and DHCP hosts are derived
+/// from the cloud.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OwnSections {
     pub networks: BTreeMap<NetworkId, NetworkView>,
     pub ports: BTreeMap<PortId, Arc<PortView>>,
     pub dhcp: BTreeMap<NetworkId, DhcpService>,
+    pub routers: BTreeMap<RouterId, RouterView>,
 }
 
-/// Computes a host's own sections: O(ports bound to it).
+/// Computes a host's own sections: O(ports bound to it and its routers).
 pub fn own_sections(cloud: &Cloud, host: &str) -> OwnSections {
     let mut own = OwnSections::default();
     if !cloud.hosts.contains_key(host) {
@@ -161,6 +164,11 @@ pub fn own_sections(cloud: &Cloud, host: &str) -> OwnSections {
     for network in scheduled.collect::<Vec<_>>() {
         if let Some(service) = dhcp_service(cloud, &network, host, &own.ports) {
             own.dhcp.insert(network, service);
+        }
+    }
+    for router in cloud.routers_of_host(host) {
+        if let Some(view) = routers::router_on(cloud, router, host) {
+            own.routers.insert(*router, view);
         }
     }
     own

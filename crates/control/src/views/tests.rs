@@ -6,13 +6,13 @@ use std::net::IpAddr;
 
 use neutrino_model::agents::{HostRegistration, HostRole};
 use neutrino_model::resources::device_owner;
-use neutrino_model::{MacAddress, NetworkId, PortId, SubnetId};
+use neutrino_model::{FloatingIpId, MacAddress, NetworkId, PortId, RouterId, SubnetId};
 use neutrino_proto::{FixedIp, HostView, PortView, Segment};
 
 use super::engine::{Batch, Engine, Update};
 use super::full::{compute, compute_all};
 use super::*;
-use crate::cloud::{NetRec, RowError, SegmentRec, SubnetRec};
+use crate::cloud::{FipRec, NetRec, RouterRec, RowError, SegmentRec, SubnetRec};
 
 fn reg(host: &str, vtep: Option<&str>, physnets: &[&str]) -> HostRegistration {
     HostRegistration {
@@ -45,6 +45,7 @@ fn subnet(network: NetworkId, cidr: &str, dhcp: bool) -> SubnetRec {
         dns_nameservers: vec![],
         host_routes: vec![],
         enable_dhcp: dhcp,
+        ipv6_ra_mode: None,
         ipv6_address_mode: None,
     }
 }
@@ -107,19 +108,22 @@ fn each_host_sees_its_own_ports_and_the_others_as_l2population() {
 }
 
 #[test]
-fn flat_networks_need_a_mapping_and_router_ports_are_not_l2_ports() {
+fn flat_networks_need_a_mapping_and_floating_ip_ports_are_not_wired() {
     let mut cloud = Cloud::new(60);
     cloud.set_host("h1", Some(reg("h1", Some("172.31.0.11"), &["provider"])));
     cloud.set_host("h2", Some(reg("h2", Some("172.31.0.12"), &[])));
     let net = NetworkId::new();
     cloud.set_network(net, Some(flat("provider")));
     let sub = SubnetId::new();
-    let (a, b, r) = (PortId::new(), PortId::new(), PortId::new());
+    let (a, b, r, f) = (PortId::new(), PortId::new(), PortId::new(), PortId::new());
     cloud.set_port(a, Some(port(net, sub, "h1", "203.0.113.5", 1, "compute:nova")));
     cloud.set_port(b, Some(port(net, sub, "h2", "203.0.113.6", 2, "compute:nova")));
     cloud.set_port(r, Some(port(net, sub, "h1", "203.0.113.1", 3, device_owner::ROUTER_GATEWAY)));
+    cloud.set_port(f, Some(port(net, sub, "h1", "203.0.113.7", 4, device_owner::FLOATINGIP)));
     let views = compute_all(&cloud);
-    assert_eq!(views["h1"].ports.keys().collect::<Vec<_>>(), [&a]);
+    let mut wired = vec![&a, &r];
+    wired.sort();
+    assert_eq!(views["h1"].ports.keys().collect::<Vec<_>>(), wired, "a router's gateway is an ordinary port");
     assert_eq!(views["h1"].networks[&net].segment, Segment::Flat { physical_network: "provider".into() });
     assert!(views["h1"].remote_ports.is_empty(), "no l2population on flat networks");
     assert!(views["h2"].is_empty(), "h2 maps no 'provider': the port cannot be bound there");
@@ -309,6 +313,53 @@ struct World {
     networks: Vec<NetworkId>,
     subnets: Vec<(SubnetId, NetworkId)>,
     ports: Vec<PortId>,
+    routers: Vec<RouterId>,
+    fips: Vec<FloatingIpId>,
+}
+
+fn random_router(rng: &mut Lcg) -> Option<RouterRec> {
+    if rng.chance(10) {
+        return None;
+    }
+    let routes = if rng.chance(30) {
+        vec![neutrino_proto::HostRoute { destination: "192.168.0.0/16".parse().unwrap(), nexthop: ip("10.0.0.7") }]
+    } else {
+        vec![]
+    };
+    Some(RouterRec { admin_state_up: rng.chance(85), status: "ACTIVE".into(), enable_snat: rng.chance(70), routes })
+}
+
+fn random_fip(rng: &mut Lcg, w: &World) -> Option<FipRec> {
+    if rng.chance(15) {
+        return None;
+    }
+    let floating_ip = ip(&format!("203.0.113.{}", rng.below(20) + 2));
+    let router_id = rng.chance(80).then(|| *rng.pick(&w.routers));
+    let (port_id, fixed_ip) = if rng.chance(70) {
+        (Some(*rng.pick(&w.ports)), Some(ip(&format!("10.0.0.{}", rng.below(250) + 2))))
+    } else {
+        (None, None)
+    };
+    let port_forwardings = if port_id.is_none() && rng.chance(50) {
+        vec![neutrino_proto::PortForwardingView {
+            id: uuid(0x600 + rng.below(4) as usize),
+            floating_ip,
+            protocol: *rng.pick(&[neutrino_proto::L4Protocol::Tcp, neutrino_proto::L4Protocol::Udp]),
+            external: neutrino_model::l3::PortRange::single(2022),
+            internal_ip: ip("10.0.0.9"),
+            internal: neutrino_model::l3::PortRange::single(22),
+        }]
+    } else {
+        vec![]
+    };
+    Some(FipRec { router_id, floating_ip, fixed_ip, port_id, port_forwardings })
+}
+
+fn random_router_host(rng: &mut Lcg, w: &World) -> Option<String> {
+    let mut hosts: Vec<Option<String>> = w.hosts.iter().cloned().map(Some).collect();
+    // None, and a host that never registered.
+    hosts.extend([None, Some("gone".to_string())]);
+    rng.pick(&hosts).clone()
 }
 
 fn random_registration(rng: &mut Lcg, host: &str, index: usize) -> Option<HostRegistration> {
@@ -355,8 +406,14 @@ fn random_port(rng: &mut Lcg, w: &World, id: PortId) -> Option<PortRec> {
         "compute:nova",
         device_owner::DHCP,
         device_owner::ROUTER_INTERFACE,
+        device_owner::ROUTER_INTERFACE,
+        device_owner::ROUTER_GATEWAY,
+        device_owner::FLOATINGIP,
     ]);
     let mut rec = port(network, subnet, &host, &format!("10.0.0.{}", rng.below(250) + 2), rng.below(200) as u8, owner);
+    if matches!(owner, device_owner::ROUTER_INTERFACE | device_owner::ROUTER_GATEWAY) && rng.chance(90) {
+        std::sync::Arc::make_mut(&mut rec.view).device_id = rng.pick(&w.routers).to_string();
+    }
     if rng.chance(15) {
         std::sync::Arc::make_mut(&mut rec.view).fixed_ips.clear();
     }
@@ -370,7 +427,17 @@ fn random_port(rng: &mut Lcg, w: &World, id: PortId) -> Option<PortRec> {
 fn random_batch(rng: &mut Lcg, w: &World) -> Batch {
     let mut batch = Batch::default();
     for _ in 0..rng.below(4) + 1 {
-        match rng.below(20) {
+        match rng.below(27) {
+            20 | 21 => {
+                batch.routers.insert(*rng.pick(&w.routers), random_router(rng));
+            }
+            22..=24 => {
+                let id = *rng.pick(&w.fips);
+                batch.fips.insert(id, random_fip(rng, w));
+            }
+            25 | 26 => {
+                batch.router_hosts.insert(*rng.pick(&w.routers), random_router_host(rng, w));
+            }
             0 => {
                 let i = rng.below(w.hosts.len() as u64) as usize;
                 let host = w.hosts[i].clone();
@@ -402,6 +469,9 @@ fn random_batch(rng: &mut Lcg, w: &World) -> Batch {
 fn property_incremental_views_equal_the_full_recompute() {
     // More seeds with NEUTRINO_PROPERTY_SEEDS=N.
     let seeds = std::env::var("NEUTRINO_PROPERTY_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60u64);
+    // How often routers showed with interfaces, a gateway, floating IPs
+    // and port forwardings: the test must exercise each.
+    let mut seen = [0usize; 4];
     for seed in 0..seeds {
         let mut rng = Lcg(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) + 1);
         let hosts: Vec<String> = (0..5).map(|i| format!("h{i}")).collect();
@@ -412,7 +482,9 @@ fn property_incremental_views_equal_the_full_recompute() {
             .flat_map(|(i, n)| [(uuid(0x200 + 2 * i), *n), (uuid(0x201 + 2 * i), *n)])
             .collect();
         let ports: Vec<PortId> = (0..24).map(|i| uuid(0x300 + i)).collect();
-        let world = World { hosts, networks, subnets, ports };
+        let routers: Vec<RouterId> = (0..3).map(|i| uuid(0x400 + i)).collect();
+        let fips: Vec<FloatingIpId> = (0..5).map(|i| uuid(0x500 + i)).collect();
+        let world = World { hosts, networks, subnets, ports, routers, fips };
 
         // A random starting cloud, then random batches of changes.
         let mut cloud = Cloud::new(3600);
@@ -427,6 +499,13 @@ fn property_incremental_views_equal_the_full_recompute() {
         }
         for p in &world.ports {
             cloud.set_port(*p, random_port(&mut rng, &world, *p));
+        }
+        for r in &world.routers {
+            cloud.set_router(*r, random_router(&mut rng));
+            cloud.set_router_host(*r, random_router_host(&mut rng, &world));
+        }
+        for f in &world.fips {
+            cloud.set_fip(*f, random_fip(&mut rng, &world));
         }
         let mut engine = Engine::new(cloud, 1);
         let mut agents: BTreeMap<String, HostView> =
@@ -471,8 +550,15 @@ fn property_incremental_views_equal_the_full_recompute() {
             }
             follow(&engine, &mut agents, updates);
             assert_agents_match(&engine, &agents, step);
+            for r in agents.values().flat_map(|v| v.routers.values()) {
+                seen[0] += usize::from(!r.interfaces.is_empty());
+                seen[1] += usize::from(r.gateway.is_some());
+                seen[2] += usize::from(!r.floating_ips.is_empty());
+                seen[3] += usize::from(!r.port_forwardings.is_empty());
+            }
         }
     }
+    assert!(seen.iter().all(|n| *n > 0), "routers exercised: {seen:?}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use neutrino_model::agents::{Agent, AgentReport, AgentUpdate, HostRegistration};
-use neutrino_model::{AgentId, Error, NetworkId, PortId, ResourceKind, Result, RouterId};
+use neutrino_model::l3::FIP_DOWN;
+use neutrino_model::{AgentId, Error, FloatingIpId, NetworkId, PortId, ResourceKind, Result, RouterId};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::rows::{fetch, get};
@@ -156,6 +157,25 @@ pub(crate) async fn record_l3_bindings_gone(tx: &mut Txn<'_>, column: &str, id: 
         let router = parse_col(&get::<String>(&row, "router_id")?, "router id")?;
         let agent = parse_col(&get::<String>(&row, "agent_id")?, "agent id")?;
         tx.record_scoped(Subject::L3Binding { router, agent }, ChangeOp::Deleted).await?;
+        router_fips_down(tx, &router).await?;
+    }
+    Ok(())
+}
+
+/// A router taken off its L3 agent: nothing realises its floating IPs
+/// any more, until the next host reports them.
+async fn router_fips_down(tx: &mut Txn<'_>, router: &RouterId) -> Result<()> {
+    let down = fetch(
+        tx,
+        "UPDATE floatingips SET status = $1, updated_at = $2, revision_number = revision_number + 1 \
+         WHERE router_id = $3 AND status <> $1 RETURNING id"
+            .into(),
+        &[FIP_DOWN.to_string(), now_iso(), router.to_string()],
+    )
+    .await?;
+    for row in &down {
+        let id: FloatingIpId = parse_col(&get::<String>(row, "id")?, "floating IP id")?;
+        tx.record_scoped(Subject::FloatingIp(id), ChangeOp::Updated).await?;
     }
     Ok(())
 }
@@ -283,13 +303,22 @@ impl AgentStore for SqliteStore {
     }
 
     async fn remove_router_from_l3_agent(&self, agent: &AgentId, router: &RouterId) -> Result<bool> {
-        self.link(
-            "DELETE FROM router_l3_agents WHERE agent_id = $1 AND router_id = $2",
-            agent,
-            router.to_string(),
-            Subject::L3Binding { router: *router, agent: *agent },
-        )
-        .await
+        let mut w = self.writer.lock().await;
+        let mut tx = self.write_txn(&mut w.conn).await?;
+        // Before the row goes: its agent's host is read through it.
+        tx.record_scoped(Subject::L3Binding { router: *router, agent: *agent }, ChangeOp::Deleted).await?;
+        let done = sqlx::query("DELETE FROM router_l3_agents WHERE agent_id = $1 AND router_id = $2")
+            .bind(agent.to_string())
+            .bind(router.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        router_fips_down(&mut tx, router).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn dhcp_bindings(&self) -> Result<Vec<(NetworkId, AgentId)>> {
@@ -300,6 +329,20 @@ impl AgentStore for SqliteStore {
             .map(|r| {
                 Ok((
                     parse_col(&get::<String>(r, "network_id")?, "network id")?,
+                    parse_col(&get::<String>(r, "agent_id")?, "agent id")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn l3_bindings(&self) -> Result<Vec<(RouterId, AgentId)>> {
+        let mut conn = self.readers.acquire().await.map_err(internal)?;
+        let sql = "SELECT router_id, agent_id FROM router_l3_agents ORDER BY router_id, agent_id";
+        let rows = fetch(&mut conn, sql.into(), &[]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse_col(&get::<String>(r, "router_id")?, "router id")?,
                     parse_col(&get::<String>(r, "agent_id")?, "agent id")?,
                 ))
             })
@@ -351,6 +394,33 @@ impl AgentStore for SqliteStore {
             if let Some(row) = updated.first() {
                 let network = parse_col(&get::<String>(row, "network_id")?, "network id")?;
                 tx.record_in(Subject::Port(*id), ChangeOp::Updated, [network], [host]);
+                changed += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn set_floatingip_status(&self, host: &str, fips: &[(FloatingIpId, String)]) -> Result<usize> {
+        if fips.is_empty() {
+            return Ok(0);
+        }
+        let mut w = self.writer.lock().await;
+        let mut tx = self.write_txn(&mut w.conn).await?;
+        let now = now_iso();
+        let mut changed = 0;
+        for (id, status) in fips {
+            let updated = fetch(
+                &mut tx,
+                "UPDATE floatingips SET status = $1, updated_at = $2, revision_number = revision_number + 1 \
+                 WHERE id = $3 AND status <> $1 AND router_id IN (SELECT b.router_id FROM router_l3_agents b \
+                 JOIN agents a ON a.id = b.agent_id WHERE a.host = $4) RETURNING id"
+                    .into(),
+                &[status.clone(), now.clone(), id.to_string(), host.to_string()],
+            )
+            .await?;
+            if !updated.is_empty() {
+                tx.record_scoped(Subject::FloatingIp(*id), ChangeOp::Updated).await?;
                 changed += 1;
             }
         }

@@ -346,7 +346,7 @@ impl SqliteStore {
         .bind(port.id.to_string())
         .bind(fixed.ip_address.to_string())
         .bind(router.to_string())
-        .bind(FIP_ACTIVE)
+        .bind(FIP_DOWN)
         .bind(now)
         .bind(&fid)
         .execute(&mut **tx)

@@ -184,6 +184,28 @@ impl L3Store for SqliteStore {
         write_tx!(self, |tx, ipam| self.remove_interface_in(tx, ipam, id, target).await?)
     }
 
+    async fn set_router_status(&self, id: &RouterId, status: &str) -> Result<bool> {
+        let mut w = self.writer.lock().await;
+        let mut tx = self.write_txn(&mut w.conn).await?;
+        // The revision moves with the status, as for ports.
+        let done = sqlx::query(
+            "UPDATE routers SET status = $1, updated_at = $2, revision_number = revision_number + 1 \
+             WHERE id = $3 AND status <> $1",
+        )
+        .bind(status)
+        .bind(now_iso())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        tx.record_scoped(Subject::Router(*id), ChangeOp::Updated).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn change_extraroutes(&self, id: &RouterId, routes: Vec<HostRoute>, add: bool) -> Result<Router> {
         write_tx!(self, |tx, _ipam| self.change_extraroutes_in(tx, id, routes, add).await?)
     }
@@ -324,6 +346,9 @@ impl L3Store for SqliteStore {
     async fn delete_port_forwarding(&self, fip: &FloatingIpId, id: &PortForwardingId) -> Result<()> {
         write_tx!(self, |tx, _ipam| {
             tx.record_scoped(Subject::PortForwarding(*id), ChangeOp::Deleted).await?;
+            // Forwardings are part of their floating IP's record (host views
+            // read them through it).
+            tx.record_scoped(Subject::FloatingIp(*fip), ChangeOp::Updated).await?;
             let done = sqlx::query("DELETE FROM port_forwardings WHERE id = $1 AND floatingip_id = $2")
                 .bind(id.to_string())
                 .bind(fip.to_string())

@@ -132,7 +132,7 @@ impl SqliteStore {
         let now = now_iso();
         sqlx::query("UPDATE floatingips SET router_id = $1, status = $2, updated_at = $3 WHERE id = $4")
             .bind(router.to_string())
-            .bind(FIP_ACTIVE)
+            .bind(FIP_DOWN)
             .bind(&now)
             .bind(pf.floatingip_id.to_string())
             .execute(&mut **tx)

@@ -232,7 +232,7 @@ impl SqliteStore {
         .bind(&req.name)
         .bind(&req.description)
         .bind(req.admin_state_up)
-        .bind(ROUTER_ACTIVE)
+        .bind(ROUTER_ALLOCATING)
         .bind(req.ha)
         .bind(req.distributed)
         .bind(true)
