@@ -176,6 +176,16 @@ async fn gateway_with_fixed_ips_and_external_network_rules() {
     // The subnet's gateway address cannot be a router's gateway.
     let gw1 = json!({"network_id": public_net, "external_fixed_ips": [{"ip_address": "203.0.113.1"}]});
     assert_eq!(t.post("/v2.0/routers", &t.admin, json!({"router": {"external_gateway_info": gw1}})).await.status, 400);
+    // An external network without a subnet cannot be a gateway, and the
+    // refused router is not left behind.
+    let bare = t.network(&t.admin, json!({"name": "bare", "router:external": true})).await;
+    let before = t.get("/v2.0/routers", &t.admin).await.expect(200)["routers"].as_array().unwrap().len();
+    let r4 = t
+        .post("/v2.0/routers", &t.admin, json!({"router": {"external_gateway_info": {"network_id": id(&bare)}}}))
+        .await;
+    assert_eq!(r4.status, 400, "{}", r4.body);
+    assert!(r4.error_message().contains("has no subnet"), "{}", r4.body);
+    assert_eq!(t.get("/v2.0/routers", &t.admin).await.expect(200)["routers"].as_array().unwrap().len(), before);
     // A member may not ask for fixed IPs or SNAT at creation either.
     let gw2 = json!({"network_id": public_net, "enable_snat": false});
     assert_eq!(t.post("/v2.0/routers", &demo, json!({"router": {"external_gateway_info": gw2}})).await.status, 403);

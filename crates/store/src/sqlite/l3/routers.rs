@@ -137,8 +137,16 @@ impl SqliteStore {
                 network.id
             )));
         }
+        let subnets = network_subnets_gen(tx, &network.id).await?;
+        if subnets.is_empty() {
+            // A gateway port with no address routes nothing and NATs to
+            // nothing: refuse it rather than make a router that cannot work.
+            return Err(Error::BadRequest(format!(
+                "Bad router request: Network {} has no subnet, so it cannot be a router's gateway.",
+                network.id
+            )));
+        }
         if let Some(requested) = &req.external_fixed_ips {
-            let subnets = network_subnets_gen(tx, &network.id).await?;
             for r in requested {
                 if let Some(ip) = r.ip_address
                     && subnets.iter().any(|(s, _)| s.gateway_ip == Some(ip))
