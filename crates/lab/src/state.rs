@@ -96,6 +96,10 @@ pub fn secret() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+fn one() -> usize {
+    1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,8 +131,4 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, secret().unwrap());
     }
-}
-
-fn one() -> usize {
-    1
 }
