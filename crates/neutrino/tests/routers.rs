@@ -344,6 +344,14 @@ async fn the_self_service_guide_traffic_flows_with_real_packets() {
         get(&lab, &format!("/v2.0/floatingips/{fip}")).await["floatingip"]["status"] == "DOWN"
     })
     .await;
+    // The API says DOWN as soon as the association changes; the agent
+    // removes the NAT and the flow's conntrack entry just after.
+    eventually(Duration::from_secs(20), "the floating IP's NAT and flows gone from the router", || async {
+        let nat = in_netns(&ns, &["nft", "list", "table", "ip", "neutrino_nat"]).await;
+        let flows = in_netns(&ns, &["conntrack", "-L", "-p", "tcp", "--orig-dst", &address]).await;
+        !nat.contains(&address) && !flows.contains(&address)
+    })
+    .await;
     std::fs::write(&flag, b"").unwrap();
     let out = tokio::time::timeout(Duration::from_secs(10), hold.wait_with_output()).await.unwrap().unwrap();
     let _ = std::fs::remove_file(&flag);
@@ -362,6 +370,12 @@ async fn the_self_service_guide_traffic_flows_with_real_packets() {
         ask(&lab, "vm2", "tcp", UPSTREAM, PORT).await == "none"
     })
     .await;
+}
+
+/// What `argv` prints inside namespace `ns` (nothing when it fails).
+async fn in_netns(ns: &str, argv: &[&str]) -> String {
+    let out = tokio::process::Command::new("ip").args(["netns", "exec", ns]).args(argv).output().await.unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The router's interface port on `network`.
