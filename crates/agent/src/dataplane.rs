@@ -158,6 +158,9 @@ impl Dataplane {
         self.nat = Some(nat);
         self.totals.kernel_ops += (out.transactions + out.side_ops) as u64;
         self.totals.nat_ops += (out.transactions + out.side_ops) as u64;
+        if out.transactions > 0 || out.side_ops > 0 {
+            tracing::info!(transactions = out.transactions, side_ops = out.side_ops, "router NAT changed");
+        }
         for p in &out.problems {
             tracing::warn!(problem = %p, "router NAT left out");
         }

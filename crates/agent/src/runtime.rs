@@ -417,8 +417,8 @@ async fn reconcile_once(
         .keys()
         .map(|id| (*id, if wired.contains(id) { PortStatus::Active } else { PortStatus::Down }))
         .collect();
-    report_changes(client, shared, statuses, dataplane.floating_ips()).await;
-    *shared.synced.lock().await = Some(view.revision);
+    // The status file says what the kernel holds: written before the
+    // report, which waits on the server.
     if let Some(path) = status_file {
         let totals = dataplane.totals();
         let status = AgentStatus {
@@ -433,6 +433,8 @@ async fn reconcile_once(
             tracing::warn!(path = %path.display(), error = %e, "status file not written");
         }
     }
+    report_changes(client, shared, statuses, dataplane.floating_ips()).await;
+    *shared.synced.lock().await = Some(view.revision);
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
 }
 

@@ -22,7 +22,8 @@ pub(crate) const SERVER: &str = "server";
 pub struct AgentStatus {
     /// Revision of the view it last reconciled.
     pub revision: Option<u64>,
-    /// Netlink requests made since it started.
+    /// Kernel operations since it started: netlink requests, namespace
+    /// mounts and router NAT changes together.
     pub kernel_ops: u64,
     /// Namespace mounts and unmounts since it started.
     pub netns_ops: u64,
@@ -30,7 +31,8 @@ pub struct AgentStatus {
     pub reconciles: u64,
     /// Ports wired at the last pass.
     pub wired: u64,
-    /// nftables transactions since it started (router NAT).
+    /// The router NAT changes among them (nft transactions, conntrack
+    /// deletions, gratuitous ARPs).
     #[serde(default)]
     pub nft_ops: u64,
 }

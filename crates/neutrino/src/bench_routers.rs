@@ -169,13 +169,23 @@ async fn router_ports_active(lab: &Lab, router: &str) -> Result<(), RoutersBench
 }
 
 /// Kernel operations of h1's agent since it started, once it has been
-/// quiet for 300 ms: (netlink requests and mounts, nftables transactions).
+/// quiet for 300 ms: (netlink requests and mounts, router NAT operations).
 async fn settled_ops(lab: &Lab) -> Result<(u64, u64), RoutersBenchError> {
     let mut last = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = lab.agent_status(1)?;
-        let now = (s.kernel_ops, s.nft_ops);
+        let s = match lab.agent_status(1) {
+            Ok(s) => s,
+            // Not written yet by a starting agent.
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // The agent's kernel operations include the NAT ones: count
+        // netlink requests apart.
+        let now = (s.kernel_ops - s.nft_ops, s.nft_ops);
         if last == Some(now) || Instant::now() > deadline {
             return Ok(now);
         }
@@ -264,6 +274,9 @@ async fn cold(args: &RoutersBenchArgs, bin: &std::path::Path) -> Result<Cold, Ro
         return Err(RoutersBenchError::NotReady(format!("before the cold start: {warm}")));
     }
     lab.stop_agent(1)?;
+    // The restarted agent's own counts, not those its predecessor left.
+    let status = lab.agent_status_file(1);
+    std::fs::remove_file(&status).map_err(RoutersBenchError::io("cannot remove the agent's status file"))?;
     let ns = format!("{}qrouter-{router}", lab.topology().agent_netns_prefix(1));
     let st = std::process::Command::new("ip")
         .args(["netns", "del", &ns])
@@ -334,8 +347,8 @@ pub async fn run(args: RoutersBenchArgs) -> Result<(), RoutersBenchError> {
     let _ = writeln!(
         s,
         "\nKernel operations of the network host's agent per floating IP associated: **{:.2}** netlink requests \
-         and **{:.2}** nftables transactions ({} and {} over {} associations, each also creating its \
-         floating IP beforehand).",
+         and **{:.2}** router NAT operations, that is nftables transactions, conntrack deletions and \
+         gratuitous ARPs ({} and {} over {} associations, each also creating its floating IP beforehand).",
         assoc.ops.0 as f64 / n,
         assoc.ops.1 as f64 / n,
         assoc.ops.0,
@@ -348,8 +361,8 @@ pub async fn run(args: RoutersBenchArgs) -> Result<(), RoutersBenchError> {
                 let _ = writeln!(
                     s,
                     "\nCold router ({} interfaces, {} floating IPs, its namespace removed): agent start → every \
-                     floating IP answered from `external` in **{} ms** (agent: {} netlink requests, {} nftables \
-                     transactions since its start).",
+                     floating IP answered from `external` in **{} ms** (agent: {} netlink requests, {} router NAT \
+                     operations since its start).",
                     c.interfaces,
                     c.fips,
                     ms(t),
