@@ -43,6 +43,7 @@ const RI: PortId = PortId(Uuid::from_u128(0x1a1a1a1a_0000_4000_8000_000000000001
 const RG: PortId = PortId(Uuid::from_u128(0x2b2b2b2b_0000_4000_8000_000000000002));
 const VM: PortId = PortId(Uuid::from_u128(0x3c3c3c3c_0000_4000_8000_000000000003));
 const FIP: FloatingIpId = FloatingIpId(Uuid::from_u128(0xf1f1f1f1_0000_4000_8000_000000000001));
+const PF_FIP: FloatingIpId = FloatingIpId(Uuid::from_u128(0xf1f1f1f1_0000_4000_8000_000000000002));
 const PF: PortForwardingId = PortForwardingId(Uuid::from_u128(0xfafafafa_0000_4000_8000_000000000001));
 const VM_MAC: &str = "fa:16:3e:00:00:05";
 
@@ -210,6 +211,7 @@ fn view_with(enable_snat: bool, fip: bool, forward: bool) -> HostView {
         port_forwardings: if forward {
             vec![PortForwardingView {
                 id: PF,
+                floating_ip_id: PF_FIP,
                 floating_ip: "203.0.113.30".parse().unwrap(),
                 protocol: L4Protocol::Tcp,
                 external: PortRange::single(2222),

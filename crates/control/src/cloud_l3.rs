@@ -61,6 +61,7 @@ impl FipRec {
                 };
                 Ok(PortForwardingView {
                     id: pf.id,
+                    floating_ip_id: f.id,
                     floating_ip: f.floating_ip_address,
                     protocol,
                     external: pf.external,

@@ -309,6 +309,11 @@ async fn the_self_service_guide_traffic_flows_with_real_packets() {
     .await;
     assert_eq!(ask(&lab, "external", "udp", &address2, "2223").await, peer(UPSTREAM));
     assert_eq!(ask(&lab, "external", "tcp", &address2, "2223").await, "none", "only what is forwarded");
+    // A floating IP with forwardings only is ACTIVE too once they are in.
+    eventually(Duration::from_secs(20), "the forwarding floating IP ACTIVE", || async {
+        get(&lab, &format!("/v2.0/floatingips/{fip2}")).await["floatingip"]["status"] == "ACTIVE"
+    })
+    .await;
 
     // IPv6: SLAAC from the router's advertisements, routed, never NATed.
     let v6 = ip_of(&vm1, true);

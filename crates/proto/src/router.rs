@@ -98,6 +98,9 @@ pub enum L4Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortForwardingView {
     pub id: PortForwardingId,
+    /// The floating IP it belongs to: one used by port forwardings only
+    /// (no port of its own) is reported `ACTIVE` once they are in place.
+    pub floating_ip_id: FloatingIpId,
     pub floating_ip: IpAddr,
     pub protocol: L4Protocol,
     pub external: PortRange,

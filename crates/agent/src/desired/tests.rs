@@ -326,6 +326,8 @@ pub mod router {
     pub const RG: PortId = PortId(Uuid::from_u128(0x2b2b2b2b_aaaa_4000_8000_000000000002));
     pub const VM: PortId = PortId(Uuid::from_u128(0x3c3c3c3c_aaaa_4000_8000_000000000003));
     pub const FIP: FloatingIpId = FloatingIpId(Uuid::from_u128(0xf1f1f1f1_0000_4000_8000_000000000001));
+    /// A floating IP with port forwardings only.
+    pub const PF_FIP: FloatingIpId = FloatingIpId(Uuid::from_u128(0xf1f1f1f1_0000_4000_8000_000000000002));
     pub const PF: PortForwardingId = PortForwardingId(Uuid::from_u128(0xfafafafa_0000_4000_8000_000000000001));
     pub const EXT4: SubnetId = SubnetId(Uuid::from_u128(0xe4e4e4e4_0000_4000_8000_000000000004));
     pub const EXT6: SubnetId = SubnetId(Uuid::from_u128(0xe6e6e6e6_0000_4000_8000_000000000006));
@@ -385,6 +387,7 @@ pub mod router {
         use neutrino_model::l3::PortRange;
         PortForwardingView {
             id: PF,
+            floating_ip_id: PF_FIP,
             floating_ip: floating.parse().unwrap(),
             protocol,
             external: PortRange { start: ext.0, end: ext.1 },

@@ -260,13 +260,19 @@ impl<N: Nat> RouterNat<N> {
             let want = ruleset(*id, router, &mut out.problems);
             let ready = router.gateway.as_ref().is_some_and(|g| wired.contains(&g.port_id));
             let in_place = ready && self.sync_router(*id, &ns, want.as_ref(), &mut out);
+            // ACTIVE when the table in place translates the address.
+            let translated = want.as_ref().map(NatRuleset::floating_ips).unwrap_or_default();
+            let status = |address: IpAddr| match v4(address) {
+                Some(f) if in_place && translated.contains(&f) => FloatingIpStatus::Active,
+                _ => FloatingIpStatus::Down,
+            };
             for fip in &router.floating_ips {
-                let natted = in_place
-                    && want
-                        .as_ref()
-                        .is_some_and(|w| v4(fip.floating_ip).is_some_and(|f| w.floating_ips().contains(&f)));
-                let status = if natted { FloatingIpStatus::Active } else { FloatingIpStatus::Down };
-                out.floating_ips.insert(fip.id, status);
+                out.floating_ips.insert(fip.id, status(fip.floating_ip));
+            }
+            // A floating IP that serves port forwardings only has no
+            // floating_ips entry; it is reported all the same.
+            for pf in &router.port_forwardings {
+                out.floating_ips.entry(pf.floating_ip_id).or_insert_with(|| status(pf.floating_ip));
             }
         }
         self.applied.retain(|ns, _| seen.contains(ns));

@@ -4,7 +4,7 @@ use neutrino_proto::L4Protocol;
 
 use super::fake::{Call, FakeNat};
 use super::*;
-use crate::desired::tests::router::{FIP, PF, RG, RI, ROUTER, fip, pf, routed_view, router_view};
+use crate::desired::tests::router::{FIP, PF, PF_FIP, RG, RI, ROUTER, fip, pf, routed_view, router_view};
 use crate::desired::tests::settings;
 
 const NS: &str = "lab-h1-qrouter-0a0a0a0a-0000-4000-8000-00000000000a";
@@ -171,12 +171,14 @@ fn disassociating_forgets_the_flows_and_reports_down_once() {
     let mut router = router_view();
     router.floating_ips = vec![fip("203.0.113.20", "10.0.0.5")];
     router.port_forwardings = vec![pf("203.0.113.30", L4Protocol::Tcp, (2222, 2222), "10.0.0.6", (22, 22))];
-    n.sync(&routed_view(router.clone()).routers, &settings(), &wired());
+    let out = n.sync(&routed_view(router.clone()).routers, &settings(), &wired());
+    // The forwarding-only floating IP is reported like the associated one.
+    assert_eq!(out.floating_ips, BTreeMap::from([(FIP, FloatingIpStatus::Active), (PF_FIP, FloatingIpStatus::Active)]));
     n.nat_mut().take_log();
     router.floating_ips.clear();
     router.port_forwardings.clear();
     let out = n.sync(&routed_view(router.clone()).routers, &settings(), &wired());
-    assert_eq!(out.floating_ips, BTreeMap::from([(FIP, FloatingIpStatus::Down)]));
+    assert_eq!(out.floating_ips, BTreeMap::from([(FIP, FloatingIpStatus::Down), (PF_FIP, FloatingIpStatus::Down)]));
     let forgets: Vec<Flows> = n
         .nat_mut()
         .take_log()

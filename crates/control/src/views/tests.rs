@@ -329,7 +329,7 @@ fn random_router(rng: &mut Lcg) -> Option<RouterRec> {
     Some(RouterRec { admin_state_up: rng.chance(85), status: "ACTIVE".into(), enable_snat: rng.chance(70), routes })
 }
 
-fn random_fip(rng: &mut Lcg, w: &World) -> Option<FipRec> {
+fn random_fip(rng: &mut Lcg, w: &World, id: FloatingIpId) -> Option<FipRec> {
     if rng.chance(15) {
         return None;
     }
@@ -343,6 +343,7 @@ fn random_fip(rng: &mut Lcg, w: &World) -> Option<FipRec> {
     let port_forwardings = if port_id.is_none() && rng.chance(50) {
         vec![neutrino_proto::PortForwardingView {
             id: uuid(0x600 + rng.below(4) as usize),
+            floating_ip_id: id,
             floating_ip,
             protocol: *rng.pick(&[neutrino_proto::L4Protocol::Tcp, neutrino_proto::L4Protocol::Udp]),
             external: neutrino_model::l3::PortRange::single(2022),
@@ -433,7 +434,7 @@ fn random_batch(rng: &mut Lcg, w: &World) -> Batch {
             }
             22..=24 => {
                 let id = *rng.pick(&w.fips);
-                batch.fips.insert(id, random_fip(rng, w));
+                batch.fips.insert(id, random_fip(rng, w, id));
             }
             25 | 26 => {
                 batch.router_hosts.insert(*rng.pick(&w.routers), random_router_host(rng, w));
@@ -505,7 +506,7 @@ fn property_incremental_views_equal_the_full_recompute() {
             cloud.set_router_host(*r, random_router_host(&mut rng, &world));
         }
         for f in &world.fips {
-            cloud.set_fip(*f, random_fip(&mut rng, &world));
+            cloud.set_fip(*f, random_fip(&mut rng, &world, *f));
         }
         let mut engine = Engine::new(cloud, 1);
         let mut agents: BTreeMap<String, HostView> =
