@@ -3,209 +3,17 @@
 //! traffic flows of the self-service guide (seed 002) in a 3-host lab,
 //! with the router on the network host h1 and instances on h2 and h3.
 //!
-//! Who saw which address is told by `support/netprobe.py`: its server
-//! answers every TCP connection and UDP datagram with the source address
-//! it saw, so a client learns whether (and how) it was NATed.
+//! Who saw which address is told by `support/netprobe.py` (see
+//! `common/labnet.rs`).
 
 use std::time::Duration;
 
 mod common;
 
+use common::labnet::*;
 use common::{eventually, id};
-use neutrino_lab::{Lab, LabConfig};
-use reqwest::Method;
+use neutrino_lab::Lab;
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_neutrino");
-const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/netprobe.py");
-/// The upstream router of the provider network, in the lab's `external`.
-const UPSTREAM: &str = "203.0.113.1";
-const UPSTREAM_V6: &str = "2001:db8:ff::1";
-const PORT: &str = "8080";
-
-async fn lab(hosts: usize, network_hosts: usize) -> Option<Lab> {
-    if !common::lab_allowed() {
-        return None;
-    }
-    let dir = std::env::temp_dir().join(format!("neutrino-routers-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("server.toml");
-    // Heartbeats every second, dead after 3 s without one: a dead
-    // network host's routers move within seconds.
-    std::fs::write(&conf, "[agents]\ndown_time_seconds = 3\nheartbeat_seconds = 1\n").unwrap();
-    let mut config = LabConfig::new(common::unique_lab_prefix('r'), hosts, BIN);
-    config.run_root = common::lab_run_root();
-    config.network_hosts = network_hosts;
-    config.server_args = vec!["--config".into(), conf.display().to_string()];
-    Some(Lab::up(config).await.expect("lab up"))
-}
-
-async fn call(lab: &Lab, method: Method, path: &str, body: Value, status: u16) -> Value {
-    lab.api().expect(method, path, Some(body), status).await.expect(path)
-}
-
-async fn post(lab: &Lab, path: &str, body: Value) -> Value {
-    call(lab, Method::POST, path, body, 201).await
-}
-
-async fn put(lab: &Lab, path: &str, body: Value) -> Value {
-    call(lab, Method::PUT, path, body, 200).await
-}
-
-async fn get(lab: &Lab, path: &str) -> Value {
-    let (status, body) = lab.api().get(path).await.expect(path);
-    assert_eq!(status, 200, "{path}: {body}");
-    body
-}
-
-fn ip_of(port: &Value, v6: bool) -> String {
-    port["fixed_ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["ip_address"].as_str().unwrap().to_string())
-        .find(|ip| ip.contains(':') == v6)
-        .unwrap_or_else(|| panic!("no {} address on {port}", if v6 { "IPv6" } else { "IPv4" }))
-}
-
-/// The provider network of the guide, external and shared, with an IPv4
-/// and an IPv6 subnet whose gateways are the lab's `external` namespace.
-async fn provider(lab: &Lab) -> String {
-    let net = post(
-        lab,
-        "/v2.0/networks",
-        json!({"network": {"name": "provider1", "provider:network_type": "flat",
-            "provider:physical_network": "provider", "router:external": true, "shared": true}}),
-    )
-    .await;
-    let net = id(&net["network"]);
-    post(
-        lab,
-        "/v2.0/subnets",
-        json!({"subnet": {"network_id": net, "cidr": "203.0.113.0/24", "ip_version": 4, "gateway_ip": UPSTREAM,
-            "enable_dhcp": false, "allocation_pools": [{"start": "203.0.113.101", "end": "203.0.113.200"}]}}),
-    )
-    .await;
-    post(
-        lab,
-        "/v2.0/subnets",
-        json!({"subnet": {"network_id": net, "cidr": "2001:db8:ff::/64", "ip_version": 6, "gateway_ip": UPSTREAM_V6,
-            "enable_dhcp": false}}),
-    )
-    .await;
-    // The upstream router's own IPv6 address (the lab gives it IPv4 only).
-    lab.exec_ok("external", &["ip", "addr", "replace", &format!("{UPSTREAM_V6}/64"), "dev", "eth0", "nodad"])
-        .await
-        .expect("upstream IPv6 address");
-    net
-}
-
-/// A self-service network with an IPv4 subnet (DHCP) and, optionally, a
-/// SLAAC IPv6 one; returns (network, [subnets]).
-async fn selfservice(
-    lab: &Lab,
-    name: &str,
-    v4: &str,
-    v6: Option<&str>,
-    project: Option<&str>,
-) -> (String, Vec<String>) {
-    let mut body = json!({"name": name});
-    if let Some(p) = project {
-        body["project_id"] = json!(p);
-    }
-    let net = id(&post(lab, "/v2.0/networks", json!({ "network": body })).await["network"]);
-    let mut subnet = json!({"network_id": net, "cidr": v4, "ip_version": 4, "dns_nameservers": ["8.8.4.4"]});
-    if let Some(p) = project {
-        subnet["project_id"] = json!(p);
-    }
-    let mut subnets = vec![id(&post(lab, "/v2.0/subnets", json!({ "subnet": subnet })).await["subnet"])];
-    if let Some(v6) = v6 {
-        let mut subnet = json!({"network_id": net, "cidr": v6, "ip_version": 6,
-            "ipv6_ra_mode": "slaac", "ipv6_address_mode": "slaac"});
-        if let Some(p) = project {
-            subnet["project_id"] = json!(p);
-        }
-        subnets.push(id(&post(lab, "/v2.0/subnets", json!({ "subnet": subnet })).await["subnet"]));
-    }
-    (net, subnets)
-}
-
-/// A router with a gateway on `external` and an interface on each subnet;
-/// returns its id once its ports are `ACTIVE` (wired by its host's agent).
-async fn router(lab: &Lab, name: &str, external: &str, subnets: &[String], project: Option<&str>) -> String {
-    let mut body = json!({"name": name, "external_gateway_info": {"network_id": external}});
-    if let Some(p) = project {
-        body["project_id"] = json!(p);
-    }
-    let r = id(&post(lab, "/v2.0/routers", json!({ "router": body })).await["router"]);
-    for s in subnets {
-        put(lab, &format!("/v2.0/routers/{r}/add_router_interface"), json!({"subnet_id": s})).await;
-    }
-    router_ports_active(lab, &r).await;
-    r
-}
-
-async fn router_ports_active(lab: &Lab, router: &str) {
-    eventually(Duration::from_secs(30), "the router's ports ACTIVE", || async {
-        let ports = get(lab, &format!("/v2.0/ports?device_id={router}")).await;
-        let ports = ports["ports"].as_array().unwrap().clone();
-        !ports.is_empty() && ports.iter().all(|p| p["status"] == "ACTIVE")
-    })
-    .await;
-}
-
-async fn gateway_ip(lab: &Lab, router: &str) -> String {
-    let r = get(lab, &format!("/v2.0/routers/{router}")).await;
-    r["router"]["external_gateway_info"]["external_fixed_ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["ip_address"].as_str().unwrap().to_string())
-        .find(|ip| !ip.contains(':'))
-        .expect("an IPv4 gateway address")
-}
-
-/// A port on `network` plugged into instance `name` on `host`, with its
-/// DHCP lease; returns the port.
-async fn instance(lab: &Lab, name: &str, host: &str, network: &str, project: Option<&str>) -> Value {
-    let mut body = json!({"network_id": network});
-    if let Some(p) = project {
-        body["project_id"] = json!(p);
-    }
-    let port = post(lab, "/v2.0/ports", json!({ "port": body })).await["port"].take();
-    lab.instance_create(name, host, &id(&port)).await.expect("instance with a lease");
-    port
-}
-
-/// Starts the probe server in `target`; it dies with the returned child.
-async fn serve(lab: &Lab, target: &str) -> tokio::process::Child {
-    let mut cmd = lab.command(target, &["python3", PROBE, "serve", PORT]).unwrap();
-    cmd.kill_on_drop(true).stdout(std::process::Stdio::piped()).stdin(std::process::Stdio::null());
-    let mut child = cmd.spawn().expect("probe server");
-    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    use tokio::io::AsyncBufReadExt;
-    tokio::time::timeout(Duration::from_secs(10), out.read_line(&mut line)).await.expect("probe listening").unwrap();
-    assert_eq!(line.trim(), "listening");
-    child
-}
-
-/// What the probe server at `host:port` said it saw, from `target`
-/// (`peer=ADDRESS`, or `none`).
-async fn ask(lab: &Lab, target: &str, proto: &str, host: &str, port: &str) -> String {
-    let out = lab.exec_ok(target, &["python3", PROBE, "ask", proto, host, port]).await.expect("probe client");
-    out.trim().to_string()
-}
-
-fn peer(address: &str) -> String {
-    format!("peer={address}")
-}
-
-async fn pings(lab: &Lab, from: &str, to: &str, count: u32) -> bool {
-    let count = count.to_string();
-    let out = lab.exec(from, &["ping", "-n", "-c", &count, "-i", "0.2", "-W", "1", to]).await.expect("ping runs");
-    out.status.success()
-}
 
 fn router_netns(lab: &Lab, host: usize, router: &str) -> String {
     format!("{}qrouter-{router}", lab.topology().agent_netns_prefix(host))
@@ -223,22 +31,9 @@ async fn qr_rx_packets(ns: &str, port: &str) -> u64 {
     v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
 }
 
-async fn associate(lab: &Lab, external: &str, port: &Value) -> (String, String) {
-    let fip =
-        post(lab, "/v2.0/floatingips", json!({"floatingip": {"floating_network_id": external, "port_id": id(port)}}))
-            .await;
-    let address = fip["floatingip"]["floating_ip_address"].as_str().unwrap().to_string();
-    let fip = id(&fip["floatingip"]);
-    eventually(Duration::from_secs(20), "the floating IP ACTIVE", || async {
-        get(lab, &format!("/v2.0/floatingips/{fip}")).await["floatingip"]["status"] == "ACTIVE"
-    })
-    .await;
-    (fip, address)
-}
-
 #[tokio::test]
 async fn the_self_service_guide_traffic_flows_with_real_packets() {
-    let Some(lab) = lab(3, 1).await else { return };
+    let Some(lab) = lab('r', 3, 1).await else { return };
     let external = provider(&lab).await;
     let (net1, subnets1) = selfservice(&lab, "selfservice1", "192.168.1.0/24", Some("fd00:192:168:1::/64"), None).await;
     let (net2, subnets2) = selfservice(&lab, "selfservice2", "192.168.2.0/24", None, None).await;
@@ -255,7 +50,8 @@ async fn the_self_service_guide_traffic_flows_with_real_packets() {
     let vm1 = instance(&lab, "vm1", "h2", &net1, None).await;
     let vm2 = instance(&lab, "vm2", "h3", &net1, None).await;
     let vm3 = instance(&lab, "vm3", "h3", &net2, None).await;
-    let _servers = [serve(&lab, "external").await, serve(&lab, "vm1").await, serve(&lab, "vm3").await];
+    let _servers =
+        [serve(&lab, "external", PORT).await, serve(&lab, "vm1", PORT).await, serve(&lab, "vm3", PORT).await];
 
     // North-south 1: no floating IP, SNAT to the router's gateway address.
     assert_eq!(ask(&lab, "vm2", "tcp", UPSTREAM, PORT).await, peer(&gw));
@@ -337,13 +133,7 @@ async fn the_self_service_guide_traffic_flows_with_real_packets() {
     assert_eq!(ask(&lab, "vm1", "tcp", UPSTREAM_V6, PORT).await, peer(&v6), "IPv6 is not NATed");
 
     // Disassociation stops the floating IP at once, established flows too.
-    let flag = std::env::temp_dir().join(format!("neutrino-routers-flag-{}", std::process::id()));
-    let _ = std::fs::remove_file(&flag);
-    let mut hold =
-        lab.command("external", &["python3", PROBE, "hold", &address, PORT, &flag.display().to_string()]).unwrap();
-    hold.kill_on_drop(true).stdout(std::process::Stdio::piped());
-    let hold = hold.spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = Held::open(&lab, "external", &address, PORT).await;
     put(&lab, &format!("/v2.0/floatingips/{fip}"), json!({"floatingip": {"port_id": null}})).await;
     eventually(Duration::from_secs(20), "the floating IP DOWN", || async {
         get(&lab, &format!("/v2.0/floatingips/{fip}")).await["floatingip"]["status"] == "DOWN"
@@ -357,10 +147,7 @@ async fn the_self_service_guide_traffic_flows_with_real_packets() {
         !nat.contains(&address) && !flows.contains(&address)
     })
     .await;
-    std::fs::write(&flag, b"").unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(10), hold.wait_with_output()).await.unwrap().unwrap();
-    let _ = std::fs::remove_file(&flag);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "connected\ndead");
+    assert_eq!(held.outcome().await, "dead");
     assert!(!pings(&lab, "external", &address, 2).await, "the floating IP answers no more");
     assert_eq!(ask(&lab, "vm1", "tcp", UPSTREAM, PORT).await, peer(&gw), "vm1 leaves with the gateway address again");
 
@@ -377,12 +164,6 @@ async fn the_self_service_guide_traffic_flows_with_real_packets() {
     .await;
 }
 
-/// What `argv` prints inside namespace `ns` (nothing when it fails).
-async fn in_netns(ns: &str, argv: &[&str]) -> String {
-    let out = tokio::process::Command::new("ip").args(["netns", "exec", ns]).args(argv).output().await.unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The router's interface port on `network`.
 async fn router_port_on(lab: &Lab, router: &str, network: &str) -> String {
     let ports = get(lab, &format!("/v2.0/ports?device_id={router}&network_id={network}")).await;
@@ -391,9 +172,9 @@ async fn router_port_on(lab: &Lab, router: &str, network: &str) -> String {
 
 #[tokio::test]
 async fn two_projects_with_the_same_addresses_behind_two_routers_on_one_host() {
-    let Some(lab) = lab(2, 1).await else { return };
+    let Some(lab) = lab('r', 2, 1).await else { return };
     let external = provider(&lab).await;
-    let _server = serve(&lab, "external").await;
+    let _server = serve(&lab, "external", PORT).await;
     let mut seen = Vec::new();
     for (project, vm) in [("0123456789abcdef0123456789abcdef", "red"), ("fedcba9876543210fedcba9876543210", "blue")] {
         let (net, subnets) = selfservice(&lab, vm, "10.9.0.0/24", None, Some(project)).await;
@@ -414,12 +195,12 @@ async fn two_projects_with_the_same_addresses_behind_two_routers_on_one_host() {
 
 #[tokio::test]
 async fn a_dead_network_host_hands_its_routers_to_another() {
-    let Some(lab) = lab(3, 2).await else { return };
+    let Some(lab) = lab('r', 3, 2).await else { return };
     let external = provider(&lab).await;
     let (net, subnets) = selfservice(&lab, "selfservice1", "192.168.1.0/24", None, None).await;
     let r = router(&lab, "router1", &external, &subnets, None).await;
     let gw = gateway_ip(&lab, &r).await;
-    let _server = serve(&lab, "external").await;
+    let _server = serve(&lab, "external", PORT).await;
     instance(&lab, "vm1", "h3", &net, None).await;
     assert_eq!(ask(&lab, "vm1", "tcp", UPSTREAM, PORT).await, peer(&gw));
 

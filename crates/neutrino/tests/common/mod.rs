@@ -2,6 +2,8 @@
 //! with its SQLite file in a temporary directory, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod labnet;
+
 use std::path::PathBuf;
 
 use neutrino::config::ServerConfig;

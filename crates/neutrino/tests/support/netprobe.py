@@ -3,8 +3,10 @@
   netprobe.py serve PORT            TCP and UDP on PORT (v4 and v6): tells each
                                     peer the address it came from ("peer=A"),
                                     then echoes TCP lines.
-  netprobe.py ask tcp|udp HOST PORT prints what the server answered, or
-                                    "none" after 3 s.
+  netprobe.py ask tcp|udp HOST PORT [SOURCE]
+                                    prints what the server answered, or
+                                    "none" after 3 s; from address SOURCE
+                                    when given.
   netprobe.py hold HOST PORT FLAG   a TCP connection that exchanges a line,
                                     waits for the file FLAG to exist, then tries
                                     again: prints "alive" or "dead".
@@ -50,13 +52,16 @@ def serve(port):
         threading.Thread(target=client, args=(c, peer), daemon=True).start()
 
 
-def ask(proto, host, port):
+def ask(proto, host, port, source=None):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         if proto == "tcp":
-            s = socket.create_connection((host, port), timeout=3)
+            bind = (source, 0) if source else None
+            s = socket.create_connection((host, port), timeout=3, source_address=bind)
         else:
             s = socket.socket(family, socket.SOCK_DGRAM)
+            if source:
+                s.bind((source, 0))
             s.settimeout(3)
             s.sendto(b"hi\n", (host, port))
         print(s.recv(2048).decode().strip())
@@ -85,6 +90,6 @@ if __name__ == "__main__":
     if mode == "serve":
         serve(int(sys.argv[2]))
     elif mode == "ask":
-        ask(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        ask(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)
     elif mode == "hold":
         hold(sys.argv[2], int(sys.argv[3]), sys.argv[4])
