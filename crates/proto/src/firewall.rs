@@ -23,6 +23,8 @@ use neutrino_model::security_groups::{Direction, EtherType};
 use neutrino_model::{PortId, SecurityGroupId, SecurityGroupRuleId};
 use serde::{Deserialize, Serialize};
 
+use crate::PortView;
+
 /// A security group used by at least one filtered port of this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecurityGroupView {
@@ -89,6 +91,30 @@ pub struct GroupMember {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberAddresses {
     pub addresses: Vec<IpNet>,
+}
+
+impl MemberAddresses {
+    /// What `port` brings to the remote groups it is a member of: fixed IPs
+    /// as host routes, allowed address pairs as their network (host bits
+    /// cleared, so that every entry is a valid set element).
+    pub fn of(port: &PortView) -> MemberAddresses {
+        let fixed = port.fixed_ips.iter().map(|f| IpNet::from(f.ip_address));
+        let pairs = port.allowed_address_pairs.iter().map(|p| p.ip_address.trunc());
+        let mut addresses: Vec<IpNet> = fixed.chain(pairs).collect();
+        addresses.sort();
+        addresses.dedup();
+        MemberAddresses { addresses }
+    }
+}
+
+impl PortView {
+    /// Whether the host's firewall filters this port: port security on,
+    /// and not a `network:*` port (routers, DHCP, floating IPs), which
+    /// Neutron trusts. A filtered port with no security group has all its
+    /// traffic dropped. The one definition, for the server and the agent.
+    pub fn filtered(&self) -> bool {
+        self.port_security_enabled && !neutrino_model::resources::device_owner::is_network_owned(&self.device_owner)
+    }
 }
 
 impl fmt::Display for GroupMember {

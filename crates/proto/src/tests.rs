@@ -216,3 +216,27 @@ fn group_members_are_map_keys_and_firewall_rules_read_back() {
     assert!("not-a-key".parse::<GroupMember>().is_err());
     assert!(format!("{group}/nope").parse::<GroupMember>().is_err());
 }
+
+#[test]
+fn filtered_ports_and_member_addresses() {
+    let mut p = port(NetworkId::new(), 1);
+    assert!(p.filtered(), "an instance port with port security");
+    p.security_groups.clear();
+    assert!(p.filtered(), "no group does not mean no filter: the agent drops its traffic");
+    for owner in ["network:router_interface", "network:dhcp", "network:floatingip", "network:router_gateway"] {
+        p.device_owner = owner.into();
+        assert!(!p.filtered(), "{owner} is trusted");
+    }
+    p.device_owner = "compute:nova".into();
+    p.port_security_enabled = false;
+    assert!(!p.filtered());
+
+    let mac = MacAddress([0xfa, 0x16, 0x3e, 0, 0, 1]);
+    p.fixed_ips.push(FixedIp { subnet_id: SubnetId::new(), ip_address: "2001:db8::5".parse().unwrap() });
+    p.allowed_address_pairs = vec![
+        AddressPair { ip_address: "10.0.0.5/32".parse().unwrap(), mac_address: mac },
+        AddressPair { ip_address: "192.168.7.9/24".parse().unwrap(), mac_address: mac },
+    ];
+    let got: Vec<String> = MemberAddresses::of(&p).addresses.iter().map(|a| a.to_string()).collect();
+    assert_eq!(got, ["10.0.0.5/32", "192.168.7.0/24", "2001:db8::5/128"], "sorted, deduplicated, host bits cleared");
+}
