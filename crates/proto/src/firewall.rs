@@ -42,7 +42,8 @@ pub struct FirewallRule {
     pub direction: Direction,
     pub ethertype: EtherType,
     /// The IP protocol number (names resolved by the server, `icmp` on
-    /// IPv6 already `ipv6-icmp`); `None`: any protocol.
+    /// IPv6 already `ipv6-icmp`); `None`: any protocol (Neutron's `0`,
+    /// `ip` and `hopopt` too, as its own drivers read them).
     pub protocol: Option<u8>,
     /// What the rule matches beyond its protocol.
     #[serde(default)]
@@ -71,7 +72,8 @@ pub enum L4Match {
 pub enum Remote {
     #[default]
     Any,
-    /// In normalised form (host bits cleared).
+    /// In normalised form (host bits cleared), of the rule's ethertype and
+    /// never /0 (sent as [`Remote::Any`]).
     Prefix { prefix: IpNet },
     /// Any address of a member of the group (its [`GroupMember`] entries).
     Group { group: SecurityGroupId },
@@ -87,7 +89,8 @@ pub struct GroupMember {
 
 /// The addresses a member port brings to a remote group: its fixed IPs (as
 /// /32 or /128) and its allowed address pairs, sorted and without
-/// duplicates.
+/// duplicates. Empty for a member with no address yet (the entry is still
+/// there: one entry per member).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberAddresses {
     pub addresses: Vec<IpNet>,

@@ -29,8 +29,8 @@ host_view_sections! {
     dhcp_hosts: PortId => DhcpHost,
     /// Routers scheduled to this host (a network host).
     routers: RouterId => RouterView,
-    /// Security groups of this host's filtered ports (ports with port
-    /// security on that are not router or DHCP ports).
+    /// Security groups of this host's filtered ports
+    /// ([`PortView::filtered`]: port security on, not `network:*`).
     security_groups: SecurityGroupId => SecurityGroupView,
     /// Members of the groups that rules of those groups name as remote
     /// groups, one entry per (group, member port), wherever the port is.
