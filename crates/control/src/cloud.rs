@@ -10,10 +10,13 @@ use ipnet::IpNet;
 use neutrino_model::agents::HostRegistration;
 use neutrino_model::resources::{self, Ipv6Mode, Network, Port, Subnet};
 use neutrino_model::segments::{NetworkType, SegmentIdRangeError, VlanId, Vni};
-use neutrino_model::{FloatingIpId, MacAddress, NetworkId, PortId, ProjectId, RouterId, SubnetId};
+use neutrino_model::{
+    FloatingIpId, MacAddress, NetworkId, PortId, ProjectId, RouterId, SecurityGroupId, SecurityGroupRuleId, SubnetId,
+};
 use neutrino_proto::{AddressPair, FixedIp, HostRoute, PortView};
 
 pub use crate::cloud_l3::{FipRec, RouterRec, router_of_port};
+pub use crate::cloud_sg::{GroupRec, RuleError};
 
 /// Data from the store that cannot make a view. It names the row, so that
 /// a broken row is found, not silently left out.
@@ -31,6 +34,8 @@ pub enum RowError {
     Mtu { network: NetworkId, mtu: i64 },
     #[error("floating IP {fip}: port forwarding protocol {value:?} is neither tcp nor udp")]
     Protocol { fip: FloatingIpId, value: String },
+    #[error("security group {group}: rule {rule}: {source}")]
+    Rule { group: SecurityGroupId, rule: SecurityGroupRuleId, source: RuleError },
 }
 
 /// A port, as views need it.
@@ -198,6 +203,10 @@ pub struct Cloud {
     ports_by_router: HashMap<RouterId, BTreeSet<PortId>>,
     fips_by_router: HashMap<RouterId, BTreeSet<FloatingIpId>>,
     routers_by_host: HashMap<String, BTreeSet<RouterId>>,
+    pub groups: HashMap<SecurityGroupId, GroupRec>,
+    /// Group -> the ports that list it (its members, bound or not; whether
+    /// or not the group is known yet: rows arrive in any order).
+    ports_by_group: HashMap<SecurityGroupId, BTreeSet<PortId>>,
 }
 
 static NO_PORTS: BTreeSet<PortId> = BTreeSet::new();
@@ -234,6 +243,11 @@ impl Cloud {
         self.fips_by_router.get(router).unwrap_or(&NO_FIPS)
     }
 
+    /// The member ports of `group`.
+    pub fn ports_of_group(&self, group: &SecurityGroupId) -> &BTreeSet<PortId> {
+        self.ports_by_group.get(group).unwrap_or(&NO_PORTS)
+    }
+
     /// Routers scheduled to `host`.
     pub fn routers_of_host(&self, host: &str) -> &BTreeSet<RouterId> {
         self.routers_by_host.get(host).unwrap_or(&NO_ROUTERS)
@@ -248,8 +262,14 @@ impl Cloud {
                 remove_from(&mut self.ports_by_router, &router, &id);
             }
             self.dhcp_ports.remove(&id);
+            for group in &old.view.security_groups {
+                remove_from(&mut self.ports_by_group, group, &id);
+            }
         }
         if let Some(rec) = rec {
+            for group in &rec.view.security_groups {
+                self.ports_by_group.entry(*group).or_default().insert(id);
+            }
             if rec.is_dhcp() {
                 self.dhcp_ports.insert(id);
             }
@@ -301,6 +321,17 @@ impl Cloud {
             }
             None => {
                 self.routers.remove(&id);
+            }
+        }
+    }
+
+    pub fn set_group(&mut self, id: SecurityGroupId, rec: Option<GroupRec>) {
+        match rec {
+            Some(rec) => {
+                self.groups.insert(id, rec);
+            }
+            None => {
+                self.groups.remove(&id);
             }
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod cloud;
 pub mod cloud_l3;
+pub mod cloud_sg;
 pub mod encode;
 pub mod hub;
 pub mod scheduler;

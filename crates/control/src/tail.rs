@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use neutrino_model::agents::agent_type;
-use neutrino_model::{FloatingIpId, NetworkId, PortId, Result, RouterId, SubnetId};
+use neutrino_model::{FloatingIpId, NetworkId, PortId, Result, RouterId, SecurityGroupId, SubnetId};
 use neutrino_store::{Change, ListQuery, Store, Subject};
 
-use crate::cloud::{Cloud, FipRec, NetRec, PortRec, RouterRec, RowError, SubnetRec};
+use crate::cloud::{Cloud, FipRec, GroupRec, NetRec, PortRec, RouterRec, RowError, SubnetRec};
 use crate::views::engine::Batch;
 
 /// Ids read per query: well under any database's parameter limit.
@@ -27,6 +27,8 @@ pub struct Touched {
     pub fips: BTreeSet<FloatingIpId>,
     /// Routers whose L3 agent binding changed.
     pub l3_bindings: BTreeSet<RouterId>,
+    /// Security groups (read with their rules).
+    pub groups: BTreeSet<SecurityGroupId>,
     /// Something scheduling depends on changed.
     pub schedule: bool,
 }
@@ -69,8 +71,15 @@ impl Touched {
                     t.l3_bindings.insert(*router);
                     t.schedule = true;
                 }
-                // Not part of any view yet (security groups, ... come with
-                // their sections; port forwardings come with their
+                Subject::SecurityGroup(id) => {
+                    t.groups.insert(*id);
+                }
+                // A rule is read with its group, and every write of a rule
+                // records its group too (the store's feed test holds it to
+                // that), so a rule's own entry adds nothing; nor does a
+                // deleted rule's id say which group it was in.
+                Subject::SecurityGroupRule(_) => {}
+                // Not part of any view (port forwardings come with their
                 // floating IP).
                 _ => {}
             }
@@ -87,6 +96,7 @@ impl Touched {
             && self.routers.is_empty()
             && self.fips.is_empty()
             && self.l3_bindings.is_empty()
+            && self.groups.is_empty()
     }
 }
 
@@ -194,6 +204,14 @@ pub async fn read_batch(store: &dyn Store, t: &Touched) -> Result<Batch> {
         let host = l3_host(store.router_l3_agents(router).await?);
         batch.router_hosts.insert(*router, host);
     }
+    read_by_ids(
+        &t.groups,
+        |q| async move { store.list_security_groups(&q).await },
+        |g| g.id,
+        GroupRec::from_model,
+        &mut batch.groups,
+    )
+    .await?;
     Ok(batch)
 }
 
@@ -259,6 +277,12 @@ pub async fn read_cloud(store: &dyn Store, lease_seconds: u32) -> Result<Cloud> 
     }
     for (router, host) in router_hosts {
         cloud.set_router_host(router, Some(host));
+    }
+    for g in store.list_security_groups(&all).await? {
+        match GroupRec::from_model(&g) {
+            Ok(rec) => cloud.set_group(g.id, Some(rec)),
+            Err(e) => tracing::error!(error = %e, "security group left out of host views"),
+        }
     }
     Ok(cloud)
 }

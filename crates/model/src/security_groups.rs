@@ -16,7 +16,8 @@ pub const DEFAULT_GROUP_NAME: &str = "default";
 /// The description of a project's default group.
 pub const DEFAULT_GROUP_DESCRIPTION: &str = "Default security group";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Direction {
     Ingress,
     Egress,
@@ -40,9 +41,11 @@ impl Direction {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EtherType {
+    #[serde(rename = "IPv4")]
     V4,
+    #[serde(rename = "IPv6")]
     V6,
 }
 

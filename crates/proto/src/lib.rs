@@ -12,6 +12,7 @@
 //! generic diff/apply ([`section`]): adding what a host must realise
 //! (routers, security groups, member sets, ...) is adding a section.
 
+mod firewall;
 mod messages;
 mod router;
 pub mod section;

@@ -13,8 +13,9 @@ use crate::view::{HostView, HostViewDelta};
 /// versions refuse each other clearly instead of misreading each other's
 /// JSON. Version 1 was the untyped L2 + DHCP view (registrations carried
 /// no version; a missing one means 1); version 2 the typed sections of L2
-/// and DHCP; version 3 adds routers.
-pub const CONTRACT_VERSION: u32 = 3;
+/// and DHCP; version 3 adds routers; version 4 security groups and their
+/// remote-group members.
+pub const CONTRACT_VERSION: u32 = 4;
 
 fn unversioned() -> u32 {
     1

@@ -181,3 +181,62 @@ fn property_between_then_apply_turns_any_map_into_any_other() {
         assert_eq!(via, third);
     }
 }
+
+#[test]
+fn group_members_are_map_keys_and_firewall_rules_read_back() {
+    use neutrino_model::security_groups::{Direction, EtherType};
+    let group: neutrino_model::SecurityGroupId = "7f1e3c2a-0b7d-4f7e-9a51-2c9d1e0f4a10".parse().unwrap();
+    let port: neutrino_model::PortId = "0b6a1f7e-2d3c-4b5a-8e9f-1a2b3c4d5e6f".parse().unwrap();
+    let key = GroupMember { group, port };
+    let mut view = HostView::default();
+    view.group_members.insert(key, MemberAddresses { addresses: vec!["10.0.0.5/32".parse().unwrap()] });
+    view.security_groups.insert(
+        group,
+        SecurityGroupView {
+            stateful: true,
+            rules: vec![FirewallRule {
+                id: "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d".parse().unwrap(),
+                direction: Direction::Ingress,
+                ethertype: EtherType::V6,
+                protocol: Some(58),
+                l4: L4Match::Icmp { icmp_type: 128, code: None },
+                remote: Remote::Group { group },
+            }],
+        },
+    );
+    let text = serde_json::to_value(&view).unwrap();
+    assert_eq!(text["group_members"][format!("{group}/{port}")]["addresses"][0], "10.0.0.5/32");
+    let rule = &text["security_groups"][group.to_string()]["rules"][0];
+    assert_eq!(rule["direction"], "ingress");
+    assert_eq!(rule["ethertype"], "IPv6");
+    assert_eq!(rule["l4"]["kind"], "icmp");
+    assert_eq!(rule["remote"]["kind"], "group");
+    let back: HostView = serde_json::from_value(text).unwrap();
+    assert_eq!(back, view);
+    assert!("not-a-key".parse::<GroupMember>().is_err());
+    assert!(format!("{group}/nope").parse::<GroupMember>().is_err());
+}
+
+#[test]
+fn filtered_ports_and_member_addresses() {
+    let mut p = port(NetworkId::new(), 1);
+    assert!(p.filtered(), "an instance port with port security");
+    p.security_groups.clear();
+    assert!(p.filtered(), "no group does not mean no filter: the agent drops its traffic");
+    for owner in ["network:router_interface", "network:dhcp", "network:floatingip", "network:router_gateway"] {
+        p.device_owner = owner.into();
+        assert!(!p.filtered(), "{owner} is trusted");
+    }
+    p.device_owner = "compute:nova".into();
+    p.port_security_enabled = false;
+    assert!(!p.filtered());
+
+    let mac = MacAddress([0xfa, 0x16, 0x3e, 0, 0, 1]);
+    p.fixed_ips.push(FixedIp { subnet_id: SubnetId::new(), ip_address: "2001:db8::5".parse().unwrap() });
+    p.allowed_address_pairs = vec![
+        AddressPair { ip_address: "10.0.0.5/32".parse().unwrap(), mac_address: mac },
+        AddressPair { ip_address: "192.168.7.9/24".parse().unwrap(), mac_address: mac },
+    ];
+    let got: Vec<String> = MemberAddresses::of(&p).addresses.iter().map(|a| a.to_string()).collect();
+    assert_eq!(got, ["10.0.0.5/32", "192.168.7.0/24", "2001:db8::5/128"], "sorted, deduplicated, host bits cleared");
+}

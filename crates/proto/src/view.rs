@@ -8,6 +8,7 @@ use neutrino_model::segments::{VlanId, Vni};
 use neutrino_model::{MacAddress, NetworkId, PortId, RouterId, SecurityGroupId, SubnetId};
 use serde::{Deserialize, Serialize};
 
+pub use crate::firewall::*;
 pub use crate::router::*;
 pub use crate::section::SectionDelta;
 use crate::section::host_view_sections;
@@ -28,6 +29,12 @@ host_view_sections! {
     dhcp_hosts: PortId => DhcpHost,
     /// Routers scheduled to this host (a network host).
     routers: RouterId => RouterView,
+    /// Security groups of this host's filtered ports
+    /// ([`PortView::filtered`]: port security on, not `network:*`).
+    security_groups: SecurityGroupId => SecurityGroupView,
+    /// Members of the groups that rules of those groups name as remote
+    /// groups, one entry per (group, member port), wherever the port is.
+    group_members: GroupMember => MemberAddresses,
 }
 
 /// A delta that does not follow the view's revision: the agent must ask

@@ -329,6 +329,7 @@ async fn core_writes_record_their_changes(store: Arc<dyn Store>) {
 async fn security_group_writes_record_their_changes(store: Arc<dyn Store>) {
     use ChangeOp::*;
     let default = store.ensure_default_security_group(&project()).await.unwrap();
+    let net = store.create_networks(vec![network_request("sg")]).await.unwrap().remove(0);
     let mut tail = Tail::new(&store).await;
     store.ensure_default_security_group(&project()).await.unwrap();
     tail.expect_none("default group again").await;
@@ -348,6 +349,16 @@ async fn security_group_writes_record_their_changes(store: Arc<dyn Store>) {
     let upd = SecurityGroupUpdate { description: Some("d".into()), ..Default::default() };
     store.update_security_group(&g, upd, None).await.unwrap();
     tail.expect("group update", &[want(Subject::SecurityGroup(g), Updated, &[], &[])]).await;
+    // A port's groups and port security are the port's: host views read
+    // memberships from the port's entry.
+    let port = store.create_ports(vec![on_host(port_request(&net), "host-a")]).await.unwrap().remove(0);
+    tail.expect("port create", &[want(Subject::Port(port.id), Created, &[net.id], &["host-a"])]).await;
+    let joined = PortUpdate { security_groups: Some(vec![g]), ..Default::default() };
+    store.update_port(&port.id, joined, None).await.unwrap();
+    tail.expect("port joins a group", &[want(Subject::Port(port.id), Updated, &[net.id], &["host-a"])]).await;
+    let off = PortUpdate { security_groups: Some(vec![]), port_security_enabled: Some(false), ..Default::default() };
+    store.update_port(&port.id, off, None).await.unwrap();
+    tail.expect("port security off", &[want(Subject::Port(port.id), Updated, &[net.id], &["host-a"])]).await;
     // A rule of the default group that lets the new group in.
     let mut rule = new_group_rules(default, &project()).remove(0);
     rule.direction = neutrino_model::security_groups::Direction::Ingress;

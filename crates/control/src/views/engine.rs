@@ -1,12 +1,14 @@
 //! The incremental view engine.
 //!
 //! It keeps, per host, only the sections that belong to that host alone
-//! (its ports, their networks, its DHCP services: small), and derives
-//! l2population and DHCP hosts from the cloud's per-network indexes. A
+//! (its ports, their networks, its DHCP services, its ports' security
+//! groups: small), and derives l2population and DHCP hosts from the
+//! cloud's per-network indexes, group members from its per-group index. A
 //! batch of changes (the new state of every object a run of feed entries
 //! touched) is turned into per-host deltas by looking only at what the
-//! batch touched: a port create costs work on its own host and on each
-//! host that has its network, never a scan of the cloud. Rare changes that
+//! batch touched: a port create costs work on its own host, on each host
+//! that has its network and on each host whose rules name one of its
+//! groups, never a scan of the cloud. Rare changes that
 //! reshape a host's view (its registration, a network's segment) resend
 //! that host a snapshot instead.
 
@@ -14,12 +16,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use neutrino_model::agents::HostRegistration;
-use neutrino_model::{FloatingIpId, NetworkId, PortId, RouterId, SubnetId};
-use neutrino_proto::{DhcpHost, DhcpService, HostView, HostViewDelta, NetworkView, PortView, RemotePort};
+use neutrino_model::{FloatingIpId, NetworkId, PortId, RouterId, SecurityGroupId, SubnetId};
+use neutrino_proto::{
+    DhcpHost, DhcpService, GroupMember, HostView, HostViewDelta, MemberAddresses, NetworkView, PortView, RemotePort,
+};
 
 use super::full::{assemble, network_endpoints, service_hosts};
+use super::security::{self, GroupCounts, GroupSections};
 use super::{OwnSections, dhcp_entry, endpoint, own_sections, routers, sees_endpoint};
-use crate::cloud::{Cloud, FipRec, NetRec, PortRec, RouterRec, SubnetRec};
+use crate::cloud::{Cloud, FipRec, GroupRec, NetRec, PortRec, RouterRec, SubnetRec};
 
 /// The new state of everything a run of feed entries touched; `None`:
 /// gone. Applied as a whole.
@@ -35,6 +40,8 @@ pub struct Batch {
     pub fips: BTreeMap<FloatingIpId, Option<FipRec>>,
     /// Router -> the host it is now scheduled to (`None`: none).
     pub router_hosts: BTreeMap<RouterId, Option<String>>,
+    /// Security groups with their rules.
+    pub groups: BTreeMap<SecurityGroupId, Option<GroupRec>>,
 }
 
 impl Batch {
@@ -47,6 +54,7 @@ impl Batch {
             && self.routers.is_empty()
             && self.fips.is_empty()
             && self.router_hosts.is_empty()
+            && self.groups.is_empty()
     }
 }
 
@@ -69,21 +77,34 @@ struct HostState {
     /// Wired ports per network of `own.networks`, so that a port change is
     /// handled without recomputing the host's sections.
     wired_per_network: HashMap<NetworkId, usize>,
+    /// Filtered ports per security group, for the same reason
+    /// (`own.security_groups` has those of them the cloud knows).
+    groups: GroupCounts,
 }
 
 impl HostState {
     fn new(revision: u64, own: OwnSections) -> HostState {
-        let mut state = HostState { revision, own, wired_per_network: HashMap::new() };
+        let mut state = HostState { revision, own, wired_per_network: HashMap::new(), groups: GroupCounts::new() };
         state.recount();
         state
     }
 
     fn recount(&mut self) {
         self.wired_per_network.clear();
+        self.groups.clear();
         for p in self.own.ports.values() {
             *self.wired_per_network.entry(p.network_id).or_default() += 1;
+            security::count_groups(&mut self.groups, p, true);
         }
     }
+}
+
+/// A host's security groups before a batch.
+#[derive(Debug, Default)]
+struct GroupsBefore {
+    /// The groups its filtered ports used.
+    used: BTreeSet<SecurityGroupId>,
+    sections: GroupSections,
 }
 
 /// The networks a host gained and lost in a batch.
@@ -100,6 +121,11 @@ pub struct Engine {
     network_hosts: HashMap<NetworkId, BTreeSet<String>>,
     /// Network -> hosts serving its DHCP.
     service_hosts: HashMap<NetworkId, BTreeSet<String>>,
+    /// Security group -> hosts with a filtered port that uses it.
+    group_hosts: HashMap<SecurityGroupId, BTreeSet<String>>,
+    /// Security group -> hosts with a group whose rules name it as their
+    /// remote group (hosts whose `group_members` has its members).
+    remote_hosts: HashMap<SecurityGroupId, BTreeSet<String>>,
 }
 
 /// What was true before a batch, for what the batch touches.
@@ -115,18 +141,37 @@ struct Before {
     port_hosts: BTreeMap<String, BTreeSet<PortId>>,
     /// Routers whose entry may change, with the host they were on.
     routers: BTreeMap<RouterId, Option<String>>,
+    /// Hosts whose security groups may change, as they were (empty for a
+    /// host not registered then).
+    groups: BTreeMap<String, GroupsBefore>,
+    /// The batch's ports: the groups they were members of and the
+    /// addresses they brought (`None`: no such port).
+    members: HashMap<PortId, Option<(Vec<SecurityGroupId>, MemberAddresses)>>,
 }
 
 impl Engine {
     /// Computes every host's own sections; every view starts at `revision`.
     pub fn new(cloud: Cloud, revision: u64) -> Engine {
-        let mut engine =
-            Engine { cloud, hosts: BTreeMap::new(), network_hosts: HashMap::new(), service_hosts: HashMap::new() };
+        let mut engine = Engine {
+            cloud,
+            hosts: BTreeMap::new(),
+            network_hosts: HashMap::new(),
+            service_hosts: HashMap::new(),
+            group_hosts: HashMap::new(),
+            remote_hosts: HashMap::new(),
+        };
         let names: Vec<String> = engine.cloud.hosts.keys().cloned().collect();
         for host in names {
             let own = own_sections(&engine.cloud, &host);
             engine.index(&host, None, Some(&own));
-            engine.hosts.insert(host, HostState::new(revision, own));
+            let state = HostState::new(revision, own);
+            for group in state.groups.keys() {
+                engine.group_hosts.entry(*group).or_default().insert(host.clone());
+            }
+            for group in security::remote_groups(&state.own.security_groups) {
+                engine.remote_hosts.entry(group).or_default().insert(host.clone());
+            }
+            engine.hosts.insert(host, state);
         }
         engine
     }
@@ -217,6 +262,7 @@ impl Engine {
                 routers::update_router(&self.cloud, router, host, &mut state.own.routers, &mut delta.routers);
             }
         }
+        self.security_delta(&before, &updates, &mut deltas);
 
         let touched: BTreeSet<NetworkId> = before.dirty_by_network.keys().copied().collect();
         let mut peers: BTreeSet<String> = own_hosts.clone();
@@ -265,6 +311,8 @@ impl Engine {
                 (Some(o), Some(n)) if o == n => continue,
                 // Changed in place: its network stays.
                 (Some(o), Some(n)) if o.network_id == n.network_id => {
+                    security::count_groups(&mut state.groups, o, false);
+                    security::count_groups(&mut state.groups, n, true);
                     delta.ports.set(*id, PortView::clone(n));
                     state.own.ports.insert(*id, n.clone());
                     continue;
@@ -272,6 +320,7 @@ impl Engine {
                 _ => {}
             }
             if let Some(old) = old {
+                security::count_groups(&mut state.groups, &old, false);
                 state.own.ports.remove(id);
                 delta.ports.unset(*id);
                 let count = state.wired_per_network.entry(old.network_id).or_default();
@@ -303,6 +352,7 @@ impl Engine {
                         None => net.gained.push(network),
                     }
                 }
+                security::count_groups(&mut state.groups, &new, true);
                 delta.ports.set(*id, PortView::clone(&new));
                 state.own.ports.insert(*id, new);
             }
@@ -330,6 +380,16 @@ impl Engine {
             routers: routers::touched_routers(cloud, batch)
                 .into_iter()
                 .map(|r| (r, cloud.router_hosts.get(&r).cloned()))
+                .collect(),
+            groups: BTreeMap::new(),
+            members: batch
+                .ports
+                .keys()
+                .map(|id| {
+                    let member =
+                        cloud.ports.get(id).map(|p| (p.view.security_groups.clone(), MemberAddresses::of(&p.view)));
+                    (*id, member)
+                })
                 .collect(),
         };
         let mut port_hosts: BTreeMap<String, BTreeSet<PortId>> = BTreeMap::new();
@@ -383,6 +443,19 @@ impl Engine {
                 before.own.insert(host.clone(), state.own.clone());
             }
         }
+        // Whose groups may change: hosts whose ports change, and the hosts
+        // that use a changed group (its rules, or its being known at all).
+        let mut group_hosts: BTreeSet<String> = own_hosts.iter().chain(before.port_hosts.keys()).cloned().collect();
+        for group in batch.groups.keys() {
+            group_hosts.extend(self.group_hosts.get(group).into_iter().flatten().cloned());
+        }
+        for host in group_hosts {
+            let was = self.hosts.get(&host).map(|state| GroupsBefore {
+                used: state.groups.keys().copied().collect(),
+                sections: state.own.security_groups.clone(),
+            });
+            before.groups.insert(host, was.unwrap_or_default());
+        }
         (before, own_hosts)
     }
 
@@ -411,6 +484,9 @@ impl Engine {
         }
         for (router, host) in batch.router_hosts {
             cloud.set_router_host(router, host);
+        }
+        for (id, rec) in batch.groups {
+            cloud.set_group(id, rec);
         }
     }
 
@@ -530,6 +606,80 @@ impl Engine {
         }
     }
 
+    /// Security group changes: the `security_groups` section of every host
+    /// whose groups may have changed, the members of the remote groups
+    /// those hosts gained or lost, then the batch's ports' membership
+    /// changes, each to the hosts that reference the group before and
+    /// after (one entry each, whatever the group's size).
+    fn security_delta(
+        &mut self,
+        before: &Before,
+        updates: &BTreeMap<String, Update>,
+        deltas: &mut BTreeMap<String, HostViewDelta>,
+    ) {
+        let Engine { cloud, hosts, group_hosts, remote_hosts, .. } = self;
+        let none = BTreeSet::new();
+        // Remote groups each host gained: it has all their members already.
+        let mut gained: HashMap<&str, BTreeSet<SecurityGroupId>> = HashMap::new();
+        for (host, was) in &before.groups {
+            let old_remote = security::remote_groups(&was.sections);
+            let Some(state) = hosts.get_mut(host) else {
+                relink(group_hosts, host, &was.used, &none);
+                relink(remote_hosts, host, &old_remote, &none);
+                continue;
+            };
+            let used: BTreeSet<SecurityGroupId> = state.groups.keys().copied().collect();
+            state.own.security_groups = security::sections(cloud, &used);
+            let new_remote = security::remote_groups(&state.own.security_groups);
+            relink(group_hosts, host, &was.used, &used);
+            relink(remote_hosts, host, &old_remote, &new_remote);
+            if updates.contains_key(host) {
+                continue;
+            }
+            let delta = deltas.entry(host.clone()).or_default();
+            delta.security_groups =
+                unshared(neutrino_proto::SectionDelta::between(&was.sections, &state.own.security_groups));
+            for group in old_remote.difference(&new_remote) {
+                for port in members_then(cloud, group, before) {
+                    delta.group_members.unset(GroupMember { group: *group, port });
+                }
+            }
+            for group in new_remote.difference(&old_remote) {
+                for (key, addresses) in security::members(cloud, group) {
+                    delta.group_members.set(key, addresses);
+                }
+            }
+            gained.insert(host, new_remote.difference(&old_remote).copied().collect());
+        }
+        for (port, was) in &before.members {
+            let now = cloud.ports.get(port).map(|p| (&p.view.security_groups, MemberAddresses::of(&p.view)));
+            let entry = |member: Option<(&Vec<SecurityGroupId>, &MemberAddresses)>, group: &SecurityGroupId| {
+                member.filter(|(groups, _)| groups.contains(group)).map(|(_, a)| a.clone())
+            };
+            let was = was.as_ref().map(|(g, a)| (g, a));
+            let now = now.as_ref().map(|(g, a)| (*g, a));
+            let groups: BTreeSet<&SecurityGroupId> =
+                was.into_iter().chain(now).flat_map(|(groups, _)| groups.iter()).collect();
+            for group in groups {
+                let (old, new) = (entry(was, group), entry(now, group));
+                if old == new {
+                    continue;
+                }
+                let key = GroupMember { group: *group, port: *port };
+                for host in remote_hosts.get(group).into_iter().flatten() {
+                    if updates.contains_key(host) || gained.get(host.as_str()).is_some_and(|g| g.contains(group)) {
+                        continue;
+                    }
+                    let delta = deltas.entry(host.clone()).or_default();
+                    match &new {
+                        Some(addresses) => delta.group_members.set(key, addresses.clone()),
+                        None => delta.group_members.unset(key),
+                    }
+                }
+            }
+        }
+    }
+
     /// The ports a network had before the batch: those it has now and the
     /// batch's ports that were on it.
     fn ports_then(&self, network: &NetworkId, before: &Before) -> BTreeSet<PortId> {
@@ -544,13 +694,28 @@ impl Engine {
     }
 }
 
-/// Takes `host` out of a network's hosts.
-fn unlink(index: &mut HashMap<NetworkId, BTreeSet<String>>, network: &NetworkId, host: &str) {
-    if let Some(set) = index.get_mut(network) {
+/// Takes `host` out of a network's (or a group's) hosts.
+fn unlink<K: std::hash::Hash + Eq>(index: &mut HashMap<K, BTreeSet<String>>, key: &K, host: &str) {
+    if let Some(set) = index.get_mut(key) {
         set.remove(host);
         if set.is_empty() {
-            index.remove(network);
+            index.remove(key);
         }
+    }
+}
+
+/// Makes `index` say that `host` has exactly `new` among `old ∪ new`.
+fn relink(
+    index: &mut HashMap<SecurityGroupId, BTreeSet<String>>,
+    host: &str,
+    old: &BTreeSet<SecurityGroupId>,
+    new: &BTreeSet<SecurityGroupId>,
+) {
+    for key in old.difference(new) {
+        unlink(index, key, host);
+    }
+    for key in new.difference(old) {
+        index.entry(*key).or_default().insert(host.to_string());
     }
 }
 
@@ -568,4 +733,16 @@ fn unshared<K: Ord, V: Clone>(
 /// l2population entries then change wholesale).
 fn segments_moved(old: &OwnSections, new: &OwnSections) -> bool {
     old.networks.iter().any(|(id, nv)| new.networks.get(id).is_some_and(|n| n.segment != nv.segment))
+}
+
+/// The members a group had before the batch: its members now that were
+/// members then, and the batch's ports that were.
+fn members_then(cloud: &Cloud, group: &SecurityGroupId, before: &Before) -> BTreeSet<PortId> {
+    let was_member = |port: &PortId| match before.members.get(port) {
+        Some(was) => was.as_ref().is_some_and(|(groups, _)| groups.contains(group)),
+        None => true,
+    };
+    let mut ids: BTreeSet<PortId> = cloud.ports_of_group(group).iter().copied().filter(|p| was_member(p)).collect();
+    ids.extend(before.members.keys().copied().filter(|p| was_member(p)));
+    ids
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use neutrino_model::{NetworkId, PortId};
-use neutrino_proto::{DhcpHost, DhcpService, HostView, NetworkView, PortView, RemotePort};
+use neutrino_proto::{DhcpHost, DhcpService, HostView, NetworkView, PortView, RemotePort, SecurityGroupView};
 
 use super::{OwnSections, dhcp_entry, endpoint, own_sections, sees_endpoint};
 use crate::cloud::Cloud;
@@ -72,6 +72,8 @@ pub fn assemble(cloud: &Cloud, host: &str, own: &OwnSections, revision: u64) -> 
         ports: own.ports.iter().map(|(id, p)| (*id, PortView::clone(p))).collect(),
         dhcp: own.dhcp.clone(),
         routers: own.routers.clone(),
+        security_groups: own.security_groups.iter().map(|(id, g)| (*id, SecurityGroupView::clone(g))).collect(),
+        group_members: super::security::group_members(cloud, &own.security_groups),
     }
 }
 

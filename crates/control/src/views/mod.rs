@@ -10,6 +10,7 @@
 pub mod engine;
 pub mod full;
 pub mod routers;
+pub mod security;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -135,15 +136,17 @@ pub fn dhcp_service(
 }
 
 /// The sections a host's view is made of that belong to it alone (small:
-/// its own ports, their networks, its DHCP services, its routers). The
-/// engine keeps these per host; l2population and DHCP hosts are derived
-/// from the cloud.
+/// its own ports, their networks, its DHCP services, its routers, its
+/// ports' security groups). The engine keeps these per host;
+/// l2population, DHCP hosts and group members are derived from the cloud.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OwnSections {
     pub networks: BTreeMap<NetworkId, NetworkView>,
     pub ports: BTreeMap<PortId, Arc<PortView>>,
     pub dhcp: BTreeMap<NetworkId, DhcpService>,
     pub routers: BTreeMap<RouterId, RouterView>,
+    /// The groups of its filtered ports.
+    pub security_groups: security::GroupSections,
 }
 
 /// Computes a host's own sections: O(ports bound to it and its routers).
@@ -160,6 +163,11 @@ pub fn own_sections(cloud: &Cloud, host: &str) -> OwnSections {
         }
         own.ports.insert(*id, view);
     }
+    let mut used = security::GroupCounts::new();
+    for port in own.ports.values() {
+        security::count_groups(&mut used, port, true);
+    }
+    own.security_groups = security::sections(cloud, used.keys());
     let scheduled = cloud.dhcp_bindings.iter().filter(|(_, hosts)| hosts.contains(host)).map(|(n, _)| *n);
     for network in scheduled.collect::<Vec<_>>() {
         if let Some(service) = dhcp_service(cloud, &network, host, &own.ports) {

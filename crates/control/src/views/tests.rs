@@ -6,13 +6,16 @@ use std::net::IpAddr;
 
 use neutrino_model::agents::{HostRegistration, HostRole};
 use neutrino_model::resources::device_owner;
-use neutrino_model::{FloatingIpId, MacAddress, NetworkId, PortId, RouterId, SubnetId};
-use neutrino_proto::{FixedIp, HostView, PortView, Segment};
+use neutrino_model::security_groups::{Direction, EtherType};
+use neutrino_model::{FloatingIpId, MacAddress, NetworkId, PortId, RouterId, SecurityGroupId, SubnetId};
+use neutrino_proto::{
+    AddressPair, FirewallRule, FixedIp, GroupMember, HostView, L4Match, PortView, Remote, SecurityGroupView, Segment,
+};
 
 use super::engine::{Batch, Engine, Update};
 use super::full::{compute, compute_all};
 use super::*;
-use crate::cloud::{FipRec, NetRec, RouterRec, RowError, SegmentRec, SubnetRec};
+use crate::cloud::{FipRec, GroupRec, NetRec, RouterRec, RowError, SegmentRec, SubnetRec};
 
 fn reg(host: &str, vtep: Option<&str>, physnets: &[&str]) -> HostRegistration {
     HostRegistration {
@@ -315,6 +318,37 @@ struct World {
     ports: Vec<PortId>,
     routers: Vec<RouterId>,
     fips: Vec<FloatingIpId>,
+    groups: Vec<SecurityGroupId>,
+}
+
+/// A group of 0 to 3 rules, a third of them naming a remote group (often
+/// one of the world's, sometimes its own, now and then one that does not
+/// exist).
+fn random_group(rng: &mut Lcg, w: &World, rule_ids: &mut usize) -> Option<GroupRec> {
+    if rng.chance(10) {
+        return None;
+    }
+    let mut rules = Vec::new();
+    for _ in 0..rng.below(4) {
+        *rule_ids += 1;
+        let ethertype = *rng.pick(&[EtherType::V4, EtherType::V6]);
+        let (protocol, l4) = match rng.below(3) {
+            0 => (None, L4Match::Any),
+            1 => (Some(6), L4Match::Ports { range: neutrino_model::l3::PortRange::single(22) }),
+            _ => (Some(if ethertype == EtherType::V4 { 1 } else { 58 }), L4Match::Icmp { icmp_type: 8, code: None }),
+        };
+        let remote = match rng.below(6) {
+            0 | 1 => Remote::Any,
+            2 => Remote::Prefix {
+                prefix: if ethertype == EtherType::V4 { "10.0.0.0/24" } else { "2001:db8::/64" }.parse().unwrap(),
+            },
+            5 if rng.chance(20) => Remote::Group { group: uuid(0x7ff) },
+            _ => Remote::Group { group: *rng.pick(&w.groups) },
+        };
+        let direction = *rng.pick(&[Direction::Ingress, Direction::Egress]);
+        rules.push(FirewallRule { id: uuid(0x10000 + *rule_ids), direction, ethertype, protocol, l4, remote });
+    }
+    Some(GroupRec { view: std::sync::Arc::new(SecurityGroupView { stateful: rng.chance(80), rules }) })
 }
 
 fn random_router(rng: &mut Lcg) -> Option<RouterRec> {
@@ -421,14 +455,33 @@ fn random_port(rng: &mut Lcg, w: &World, id: PortId) -> Option<PortRec> {
     if owner == device_owner::DHCP && rng.chance(70) {
         std::sync::Arc::make_mut(&mut rec.view).device_id = dhcp_device_id(&host, &network);
     }
-    std::sync::Arc::make_mut(&mut rec.view).admin_state_up = rng.chance(85);
+    let view = std::sync::Arc::make_mut(&mut rec.view);
+    view.admin_state_up = rng.chance(85);
+    // Groups, port security and addresses, which make members.
+    view.security_groups = w.groups.iter().filter(|_| rng.chance(30)).copied().collect();
+    view.port_security_enabled = rng.chance(80);
+    if !view.port_security_enabled && rng.chance(80) {
+        // The API allows no group without port security; the engine
+        // must not care.
+        view.security_groups.clear();
+    }
+    if rng.chance(25) {
+        let ip_address = rng.pick(&["10.0.0.77/32", "192.168.5.9/24", "2001:db8::7/128"]).parse().unwrap();
+        view.allowed_address_pairs = vec![AddressPair { ip_address, mac_address: view.mac }];
+    }
+    if rng.chance(15) {
+        view.fixed_ips.push(FixedIp { subnet_id: subnet, ip_address: ip(&format!("2001:db8::{}", rng.below(9) + 1)) });
+    }
     Some(rec)
 }
 
-fn random_batch(rng: &mut Lcg, w: &World) -> Batch {
+fn random_batch(rng: &mut Lcg, w: &World, rule_ids: &mut usize) -> Batch {
     let mut batch = Batch::default();
     for _ in 0..rng.below(4) + 1 {
-        match rng.below(27) {
+        match rng.below(30) {
+            27..=29 => {
+                batch.groups.insert(*rng.pick(&w.groups), random_group(rng, w, rule_ids));
+            }
             20 | 21 => {
                 batch.routers.insert(*rng.pick(&w.routers), random_router(rng));
             }
@@ -471,8 +524,10 @@ fn property_incremental_views_equal_the_full_recompute() {
     // More seeds with NEUTRINO_PROPERTY_SEEDS=N.
     let seeds = std::env::var("NEUTRINO_PROPERTY_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60u64);
     // How often routers showed with interfaces, a gateway, floating IPs
-    // and port forwardings: the test must exercise each.
+    // and port forwardings, hosts with groups and group members, and
+    // deltas of each: the test must exercise each.
     let mut seen = [0usize; 4];
+    let mut seen_groups = [0usize; 4];
     for seed in 0..seeds {
         let mut rng = Lcg(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) + 1);
         let hosts: Vec<String> = (0..5).map(|i| format!("h{i}")).collect();
@@ -485,7 +540,9 @@ fn property_incremental_views_equal_the_full_recompute() {
         let ports: Vec<PortId> = (0..24).map(|i| uuid(0x300 + i)).collect();
         let routers: Vec<RouterId> = (0..3).map(|i| uuid(0x400 + i)).collect();
         let fips: Vec<FloatingIpId> = (0..5).map(|i| uuid(0x500 + i)).collect();
-        let world = World { hosts, networks, subnets, ports, routers, fips };
+        let groups: Vec<SecurityGroupId> = (0..4).map(|i| uuid(0x700 + i)).collect();
+        let world = World { hosts, networks, subnets, ports, routers, fips, groups };
+        let mut rule_ids = 0;
 
         // A random starting cloud, then random batches of changes.
         let mut cloud = Cloud::new(3600);
@@ -508,13 +565,16 @@ fn property_incremental_views_equal_the_full_recompute() {
         for f in &world.fips {
             cloud.set_fip(*f, random_fip(&mut rng, &world, *f));
         }
+        for g in &world.groups {
+            cloud.set_group(*g, random_group(&mut rng, &world, &mut rule_ids));
+        }
         let mut engine = Engine::new(cloud, 1);
         let mut agents: BTreeMap<String, HostView> =
             engine.hosts().map(|h| (h.to_string(), engine.render(h).unwrap())).collect();
         assert_agents_match(&engine, &agents, 0);
         for step in 1..80usize {
             let before = compute_all(engine.cloud());
-            let batch = random_batch(&mut rng, &world);
+            let batch = random_batch(&mut rng, &world, &mut rule_ids);
             if std::env::var("VIEWS_DEBUG").is_ok() {
                 eprintln!("seed {seed} step {step}: {batch:?}");
             }
@@ -548,6 +608,10 @@ fn property_incremental_views_equal_the_full_recompute() {
                 };
                 let reshaped = matches!(updates[host], Update::Snapshot { .. });
                 assert!(changed || reshaped, "seed {seed} step {step}: {host} told of a change it did not have");
+                if let Update::Delta(d) = &updates[host] {
+                    seen_groups[2] += usize::from(!d.security_groups.is_empty());
+                    seen_groups[3] += usize::from(!d.group_members.is_empty());
+                }
             }
             follow(&engine, &mut agents, updates);
             assert_agents_match(&engine, &agents, step);
@@ -557,9 +621,14 @@ fn property_incremental_views_equal_the_full_recompute() {
                 seen[2] += usize::from(!r.floating_ips.is_empty());
                 seen[3] += usize::from(!r.port_forwardings.is_empty());
             }
+            for v in agents.values() {
+                seen_groups[0] += usize::from(!v.security_groups.is_empty());
+                seen_groups[1] += usize::from(!v.group_members.is_empty());
+            }
         }
     }
     assert!(seen.iter().all(|n| *n > 0), "routers exercised: {seen:?}");
+    assert!(seen_groups.iter().all(|n| *n > 0), "security groups exercised: {seen_groups:?}");
 }
 
 #[test]
@@ -580,4 +649,138 @@ fn a_host_view_is_the_full_view_whatever_the_order_of_changes() {
     for host in ["h1", "h2", "h3"] {
         assert!(engine.render(host).unwrap().same_content(&compute(&cloud, host)), "{host}");
     }
+}
+
+fn group(rules: Vec<FirewallRule>) -> GroupRec {
+    GroupRec { view: std::sync::Arc::new(SecurityGroupView { stateful: true, rules }) }
+}
+
+fn from_group(n: usize, remote: SecurityGroupId) -> FirewallRule {
+    FirewallRule {
+        id: uuid(0x900 + n),
+        direction: Direction::Ingress,
+        ethertype: EtherType::V4,
+        protocol: Some(6),
+        l4: L4Match::Ports { range: neutrino_model::l3::PortRange::single(5432) },
+        remote: Remote::Group { group: remote },
+    }
+}
+
+fn in_groups(mut rec: PortRec, groups: &[SecurityGroupId]) -> PortRec {
+    std::sync::Arc::make_mut(&mut rec.view).security_groups = groups.to_vec();
+    rec
+}
+
+/// `web` lets in members of `db`; h1 has a web port, h2 a db port. h1
+/// holds `db`'s members, h2 holds `db` but no rule that names it.
+fn grouped_cloud() -> (Cloud, NetworkId, SubnetId, Vec<PortId>, SecurityGroupId, SecurityGroupId) {
+    let (mut cloud, net, sub, ids) = small_cloud();
+    let (web, db) = (uuid(0x801), uuid(0x802));
+    cloud.set_group(web, Some(group(vec![from_group(1, db)])));
+    cloud.set_group(db, Some(group(vec![])));
+    cloud.set_port(ids[0], Some(in_groups(port(net, sub, "h1", "10.0.0.10", 1, "compute:nova"), &[web])));
+    cloud.set_port(ids[1], Some(in_groups(port(net, sub, "h2", "10.0.0.11", 2, "compute:nova"), &[db])));
+    (cloud, net, sub, ids, web, db)
+}
+
+#[test]
+fn hosts_hold_the_groups_of_their_filtered_ports_and_the_members_their_rules_name() {
+    let (mut cloud, net, sub, ids, web, db) = grouped_cloud();
+    // A DHCP port in `web` on h2: trusted, so h2 does not get `web`.
+    let dhcp = PortId::new();
+    cloud.set_port(dhcp, Some(in_groups(port(net, sub, "h2", "10.0.0.2", 9, device_owner::DHCP), &[web])));
+    let views = compute_all(&cloud);
+    let h1 = &views["h1"];
+    assert_eq!(h1.security_groups.keys().collect::<Vec<_>>(), [&web]);
+    assert_eq!(h1.security_groups[&web].rules, [from_group(1, db)]);
+    let member = GroupMember { group: db, port: ids[1] };
+    assert_eq!(h1.group_members.keys().collect::<Vec<_>>(), [&member]);
+    assert_eq!(h1.group_members[&member].addresses, ["10.0.0.11/32".parse::<ipnet::IpNet>().unwrap()]);
+    let h2 = &views["h2"];
+    assert_eq!(h2.security_groups.keys().collect::<Vec<_>>(), [&db], "the DHCP port is not filtered");
+    assert!(h2.group_members.is_empty(), "no rule of db names a remote group");
+    assert!(h2.ports[&ids[2]].filtered() && h2.ports[&ids[2]].security_groups.is_empty());
+    assert!(views["h3"].security_groups.is_empty() && views["h3"].group_members.is_empty());
+}
+
+#[test]
+fn a_membership_change_is_one_member_entry_to_the_hosts_that_reference_the_group() {
+    let (cloud, net, sub, ids, web, db) = grouped_cloud();
+    let mut engine = Engine::new(cloud, 10);
+    let mut agents: BTreeMap<String, HostView> =
+        engine.hosts().map(|h| (h.to_string(), engine.render(h).unwrap())).collect();
+    let only_members = |updates: &BTreeMap<String, Update>, host: &str| -> neutrino_proto::HostViewDelta {
+        let Update::Delta(d) = &updates[host] else { panic!("{host}: {:?}", updates[host]) };
+        let mut rest = (**d).clone();
+        rest.group_members = Default::default();
+        assert!(rest.is_empty(), "{host}: only group members change, not {rest:?}");
+        (**d).clone()
+    };
+
+    // An unbound port joins db: h1 gets one entry; h2 (has db, no rule
+    // naming it) and h3 hear nothing.
+    let unbound = PortId::new();
+    let mut batch = Batch::default();
+    batch.ports.insert(unbound, Some(in_groups(port(net, sub, "", "10.0.0.50", 50, "compute:nova"), &[db])));
+    let updates = engine.apply(batch, 11);
+    assert_eq!(updates.keys().collect::<Vec<_>>(), ["h1"]);
+    let d = only_members(&updates, "h1");
+    assert_eq!(d.group_members.upsert.keys().collect::<Vec<_>>(), [&GroupMember { group: db, port: unbound }]);
+    assert!(d.group_members.remove.is_empty());
+    follow(&engine, &mut agents, updates);
+    assert_agents_match(&engine, &agents, 1);
+
+    // A member's allowed address pairs change: h1 gets that member's entry
+    // again; h2 gets its own port (it is bound there), no member entry.
+    let mut rec = engine.cloud().ports[&ids[1]].clone();
+    let mac = rec.view.mac;
+    std::sync::Arc::make_mut(&mut rec.view).allowed_address_pairs =
+        vec![AddressPair { ip_address: "10.0.0.99/32".parse().unwrap(), mac_address: mac }];
+    let mut batch = Batch::default();
+    batch.ports.insert(ids[1], Some(rec));
+    let updates = engine.apply(batch, 12);
+    assert_eq!(updates.keys().collect::<Vec<_>>(), ["h1", "h2"]);
+    let d = only_members(&updates, "h1");
+    let member = GroupMember { group: db, port: ids[1] };
+    assert_eq!(d.group_members.upsert.keys().collect::<Vec<_>>(), [&member]);
+    assert_eq!(d.group_members.upsert[&member].addresses.len(), 2);
+    let Update::Delta(d2) = &updates["h2"] else { panic!() };
+    assert!(d2.group_members.is_empty() && d2.security_groups.is_empty() && d2.ports.upsert.contains_key(&ids[1]));
+    follow(&engine, &mut agents, updates);
+    assert_agents_match(&engine, &agents, 2);
+
+    // The unbound port leaves db: one removal on h1.
+    let mut batch = Batch::default();
+    batch.ports.insert(unbound, Some(port(net, sub, "", "10.0.0.50", 50, "compute:nova")));
+    let updates = engine.apply(batch, 13);
+    assert_eq!(updates.keys().collect::<Vec<_>>(), ["h1"]);
+    assert_eq!(only_members(&updates, "h1").group_members.remove, [GroupMember { group: db, port: unbound }]);
+    follow(&engine, &mut agents, updates);
+    assert_agents_match(&engine, &agents, 3);
+
+    // A rule of db now names web: h2 gets db's new rules and web's
+    // members; h1 (whose web is unchanged) nothing.
+    let mut batch = Batch::default();
+    batch.groups.insert(db, Some(group(vec![from_group(2, web)])));
+    let updates = engine.apply(batch, 14);
+    assert_eq!(updates.keys().collect::<Vec<_>>(), ["h2"]);
+    let Update::Delta(d) = &updates["h2"] else { panic!() };
+    assert_eq!(d.security_groups.upsert[&db].rules, [from_group(2, web)]);
+    assert_eq!(d.group_members.upsert.keys().collect::<Vec<_>>(), [&GroupMember { group: web, port: ids[0] }]);
+    follow(&engine, &mut agents, updates);
+    assert_agents_match(&engine, &agents, 4);
+
+    // h1's port turns port security off: h1 drops web and db's members,
+    // and leaves web's members as seen from h2 (it is still in web).
+    let mut rec = engine.cloud().ports[&ids[0]].clone();
+    std::sync::Arc::make_mut(&mut rec.view).port_security_enabled = false;
+    let mut batch = Batch::default();
+    batch.ports.insert(ids[0], Some(rec));
+    let updates = engine.apply(batch, 15);
+    let Update::Delta(d) = &updates["h1"] else { panic!() };
+    assert_eq!(d.security_groups.remove, [web]);
+    assert_eq!(d.group_members.remove, [GroupMember { group: db, port: ids[1] }]);
+    assert!(!updates.contains_key("h2"), "web's members did not change");
+    follow(&engine, &mut agents, updates);
+    assert_agents_match(&engine, &agents, 5);
 }
