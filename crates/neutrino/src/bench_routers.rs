@@ -49,10 +49,10 @@ pub struct RoutersBenchArgs {
     pub markdown: Option<PathBuf>,
 }
 
-/// Why the routers benchmark could not run or finish.
+/// Why a benchmark in a lab (routers, firewall) could not run or finish.
 #[derive(Debug, thiserror::Error)]
-pub enum RoutersBenchError {
-    #[error("the routers benchmark builds a lab of network namespaces: run it as root")]
+pub enum LabBenchError {
+    #[error("this benchmark builds a lab of network namespaces: run it as root")]
     NotRoot,
     #[error(transparent)]
     Lab(#[from] neutrino_lab::Error),
@@ -68,14 +68,14 @@ pub enum RoutersBenchError {
     Report(#[from] BenchError),
 }
 
-impl RoutersBenchError {
-    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+impl LabBenchError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let what = what.into();
-        move |source| RoutersBenchError::Io { what, source }
+        move |source| LabBenchError::Io { what, source }
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -83,22 +83,28 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len()) - 1]
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-async fn call(lab: &Lab, method: Method, path: &str, body: Value, status: u16) -> Result<Value, RoutersBenchError> {
+pub(crate) async fn call(
+    lab: &Lab,
+    method: Method,
+    path: &str,
+    body: Value,
+    status: u16,
+) -> Result<Value, LabBenchError> {
     Ok(lab.api().expect(method, path, Some(body), status).await?)
 }
 
-fn id(v: &Value) -> String {
+pub(crate) fn id(v: &Value) -> String {
     v["id"].as_str().unwrap_or_default().to_string()
 }
 
 /// A lab with a provider network (203.0.113.0/24 through `external`), a
 /// router with a gateway on it and `networks` project networks
 /// (10.60.N.0/24) attached; returns (external network, router, networks).
-async fn topology(lab: &Lab, networks: usize) -> Result<(String, String, Vec<String>), RoutersBenchError> {
+async fn topology(lab: &Lab, networks: usize) -> Result<(String, String, Vec<String>), LabBenchError> {
     let ext = call(
         lab,
         Method::POST,
@@ -143,7 +149,7 @@ async fn topology(lab: &Lab, networks: usize) -> Result<(String, String, Vec<Str
 
 /// An instance on h2 with a static address and a default route via the
 /// router, as Nova plus a guest would set it up; returns the port.
-async fn instance(lab: &Lab, name: &str, network: &str, n: usize) -> Result<Value, RoutersBenchError> {
+async fn instance(lab: &Lab, name: &str, network: &str, n: usize) -> Result<Value, LabBenchError> {
     let body = json!({"port": {"network_id": network, "binding:host_id": "h2", "device_owner": "compute:nova"}});
     let port = call(lab, Method::POST, "/v2.0/ports", body, 201).await?["port"].take();
     lab.instance_plug(name, "h2", &id(&port)).await?;
@@ -153,7 +159,7 @@ async fn instance(lab: &Lab, name: &str, network: &str, n: usize) -> Result<Valu
     Ok(port)
 }
 
-async fn router_ports_active(lab: &Lab, router: &str) -> Result<(), RoutersBenchError> {
+async fn router_ports_active(lab: &Lab, router: &str) -> Result<(), LabBenchError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, body) = lab.api().get(&format!("/v2.0/ports?device_id={router}")).await?;
@@ -162,7 +168,7 @@ async fn router_ports_active(lab: &Lab, router: &str) -> Result<(), RoutersBench
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(RoutersBenchError::NotReady("the router's ports not ACTIVE after 60 s".into()));
+            return Err(LabBenchError::NotReady("the router's ports not ACTIVE after 60 s".into()));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -170,7 +176,7 @@ async fn router_ports_active(lab: &Lab, router: &str) -> Result<(), RoutersBench
 
 /// Kernel operations of h1's agent since it started, once it has been
 /// quiet for 300 ms: (netlink requests and mounts, router NAT operations).
-async fn settled_ops(lab: &Lab) -> Result<(u64, u64), RoutersBenchError> {
+async fn settled_ops(lab: &Lab) -> Result<(u64, u64), LabBenchError> {
     let mut last = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -201,7 +207,7 @@ struct Associations {
     ops: (u64, u64),
 }
 
-async fn associations(args: &RoutersBenchArgs, bin: &std::path::Path) -> Result<Associations, RoutersBenchError> {
+async fn associations(args: &RoutersBenchArgs, bin: &std::path::Path) -> Result<Associations, LabBenchError> {
     let lab = Lab::up(LabConfig::new(format!("{}a-", args.prefix), 2, bin)).await?;
     let (ext, router, nets) = topology(&lab, 1).await?;
     router_ports_active(&lab, &router).await?;
@@ -219,13 +225,13 @@ async fn associations(args: &RoutersBenchArgs, bin: &std::path::Path) -> Result<
         let path = format!("/v2.0/floatingips/{}", id(&fip["floatingip"]));
         let mut ping = lab.command("external", &["ping", "-n", "-q", "-c", "1", "-i", "0.005", "-w", "5", &address])?;
         ping.stdout(std::process::Stdio::null()).stdin(std::process::Stdio::null()).kill_on_drop(true);
-        let mut ping = ping.spawn().map_err(RoutersBenchError::io("cannot run ping"))?;
+        let mut ping = ping.spawn().map_err(LabBenchError::io("cannot run ping"))?;
         // The pinger is running (its first echo unanswered) before the write.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let t0 = Instant::now();
         call(&lab, Method::PUT, &path, json!({"floatingip": {"port_id": id(port)}}), 200).await?;
         let t_api = t0.elapsed();
-        let status = ping.wait().await.map_err(RoutersBenchError::io("ping"))?;
+        let status = ping.wait().await.map_err(LabBenchError::io("ping"))?;
         if status.success() {
             out.reachable.push(t0.elapsed());
             out.api.push(t_api);
@@ -248,7 +254,7 @@ struct Cold {
     ops: (u64, u64),
 }
 
-async fn cold(args: &RoutersBenchArgs, bin: &std::path::Path) -> Result<Cold, RoutersBenchError> {
+async fn cold(args: &RoutersBenchArgs, bin: &std::path::Path) -> Result<Cold, LabBenchError> {
     let lab = Lab::up(LabConfig::new(format!("{}c-", args.prefix), 2, bin)).await?;
     let (ext, router, nets) = topology(&lab, args.interfaces.max(1)).await?;
     router_ports_active(&lab, &router).await?;
@@ -261,7 +267,7 @@ async fn cold(args: &RoutersBenchArgs, bin: &std::path::Path) -> Result<Cold, Ro
         addresses.push(fip["floatingip"]["floating_ip_address"].as_str().unwrap_or_default().to_string());
     }
     let script = lab.run_dir().join("pingall.py");
-    std::fs::write(&script, PINGALL).map_err(RoutersBenchError::io("cannot write the pinger"))?;
+    std::fs::write(&script, PINGALL).map_err(LabBenchError::io("cannot write the pinger"))?;
     let script = script.display().to_string();
     let pingall = |timeout: &'static str| {
         let mut argv = vec!["python3".to_string(), script.clone(), timeout.to_string()];
@@ -271,26 +277,26 @@ async fn cold(args: &RoutersBenchArgs, bin: &std::path::Path) -> Result<Cold, Ro
     // Everything works before the host goes away.
     let warm = lab.exec_ok("external", &pingall("30")).await?;
     if warm.starts_with("timeout") {
-        return Err(RoutersBenchError::NotReady(format!("before the cold start: {warm}")));
+        return Err(LabBenchError::NotReady(format!("before the cold start: {warm}")));
     }
     lab.stop_agent(1)?;
     // The restarted agent's own counts, not those its predecessor left.
     let status = lab.agent_status_file(1);
-    std::fs::remove_file(&status).map_err(RoutersBenchError::io("cannot remove the agent's status file"))?;
+    std::fs::remove_file(&status).map_err(LabBenchError::io("cannot remove the agent's status file"))?;
     let ns = format!("{}qrouter-{router}", lab.topology().agent_netns_prefix(1));
     let st = std::process::Command::new("ip")
         .args(["netns", "del", &ns])
         .status()
-        .map_err(RoutersBenchError::io("cannot run ip netns del"))?;
+        .map_err(LabBenchError::io("cannot run ip netns del"))?;
     if !st.success() {
-        return Err(RoutersBenchError::NotReady(format!("no router namespace {ns} to remove")));
+        return Err(LabBenchError::NotReady(format!("no router namespace {ns} to remove")));
     }
     let mut pinger = lab.command("external", &pingall("60"))?;
     pinger.stdin(std::process::Stdio::null()).kill_on_drop(true);
-    let pinger = pinger.spawn().map_err(RoutersBenchError::io("cannot run the pinger"))?;
+    let pinger = pinger.spawn().map_err(LabBenchError::io("cannot run the pinger"))?;
     let t0 = Instant::now();
     lab.start_agent(1)?;
-    let out = pinger.wait_with_output().await.map_err(RoutersBenchError::io("the pinger"))?;
+    let out = pinger.wait_with_output().await.map_err(LabBenchError::io("the pinger"))?;
     let elapsed = t0.elapsed();
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let unanswered = text.strip_prefix("timeout ").and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -304,11 +310,11 @@ async fn cold(args: &RoutersBenchArgs, bin: &std::path::Path) -> Result<Cold, Ro
     })
 }
 
-pub async fn run(args: RoutersBenchArgs) -> Result<(), RoutersBenchError> {
+pub async fn run(args: RoutersBenchArgs) -> Result<(), LabBenchError> {
     if !neutrino_lab::is_root() {
-        return Err(RoutersBenchError::NotRoot);
+        return Err(LabBenchError::NotRoot);
     }
-    let bin = std::env::current_exe().map_err(RoutersBenchError::io("cannot find this binary"))?;
+    let bin = std::env::current_exe().map_err(LabBenchError::io("cannot find this binary"))?;
     let mut machine = Machine::probe();
     let assoc = associations(&args, &bin).await?;
     let cold = if args.fips > 0 { Some(cold(&args, &bin).await?) } else { None };

@@ -5,6 +5,7 @@ pub mod agent_channel;
 pub mod bench;
 pub mod bench_control;
 pub mod bench_dataplane;
+pub mod bench_firewall;
 pub mod bench_routers;
 pub mod config;
 pub mod data_dir;

@@ -179,7 +179,12 @@ pub async fn instance(lab: &Lab, name: &str, host: &str, network: &str, project:
     if let Some(p) = project {
         body["project_id"] = json!(p);
     }
-    let port = post(lab, "/v2.0/ports", json!({ "port": body })).await["port"].take();
+    instance_with(lab, name, host, body).await
+}
+
+/// [`instance`] on a port made from `port` (the body of `POST /v2.0/ports`).
+pub async fn instance_with(lab: &Lab, name: &str, host: &str, port: Value) -> Value {
+    let port = post(lab, "/v2.0/ports", json!({ "port": port })).await["port"].take();
     lab.instance_create(name, host, &id(&port)).await.expect("instance with a lease");
     port
 }
