@@ -144,7 +144,7 @@ impl Lab {
 
 fn rule(n: u128, direction: Direction, protocol: Option<u8>, l4: L4Match, remote: Remote) -> FirewallRule {
     FirewallRule {
-        id: SecurityGroupRuleId(Uuid::from_u128(0x7777_0000_0000_4000_8000_000000000000 + n)),
+        id: SecurityGroupRuleId(Uuid::from_u128(0x77770000_0000_4000_8000_000000000000 + n)),
         direction,
         ethertype: EtherType::V4,
         protocol,

@@ -299,13 +299,17 @@ fn port_firewall(id: PortId, port: &PortView, view: &HostView, problems: &mut Ve
         port.security_groups.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
     let mut egress = BTreeSet::new();
     let mut ingress = BTreeSet::new();
-    let mut any_stateful = groups.is_empty();
+    // Stateless only when every group is known and stateless (Neutron
+    // refuses to mix them on one port); a group missing from the view
+    // allows nothing and counts as stateful, the default.
+    let mut stateless = !groups.is_empty();
     for group in &groups {
         let Some(sg) = view.security_groups.get(group) else {
             problems.push(FirewallProblem::MissingGroup { port: id, group: *group });
+            stateless = false;
             continue;
         };
-        any_stateful |= sg.stateful;
+        stateless &= !sg.stateful;
         for rule in &sg.rules {
             match compile_rule(*group, rule) {
                 Ok(r) if rule.direction == Direction::Egress => {
@@ -326,7 +330,7 @@ fn port_firewall(id: PortId, port: &PortView, view: &HostView, problems: &mut Ve
         tap: tap_name(&id),
         bridge: bridge_name(&port.network_id),
         spoof: anti_spoof(port),
-        stateful: any_stateful,
+        stateful: !stateless,
         groups,
         egress: egress.into_iter().collect(),
         ingress: ingress.into_iter().collect(),

@@ -334,11 +334,10 @@ pub fn cut_flows(old: &PortFirewall, new: &PortFirewall, zone: ZoneId) -> Vec<Fl
                 _ => None,
             });
             for address in &new.fixed_ips {
-                let same = match (family, address) {
-                    (Some(compile::Family::V4), IpAddr::V4(_)) | (Some(compile::Family::V6), IpAddr::V6(_)) => true,
-                    (None, _) => true,
-                    _ => false,
-                };
+                let same = matches!(
+                    (family, address),
+                    (None, _) | (Some(compile::Family::V4), IpAddr::V4(_)) | (Some(compile::Family::V6), IpAddr::V6(_))
+                );
                 if same {
                     flows.insert(Flows { zone, address: *address, to_port, protocol, dport });
                 }

@@ -17,14 +17,14 @@ use super::nft::{conntrack_args, line, rule_match};
 use super::*;
 use crate::desired::tests::{NET, port, port_id, view, vxlan_net};
 
-const G_WEB: SecurityGroupId = SecurityGroupId(Uuid::from_u128(0x5e5e_0000_0000_4000_8000_000000000001));
-const G_APP: SecurityGroupId = SecurityGroupId(Uuid::from_u128(0x5e5e_0000_0000_4000_8000_000000000002));
+const G_WEB: SecurityGroupId = SecurityGroupId(Uuid::from_u128(0x5e5e0000_0000_4000_8000_000000000001));
+const G_APP: SecurityGroupId = SecurityGroupId(Uuid::from_u128(0x5e5e0000_0000_4000_8000_000000000002));
 const P1: PortId = PortId(Uuid::from_u128(0x3f2a6c1e_aaaa_bbbb_cccc_000000000001));
 const P2: PortId = PortId(Uuid::from_u128(0x3f2a6c1e_aaaa_bbbb_cccc_000000000002));
 const P3: PortId = PortId(Uuid::from_u128(0x3f2a6c1e_aaaa_bbbb_cccc_000000000003));
 
 fn rid(n: u128) -> SecurityGroupRuleId {
-    SecurityGroupRuleId(Uuid::from_u128(0x7777_0000_0000_4000_8000_000000000000 + n))
+    SecurityGroupRuleId(Uuid::from_u128(0x77770000_0000_4000_8000_000000000000 + n))
 }
 
 fn rule(n: u128, direction: Direction, protocol: Option<u8>, l4: L4Match, remote: Remote) -> FirewallRule {
