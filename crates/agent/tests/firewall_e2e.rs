@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use neutrino_model::security_groups::{Direction, EtherType};
 use neutrino_model::segments::Vni;
 use neutrino_model::{NetworkId, PortId, SecurityGroupId, SecurityGroupRuleId, SubnetId};
 use neutrino_proto::{
-    FirewallRule, FixedIp, GroupMember, HostView, L4Match, MemberAddresses, NetworkView, PortView, Remote,
+    AddressPair, FirewallRule, FixedIp, GroupMember, HostView, L4Match, MemberAddresses, NetworkView, PortView, Remote,
     SecurityGroupView, Segment, tap_name,
 };
 use uuid::Uuid;
@@ -35,6 +35,7 @@ mod common;
 
 const NET: NetworkId = NetworkId(Uuid::from_u128(0x6f1d2a3b_0000_4000_8000_0000000000f1));
 const S4: SubnetId = SubnetId(Uuid::from_u128(0x5b4a0000_0000_4000_8000_0000000000f4));
+const S6: SubnetId = SubnetId(Uuid::from_u128(0x5b4a0000_0000_4000_8000_0000000000f6));
 const VM1: PortId = PortId(Uuid::from_u128(0x3c3c3c01_0000_4000_8000_0000000000f1));
 const VM2: PortId = PortId(Uuid::from_u128(0x3c3c3c02_0000_4000_8000_0000000000f2));
 const VM3: PortId = PortId(Uuid::from_u128(0x3c3c3c03_0000_4000_8000_0000000000f3));
@@ -74,7 +75,8 @@ fn run(args: &[&str]) -> String {
 }
 
 impl Lab {
-    fn new() -> Option<Lab> {
+    /// Lab number `n` of this test process.
+    fn new(n: u32) -> Option<Lab> {
         if !common::is_root() {
             common::cannot_run("needs root");
             return None;
@@ -85,7 +87,7 @@ impl Lab {
                 return None;
             }
         }
-        let host = format!("rfw-{}-0", std::process::id());
+        let host = format!("rfw-{}-{n}", std::process::id());
         if let Err(e) = netns::create(&host) {
             common::cannot_run(&format!("cannot create a namespace under {}: {e}", netns::RUN_DIR));
             return None;
@@ -106,6 +108,8 @@ impl Lab {
             vm(&["link", "set", "lo", "up"]);
             vm(&["link", "set", "eth0", "address", mac, "mtu", "1450", "up"]);
             vm(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+            let v6 = ip.replace("10.0.0.", "fd00::");
+            vm(&["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
         }
         Some(lab)
     }
@@ -170,7 +174,10 @@ fn view() -> HostView {
             PortView {
                 network_id: NET,
                 mac: mac.parse().unwrap(),
-                fixed_ips: vec![FixedIp { subnet_id: S4, ip_address: ip.parse().unwrap() }],
+                fixed_ips: vec![
+                    FixedIp { subnet_id: S4, ip_address: ip.parse().unwrap() },
+                    FixedIp { subnet_id: S6, ip_address: ip.replace("10.0.0.", "fd00::").parse().unwrap() },
+                ],
                 device_owner: "compute:nova".into(),
                 device_id: "vm".into(),
                 admin_state_up: true,
@@ -223,7 +230,8 @@ impl Agent {
 
 /// A TCP listener inside namespace `ns`, answering "hi" to each client.
 fn listen(ns: &str, port: u16) -> TcpListener {
-    let l = netns::run_in(ns, move || TcpListener::bind(("0.0.0.0", port))).unwrap().unwrap();
+    // `::` takes IPv4 too (v4-mapped).
+    let l = netns::run_in(ns, move || TcpListener::bind(("::", port))).unwrap().unwrap();
     l.set_nonblocking(true).unwrap();
     l
 }
@@ -232,12 +240,13 @@ fn listen(ns: &str, port: u16) -> TcpListener {
 /// reaches a listener that answers, within a second.
 fn connects(ns: &str, source: Option<&str>, to: &str, l: &TcpListener) -> bool {
     let to: SocketAddr = to.parse().unwrap();
-    let source: Option<SocketAddr> = source.map(|s| format!("{s}:0").parse().unwrap());
+    let source: Option<SocketAddr> = source.map(|s| SocketAddr::new(s.parse().unwrap(), 0));
     let client = std::thread::spawn({
         let ns = ns.to_string();
         move || {
             netns::run_in(&ns, move || {
-                let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+                let socket =
+                    socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None).ok()?;
                 if let Some(s) = source {
                     socket.bind(&s.into()).ok()?;
                 }
@@ -295,7 +304,7 @@ fn counter(lab: &Lab, family: &str, table: &str, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_groups_are_enforced_with_real_packets() {
-    let Some(lab) = Lab::new() else { return };
+    let Some(lab) = Lab::new(0) else { return };
     let (vm1, vm2, vm3) = (lab.vm("vm1"), lab.vm("vm2"), lab.vm("vm3"));
     let mut agent = Agent::start(&lab);
     let mut v = view();
@@ -405,4 +414,88 @@ async fn security_groups_are_enforced_with_real_packets() {
     assert_eq!(lab.rules(), rules);
     assert!(!connects(&vm2, None, "10.0.0.5:23", &l23), "the flushed table was not put back");
     assert_eq!(agent.pass(&v).await.transactions, 0);
+}
+
+/// Whether a UDP datagram from `from_ns`, source port `sport`, reaches
+/// `to` in `to_ns`.
+fn udp_reaches(from_ns: &str, sport: u16, to_ns: &str, to: &str) -> bool {
+    let to: SocketAddr = to.parse().unwrap();
+    let port = to.port();
+    let rx = netns::run_in(to_ns, move || UdpSocket::bind(("0.0.0.0", port))).unwrap().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+    let tx = netns::run_in(from_ns, move || UdpSocket::bind(("0.0.0.0", sport))).unwrap().unwrap();
+    tx.set_broadcast(true).unwrap();
+    let mut buf = [0u8; 16];
+    // Twice: the first may wait for ARP.
+    for _ in 0..2 {
+        tx.send_to(b"offer", to).unwrap();
+        if rx.recv(&mut buf).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+fn neighbour_mac(ns: &str, ip: &str) -> String {
+    run(&["ip", "-n", ns, "neigh", "show", ip])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_arp_nd_dhcp_spoofing_and_address_pairs() {
+    let Some(lab) = Lab::new(1) else { return };
+    let (vm1, vm2, vm3) = (lab.vm("vm1"), lab.vm("vm2"), lab.vm("vm3"));
+    let mut agent = Agent::start(&lab);
+    let mut v = view();
+    let mut tcp6 = tcp_in(5, 22, Remote::Any);
+    tcp6.ethertype = EtherType::V6;
+    let mut egress6 = egress(6);
+    egress6.ethertype = EtherType::V6;
+    v.security_groups.get_mut(&WEB).unwrap().rules.extend([tcp6, egress6]);
+    // vm3 without port security: the control case.
+    v.ports.get_mut(&VM3).unwrap().port_security_enabled = false;
+    v.ports.get_mut(&VM3).unwrap().security_groups.clear();
+    agent.pass(&v).await;
+    agent.pass(&v).await;
+    let l22 = listen(&vm1, 22);
+    let l23 = listen(&vm1, 23);
+
+    // IPv6: neighbour discovery passes the firewall; the rules hold.
+    assert!(connects(&vm2, None, "[fd00::5]:22", &l22), "tcp6/22 is allowed (and ND works)");
+    assert!(!connects(&vm2, None, "[fd00::5]:23", &l23), "tcp6/23 must be denied");
+    run(&["ip", "-n", &vm2, "addr", "add", "fd00::99/64", "dev", "eth0", "nodad"]);
+    assert!(!connects(&vm2, Some("fd00::99"), "[fd00::5]:22", &l22), "a foreign IPv6 source must be dropped");
+    run(&["ip", "-n", &vm2, "addr", "del", "fd00::99/64", "dev", "eth0"]);
+
+    // ARP and ND for another instance's address: vm2 claims vm1's
+    // addresses and answers for them; vm3 still reaches vm1.
+    let n2 = agent.fw.numbers()[&VM2].0;
+    let before = counter(&lab, "bridge", "neutrino_l2", &format!("drop_sp_{n2:04x}"));
+    run(&["ip", "-n", &vm2, "addr", "add", "10.0.0.5/32", "dev", "eth0"]);
+    run(&["ip", "-n", &vm2, "addr", "add", "fd00::5/128", "dev", "eth0", "nodad"]);
+    for ns in [&vm3, &vm1] {
+        run(&["ip", "-n", ns, "neigh", "flush", "dev", "eth0"]);
+    }
+    assert!(connects(&vm3, None, "10.0.0.5:22", &l22), "the victim must stay reachable");
+    assert!(connects(&vm3, None, "[fd00::5]:22", &l22), "the victim must stay reachable over IPv6");
+    for ip in ["10.0.0.5", "fd00::5"] {
+        let neigh = neighbour_mac(&vm3, ip);
+        assert!(neigh.contains(VMS[0].1) && !neigh.contains(VMS[1].1), "{ip}: {neigh}");
+    }
+    assert!(counter(&lab, "bridge", "neutrino_l2", &format!("drop_sp_{n2:04x}")) > before);
+    run(&["ip", "-n", &vm2, "addr", "del", "10.0.0.5/32", "dev", "eth0"]);
+    run(&["ip", "-n", &vm2, "addr", "del", "fd00::5/128", "dev", "eth0"]);
+
+    // A DHCP server in an instance gets nothing out; the same datagram
+    // from the unfiltered port reaches the instance (DHCP to instances is
+    // allowed).
+    assert!(!udp_reaches(&vm2, 67, &vm1, "10.0.0.5:68"), "a rogue DHCP server must be dropped");
+    assert!(udp_reaches(&vm3, 67, &vm1, "10.0.0.5:68"), "DHCP replies to instances must pass");
+
+    // An allowed address pair lets a VIP through.
+    run(&["ip", "-n", &vm1, "addr", "add", "10.0.0.100/24", "dev", "eth0"]);
+    assert!(!connects(&vm2, None, "10.0.0.100:22", &l22), "the VIP is not vm1's yet");
+    let pair = AddressPair { ip_address: "10.0.0.100/32".parse().unwrap(), mac_address: VMS[0].1.parse().unwrap() };
+    v.ports.get_mut(&VM1).unwrap().allowed_address_pairs = vec![pair];
+    assert_eq!(agent.pass(&v).await.transactions, 1);
+    assert!(connects(&vm2, None, "10.0.0.100:22", &l22), "the allowed pair must pass");
 }
