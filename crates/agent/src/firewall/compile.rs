@@ -147,18 +147,31 @@ pub struct PortFirewall {
     pub spoof: AntiSpoof,
     /// `false` only when every group of the port is stateless.
     pub stateful: bool,
-    /// Sorted, without duplicates.
+    /// Sorted, without duplicates; those the view holds get a jump to
+    /// their chains.
     pub groups: Vec<SecurityGroupId>,
+    /// What the groups allow, all together: to tell which connections a
+    /// change cuts, and for diagnosis. The chains hold them per group.
     pub egress: Vec<CompiledRule>,
     pub ingress: Vec<CompiledRule>,
     /// The port's fixed IPs: where its conntrack entries are found.
     pub fixed_ips: Vec<IpAddr>,
 }
 
+/// A security group's rules, compiled once for every port that uses it
+/// (a rule never depends on the port: its remote is the other end).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct GroupRules {
+    pub egress: Vec<CompiledRule>,
+    pub ingress: Vec<CompiledRule>,
+}
+
 /// The host's whole firewall.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredFirewall {
     pub ports: BTreeMap<PortId, PortFirewall>,
+    /// Groups of the filtered ports that the view holds.
+    pub groups: BTreeMap<SecurityGroupId, GroupRules>,
     /// Bridges of every network of the host (a conntrack zone each).
     pub bridges: BTreeSet<String>,
     /// Remote-group sets the ports' rules reference, with their elements
@@ -368,6 +381,12 @@ pub fn compile(view: &HostView, problems: &mut Vec<FirewallProblem>) -> DesiredF
     for (id, port) in view.ports.iter().filter(|(_, p)| is_filtered(p)) {
         let pf = port_firewall(*id, port, view, problems);
         fw.bridges.insert(pf.bridge.clone());
+        for group in pf.groups.iter().filter(|g| view.security_groups.contains_key(g)) {
+            fw.groups.entry(*group).or_insert_with(|| {
+                let of = |rules: &[CompiledRule]| rules.iter().filter(|r| r.group == *group).cloned().collect();
+                GroupRules { egress: of(&pf.egress), ingress: of(&pf.ingress) }
+            });
+        }
         fw.ports.insert(*id, pf);
     }
     let referenced: BTreeSet<SetName> = fw

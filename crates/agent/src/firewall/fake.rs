@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use neutrino_model::PortId;
+use neutrino_model::{PortId, SecurityGroupId};
 
 use super::layout::{BaseChain, blocked_chains};
 use super::plan::{Observed, ObservedChain, Op, Transaction, canonical};
@@ -25,6 +25,8 @@ pub struct FakeFirewall {
     /// The kernel refuses any transaction that writes these ports' own
     /// (not blocking) chains.
     pub refuse: BTreeSet<PortId>,
+    /// ... and any that writes these groups' chains.
+    pub refuse_groups: BTreeSet<SecurityGroupId>,
     pub counters: BTreeMap<String, CounterValue>,
 }
 
@@ -91,6 +93,15 @@ impl FakeFirewall {
                             number.chain(*kind),
                             ObservedChain { first_comment: Some(comment.clone()), rules: lines.len() },
                         );
+                    }
+                }
+                Op::Group { group, chains, comment } => {
+                    if self.refuse_groups.contains(group) {
+                        return Err(FirewallError::Refused(format!("Could not process rule (group {group})")));
+                    }
+                    for (chain, lines) in chains {
+                        let first_comment = (!lines.is_empty()).then(|| comment.clone());
+                        s.inet_chains.insert(chain.name(), ObservedChain { first_comment, rules: lines.len() });
                     }
                 }
                 Op::Dispatch(d) => {

@@ -11,10 +11,16 @@
 //! table inet neutrino
 //!   set rg_<group>_4 / rg_<group>_6   remote-group members (flags interval)
 //!   chain zone     (hook prerouting, priority raw): ct zone set iifname map { BRIDGE : Z }
-//!   chain forward  (hook forward, priority filter): meta mark & 0xffff vmap { N : jump eg_N };
-//!                                                   meta mark & 0xffff0000 vmap { N << 16 : jump ig_N }
-//!   chain eg_N / ig_N  the port's security groups each way; allowed traffic returns, the rest is dropped
+//!   chain egress   (hook forward, priority 0): meta mark & 0xffff vmap { N : jump eg_N }
+//!   chain ingress  (hook forward, priority 1): meta mark & 0xffff0000 vmap { N << 16 : jump ig_N }
+//!   chain eg_N / ig_N  state, DHCP and ND, then `jump` to each group's chain, then drop
+//!   chain ge_<group> / gi_<group>  the group's rules each way, `accept`
 //! ```
+//!
+//! The sender's egress and the receiver's ingress are two base chains, so
+//! that `accept` ends one and the other still runs: that is what lets a
+//! group's rules live in one chain for all its ports (a rule change is one
+//! chain rewritten, a cold start costs ports + rules, not ports x rules).
 //!
 //! br_netfilter shows the bridge, not the port, to the inet hooks, and the
 //! bridge family has no conntrack on this kernel (lab README section 2):
@@ -26,9 +32,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
 use ipnet::{Ipv4Net, Ipv6Net};
-use neutrino_model::{MacAddress, PortId};
+use neutrino_model::{MacAddress, PortId, SecurityGroupId};
 
-use super::compile::{ARP_PROBE_SENDER, CompiledRule, PortFirewall};
+use super::compile::{ARP_PROBE_SENDER, CompiledRule, GroupRules, PortFirewall};
 
 pub const BRIDGE_TABLE: &str = "neutrino_l2";
 pub const INET_TABLE: &str = "neutrino";
@@ -158,10 +164,51 @@ pub enum Line {
     /// Ingress: neighbour solicitations and advertisements, router
     /// advertisements, MLD queries.
     NdIn,
-    /// A security group rule: its matches, `return`.
+    /// A security group rule: its matches, `accept`.
     Allow(CompiledRule),
+    /// `jump ge_<group>` / `jump gi_<group>`: the group's rules.
+    Group(GroupChain),
     /// `drop`: what nothing allowed.
     DropRest,
+}
+
+/// A group's chain, one per direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupChain {
+    pub group: SecurityGroupId,
+    pub ingress: bool,
+}
+
+impl GroupChain {
+    pub fn name(&self) -> String {
+        format!("{}_{}", if self.ingress { "gi" } else { "ge" }, self.group.0.simple())
+    }
+
+    pub fn parse(name: &str) -> Option<GroupChain> {
+        let (prefix, hex) = name.split_once('_')?;
+        let ingress = match prefix {
+            "gi" => true,
+            "ge" => false,
+            _ => return None,
+        };
+        let chain = GroupChain { group: SecurityGroupId(hex.parse().ok()?), ingress };
+        (chain.name() == name).then_some(chain)
+    }
+}
+
+/// A group's two chains, with their rules.
+pub fn group_chains(group: SecurityGroupId, rules: &GroupRules) -> BTreeMap<GroupChain, Vec<Line>> {
+    BTreeMap::from([
+        (GroupChain { group, ingress: false }, rules.egress.iter().cloned().map(Line::Allow).collect()),
+        (GroupChain { group, ingress: true }, rules.ingress.iter().cloned().map(Line::Allow).collect()),
+    ])
+}
+
+/// The comment of a group chain's first rule. A chain with no rule (a
+/// group that allows nothing one way) carries none, and is in place when
+/// it exists and is empty.
+pub fn group_comment(group: SecurityGroupId, rules: &GroupRules) -> String {
+    format!("{COMMENT_PREFIX}group {group} {}", digest(rules))
 }
 
 /// The rules of a port's four chains.
@@ -171,7 +218,9 @@ pub struct PortChains {
 }
 
 /// The chains of a port the firewall enforces.
-pub fn port_chains(n: PortNumber, p: &PortFirewall) -> PortChains {
+/// `groups`: the groups the view holds (a group missing from it allows
+/// nothing).
+pub fn port_chains(n: PortNumber, p: &PortFirewall, groups: &BTreeMap<SecurityGroupId, GroupRules>) -> PortChains {
     let s = &p.spoof;
     let mut sp = vec![
         Line::SourceMac(s.macs.iter().copied().collect()),
@@ -196,11 +245,12 @@ pub fn port_chains(n: PortNumber, p: &PortFirewall) -> PortChains {
     let state = |p: &PortFirewall| if p.stateful { vec![Line::Established, Line::Invalid] } else { vec![] };
     let mut eg = state(p);
     eg.extend([Line::DhcpClient { v6: false }, Line::DhcpClient { v6: true }, Line::NdOut]);
-    eg.extend(p.egress.iter().cloned().map(Line::Allow));
+    let known = || p.groups.iter().filter(|g| groups.contains_key(g));
+    eg.extend(known().map(|g| Line::Group(GroupChain { group: *g, ingress: false })));
     eg.push(Line::DropRest);
     let mut ig = state(p);
     ig.extend([Line::DhcpServer { v6: false }, Line::DhcpServer { v6: true }, Line::NdIn]);
-    ig.extend(p.ingress.iter().cloned().map(Line::Allow));
+    ig.extend(known().map(|g| Line::Group(GroupChain { group: *g, ingress: true })));
     ig.push(Line::DropRest);
     PortChains {
         chains: BTreeMap::from([
@@ -263,19 +313,28 @@ pub enum BaseChain {
     BridgeForward,
     /// inet `zone`, prerouting at priority raw: conntrack zones.
     Zone,
-    /// inet `forward`, priority filter: the marks' maps.
-    InetForward,
+    /// inet `egress`, forward at priority 0: the source tag's map.
+    InetEgress,
+    /// inet `ingress`, forward at priority 1: the destination tag's map.
+    InetIngress,
 }
 
 impl BaseChain {
-    pub const ALL: [BaseChain; 4] =
-        [BaseChain::BridgePrerouting, BaseChain::BridgeForward, BaseChain::Zone, BaseChain::InetForward];
+    pub const ALL: [BaseChain; 5] = [
+        BaseChain::BridgePrerouting,
+        BaseChain::BridgeForward,
+        BaseChain::Zone,
+        BaseChain::InetEgress,
+        BaseChain::InetIngress,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             BaseChain::BridgePrerouting => "prerouting",
-            BaseChain::BridgeForward | BaseChain::InetForward => "forward",
+            BaseChain::BridgeForward => "forward",
             BaseChain::Zone => "zone",
+            BaseChain::InetEgress => "egress",
+            BaseChain::InetIngress => "ingress",
         }
     }
 
@@ -295,7 +354,8 @@ impl Dispatch {
             (BaseChain::BridgePrerouting, 1 + ports),
             (BaseChain::BridgeForward, ports),
             (BaseChain::Zone, zones),
-            (BaseChain::InetForward, 2 * ports),
+            (BaseChain::InetEgress, ports),
+            (BaseChain::InetIngress, ports),
         ])
     }
 

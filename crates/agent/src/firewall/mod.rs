@@ -181,7 +181,7 @@ impl<F: Firewall> FirewallSync<F> {
         let mut blocked = BTreeSet::new();
         for (port, (comment, e)) in &self.refused {
             let (Some(n), Some(p)) = (self.numbers.get(port), desired.ports.get(port)) else { continue };
-            if layout::port_comment(*port, &layout::port_chains(*n, p)) == *comment {
+            if refusal_key(*port, *n, p, &desired) == *comment {
                 blocked.insert(*port);
                 out.failed.insert(*port, e.clone());
             }
@@ -190,7 +190,7 @@ impl<F: Firewall> FirewallSync<F> {
 
         let in_kernel: BTreeSet<PortId> = observed.port_numbers().into_values().collect();
         let tx = plan::plan(&observed, &desired, &self.numbers, &self.zones, &blocked);
-        let written: BTreeSet<PortId> = tx.ports().into_iter().collect();
+        let written = touched(&tx, &desired);
         if !tx.is_empty()
             && let Err(e) = self.apply_isolating(&observed, &desired, &mut blocked, tx, &mut out)
         {
@@ -203,14 +203,13 @@ impl<F: Firewall> FirewallSync<F> {
             return out;
         }
         // Conntrack: connections that a rule no longer there allowed.
-        for port in written.iter().filter(|p| !blocked.contains(p)) {
-            let Some(new) = desired.ports.get(port) else { continue };
+        for (port, new) in desired.ports.iter().filter(|(p, _)| !blocked.contains(*p)) {
             let Some(zone) = self.zones.get(&new.bridge).copied() else { continue };
             let flows = match self.known.get(port) {
                 Some(old) => cut_flows(old, new, zone),
                 // Chains a previous run wrote with other rules: which rules
                 // went is unknown, so all of the port's connections go.
-                None if in_kernel.contains(port) => all_flows(new, zone),
+                None if in_kernel.contains(port) && written.contains(port) => all_flows(new, zone),
                 None => vec![],
             };
             for f in flows {
@@ -250,7 +249,7 @@ impl<F: Firewall> FirewallSync<F> {
             }
             Err(e) => e,
         };
-        let suspects: Vec<PortId> = tx.ports().into_iter().filter(|p| !blocked.contains(p)).collect();
+        let suspects: Vec<PortId> = touched(&tx, desired).into_iter().filter(|p| !blocked.contains(p)).collect();
         let mut culprits = BTreeMap::new();
         self.find_culprits(observed, desired, blocked, &suspects, &suspects, &mut culprits, out);
         if culprits.is_empty() {
@@ -261,8 +260,7 @@ impl<F: Firewall> FirewallSync<F> {
             if let Some(n) = self.numbers.get(&port)
                 && let Some(p) = desired.ports.get(&port)
             {
-                let comment = layout::port_comment(port, &layout::port_chains(*n, p));
-                self.refused.insert(port, (comment, e.clone()));
+                self.refused.insert(port, (refusal_key(port, *n, p, desired), e.clone()));
             }
             blocked.insert(port);
             out.failed.insert(port, e);
@@ -304,6 +302,23 @@ impl<F: Firewall> FirewallSync<F> {
         self.find_culprits(observed, desired, blocked, suspects, a, culprits, out);
         self.find_culprits(observed, desired, blocked, suspects, b, culprits, out);
     }
+}
+
+/// The ports a transaction changes: those whose chains it writes and
+/// those using a group whose chains it writes.
+fn touched(tx: &Transaction, desired: &DesiredFirewall) -> BTreeSet<PortId> {
+    let groups: BTreeSet<_> = tx.groups().into_iter().collect();
+    let mut ports: BTreeSet<PortId> = tx.ports().into_iter().collect();
+    ports.extend(desired.ports.iter().filter(|(_, p)| p.groups.iter().any(|g| groups.contains(g))).map(|(id, _)| *id));
+    ports
+}
+
+/// What the kernel refused for a port: its chains and its groups' rules.
+/// Tried again only when this changes.
+fn refusal_key(port: PortId, n: PortNumber, p: &PortFirewall, desired: &DesiredFirewall) -> String {
+    let chains = layout::port_chains(n, p, &desired.groups);
+    let groups: Vec<_> = p.groups.iter().filter_map(|g| desired.groups.get(g)).collect();
+    format!("{} {}", layout::port_comment(port, &chains), layout::digest(&groups))
 }
 
 /// The conntrack entries to delete when a port's rules go from `old` to

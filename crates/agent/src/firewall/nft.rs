@@ -86,6 +86,12 @@ fn ret() -> Statement<'static> {
     Statement::Return(None)
 }
 
+/// Allowed in an inet chain: ends this base chain (egress or ingress);
+/// the other still runs.
+fn accept() -> Statement<'static> {
+    Statement::Accept(None)
+}
+
 fn jump(chain: String) -> Expression<'static> {
     Expression::Verdict(Verdict::Jump(JumpTarget { target: chain.into() }))
 }
@@ -213,17 +219,17 @@ pub fn line(l: &Line, counter: &str) -> Vec<Statement<'static>> {
             ]))))];
         }
         Line::Established => {
-            return vec![op(ct("state"), Operator::IN, set(["established", "related"].map(s))), ret()];
+            return vec![op(ct("state"), Operator::IN, set(["established", "related"].map(s))), accept()];
         }
         Line::Invalid => vec![op(ct("state"), Operator::IN, s("invalid"))],
         Line::DhcpClient { v6 } => {
             let mut v = if *v6 { udp(546, 547).to_vec() } else { udp(68, 67).to_vec() };
-            v.push(ret());
+            v.push(accept());
             return v;
         }
         Line::DhcpServer { v6 } => {
             let mut v = if *v6 { udp(547, 546).to_vec() } else { udp(67, 68).to_vec() };
-            v.push(ret());
+            v.push(accept());
             return v;
         }
         Line::NdOut => {
@@ -234,17 +240,18 @@ pub fn line(l: &Line, counter: &str) -> Vec<Statement<'static>> {
                 "mld-listener-report",
                 "mld2-listener-report",
             ];
-            return vec![is(payload("icmpv6", "type"), set(types.map(s))), ret()];
+            return vec![is(payload("icmpv6", "type"), set(types.map(s))), accept()];
         }
         Line::NdIn => {
             let types = ["nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert", "mld-listener-query"];
-            return vec![is(payload("icmpv6", "type"), set(types.map(s))), ret()];
+            return vec![is(payload("icmpv6", "type"), set(types.map(s))), accept()];
         }
         Line::Allow(rule) => {
             let mut v: Vec<Statement<'static>> = rule.matches.iter().map(rule_match).collect();
-            v.push(ret());
+            v.push(accept());
             return v;
         }
+        Line::Group(g) => return vec![Statement::Jump(JumpTarget { target: g.name().into() })],
         Line::DropRest => vec![],
     };
     v.extend(drop());
@@ -273,7 +280,9 @@ fn base_chain(base: BaseChain) -> Chain<'static> {
         BaseChain::BridgeForward => (NfHook::Forward, -200),
         // Before conntrack (-200), so that the zone applies.
         BaseChain::Zone => (NfHook::Prerouting, -300),
-        BaseChain::InetForward => (NfHook::Forward, 0),
+        BaseChain::InetEgress => (NfHook::Forward, 0),
+        // After the sender's egress: an `accept` there does not skip it.
+        BaseChain::InetIngress => (NfHook::Forward, 1),
     };
     Chain {
         _type: Some(NfChainType::Filter),
@@ -369,19 +378,11 @@ fn dispatch_ops(b: &mut Batch<'static>, d: &Dispatch) {
         let fwd = BaseChain::BridgeForward.name().to_string();
         b.add(rule(true, fwd, vmap(meta(MetaKey::Oifname), by_name(ChainKind::ToPort)), None));
         let masked = |mask| Expression::BinaryOperation(Box::new(BinaryOperation::AND(meta(MetaKey::Mark), num(mask))));
-        let fwd = BaseChain::InetForward.name().to_string();
-        b.add(rule(
-            false,
-            fwd.clone(),
-            vmap(masked(0xffff), by_mark(ChainKind::Egress, PortNumber::source_mark)),
-            None,
-        ));
-        b.add(rule(
-            false,
-            fwd,
-            vmap(masked(0xffff_0000), by_mark(ChainKind::Ingress, PortNumber::destination_mark)),
-            None,
-        ));
+        let eg = BaseChain::InetEgress.name().to_string();
+        b.add(rule(false, eg, vmap(masked(0xffff), by_mark(ChainKind::Egress, PortNumber::source_mark)), None));
+        let ig = BaseChain::InetIngress.name().to_string();
+        let ingress = vmap(masked(0xffff_0000), by_mark(ChainKind::Ingress, PortNumber::destination_mark));
+        b.add(rule(false, ig, ingress, None));
     }
     if !d.zones.is_empty() {
         let map = Expression::Named(NamedExpression::Map(Box::new(expr::Map {
@@ -399,9 +400,12 @@ fn dispatch_ops(b: &mut Batch<'static>, d: &Dispatch) {
     }
 }
 
-/// The batch of one transaction.
+/// The batch of one transaction. Chains and sets that go are flushed
+/// where the plan says and deleted at the end, once no rule (of a chain
+/// also going) jumps to them or names them.
 pub fn batch(tx: &Transaction) -> Nftables<'static> {
     let mut b = Batch::new();
+    let mut last = Batch::new();
     for o in &tx.ops {
         match o {
             Op::Skeleton => {
@@ -419,7 +423,7 @@ pub fn batch(tx: &Transaction) -> Nftables<'static> {
                 }
             }
             Op::AddSet(set) => b.add(NfListObject::Set(Box::new(named_set(set.name(), set.family)))),
-            Op::DeleteSet(name) => b.delete(NfListObject::Set(Box::new(named_set(name.clone(), Family::V4)))),
+            Op::DeleteSet(name) => last.delete(NfListObject::Set(Box::new(named_set(name.clone(), Family::V4)))),
             Op::Elements { set, add, elements } => {
                 let e = NfListObject::Element(Element {
                     family: NfFamily::INet,
@@ -429,23 +433,40 @@ pub fn batch(tx: &Transaction) -> Nftables<'static> {
                 });
                 if *add { b.add(e) } else { b.delete(e) }
             }
+            Op::Group { chains, comment, .. } => {
+                for (g, lines) in chains {
+                    b.add(NfListObject::Chain(chain(false, g.name())));
+                    flush(&mut b, chain(false, g.name()));
+                    for (i, l) in lines.iter().enumerate() {
+                        let note = match l {
+                            Line::Allow(r) if i > 0 => format!("rule {}", r.id),
+                            // The first rule carries the digest; the rule
+                            // id is in the group's chain all the same.
+                            _ => comment.clone(),
+                        };
+                        b.add(rule(false, g.name(), line(l, "unused"), Some(note)));
+                    }
+                }
+            }
             Op::Port { number, chains, comment, .. } => port_ops(&mut b, *number, chains, comment),
             Op::Dispatch(d) => dispatch_ops(&mut b, d),
             Op::DeleteChain { bridged, name } => {
                 b.add(NfListObject::Chain(chain(*bridged, name.clone())));
                 flush(&mut b, chain(*bridged, name.clone()));
-                b.delete(NfListObject::Chain(chain(*bridged, name.clone())));
+                last.delete(NfListObject::Chain(chain(*bridged, name.clone())));
                 if let Some((kind, n)) = PortNumber::parse_chain(name)
                     && kind.counts_drops()
                     && kind.bridged() == *bridged
                 {
                     b.add(counter(*bridged, n.counter(kind)));
-                    b.delete(counter(*bridged, n.counter(kind)));
+                    last.delete(counter(*bridged, n.counter(kind)));
                 }
             }
         }
     }
-    b.to_nftables()
+    let mut objects = b.to_nftables().objects.into_owned();
+    objects.extend(last.to_nftables().objects.into_owned());
+    Nftables { objects: objects.into() }
 }
 
 /// Runs `program args` in the driver's namespace; (success, stdout, stderr).

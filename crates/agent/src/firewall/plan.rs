@@ -3,10 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use neutrino_model::PortId;
+use neutrino_model::{PortId, SecurityGroupId};
 
 use super::compile::{DesiredFirewall, SetName};
-use super::layout::{BaseChain, Dispatch, PortChains, PortNumber, ZoneId, blocked_chains, port_chains, port_comment};
+use super::layout::{
+    BaseChain, Dispatch, GroupChain, Line, PortChains, PortNumber, ZoneId, blocked_chains, group_chains, group_comment,
+    port_chains, port_comment,
+};
 
 /// A chain as found in the kernel: enough to tell whether it is what the
 /// agent wrote (the digest in its first rule's comment, and its length,
@@ -73,6 +76,14 @@ pub enum Op {
         add: bool,
         elements: Vec<IpNet>,
     },
+    /// A group's two chains are created if missing, flushed and filled;
+    /// each chain's first rule carries `comment`. Before the ports' chains
+    /// that jump to them.
+    Group {
+        group: SecurityGroupId,
+        chains: BTreeMap<GroupChain, Vec<Line>>,
+        comment: String,
+    },
     /// The port's four chains and drop counters are created if missing,
     /// flushed and filled; each chain's first rule carries `comment`.
     Port {
@@ -112,6 +123,17 @@ impl Transaction {
             .collect()
     }
 
+    /// The groups whose chains this transaction writes.
+    pub fn groups(&self) -> Vec<SecurityGroupId> {
+        self.ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Group { group, .. } => Some(*group),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Set elements added or removed.
     pub fn element_ops(&self) -> usize {
         self.ops
@@ -127,7 +149,7 @@ impl Transaction {
 /// The chains `port` gets: its own, or the blocking ones.
 pub fn chains_for(desired: &DesiredFirewall, port: PortId, n: PortNumber, blocked: &BTreeSet<PortId>) -> PortChains {
     match desired.ports.get(&port) {
-        Some(p) if !blocked.contains(&port) => port_chains(n, p),
+        Some(p) if !blocked.contains(&port) => port_chains(n, p, &desired.groups),
         _ => blocked_chains(n),
     }
 }
@@ -183,8 +205,29 @@ pub fn plan(
     }
     ops.extend(removals);
     ops.extend(additions);
-    // Port chains.
+    // Group chains, for the groups of ports that are not blocked.
     let mut wanted_chains: BTreeSet<(bool, String)> = BTreeSet::new();
+    let used: BTreeSet<SecurityGroupId> = desired
+        .ports
+        .iter()
+        .filter(|(p, _)| !blocked.contains(*p) && numbers.contains_key(*p))
+        .flat_map(|(_, pf)| pf.groups.iter().copied())
+        .collect();
+    for (group, rules) in desired.groups.iter().filter(|(g, _)| used.contains(*g)) {
+        let chains = group_chains(*group, rules);
+        let comment = group_comment(*group, rules);
+        let mut in_place = true;
+        for (chain, lines) in &chains {
+            let have = observed.chain(false, &chain.name());
+            let first = (!lines.is_empty()).then(|| comment.clone());
+            in_place &= have.is_some_and(|c| c.rules == lines.len() && c.first_comment == first);
+            wanted_chains.insert((false, chain.name()));
+        }
+        if !in_place {
+            ops.push(Op::Group { group: *group, chains, comment });
+        }
+    }
+    // Port chains.
     for (port, n) in numbers.iter().filter(|(p, _)| desired.ports.contains_key(p)) {
         let chains = chains_for(desired, *port, *n, blocked);
         let comment = port_comment(*port, &chains);

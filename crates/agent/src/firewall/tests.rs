@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::compile::{Family, Peer, SetName, compile_rule, link_local};
 use super::fake::{Call, FakeFirewall};
-use super::layout::{ChainKind, Line, blocked_chains, port_chains};
+use super::layout::{ChainKind, GroupChain, Line, blocked_chains, group_chains, port_chains};
 use super::nft::{conntrack_args, line, rule_match};
 use super::*;
 use crate::desired::tests::{NET, port, port_id, view, vxlan_net};
@@ -203,7 +203,16 @@ fn each_match_becomes_the_nft_expression() {
         assert_eq!(back, statement);
     }
     let allow = Line::Allow(compile_rule(G_WEB, &tcp_in(9, 22)).unwrap());
-    assert_eq!(line(&allow, "drop_ig_0001").last(), Some(&nftables::stmt::Statement::Return(None)));
+    assert_eq!(line(&allow, "drop_ig_0001").last(), Some(&nftables::stmt::Statement::Accept(None)));
+    let jump = Line::Group(GroupChain { group: G_APP, ingress: true });
+    assert_eq!(
+        json_of(line(&jump, "drop_ig_0001")),
+        json!([{"jump": {"target": "gi_5e5e0000000040008000000000000002"}}])
+    );
+    assert_eq!(
+        GroupChain::parse("gi_5e5e0000000040008000000000000002"),
+        Some(GroupChain { group: G_APP, ingress: true })
+    );
     assert_eq!(json_of(line(&Line::DropRest, "drop_ig_0001")), json!([{"counter": "drop_ig_0001"}, {"drop": null}]));
 }
 
@@ -221,7 +230,7 @@ fn anti_spoofing_allows_own_addresses_link_local_dad_and_pairs_only() {
     assert_eq!(ll.to_string(), "fe80::f816:3eff:fe00:1");
     assert!(s.v6.contains(&ll.into()) && s.v6.contains(&"::/128".parse().unwrap()));
     assert!(s.nd_targets.as_ref().unwrap().contains(&ll));
-    let chains = port_chains(PortNumber(1), &fw.ports[&P1]);
+    let chains = port_chains(PortNumber(1), &fw.ports[&P1], &fw.groups);
     let sp = &chains.chains[&ChainKind::Spoof];
     assert!(sp.contains(&Line::NoDhcpServer { v6: false }) && sp.contains(&Line::NoRouterAdvert));
     assert_eq!(sp.last(), Some(&Line::MarkSource(PortNumber(1))));
@@ -237,13 +246,14 @@ fn stateless_groups_get_no_connection_tracking_acceptance() {
     let mut v = host();
     v.security_groups.get_mut(&G_WEB).unwrap().stateful = false;
     let fw = compiled(&v);
-    let chains = port_chains(PortNumber(1), &fw.ports[&P1]);
+    let chains = port_chains(PortNumber(1), &fw.ports[&P1], &fw.groups);
     for kind in [ChainKind::Egress, ChainKind::Ingress] {
         let lines = &chains.chains[&kind];
         assert!(!lines.contains(&Line::Established) && !lines.contains(&Line::Invalid), "{lines:?}");
         assert_eq!(lines.last(), Some(&Line::DropRest));
     }
-    let stateful = port_chains(PortNumber(1), &compiled(&host()).ports[&P1]);
+    let full = compiled(&host());
+    let stateful = port_chains(PortNumber(1), &full.ports[&P1], &full.groups);
     assert_eq!(stateful.chains[&ChainKind::Ingress][..2], [Line::Established, Line::Invalid]);
 }
 
@@ -358,7 +368,7 @@ fn a_port_the_kernel_refuses_is_blocked_alone_and_reported() {
     let n1 = fw.numbers()[&P1];
     assert_eq!(
         state.inet_chains[&n1.chain(ChainKind::Ingress)].rules,
-        port_chains(n1, &compiled(&host()).ports[&P1]).chains[&ChainKind::Ingress].len()
+        port_chains(n1, &compiled(&host()).ports[&P1], &compiled(&host()).groups).chains[&ChainKind::Ingress].len()
     );
     // The same rules are not tried again.
     fw.firewall_mut().take_log();
@@ -402,7 +412,7 @@ fn a_hand_flushed_or_edited_table_is_put_back() {
     // `nft flush chain inet neutrino ig_0001`
     fw.firewall_mut().state.inet_chains.get_mut(&n1.chain(ChainKind::Ingress)).unwrap().rules = 0;
     // A rule added by hand to the forward chain.
-    fw.firewall_mut().state.inet_chains.get_mut("forward").unwrap().rules += 1;
+    fw.firewall_mut().state.inet_chains.get_mut("ingress").unwrap().rules += 1;
     fw.firewall_mut().take_log();
     let out = synced(&mut fw, &host());
     assert_eq!((out.transactions, out.conntrack_ops), (1, 0), "restoring the same rules cuts nothing");
@@ -450,4 +460,41 @@ fn the_diagnosis_names_groups_rules_and_drops() {
     assert!(text.contains(&format!("from members of group {G_APP}")), "{text}");
     assert!(text.contains("ingress dropped: 7 packets"), "{text}");
     assert!(diagnose::describe_port(&v, P3, fw.numbers(), fw.zones(), &counters).contains("not filtered"));
+}
+
+#[test]
+fn a_group_rule_change_rewrites_the_group_chain_only() {
+    let mut fw = FirewallSync::new(FakeFirewall::default());
+    let mut v = host();
+    let out = synced(&mut fw, &v);
+    let tx = fw.firewall().applied()[0].clone();
+    assert_eq!(tx.groups(), vec![G_WEB], "one chain pair for web, shared by both ports");
+    let chains = group_chains(G_WEB, &compiled(&v).groups[&G_WEB]);
+    assert_eq!(chains[&GroupChain { group: G_WEB, ingress: true }].len(), 2);
+    assert_eq!(out.enforced, [P1, P2].into());
+    fw.firewall_mut().take_log();
+    v.security_groups.get_mut(&G_WEB).unwrap().rules.push(tcp_in(8, 8080));
+    let out = synced(&mut fw, &v);
+    assert_eq!((out.transactions, out.conntrack_ops), (1, 0));
+    let tx = fw.firewall().applied()[0].clone();
+    assert_eq!((tx.groups(), tx.ports()), (vec![G_WEB], vec![]), "{tx:?}");
+}
+
+#[test]
+fn a_group_the_kernel_refuses_blocks_the_ports_using_it_only() {
+    let mut v = host();
+    let mut p3 = crate::desired::tests::port(NET, "fa:16:3e:00:00:03", "compute:nova");
+    p3.fixed_ips[0].ip_address = "10.0.0.7".parse().unwrap();
+    p3.security_groups = vec![G_APP];
+    v.ports.insert(P3, p3);
+    v.security_groups.insert(G_APP, SecurityGroupView { stateful: true, rules: vec![egress_all(9)] });
+    let mut fake = FakeFirewall::default();
+    fake.refuse_groups.insert(G_WEB);
+    let mut fw = FirewallSync::new(fake);
+    let out = fw.sync(&v);
+    assert_eq!(out.enforced, [P3].into());
+    assert_eq!(out.failed.keys().copied().collect::<Vec<_>>(), vec![P1, P2]);
+    let state = &fw.firewall().state;
+    assert!(!state.inet_chains.contains_key(&GroupChain { group: G_WEB, ingress: true }.name()));
+    assert!(state.inet_chains.contains_key(&GroupChain { group: G_APP, ingress: false }.name()));
 }
