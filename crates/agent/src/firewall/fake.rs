@@ -6,13 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use neutrino_model::{PortId, SecurityGroupId};
 
-use super::layout::{BaseChain, blocked_chains};
-use super::plan::{Observed, ObservedChain, Op, Transaction, canonical};
+use super::layout::blocked_chains;
+use super::plan::{Names, Observed, Op, Transaction};
 use super::{CounterValue, Firewall, FirewallError, Flows};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Observe,
+    ObserveNames,
     Apply(Transaction),
     Check(Transaction),
     Forget(Flows),
@@ -47,78 +48,20 @@ impl FakeFirewall {
     }
 
     fn run(&self, tx: &Transaction) -> Result<Observed, FirewallError> {
-        let mut s = self.state.clone();
         for op in &tx.ops {
             match op {
-                Op::Skeleton => {
-                    s.bridge_table = true;
-                    s.inet_table = true;
-                    for base in BaseChain::ALL {
-                        let chains = if base.bridged() { &mut s.bridge_chains } else { &mut s.inet_chains };
-                        chains.entry(base.name().to_string()).or_default();
-                    }
+                Op::Port { number, port, chains, .. }
+                    if self.refuse.contains(port) && *chains != blocked_chains(*number) =>
+                {
+                    return Err(FirewallError::Refused(format!("Could not process rule (port {port})")));
                 }
-                Op::DeleteTables => s = Observed::default(),
-                Op::AddSet(set) => {
-                    s.sets.entry(set.name()).or_default();
+                Op::Group { group, .. } if self.refuse_groups.contains(group) => {
+                    return Err(FirewallError::Refused(format!("Could not process rule (group {group})")));
                 }
-                Op::DeleteSet(name) => {
-                    s.sets.remove(name).ok_or_else(|| FirewallError::Refused(format!("no set {name}")))?;
-                }
-                Op::Elements { set, add, elements } => {
-                    let have = s.sets.get_mut(&set.name()).ok_or_else(|| FirewallError::Refused("no set".into()))?;
-                    for e in elements {
-                        let present = have.contains(e);
-                        if *add {
-                            let overlaps = have.iter().any(|h| h.contains(e) || e.contains(h));
-                            if overlaps {
-                                return Err(FirewallError::Refused(format!("interval overlaps: {e}")));
-                            }
-                            have.push(*e);
-                        } else if present {
-                            have.retain(|h| h != e);
-                        } else {
-                            return Err(FirewallError::Refused(format!("no element {e}")));
-                        }
-                    }
-                    *have = canonical(have);
-                }
-                Op::Port { number, port, chains, comment } => {
-                    if self.refuse.contains(port) && *chains != blocked_chains(*number) {
-                        return Err(FirewallError::Refused(format!("Could not process rule (port {port})")));
-                    }
-                    for (kind, lines) in &chains.chains {
-                        let table = if kind.bridged() { &mut s.bridge_chains } else { &mut s.inet_chains };
-                        table.insert(
-                            number.chain(*kind),
-                            ObservedChain { first_comment: Some(comment.clone()), rules: lines.len() },
-                        );
-                    }
-                }
-                Op::Group { group, chains, comment } => {
-                    if self.refuse_groups.contains(group) {
-                        return Err(FirewallError::Refused(format!("Could not process rule (group {group})")));
-                    }
-                    for (chain, lines) in chains {
-                        let first_comment = (!lines.is_empty()).then(|| comment.clone());
-                        s.inet_chains.insert(chain.name(), ObservedChain { first_comment, rules: lines.len() });
-                    }
-                }
-                Op::Dispatch(d) => {
-                    for (base, rules) in d.rule_counts() {
-                        let chains = if base.bridged() { &mut s.bridge_chains } else { &mut s.inet_chains };
-                        let first_comment = (base == BaseChain::BridgePrerouting).then(|| d.comment());
-                        chains.insert(base.name().to_string(), ObservedChain { first_comment, rules });
-                    }
-                    s.zones = d.zones.clone();
-                }
-                Op::DeleteChain { bridged, name } => {
-                    let chains = if *bridged { &mut s.bridge_chains } else { &mut s.inet_chains };
-                    chains.remove(name);
-                }
+                _ => {}
             }
         }
-        Ok(s)
+        self.state.after(tx).map_err(FirewallError::Refused)
     }
 }
 
@@ -126,6 +69,11 @@ impl Firewall for FakeFirewall {
     fn observe(&mut self) -> Result<Observed, FirewallError> {
         self.log.push(Call::Observe);
         Ok(self.state.clone())
+    }
+
+    fn observe_names(&mut self) -> Result<Names, FirewallError> {
+        self.log.push(Call::ObserveNames);
+        Ok(self.state.names())
     }
 
     fn apply(&mut self, tx: &Transaction, check: bool) -> Result<(), FirewallError> {

@@ -25,13 +25,14 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use neutrino_model::PortId;
 use neutrino_proto::HostView;
 
 pub use compile::{CompiledRule, DesiredFirewall, FirewallProblem, Match, PortFirewall, compile, is_filtered};
 pub use layout::{BRIDGE_TABLE, INET_TABLE, PortNumber, ZoneId};
-pub use plan::{Observed, Op, Transaction};
+pub use plan::{Names, Observed, Op, Transaction};
 
 /// Why an OS call of the firewall failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,8 +78,11 @@ pub struct CounterValue {
 
 /// The OS side of the firewall. Each call is one process.
 pub trait Firewall {
-    /// The agent's two tables as they are.
+    /// The agent's two tables as they are, rules and set elements included
+    /// (the costly read: nft lists every rule).
     fn observe(&mut self) -> Result<Observed, FirewallError>;
+    /// Only the names of the tables, chains and sets (cheap).
+    fn observe_names(&mut self) -> Result<Names, FirewallError>;
     /// Applies `tx` in one atomic batch, or with `check` only asks the
     /// kernel whether it would take it (`nft --check`), changing nothing.
     fn apply(&mut self, tx: &Transaction, check: bool) -> Result<(), FirewallError>;
@@ -121,7 +125,20 @@ pub struct FirewallSync<F> {
     /// Ports whose chains the kernel refused, with the comment of what was
     /// refused: not tried again until their rules change.
     refused: BTreeMap<PortId, (String, FirewallError)>,
+    /// The tables as the last full read and the transactions since make
+    /// them; `None` until read, and after a transaction failed.
+    cache: Option<Observed>,
+    /// No full read before this (see [`FirewallSync::sync`]).
+    next_full_read: Instant,
+    /// Full reads at least this far apart (0 in production: the cost of the
+    /// last read sets the pace).
+    min_full_read_interval: Duration,
 }
+
+/// A full read of the tables may take this share of the time, at most:
+/// with 500 ports a read costs about a second, with a few ports a few
+/// milliseconds (so then every pass reads).
+const FULL_READ_SHARE: u32 = 20;
 
 impl<F: Firewall> FirewallSync<F> {
     pub fn new(fw: F) -> Self {
@@ -131,7 +148,40 @@ impl<F: Firewall> FirewallSync<F> {
             zones: BTreeMap::new(),
             known: BTreeMap::new(),
             refused: BTreeMap::new(),
+            cache: None,
+            next_full_read: Instant::now(),
+            min_full_read_interval: Duration::ZERO,
         }
+    }
+
+    /// Full reads at least `interval` apart (tests of the cheap path).
+    pub fn with_min_full_read_interval(mut self, interval: Duration) -> Self {
+        self.min_full_read_interval = interval;
+        self
+    }
+
+    /// The tables as they are: a full read when one is due (the first
+    /// pass, after a failure, and then as often as its own cost allows,
+    /// see [`FULL_READ_SHARE`]), else the cached picture, checked against a
+    /// cheap listing of names (a table, chain or set deleted by hand forces
+    /// a full read). Rules flushed or edited by hand are found at the next
+    /// full read: at once on a small host, within 20 times the read's cost
+    /// on a big one.
+    fn observe(&mut self) -> Result<Observed, FirewallError> {
+        if let Some(cache) = &self.cache
+            && Instant::now() < self.next_full_read
+        {
+            if self.fw.observe_names()? == cache.names() {
+                return Ok(cache.clone());
+            }
+            tracing::info!("the firewall's tables changed behind the agent's back; reading them again");
+        }
+        let started = Instant::now();
+        let observed = self.fw.observe()?;
+        let cost = started.elapsed();
+        self.next_full_read = Instant::now() + (cost * FULL_READ_SHARE).max(self.min_full_read_interval);
+        self.cache = Some(observed.clone());
+        Ok(observed)
     }
 
     pub fn firewall(&self) -> &F {
@@ -157,7 +207,7 @@ impl<F: Firewall> FirewallSync<F> {
     pub fn sync(&mut self, view: &HostView) -> FirewallOutcome {
         let mut out = FirewallOutcome::default();
         let desired = compile(view, &mut out.problems);
-        let observed = match self.fw.observe() {
+        let observed = match self.observe() {
             Ok(o) => o,
             Err(e) => {
                 for port in desired.ports.keys() {
@@ -245,10 +295,12 @@ impl<F: Firewall> FirewallSync<F> {
         let first = match self.fw.apply(&tx, false) {
             Ok(()) => {
                 out.element_ops += tx.element_ops();
+                self.cache = observed.after(&tx).ok();
                 return Ok(());
             }
             Err(e) => e,
         };
+        self.cache = None;
         let suspects: Vec<PortId> = touched(&tx, desired).into_iter().filter(|p| !blocked.contains(p)).collect();
         let mut culprits = BTreeMap::new();
         self.find_culprits(observed, desired, blocked, &suspects, &suspects, &mut culprits, out);
@@ -269,6 +321,7 @@ impl<F: Firewall> FirewallSync<F> {
         out.transactions += 1;
         self.fw.apply(&tx, false)?;
         out.element_ops += tx.element_ops();
+        self.cache = observed.after(&tx).ok();
         Ok(())
     }
 

@@ -38,6 +38,94 @@ impl Observed {
         if bridged { self.bridge_chains.get(name) } else { self.inet_chains.get(name) }
     }
 
+    /// What the kernel holds after `tx` is applied to what this says: how
+    /// the agent keeps its picture of the tables between full reads. `Err`:
+    /// the kernel would refuse it (an element that is not there, or that
+    /// overlaps one that is).
+    pub fn after(&self, tx: &Transaction) -> Result<Observed, String> {
+        let mut s = self.clone();
+        for op in &tx.ops {
+            match op {
+                Op::Skeleton => {
+                    s.bridge_table = true;
+                    s.inet_table = true;
+                    for base in BaseChain::ALL {
+                        let chains = if base.bridged() { &mut s.bridge_chains } else { &mut s.inet_chains };
+                        chains.entry(base.name().to_string()).or_default();
+                    }
+                }
+                Op::DeleteTables => s = Observed::default(),
+                Op::AddSet(set) => {
+                    s.sets.entry(set.name()).or_default();
+                }
+                Op::DeleteSet(name) => {
+                    s.sets.remove(name).ok_or_else(|| format!("no set {name}"))?;
+                }
+                Op::Elements { set, add, elements } => {
+                    let have = s.sets.get_mut(&set.name()).ok_or_else(|| "no set".to_string())?;
+                    for e in elements {
+                        let present = have.contains(e);
+                        if *add {
+                            let overlaps = have.iter().any(|h| h.contains(e) || e.contains(h));
+                            if overlaps {
+                                return Err(format!("interval overlaps: {e}"));
+                            }
+                            have.push(*e);
+                        } else if present {
+                            have.retain(|h| h != e);
+                        } else {
+                            return Err(format!("no element {e}"));
+                        }
+                    }
+                    *have = canonical(have);
+                }
+                Op::Port { number, chains, comment, .. } => {
+                    for (kind, lines) in &chains.chains {
+                        let table = if kind.bridged() { &mut s.bridge_chains } else { &mut s.inet_chains };
+                        table.insert(
+                            number.chain(*kind),
+                            ObservedChain { first_comment: Some(comment.clone()), rules: lines.len() },
+                        );
+                    }
+                }
+                Op::Group { chains, comment, .. } => {
+                    for (chain, lines) in chains {
+                        let first_comment = (!lines.is_empty()).then(|| comment.clone());
+                        s.inet_chains.insert(chain.name(), ObservedChain { first_comment, rules: lines.len() });
+                    }
+                }
+                Op::Dispatch(d) => {
+                    for (base, rules) in d.rule_counts() {
+                        let chains = if base.bridged() { &mut s.bridge_chains } else { &mut s.inet_chains };
+                        let first_comment = (base == BaseChain::BridgePrerouting).then(|| d.comment());
+                        chains.insert(base.name().to_string(), ObservedChain { first_comment, rules });
+                    }
+                    s.zones = d.zones.clone();
+                }
+                Op::DeleteChain { bridged, name } => {
+                    let chains = if *bridged { &mut s.bridge_chains } else { &mut s.inet_chains };
+                    chains.remove(name);
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// The names in the tables: what a cheap listing shows.
+    pub fn names(&self) -> Names {
+        let chains = |bridged: bool, m: &BTreeMap<String, ObservedChain>| {
+            m.keys().map(|n| (bridged, n.clone())).collect::<Vec<_>>()
+        };
+        // As a listing of chains shows them: a table with no chain is not
+        // seen.
+        Names {
+            bridge_table: self.bridge_table && !self.bridge_chains.is_empty(),
+            inet_table: self.inet_table && !self.inet_chains.is_empty(),
+            chains: chains(true, &self.bridge_chains).into_iter().chain(chains(false, &self.inet_chains)).collect(),
+            sets: self.sets.keys().cloned().collect(),
+        }
+    }
+
     /// Port numbers found in the kernel, with the port their chains'
     /// comments name: what a restarted agent recovers.
     pub fn port_numbers(&self) -> BTreeMap<PortNumber, PortId> {
@@ -56,6 +144,19 @@ impl Observed {
         }
         found
     }
+}
+
+/// What a cheap listing of the tables shows (`nft list chains`, `nft -t
+/// list sets`: no rules, no elements): enough to notice a table, chain or
+/// set deleted by hand between full reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    pub bridge_table: bool,
+    pub inet_table: bool,
+    /// (in the bridge table, name)
+    pub chains: BTreeSet<(bool, String)>,
+    /// Sets of the inet table.
+    pub sets: BTreeSet<String>,
 }
 
 /// One change of the firewall, part of a [`Transaction`].
@@ -272,7 +373,13 @@ pub fn plan(
     for name in observed.sets.keys().filter(|n| !wanted_sets.contains(*n)) {
         ops.push(Op::DeleteSet(name.clone()));
     }
-    if !ops.is_empty() {
+    // Tables and base chains, only when one is missing: adding existing
+    // base chains again makes nft read the whole ruleset first (about a
+    // second with 20,000 rules).
+    let skeleton = observed.bridge_table
+        && observed.inet_table
+        && BaseChain::ALL.iter().all(|b| observed.chain(b.bridged(), b.name()).is_some());
+    if !ops.is_empty() && !skeleton {
         ops.insert(0, Op::Skeleton);
     }
     Transaction { ops }

@@ -310,7 +310,6 @@ fn a_membership_change_is_element_ops_only() {
     assert_eq!(
         tx.ops,
         vec![
-            Op::Skeleton,
             Op::Elements { set, add: false, elements: vec!["10.0.1.1/32".parse().unwrap()] },
             Op::Elements { set, add: true, elements: vec!["10.0.2.7/32".parse().unwrap()] },
         ]
@@ -497,4 +496,28 @@ fn a_group_the_kernel_refuses_blocks_the_ports_using_it_only() {
     let state = &fw.firewall().state;
     assert!(!state.inet_chains.contains_key(&GroupChain { group: G_WEB, ingress: true }.name()));
     assert!(state.inet_chains.contains_key(&GroupChain { group: G_APP, ingress: false }.name()));
+}
+
+#[test]
+fn between_full_reads_the_picture_is_kept_and_checked_by_names() {
+    let mut fw =
+        FirewallSync::new(FakeFirewall::default()).with_min_full_read_interval(std::time::Duration::from_secs(3600));
+    let mut v = host();
+    synced(&mut fw, &v);
+    // Changes are planned against the picture the transactions left.
+    v.group_members.insert(member(G_APP, 0xa2), addresses(&["10.0.2.7/32"]));
+    v.security_groups.get_mut(&G_WEB).unwrap().rules.push(tcp_in(8, 8080));
+    fw.firewall_mut().take_log();
+    let out = synced(&mut fw, &v);
+    assert_eq!((out.transactions, out.element_ops), (1, 1));
+    assert_eq!(synced(&mut fw, &v).transactions, 0);
+    let log = fw.firewall_mut().take_log();
+    assert!(!log.contains(&Call::Observe) && log.contains(&Call::ObserveNames), "{log:?}");
+    // A chain deleted by hand shows in the names: read again, put back.
+    let n1 = fw.numbers()[&P1];
+    fw.firewall_mut().state.inet_chains.remove(&n1.chain(ChainKind::Egress));
+    let out = synced(&mut fw, &v);
+    assert_eq!(out.transactions, 1);
+    assert!(fw.firewall_mut().take_log().contains(&Call::Observe));
+    assert!(fw.firewall().state.inet_chains.contains_key(&n1.chain(ChainKind::Egress)));
 }
