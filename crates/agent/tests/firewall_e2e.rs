@@ -589,3 +589,43 @@ async fn five_hundred_ports_and_ten_thousand_rules() {
     // 23,000 rules costs about a second): the changes above did not read.
     assert!(member < Duration::from_secs(2) && rule < Duration::from_secs(2), "{member:?} {rule:?}");
 }
+
+/// A transaction the kernel refuses (here because a chain of the agent's
+/// name was made by hand as a base chain, which rules cannot jump to)
+/// leaves no half table: the ports it concerns are found with
+/// `nft --check`, blocked and reported, and the others are enforced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_group_blocks_its_ports_and_the_rest_is_enforced() {
+    let Some(lab) = Lab::new(3) else { return };
+    let (vm1, vm2, vm3) = (lab.vm("vm1"), lab.vm("vm2"), lab.vm("vm3"));
+    let web_in = format!("gi_{}", WEB.0.simple());
+    lab.nft(&["add", "table", "inet", "neutrino"]);
+    lab.nft(&["add", "chain", "inet", "neutrino", &web_in, "{ type filter hook input priority 0; }"]);
+    let mut agent = Agent::start(&lab);
+    let v = view();
+    let out = agent.fw.sync(&v);
+    assert_eq!(out.failed.keys().copied().collect::<Vec<_>>(), vec![VM1, VM2], "{out:?}");
+    assert!(out.failed.values().all(|e| matches!(e, neutrino_agent::firewall::FirewallError::Refused(_))));
+    assert_eq!(out.enforced.iter().copied().collect::<Vec<_>>(), vec![VM3]);
+    assert!(out.checks > 0 && out.transactions == 2, "{out:?}");
+    agent.kernel.reconcile(&v).await;
+    // The refused ports are blocked, not open; vm3's rules hold.
+    let l22 = listen(&vm1, 22);
+    assert!(!connects(&vm2, None, "10.0.0.5:22", &l22), "a blocked port must pass nothing");
+    let l7 = listen(&vm3, 7000);
+    assert!(!connects(&vm1, None, "10.0.0.7:7000", &l7), "vm3 allows no ingress");
+    let n3 = agent.fw.numbers()[&VM3].0;
+    let listed = lab.nft(&["list", "chain", "inet", "neutrino", &format!("ig_{n3:04x}")]);
+    assert!(listed.contains("established"), "{listed}");
+    // The same rules are not tried again at once.
+    let out = agent.fw.sync(&v);
+    assert_eq!((out.transactions, out.checks, out.failed.len()), (0, 0, 2));
+    // The obstacle was a chain no port needed any more: it went with the
+    // second transaction. A restarted agent (or the retry, a minute
+    // later) enforces everything.
+    assert!(!lab.nft(&["list", "chains"]).contains(&web_in));
+    let mut agent = Agent::start(&lab);
+    let out = agent.pass(&v).await;
+    assert_eq!(out.enforced.len(), 3);
+    assert!(connects(&vm2, None, "10.0.0.5:22", &l22));
+}

@@ -122,9 +122,10 @@ pub struct FirewallSync<F> {
     /// What each port's chains hold, to tell which rules went next time
     /// (adopted ports too: their digest says they hold what the view says).
     known: BTreeMap<PortId, PortFirewall>,
-    /// Ports whose chains the kernel refused, with the comment of what was
-    /// refused: not tried again until their rules change.
-    refused: BTreeMap<PortId, (String, FirewallError)>,
+    /// Ports whose chains the kernel refused, with what was refused and
+    /// when: not tried again until their rules change or
+    /// [`REFUSAL_RETRY`] has passed (the cause may be outside the rules).
+    refused: BTreeMap<PortId, (String, FirewallError, Instant)>,
     /// The tables as the last full read and the transactions since make
     /// them; `None` until read, and after a transaction failed.
     cache: Option<Observed>,
@@ -139,6 +140,9 @@ pub struct FirewallSync<F> {
 /// with 500 ports a read costs about a second, with a few ports a few
 /// milliseconds (so then every pass reads).
 const FULL_READ_SHARE: u32 = 20;
+
+/// A refused port's rules are tried again after this long.
+pub const REFUSAL_RETRY: Duration = Duration::from_secs(60);
 
 impl<F: Firewall> FirewallSync<F> {
     pub fn new(fw: F) -> Self {
@@ -229,9 +233,9 @@ impl<F: Firewall> FirewallSync<F> {
 
         // Ports refused before with the very same rules stay blocked.
         let mut blocked = BTreeSet::new();
-        for (port, (comment, e)) in &self.refused {
+        for (port, (comment, e, when)) in &self.refused {
             let (Some(n), Some(p)) = (self.numbers.get(port), desired.ports.get(port)) else { continue };
-            if refusal_key(*port, *n, p, &desired) == *comment {
+            if when.elapsed() < REFUSAL_RETRY && refusal_key(*port, *n, p, &desired) == *comment {
                 blocked.insert(*port);
                 out.failed.insert(*port, e.clone());
             }
@@ -312,7 +316,7 @@ impl<F: Firewall> FirewallSync<F> {
             if let Some(n) = self.numbers.get(&port)
                 && let Some(p) = desired.ports.get(&port)
             {
-                self.refused.insert(port, (refusal_key(port, *n, p, desired), e.clone()));
+                self.refused.insert(port, (refusal_key(port, *n, p, desired), e.clone(), Instant::now()));
             }
             blocked.insert(port);
             out.failed.insert(port, e);
