@@ -345,9 +345,13 @@ async fn security_groups_are_enforced_with_real_packets() {
     let listed = lab.nft(&["list", "set", "inet", "neutrino", &set]);
     assert!(listed.contains("10.0.0.7"), "{listed}");
     assert!(connects(&vm3, None, "10.0.0.5:80", &l80), "vm3 joined app: tcp/80 must pass");
+    let (mut client, mut server) = open_flow(&vm3, &l80, "10.0.0.5:80");
+    assert!(carries(&mut client, &mut server));
     v.group_members.remove(&member);
     let out = agent.pass(&v).await;
     assert_eq!((out.transactions, out.element_ops), (1, 1));
+    assert!(out.conntrack_ops > 0);
+    assert!(!carries(&mut client, &mut server), "vm3 left app: its established tcp/80 flow must stop");
     assert!(!lab.nft(&["list", "set", "inet", "neutrino", &set]).contains("10.0.0.7"));
     assert!(!connects(&vm3, None, "10.0.0.5:80", &l80), "vm3 left app");
 
@@ -627,5 +631,7 @@ async fn a_refused_group_blocks_its_ports_and_the_rest_is_enforced() {
     let mut agent = Agent::start(&lab);
     let out = agent.pass(&v).await;
     assert_eq!(out.enforced.len(), 3);
+    // Unresolved neighbour entries from the blocked attempt retry late.
+    run(&["ip", "-n", &vm2, "neigh", "flush", "dev", "eth0"]);
     assert!(connects(&vm2, None, "10.0.0.5:22", &l22));
 }

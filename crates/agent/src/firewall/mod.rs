@@ -67,6 +67,9 @@ pub struct Flows {
     pub to_port: bool,
     pub protocol: Option<u8>,
     pub dport: Option<u16>,
+    /// The other end, when only its flows go (a member that left a
+    /// remote group).
+    pub remote: Option<IpAddr>,
 }
 
 /// A named counter's value.
@@ -244,6 +247,7 @@ impl<F: Firewall> FirewallSync<F> {
 
         let in_kernel: BTreeSet<PortId> = observed.port_numbers().into_values().collect();
         let tx = plan::plan(&observed, &desired, &self.numbers, &self.zones, &blocked);
+        let left = left_members(&tx, &desired);
         let written = touched(&tx, &desired);
         if !tx.is_empty()
             && let Err(e) = self.apply_isolating(&observed, &desired, &mut blocked, tx, &mut out)
@@ -259,13 +263,14 @@ impl<F: Firewall> FirewallSync<F> {
         // Conntrack: connections that a rule no longer there allowed.
         for (port, new) in desired.ports.iter().filter(|(p, _)| !blocked.contains(*p)) {
             let Some(zone) = self.zones.get(&new.bridge).copied() else { continue };
-            let flows = match self.known.get(port) {
+            let mut flows = member_flows(new, zone, &left);
+            flows.extend(match self.known.get(port) {
                 Some(old) => cut_flows(old, new, zone),
                 // Chains a previous run wrote with other rules: which rules
                 // went is unknown, so all of the port's connections go.
                 None if in_kernel.contains(port) && written.contains(port) => all_flows(new, zone),
                 None => vec![],
-            };
+            });
             for f in flows {
                 out.conntrack_ops += 1;
                 if let Err(e) = self.fw.forget(&f) {
@@ -411,7 +416,58 @@ pub fn cut_flows(old: &PortFirewall, new: &PortFirewall, zone: ZoneId) -> Vec<Fl
                     (None, _) | (Some(compile::Family::V4), IpAddr::V4(_)) | (Some(compile::Family::V6), IpAddr::V6(_))
                 );
                 if same {
-                    flows.insert(Flows { zone, address: *address, to_port, protocol, dport });
+                    flows.insert(Flows { zone, address: *address, to_port, protocol, dport, remote: None });
+                }
+            }
+        }
+    }
+    flows.into_iter().collect()
+}
+
+/// Addresses that left each remote-group set in `tx`: single addresses
+/// removed and not covered by what the set keeps (a prefix that goes is
+/// not followed into conntrack).
+fn left_members(tx: &Transaction, desired: &DesiredFirewall) -> BTreeMap<compile::SetName, Vec<IpAddr>> {
+    let mut left: BTreeMap<compile::SetName, Vec<IpAddr>> = BTreeMap::new();
+    for op in &tx.ops {
+        let Op::Elements { set, add: false, elements } = op else { continue };
+        let keep = desired.sets.get(set).map(Vec::as_slice).unwrap_or_default();
+        for e in elements.iter().filter(|e| e.prefix_len() == e.max_prefix_len()) {
+            if !keep.iter().any(|k| k.contains(&e.addr())) {
+                left.entry(*set).or_default().push(e.addr());
+            }
+        }
+    }
+    left
+}
+
+/// The flows between `p` and members that left a remote group one of its
+/// rules admits (Neutron cuts them too), narrowed like [`cut_flows`].
+pub fn member_flows(p: &PortFirewall, zone: ZoneId, left: &BTreeMap<compile::SetName, Vec<IpAddr>>) -> Vec<Flows> {
+    if !p.stateful || left.is_empty() {
+        return vec![];
+    }
+    let mut flows = BTreeSet::new();
+    for (to_port, rules) in [(false, &p.egress), (true, &p.ingress)] {
+        for rule in rules {
+            let Some(set) = rule.matches.iter().find_map(|m| match m {
+                Match::RemoteGroup { set, .. } => Some(*set),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let Some(gone) = left.get(&set) else { continue };
+            let protocol = rule.matches.iter().find_map(|m| match m {
+                Match::Protocol(p) => Some(*p),
+                _ => None,
+            });
+            let dport = rule.matches.iter().find_map(|m| match m {
+                Match::DstPorts { start, end } if start == end => Some(*start),
+                _ => None,
+            });
+            for address in p.fixed_ips.iter().filter(|a| a.is_ipv4() == (set.family == compile::Family::V4)) {
+                for remote in gone {
+                    flows.insert(Flows { zone, address: *address, to_port, protocol, dport, remote: Some(*remote) });
                 }
             }
         }
@@ -427,7 +483,7 @@ pub fn all_flows(p: &PortFirewall, zone: ZoneId) -> Vec<Flows> {
     let mut flows = vec![];
     for address in &p.fixed_ips {
         for to_port in [false, true] {
-            flows.push(Flows { zone, address: *address, to_port, protocol: None, dport: None });
+            flows.push(Flows { zone, address: *address, to_port, protocol: None, dport: None, remote: None });
         }
     }
     flows

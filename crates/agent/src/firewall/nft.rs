@@ -444,7 +444,8 @@ pub fn batch(tx: &Transaction) -> Nftables<'static> {
                             // id is in the group's chain all the same.
                             _ => comment.clone(),
                         };
-                        b.add(rule(false, g.name(), line(l, "unused"), Some(note)));
+                        // Group chains hold rules only; nothing there drops.
+                        b.add(rule(false, g.name(), line(l, ""), Some(note)));
                     }
                 }
             }
@@ -599,6 +600,10 @@ pub fn conntrack_args(f: &Flows) -> Vec<String> {
         end.into(),
         f.address.to_string(),
     ];
+    if let Some(remote) = f.remote {
+        let other = if f.to_port { "--orig-src" } else { "--orig-dst" };
+        args.extend([other.into(), remote.to_string()]);
+    }
     if let Some(p) = f.protocol {
         args.extend(["-p".into(), conntrack_proto(p)]);
         if let Some(port) = f.dport.filter(|_| super::compile::PORT_PROTOCOLS.contains(&p)) {

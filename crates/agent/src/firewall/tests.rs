@@ -304,7 +304,29 @@ fn a_membership_change_is_element_ops_only() {
     v.group_members.insert(member(G_APP, 0xa2), addresses(&["10.0.2.7/32"]));
     v.group_members.remove(&member(G_APP, 0xa1));
     let out = synced(&mut fw, &v);
-    assert_eq!((out.transactions, out.element_ops, out.conntrack_ops), (1, 2, 0));
+    // 10.0.1.1 left app: its tcp/80 flows to both web ports go.
+    assert_eq!((out.transactions, out.element_ops, out.conntrack_ops), (1, 2, 2));
+    let forgets: Vec<Flows> =
+        fw.firewall().log.iter().filter_map(|c| if let Call::Forget(f) = c { Some(*f) } else { None }).collect();
+    assert_eq!(forgets[0].remote, Some("10.0.1.1".parse().unwrap()));
+    assert_eq!(
+        conntrack_args(&forgets[0]),
+        [
+            "-D",
+            "-w",
+            "1",
+            "-f",
+            "ipv4",
+            "--orig-dst",
+            "10.0.0.5",
+            "--orig-src",
+            "10.0.1.1",
+            "-p",
+            "tcp",
+            "--orig-port-dst",
+            "80"
+        ]
+    );
     let set = SetName { group: G_APP, family: Family::V4 };
     let tx = fw.firewall().applied()[0].clone();
     assert_eq!(
@@ -333,8 +355,14 @@ fn removing_a_rule_rewrites_that_port_and_cuts_its_connections_adding_cuts_nothi
     let forgets: Vec<Flows> =
         log.iter().filter_map(|c| if let Call::Forget(f) = c { Some(*f) } else { None }).collect();
     let zone = fw.zones()["brq6f1d2a3b-11"];
-    let want =
-        |ip: &str| Flows { zone, address: ip.parse().unwrap(), to_port: true, protocol: Some(6), dport: Some(22) };
+    let want = |ip: &str| Flows {
+        zone,
+        address: ip.parse().unwrap(),
+        to_port: true,
+        protocol: Some(6),
+        dport: Some(22),
+        remote: None,
+    };
     assert_eq!(forgets, vec![want("10.0.0.5"), want("10.0.0.6")]);
     assert_eq!(
         conntrack_args(&forgets[0]),
