@@ -75,8 +75,13 @@ fn run(args: &[&str]) -> String {
 }
 
 impl Lab {
-    /// Lab number `n` of this test process.
+    /// Lab number `n` of this test process, with the three instances.
     fn new(n: u32) -> Option<Lab> {
+        Lab::with(n, &VMS)
+    }
+
+    /// Lab number `n` with these instances (port, MAC, IP, name).
+    fn with(n: u32, vms: &[(PortId, &str, &str, &str)]) -> Option<Lab> {
         if !common::is_root() {
             common::cannot_run("needs root");
             return None;
@@ -99,7 +104,7 @@ impl Lab {
         lab.ip(&["addr", "add", "172.31.0.11/24", "dev", "ul0"]);
         lab.ip(&["link", "set", "ul0", "up"]);
         lab.ip(&["link", "set", "ul1", "up"]);
-        for (port, mac, ip, name) in VMS {
+        for &(port, mac, ip, name) in vms {
             let ns = lab.vm(name);
             netns::create(&ns).unwrap();
             let tap = tap_name(&port);
@@ -239,8 +244,13 @@ fn listen(ns: &str, port: u16) -> TcpListener {
 /// Whether a connection from `ns` (from `source` when given) to `to`
 /// reaches a listener that answers, within a second.
 fn connects(ns: &str, source: Option<&str>, to: &str, l: &TcpListener) -> bool {
+    let source = source.map(|s| SocketAddr::new(s.parse().unwrap(), 0));
+    connects_from(ns, source, to, l)
+}
+
+/// [`connects`] from a given source address and port.
+fn connects_from(ns: &str, source: Option<SocketAddr>, to: &str, l: &TcpListener) -> bool {
     let to: SocketAddr = to.parse().unwrap();
-    let source: Option<SocketAddr> = source.map(|s| SocketAddr::new(s.parse().unwrap(), 0));
     let client = std::thread::spawn({
         let ns = ns.to_string();
         move || {
@@ -248,6 +258,7 @@ fn connects(ns: &str, source: Option<&str>, to: &str, l: &TcpListener) -> bool {
                 let socket =
                     socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None).ok()?;
                 if let Some(s) = source {
+                    socket.set_reuse_address(true).ok()?;
                     socket.bind(&s.into()).ok()?;
                 }
                 socket.connect_timeout(&to.into(), Duration::from_millis(1000)).ok()?;
@@ -634,4 +645,49 @@ async fn a_refused_group_blocks_its_ports_and_the_rest_is_enforced() {
     // Unresolved neighbour entries from the blocked attempt retry late.
     run(&["ip", "-n", &vm2, "neigh", "flush", "dev", "eth0"]);
     assert!(connects(&vm2, None, "10.0.0.5:22", &l22));
+}
+
+/// Two networks on one host with the same addresses: the same connection
+/// (same addresses and ports) on each lives in its network's zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_networks_keep_separate_connection_state() {
+    const NET_B: NetworkId = NetworkId(Uuid::from_u128(0x7e2c3b4a_0000_4000_8000_0000000000f2));
+    const A1: PortId = PortId(Uuid::from_u128(0xa1a1a1a1_0000_4000_8000_0000000000a1));
+    const A2: PortId = PortId(Uuid::from_u128(0xa2a2a2a2_0000_4000_8000_0000000000a2));
+    const B1: PortId = PortId(Uuid::from_u128(0xb1b1b1b1_0000_4000_8000_0000000000b1));
+    const B2: PortId = PortId(Uuid::from_u128(0xb2b2b2b2_0000_4000_8000_0000000000b2));
+    let vms = [
+        (A1, "fa:16:3e:00:0a:01", "10.0.0.5", "a1"),
+        (A2, "fa:16:3e:00:0a:02", "10.0.0.6", "a2"),
+        (B1, "fa:16:3e:00:0b:01", "10.0.0.5", "b1"),
+        (B2, "fa:16:3e:00:0b:02", "10.0.0.6", "b2"),
+    ];
+    let Some(lab) = Lab::with(4, &vms) else { return };
+    let mut v = view();
+    v.ports.clear();
+    v.networks.insert(NET_B, NetworkView { mtu: 1450, segment: Segment::Vxlan { vni: Vni::try_from(301).unwrap() } });
+    let base = view().ports[&VM1].clone();
+    for (id, mac, ip, _) in vms {
+        let mut p = base.clone();
+        p.network_id = if id == A1 || id == A2 { NET } else { NET_B };
+        p.mac = mac.parse().unwrap();
+        p.fixed_ips = vec![FixedIp { subnet_id: S4, ip_address: ip.parse().unwrap() }];
+        v.ports.insert(id, p);
+    }
+    let mut agent = Agent::start(&lab);
+    agent.pass(&v).await;
+    agent.pass(&v).await;
+    let zones = agent.fw.zones().clone();
+    let (za, zb) = (zones[&bridge_name(&NET)], zones[&bridge_name(&NET_B)]);
+    assert_ne!(za, zb);
+    let la = listen(&lab.vm("a1"), 22);
+    let lb = listen(&lab.vm("b1"), 22);
+    let source: SocketAddr = "10.0.0.6:40022".parse().unwrap();
+    assert!(connects_from(&lab.vm("a2"), Some(source), "10.0.0.5:22", &la));
+    assert!(connects_from(&lab.vm("b2"), Some(source), "10.0.0.5:22", &lb), "the same tuple in the other network");
+    for zone in [za, zb] {
+        let entries = run(&["ip", "netns", "exec", &lab.host, "conntrack", "-L", "-w", &zone.0.to_string()]);
+        let same = entries.lines().filter(|l| l.contains("sport=40022") && l.contains("dport=22")).count();
+        assert_eq!(same, 1, "zone {}: {entries}", zone.0);
+    }
 }
