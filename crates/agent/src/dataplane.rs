@@ -1,6 +1,7 @@
 //! The agent's dataplane as the runtime sees it: the reconciler over the
 //! real kernel, the kernel's event feed, the DHCP servers of the DHCP
-//! services the view schedules here, and the NAT of its routers.
+//! services the view schedules here, the NAT of its routers and the
+//! security groups of its ports.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -12,6 +13,8 @@ use neutrino_proto::{FloatingIpStatus, HostView, device_name};
 use tokio::sync::Notify;
 
 use crate::dhcp::{DhcpServer, Served};
+use crate::firewall::nft::NftFirewall;
+use crate::firewall::{FirewallError, FirewallSync};
 use crate::kernel::KernelError;
 use crate::nat::RouterNat;
 use crate::nat::nft::NftNat;
@@ -32,8 +35,9 @@ pub enum DataplaneError {
 /// alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Netlink requests, namespace mounts, sysctl writes and router NAT
+    /// Netlink requests, namespace mounts, sysctl writes, router NAT
     /// changes (nft transactions, conntrack deletions, gratuitous ARPs)
+    /// and firewall changes (nft transactions, conntrack deletions)
     /// together.
     pub kernel_ops: u64,
     /// Namespace mounts and unmounts alone.
@@ -41,6 +45,12 @@ pub struct Totals {
     /// Router NAT changes alone (nft transactions, conntrack deletions,
     /// gratuitous ARPs).
     pub nat_ops: u64,
+    /// Firewall transactions alone (nft batches applied).
+    pub fw_transactions: u64,
+    /// Firewall set elements added or removed (remote-group members).
+    pub fw_element_ops: u64,
+    /// Firewall conntrack deletions (connections of removed rules).
+    pub fw_conntrack_ops: u64,
     /// Reconcile passes.
     pub reconciles: u64,
 }
@@ -59,6 +69,12 @@ pub struct Dataplane {
     floating_ips: BTreeMap<FloatingIpId, FloatingIpStatus>,
     /// Router advertisements on the routers' IPv6 interfaces.
     ra: crate::ra::RaService,
+    /// The security groups; taken out while a pass runs it on a blocking
+    /// thread (it runs `nft` and `conntrack`).
+    firewall: Option<FirewallSync<NftFirewall>>,
+    /// Filtered ports whose firewall is not in place after the last pass:
+    /// reported `DOWN` (a refused port is blocked, not open).
+    firewall_failed: BTreeMap<PortId, FirewallError>,
     totals: Totals,
 }
 
@@ -89,6 +105,8 @@ impl Dataplane {
             nat: Some(RouterNat::new(NftNat)),
             floating_ips: BTreeMap::new(),
             ra: crate::ra::RaService::default(),
+            firewall: Some(FirewallSync::new(NftFirewall::default())),
+            firewall_failed: BTreeMap::new(),
             totals: Totals::default(),
         })
     }
@@ -102,8 +120,12 @@ impl Dataplane {
         self.totals
     }
 
-    /// Makes the kernel match `view`; returns the ports that are wired.
+    /// Makes the kernel match `view`; returns the ports that are wired
+    /// (and, when filtered, whose firewall is in place).
     pub async fn reconcile(&mut self, view: &HostView) -> BTreeSet<PortId> {
+        // The firewall goes first: it matches ports by name, so a new port
+        // is filtered from the moment the reconcile plugs it.
+        self.sync_firewall(view).await;
         let outcome = self.reconciler.reconcile(view).await;
         self.totals.reconciles += 1;
         self.totals.kernel_ops += (outcome.ops + outcome.netns_ops) as u64;
@@ -124,6 +146,8 @@ impl Dataplane {
             // The kernel could not be read: keep what was last known.
             return self.last_wired.clone();
         }
+        let mut outcome = outcome;
+        outcome.wired.retain(|p| !self.firewall_failed.contains_key(p));
         self.sync_dhcp(view, &outcome.wired);
         self.sync_nat(view, &outcome.wired).await;
         // Senders wait for their interfaces themselves: no need to hold
@@ -168,6 +192,54 @@ impl Dataplane {
             tracing::warn!(%router, error = %e, "router NAT not in place; retried on the next pass");
         }
         self.floating_ips = out.floating_ips;
+    }
+
+    /// Filtered ports whose firewall is not in place, and why.
+    pub fn firewall_failures(&self) -> &BTreeMap<PortId, FirewallError> {
+        &self.firewall_failed
+    }
+
+    /// Makes the security-group tables match the view, on a blocking thread.
+    async fn sync_firewall(&mut self, view: &HostView) {
+        let Some(mut fw) = self.firewall.take() else { return };
+        let view = view.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let out = fw.sync(&view);
+            (fw, out)
+        })
+        .await;
+        let Ok((fw, out)) = joined else {
+            tracing::error!("firewall pass panicked; starting over (the tables are adopted again)");
+            self.firewall = Some(FirewallSync::new(NftFirewall::default()));
+            return;
+        };
+        self.firewall = Some(fw);
+        let ops = out.transactions + out.element_ops + out.conntrack_ops;
+        self.totals.kernel_ops += ops as u64;
+        self.totals.fw_transactions += out.transactions as u64;
+        self.totals.fw_element_ops += out.element_ops as u64;
+        self.totals.fw_conntrack_ops += out.conntrack_ops as u64;
+        if ops > 0 {
+            tracing::info!(
+                transactions = out.transactions,
+                element_ops = out.element_ops,
+                conntrack_ops = out.conntrack_ops,
+                enforced = out.enforced.len(),
+                "firewall changed"
+            );
+        }
+        for p in &out.problems {
+            tracing::warn!(problem = %p, "security group rule left out");
+        }
+        for e in &out.errors {
+            tracing::warn!(error = %e, "firewall step failed; retried on the next pass");
+        }
+        for (port, e) in &out.failed {
+            if self.firewall_failed.get(port) != Some(e) {
+                tracing::warn!(%port, error = %e, "port's firewall not in place; the port is reported DOWN");
+            }
+        }
+        self.firewall_failed = out.failed;
     }
 
     /// Runs a DHCP server for each service whose port is wired, answering

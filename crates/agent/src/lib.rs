@@ -19,6 +19,7 @@
 pub mod dataplane;
 pub mod desired;
 pub mod dhcp;
+pub mod firewall;
 pub mod guard;
 pub mod kernel;
 pub mod nat;

@@ -426,6 +426,9 @@ async fn reconcile_once(
             kernel_ops: totals.kernel_ops,
             netns_ops: totals.netns_ops,
             nft_ops: totals.nat_ops,
+            fw_transactions: totals.fw_transactions,
+            fw_element_ops: totals.fw_element_ops,
+            fw_conntrack_ops: totals.fw_conntrack_ops,
             reconciles: totals.reconciles,
             wired: wired.len(),
         };

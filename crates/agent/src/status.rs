@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// `{"revision":..,"kernel_ops":..,"netns_ops":..,"nft_ops":..,"reconciles":..,"wired":..}`.
+/// `{"revision":..,"kernel_ops":..,"netns_ops":..,"nft_ops":..,"fw_transactions":..,
+/// "fw_element_ops":..,"fw_conntrack_ops":..,"reconciles":..,"wired":..}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentStatus {
     /// Revision of the view the last pass reconciled.
     pub revision: u64,
-    /// Kernel operations since start: netlink requests and namespace
-    /// mounts together.
+    /// Kernel operations since start: netlink requests, namespace mounts,
+    /// router NAT and firewall changes together.
     pub kernel_ops: u64,
     /// The namespace mounts and unmounts among them.
     pub netns_ops: u64,
@@ -22,6 +23,15 @@ pub struct AgentStatus {
     /// deletions, gratuitous ARPs).
     #[serde(default)]
     pub nft_ops: u64,
+    /// Security-group firewall transactions (nft batches) among them.
+    #[serde(default)]
+    pub fw_transactions: u64,
+    /// Remote-group set elements added or removed among them.
+    #[serde(default)]
+    pub fw_element_ops: u64,
+    /// Conntrack deletions of removed rules among them.
+    #[serde(default)]
+    pub fw_conntrack_ops: u64,
     /// Reconcile passes since start.
     pub reconciles: u64,
     /// Ports wired after the last pass.
@@ -60,13 +70,24 @@ mod tests {
     fn the_status_is_replaced_whole_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.json");
-        let first = AgentStatus { revision: 7, kernel_ops: 13, netns_ops: 1, nft_ops: 0, reconciles: 2, wired: 1 };
+        let first = AgentStatus {
+            revision: 7,
+            kernel_ops: 13,
+            netns_ops: 1,
+            nft_ops: 0,
+            fw_transactions: 2,
+            fw_element_ops: 3,
+            fw_conntrack_ops: 4,
+            reconciles: 2,
+            wired: 1,
+        };
         first.write(&path).unwrap();
         assert_eq!(AgentStatus::read(&path).unwrap(), first);
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"revision": 7, "kernel_ops": 13, "netns_ops": 1, "nft_ops": 0, "reconciles": 2, "wired": 1})
+            serde_json::json!({"revision": 7, "kernel_ops": 13, "netns_ops": 1, "nft_ops": 0, "fw_transactions": 2,
+                "fw_element_ops": 3, "fw_conntrack_ops": 4, "reconciles": 2, "wired": 1})
         );
         let second = AgentStatus { reconciles: 3, ..first };
         second.write(&path).unwrap();
