@@ -194,6 +194,22 @@ impl Dataplane {
         self.floating_ips = out.floating_ips;
     }
 
+    /// `port`'s firewall in Neutron terms (groups, rule ids and what they
+    /// match, drop counters), for an operator; reads the counters with nft
+    /// on a blocking thread.
+    pub async fn describe_firewall(&self, view: &HostView, port: PortId) -> String {
+        let Some(fw) = &self.firewall else { return "the firewall is busy; ask again".into() };
+        let (numbers, zones) = (fw.numbers().clone(), fw.zones().clone());
+        let view = view.clone();
+        let described = tokio::task::spawn_blocking(move || {
+            use crate::firewall::Firewall;
+            let counters = NftFirewall::default().counters().unwrap_or_default();
+            crate::firewall::diagnose::describe_port(&view, port, &numbers, &zones, &counters)
+        })
+        .await;
+        described.unwrap_or_else(|e| format!("the diagnosis failed: {e}"))
+    }
+
     /// Filtered ports whose firewall is not in place, and why.
     pub fn firewall_failures(&self) -> &BTreeMap<PortId, FirewallError> {
         &self.firewall_failed

@@ -9,6 +9,7 @@
 //!   fake implements it for unit tests), and [`netlink`] implements it.
 //! - [`reconcile`]: desired vs observed -> the minimal operations.
 //! - [`dhcp`]: Neutrino's own DHCPv4 / DHCPv6-stateless server.
+//! - [`firewall`]: security groups and port security (two nftables tables).
 //! - [`netns`]: named network namespaces (`/run/netns`).
 //! - [`ra`]: IPv6 router advertisements on routers' `qr-` interfaces.
 //! - [`dataplane`]: the reconciler, kernel events and DHCP servers together.

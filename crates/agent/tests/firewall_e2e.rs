@@ -691,3 +691,32 @@ async fn overlapping_networks_keep_separate_connection_state() {
         assert_eq!(same, 1, "zone {}: {entries}", zone.0);
     }
 }
+
+/// A stateless group accepts nothing by connection state: a reply needs a
+/// rule of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_group_needs_rules_for_replies() {
+    let Some(lab) = Lab::new(5) else { return };
+    let (vm1, vm3) = (lab.vm("vm1"), lab.vm("vm3"));
+    let mut agent = Agent::start(&lab);
+    let mut v = view();
+    // vm3: tcp/7000 in, nothing out.
+    let other = SecurityGroupView { stateful: false, rules: vec![tcp_in(20, 7000, Remote::Any)] };
+    v.security_groups.insert(OTHER, other);
+    agent.pass(&v).await;
+    agent.pass(&v).await;
+    let l = listen(&vm3, 7000);
+    assert!(!connects(&vm1, None, "10.0.0.7:7000", &l), "stateless: the reply has no rule and must be dropped");
+    // The same rules, stateful: the reply passes by state.
+    v.security_groups.get_mut(&OTHER).unwrap().stateful = true;
+    assert_eq!(agent.pass(&v).await.transactions, 1);
+    run(&["ip", "-n", &vm1, "neigh", "flush", "dev", "eth0"]);
+    assert!(connects(&vm1, None, "10.0.0.7:7000", &l), "stateful: the reply passes by state");
+    // Stateless with a rule for the replies (egress from port 7000).
+    let mut reply = rule(21, Direction::Egress, Some(6), L4Match::Any, Remote::Any);
+    reply.ethertype = EtherType::V4;
+    let other = SecurityGroupView { stateful: false, rules: vec![tcp_in(20, 7000, Remote::Any), reply] };
+    v.security_groups.insert(OTHER, other);
+    agent.pass(&v).await;
+    assert!(connects(&vm1, None, "10.0.0.7:7000", &l), "stateless with an egress rule for the replies");
+}

@@ -111,7 +111,7 @@ pub enum Match {
 }
 
 /// A security group rule as the port's chain matches it; allowed traffic
-/// leaves the chain (`return`).
+/// is accepted (`accept` ends that direction's base chain).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CompiledRule {
     pub group: SecurityGroupId,

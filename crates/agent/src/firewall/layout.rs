@@ -150,16 +150,16 @@ pub enum Line {
     MarkSource(PortNumber),
     /// `meta mark set meta mark | N << 16`
     MarkDestination(PortNumber),
-    /// `ct state established,related return`
+    /// `ct state established,related accept`
     Established,
     /// `ct state invalid drop`
     Invalid,
-    /// Egress: `udp sport 68 udp dport 67 return` (and 546 -> 547).
+    /// Egress: `udp sport 68 udp dport 67 accept` (and 546 -> 547).
     DhcpClient { v6: bool },
-    /// Ingress: `udp sport 67 udp dport 68 return` (and 547 -> 546).
+    /// Ingress: `udp sport 67 udp dport 68 accept` (and 547 -> 546).
     DhcpServer { v6: bool },
     /// Egress: neighbour and router solicitations, advertisements and MLD
-    /// reports (`icmpv6 type { ... } return`).
+    /// reports (`icmpv6 type { ... } accept`).
     NdOut,
     /// Ingress: neighbour solicitations and advertisements, router
     /// advertisements, MLD queries.

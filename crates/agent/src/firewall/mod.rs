@@ -310,6 +310,11 @@ impl<F: Firewall> FirewallSync<F> {
             Err(e) => e,
         };
         self.cache = None;
+        // Only a refusal can be narrowed down to ports; nft missing or
+        // failing is everybody's problem.
+        if !matches!(first, FirewallError::Refused(_)) {
+            return Err(first);
+        }
         let suspects: Vec<PortId> = touched(&tx, desired).into_iter().filter(|p| !blocked.contains(p)).collect();
         let mut culprits = BTreeMap::new();
         self.find_culprits(observed, desired, blocked, &suspects, &suspects, &mut culprits, out);
