@@ -99,14 +99,24 @@ impl Bench {
         Ok(Bench { lab, net, srv, dir })
     }
 
-    /// An instance on `host` with a static address, in `groups`.
-    async fn instance(&self, name: &str, host: &str, groups: &[&str]) -> Result<(String, String), LabBenchError> {
-        let body = json!({"port": {"network_id": self.net, "security_groups": groups}});
-        let port = call(&self.lab, Method::POST, "/v2.0/ports", body, 201).await?["port"].take();
+    /// An instance on `host` with a static address, in `groups` (none:
+    /// its project's default group, which lets everything out); returns
+    /// (port, address, its groups).
+    async fn instance(
+        &self,
+        name: &str,
+        host: &str,
+        groups: &[&str],
+    ) -> Result<(String, String, Value), LabBenchError> {
+        let mut body = json!({"network_id": self.net});
+        if !groups.is_empty() {
+            body["security_groups"] = json!(groups);
+        }
+        let port = call(&self.lab, Method::POST, "/v2.0/ports", json!({ "port": body }), 201).await?["port"].take();
         self.lab.instance_plug(name, host, &id(&port)).await?;
         let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap_or_default().to_string();
         self.lab.exec_ok(name, &["ip", "addr", "add", &format!("{ip}/16"), "dev", "eth0"]).await?;
-        Ok((id(&port), ip))
+        Ok((id(&port), ip, port["security_groups"].clone()))
     }
 
     /// Starts `script` in `target` and waits for its first line.
@@ -192,8 +202,8 @@ type Samples = (Vec<Duration>, usize);
 
 async fn rules_phase(args: &FirewallBenchArgs, bin: &std::path::Path) -> Result<Samples, LabBenchError> {
     let b = Bench::up(args, "r", bin).await?;
-    let (_, server_ip) = b.instance("srv1", "h2", &[&b.srv]).await?;
-    let (_, client_ip) = b.instance("cli1", "h2", &[]).await?;
+    let (_, server_ip, _) = b.instance("srv1", "h2", &[&b.srv]).await?;
+    let (_, client_ip, _) = b.instance("cli1", "h2", &[]).await?;
     let _server = b.serve("srv1", PORT).await?;
     let mut out: Samples = (vec![], 0);
     for _ in 0..args.rules {
@@ -220,22 +230,25 @@ async fn joins_phase(args: &FirewallBenchArgs, bin: &std::path::Path) -> Result<
     let b = Bench::up(args, "m", bin).await?;
     let clients = group(&b.lab, "clients").await?;
     bulk_rules(&b.lab, vec![tcp_rule(&b.srv, PORT, json!({"remote_group_id": clients}))]).await?;
-    let (_, server_ip) = b.instance("srv1", "h2", &[&b.srv]).await?;
+    let (_, server_ip, _) = b.instance("srv1", "h2", &[&b.srv]).await?;
     bulk_ports(&b.lab, &b.net, args.referencing.saturating_sub(1), &[&b.srv], Some("h2")).await?;
-    let (client, _) = b.instance("cli1", "h1", &[]).await?;
+    // The client stays in its default group (egress open): what is timed
+    // is the server's host admitting a new member.
+    let (client, _, default) = b.instance("cli1", "h1", &[]).await?;
+    let default = default[0].clone();
     let _server = b.serve("srv1", PORT).await?;
     let path = format!("/v2.0/ports/{client}");
     let mut out: Samples = (vec![], 0);
     for _ in 0..args.joins {
         let waiting = b.wait("cli1", &server_ip, "open").await?;
         let t0 = Instant::now();
-        call(&b.lab, Method::PUT, &path, json!({"port": {"security_groups": [clients]}}), 200).await?;
+        call(&b.lab, Method::PUT, &path, json!({"port": {"security_groups": [default, clients]}}), 200).await?;
         if waiting.reached().await {
             out.0.push(t0.elapsed());
         } else {
             out.1 += 1;
         }
-        call(&b.lab, Method::PUT, &path, json!({"port": {"security_groups": []}}), 200).await?;
+        call(&b.lab, Method::PUT, &path, json!({"port": {"security_groups": [default]}}), 200).await?;
         b.wait("cli1", &server_ip, "closed").await?.reached().await;
     }
     out.0.sort();
@@ -268,8 +281,8 @@ async fn throughput_phase(args: &FirewallBenchArgs, bin: &std::path::Path) -> Re
     rules.push(tcp_rule(&b.srv, PORT, json!({"remote_group_id": members})));
     rules.push(tcp_rule(&b.srv, IPERF_PORT, json!({})));
     bulk_rules(&b.lab, rules).await?;
-    let (server, server_ip) = b.instance("srv1", "h2", &[&b.srv]).await?;
-    let (client, _) = b.instance("cli1", "h1", &[&b.srv]).await?;
+    let (server, server_ip, _) = b.instance("srv1", "h2", &[&b.srv]).await?;
+    let (client, _, _) = b.instance("cli1", "h1", &[&b.srv]).await?;
     let mut iperf_server = b.lab.command("srv1", &["iperf3", "-s"])?;
     iperf_server.kill_on_drop(true).stdout(std::process::Stdio::null()).stdin(std::process::Stdio::null());
     let _iperf_server = iperf_server.spawn().map_err(LabBenchError::io("cannot start iperf3"))?;

@@ -18,12 +18,6 @@ pub const PORT_PROTOCOLS: [u8; 5] = [6, 17, 33, 132, 136];
 pub const ICMP: u8 = 1;
 pub const ICMPV6: u8 = 58;
 
-/// Whether the host's firewall filters `port`: port security on, and not a
-/// router or DHCP port (Neutron leaves every `network:` owner alone).
-pub fn is_filtered(port: &PortView) -> bool {
-    port.port_security_enabled && !port.device_owner.starts_with("network:")
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
     V4,
@@ -378,7 +372,7 @@ fn set_elements(view: &HostView, set: SetName) -> Vec<IpNet> {
 /// The host's firewall from its view.
 pub fn compile(view: &HostView, problems: &mut Vec<FirewallProblem>) -> DesiredFirewall {
     let mut fw = DesiredFirewall { bridges: view.networks.keys().map(bridge_name).collect(), ..Default::default() };
-    for (id, port) in view.ports.iter().filter(|(_, p)| is_filtered(p)) {
+    for (id, port) in view.ports.iter().filter(|(_, p)| p.filtered()) {
         let pf = port_firewall(*id, port, view, problems);
         fw.bridges.insert(pf.bridge.clone());
         for group in pf.groups.iter().filter(|g| view.security_groups.contains_key(g)) {

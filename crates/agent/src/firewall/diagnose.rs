@@ -10,7 +10,7 @@ use neutrino_model::PortId;
 use neutrino_proto::HostView;
 
 use super::CounterValue;
-use super::compile::{CompiledRule, Match, Peer, compile, is_filtered};
+use super::compile::{CompiledRule, Match, Peer, compile};
 use super::layout::{ChainKind, PortNumber, ZoneId};
 
 /// What a compiled rule matches, in words close to `openstack security
@@ -52,7 +52,7 @@ pub fn describe_port(
     let Some(p) = view.ports.get(&port) else {
         return format!("port {port}: not bound to this host\n");
     };
-    if !is_filtered(p) {
+    if !p.filtered() {
         let why = if p.port_security_enabled {
             "device owner ".to_string() + &p.device_owner
         } else {

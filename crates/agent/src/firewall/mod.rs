@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use neutrino_model::PortId;
 use neutrino_proto::HostView;
 
-pub use compile::{CompiledRule, DesiredFirewall, FirewallProblem, Match, PortFirewall, compile, is_filtered};
+pub use compile::{CompiledRule, DesiredFirewall, FirewallProblem, Match, PortFirewall, compile};
 pub use layout::{BRIDGE_TABLE, INET_TABLE, PortNumber, ZoneId};
 pub use plan::{Names, Observed, Op, Transaction};
 
