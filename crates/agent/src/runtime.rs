@@ -389,16 +389,34 @@ async fn reconcile_loop(
     status_file: Option<PathBuf>,
 ) {
     let kernel_events = dataplane.events();
+    // `kill -USR1 <agent>`: the firewall of every port of this host, in
+    // Neutron terms with its drop counters, into the log (what an operator
+    // asking "why can't I reach my VM" needs first).
+    let mut describe = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
     loop {
         let view = view_rx.borrow_and_update().clone();
-        if let Some(view) = view {
+        if let Some(view) = &view {
             let span = tracing::info_span!("reconcile", revision = view.revision);
-            reconcile_once(&mut dataplane, &client, &shared, &view, status_file.as_deref()).instrument(span).await;
+            reconcile_once(&mut dataplane, &client, &shared, view, status_file.as_deref()).instrument(span).await;
         }
+        let asked = async {
+            match describe.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = view_rx.changed() => if r.is_err() { return },
             _ = kernel_events.notified() => {}
             _ = tokio::time::sleep(resync) => {}
+            _ = asked => {
+                if let Some(view) = &view {
+                    for port in view.ports.keys() {
+                        let text = dataplane.describe_firewall(view, *port).await;
+                        tracing::info!(%port, "firewall of the port (asked by SIGUSR1):\n{text}");
+                    }
+                }
+            }
         }
     }
 }

@@ -145,7 +145,7 @@ async fn groups_rules_and_remote_groups_filter_real_packets() {
 
     // A remote group admits its members, as they join and leave.
     let clients = group(&lab, "clients").await;
-    ingress(
+    let admit_clients = ingress(
         &lab,
         &default,
         json!({"ethertype": "IPv4", "protocol": "tcp", "port_range_min": 8080, "port_range_max": 8080,
@@ -168,6 +168,20 @@ async fn groups_rules_and_remote_groups_filter_real_packets() {
     assert!(!set_elements(&lab, 2).await.contains(&vm3_ip));
     // Members of the default group still pass throughout.
     assert_eq!(ask(&lab, "vm2", "tcp", &vm1_ip, PORT).await, peer(&vm2_ip));
+
+    // Asked with SIGUSR1, vm1's agent writes its ports' firewall into its
+    // log in Neutron terms: groups, rule ids and what they allow, drops.
+    let pid = std::fs::read_to_string(lab.run_dir().join("agent-h2.pid")).unwrap();
+    let pid = pid.split_whitespace().next().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-USR1", &pid]).status().unwrap().success());
+    eventually(Duration::from_secs(10), "vm1's firewall described in h2's agent log", || async {
+        let log = std::fs::read_to_string(lab.agent_log(2)).unwrap_or_default();
+        log.contains(&format!("port {}", id(&vm1)))
+            && log.contains(&format!("security group {default}"))
+            && log.contains(&format!("ingress rule {admit_clients}: allows"))
+            && log.contains("ingress dropped:")
+    })
+    .await;
 }
 
 #[tokio::test]
