@@ -159,6 +159,16 @@ async fn instance(lab: &Lab, name: &str, network: &str, n: usize) -> Result<Valu
     Ok(port)
 }
 
+/// Lets ICMP from anywhere into the instances' default group (as the
+/// guide's `security group rule create --proto icmp default` does), so the
+/// pings from `external` pass the hosts' firewall.
+async fn allow_icmp(lab: &Lab, port: &Value) -> Result<(), LabBenchError> {
+    let group = port["security_groups"][0].as_str().unwrap_or_default();
+    let rule = json!({"security_group_rule": {"security_group_id": group, "direction": "ingress", "protocol": "icmp"}});
+    call(lab, Method::POST, "/v2.0/security-group-rules", rule, 201).await?;
+    Ok(())
+}
+
 async fn router_ports_active(lab: &Lab, router: &str) -> Result<(), LabBenchError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -215,6 +225,9 @@ async fn associations(args: &RoutersBenchArgs, bin: &std::path::Path) -> Result<
     for i in 0..args.associations {
         ports.push(instance(&lab, &format!("v{i}"), &nets[0], 0).await?);
     }
+    if let Some(first) = ports.first() {
+        allow_icmp(&lab, first).await?;
+    }
     let mut out = Associations { reachable: vec![], api: vec![], failed: 0, ops: (0, 0) };
     let before = settled_ops(&lab).await?;
     for port in &ports {
@@ -259,12 +272,19 @@ async fn cold(args: &RoutersBenchArgs, bin: &std::path::Path) -> Result<Cold, La
     let (ext, router, nets) = topology(&lab, args.interfaces.max(1)).await?;
     router_ports_active(&lab, &router).await?;
     let mut addresses = Vec::new();
+    let mut first_port = None;
     for i in 0..args.fips {
         let n = i % nets.len();
         let port = instance(&lab, &format!("c{i}"), &nets[n], n).await?;
+        if first_port.is_none() {
+            first_port = Some(port.clone());
+        }
         let body = json!({"floatingip": {"floating_network_id": ext, "port_id": id(&port)}});
         let fip = call(&lab, Method::POST, "/v2.0/floatingips", body, 201).await?;
         addresses.push(fip["floatingip"]["floating_ip_address"].as_str().unwrap_or_default().to_string());
+    }
+    if let Some(first) = first_port {
+        allow_icmp(&lab, &first).await?;
     }
     let script = lab.run_dir().join("pingall.py");
     std::fs::write(&script, PINGALL).map_err(LabBenchError::io("cannot write the pinger"))?;

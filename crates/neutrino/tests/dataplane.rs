@@ -181,7 +181,24 @@ async fn an_instance_on_the_flat_provider_network_reaches_the_external_namespace
     let vm = lab.instance_create("pvm", "h2", &id(&p)).await.expect("lease on the provider network");
     assert_eq!(vm.lease.as_ref().unwrap().mtu, Some(1500));
     assert!(pings(&lab, "pvm", "203.0.113.1", 3).await, "the provider network is the external one, no router");
-    assert!(pings(&lab, "external", &ip_of(&p), 3).await);
+    // The default group admits its own members only, until ICMP is opened
+    // (the guide's `security group rule create --proto icmp default`).
+    assert!(!pings(&lab, "external", &ip_of(&p), 2).await, "the default group keeps the outside out");
+    let group = p["security_groups"][0].as_str().expect("the default group").to_string();
+    post(
+        &lab,
+        "/v2.0/security-group-rules",
+        json!({"security_group_rule": {"security_group_id": group, "direction": "ingress", "protocol": "icmp"}}),
+    )
+    .await;
+    let mut reached = false;
+    for _ in 0..10 {
+        if pings(&lab, "external", &ip_of(&p), 1).await {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "ICMP opened from the outside");
 }
 
 /// `MAC -> VTEP` unicast entries on a host's vxlan device, and the MACs of

@@ -285,3 +285,14 @@ pub async fn associate(lab: &Lab, external: &str, port: &Value) -> (String, Stri
     .await;
     (fip, address)
 }
+
+/// Opens `group` to every ingress packet, IPv4 and IPv6 (two rules without
+/// a protocol from `0.0.0.0/0` and `::/0`): for tests of something other
+/// than the firewall that reach instances from outside their group.
+pub async fn allow_all_ingress(lab: &Lab, group: &str) {
+    for (ethertype, prefix) in [("IPv4", "0.0.0.0/0"), ("IPv6", "::/0")] {
+        let rule = json!({"security_group_id": group, "direction": "ingress", "ethertype": ethertype,
+            "remote_ip_prefix": prefix});
+        post(lab, "/v2.0/security-group-rules", json!({ "security_group_rule": rule })).await;
+    }
+}
