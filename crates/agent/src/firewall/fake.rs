@@ -85,9 +85,9 @@ impl Firewall for FakeFirewall {
         Ok(())
     }
 
-    fn forget(&mut self, flows: &Flows) -> Result<(), FirewallError> {
-        self.log.push(Call::Forget(*flows));
-        Ok(())
+    fn forget(&mut self, flows: &[Flows]) -> Result<usize, FirewallError> {
+        self.log.extend(flows.iter().map(|f| Call::Forget(*f)));
+        Ok(flows.len())
     }
 
     fn counters(&mut self) -> Result<BTreeMap<String, CounterValue>, FirewallError> {

@@ -89,8 +89,9 @@ pub trait Firewall {
     /// Applies `tx` in one atomic batch, or with `check` only asks the
     /// kernel whether it would take it (`nft --check`), changing nothing.
     fn apply(&mut self, tx: &Transaction, check: bool) -> Result<(), FirewallError>;
-    /// Deletes conntrack entries.
-    fn forget(&mut self, flows: &Flows) -> Result<(), FirewallError>;
+    /// Deletes the conntrack entries of `flows` (all of a pass at once);
+    /// returns how many tool runs that took.
+    fn forget(&mut self, flows: &[Flows]) -> Result<usize, FirewallError>;
     /// The named counters of both tables (the per-port drop counters).
     fn counters(&mut self) -> Result<BTreeMap<String, CounterValue>, FirewallError>;
 }
@@ -261,6 +262,7 @@ impl<F: Firewall> FirewallSync<F> {
             return out;
         }
         // Conntrack: connections that a rule no longer there allowed.
+        let mut cut = Vec::new();
         for (port, new) in desired.ports.iter().filter(|(p, _)| !blocked.contains(*p)) {
             let Some(zone) = self.zones.get(&new.bridge).copied() else { continue };
             let mut flows = member_flows(new, zone, &left);
@@ -271,11 +273,12 @@ impl<F: Firewall> FirewallSync<F> {
                 None if in_kernel.contains(port) && written.contains(port) => all_flows(new, zone),
                 None => vec![],
             });
-            for f in flows {
-                out.conntrack_ops += 1;
-                if let Err(e) = self.fw.forget(&f) {
-                    out.errors.push(e);
-                }
+            cut.extend(flows);
+        }
+        if !cut.is_empty() {
+            match self.fw.forget(&cut) {
+                Ok(runs) => out.conntrack_ops += runs,
+                Err(e) => out.errors.push(e),
             }
         }
         for (port, p) in &desired.ports {

@@ -38,9 +38,25 @@ use crate::netns;
 
 /// The real driver, in the agent's own namespace (`None`, as in
 /// production) or in a named one (tests, the lab).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct NftFirewall {
     pub netns: Option<String>,
+    /// Up to this many conntrack flows of a pass are deleted one filter
+    /// each; more are matched against a listing (see `forget`).
+    pub direct_deletes: usize,
+}
+
+impl Default for NftFirewall {
+    fn default() -> Self {
+        NftFirewall { netns: None, direct_deletes: 4 }
+    }
+}
+
+impl NftFirewall {
+    /// The driver for namespace `ns`.
+    pub fn in_netns(ns: impl Into<String>) -> Self {
+        NftFirewall { netns: Some(ns.into()), ..NftFirewall::default() }
+    }
 }
 
 fn s(text: impl Into<String>) -> Expression<'static> {
@@ -587,6 +603,56 @@ fn conntrack_proto(p: u8) -> String {
     }
 }
 
+/// The original direction of one line of `conntrack -L`, e.g.
+/// `tcp 6 431999 ESTABLISHED src=A dst=B sport=X dport=Y src=B ... zone=1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConntrackEntry {
+    pub protocol: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+}
+
+impl ConntrackEntry {
+    pub fn parse(line: &str) -> Option<ConntrackEntry> {
+        let mut words = line.split_whitespace();
+        let protocol = words.nth(1)?.parse().ok()?;
+        let first = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key));
+        Some(ConntrackEntry {
+            protocol,
+            src: first("src=")?.parse().ok()?,
+            dst: first("dst=")?.parse().ok()?,
+            sport: first("sport=").and_then(|p| p.parse().ok()),
+            dport: first("dport=").and_then(|p| p.parse().ok()),
+        })
+    }
+
+    /// Whether `f`'s filter (as [`conntrack_args`] writes it) selects this
+    /// entry; the zone and family are the listing's.
+    pub fn matches(&self, f: &Flows) -> bool {
+        let (port_end, other_end) = if f.to_port { (self.dst, self.src) } else { (self.src, self.dst) };
+        port_end == f.address
+            && f.remote.is_none_or(|r| r == other_end)
+            && f.protocol.is_none_or(|p| p == self.protocol)
+            && match (f.protocol, f.dport) {
+                (Some(p), Some(d)) if super::compile::PORT_PROTOCOLS.contains(&p) => self.dport == Some(d),
+                _ => true,
+            }
+    }
+
+    /// The `conntrack -D` arguments of exactly this entry.
+    pub fn delete_args(&self, zone: ZoneId, family: &str) -> Vec<String> {
+        let mut args: Vec<String> = vec!["-D".into(), "-w".into(), zone.0.to_string(), "-f".into(), family.into()];
+        args.extend(["-p".into(), conntrack_proto(self.protocol), "-s".into(), self.src.to_string()]);
+        args.extend(["-d".into(), self.dst.to_string()]);
+        if let (Some(s), Some(d)) = (self.sport, self.dport) {
+            args.extend(["--sport".into(), s.to_string(), "--dport".into(), d.to_string()]);
+        }
+        args
+    }
+}
+
 /// The `conntrack -D` arguments of `flows`.
 pub fn conntrack_args(f: &Flows) -> Vec<String> {
     let family = if f.address.is_ipv4() { "ipv4" } else { "ipv6" };
@@ -611,6 +677,18 @@ pub fn conntrack_args(f: &Flows) -> Vec<String> {
         }
     }
     args
+}
+
+impl NftFirewall {
+    fn delete(&self, args: Vec<String>) -> Result<(), FirewallError> {
+        let (ok, _, stderr) = run(&self.netns, "conntrack", args)?;
+        // "0 flow entries have been deleted" exits 1: nothing to forget
+        // (or gone since it was listed).
+        if ok || stderr.contains("flow entries have been deleted") {
+            return Ok(());
+        }
+        Err(FirewallError::Tool { tool: "conntrack", detail: stderr.trim().to_string() })
+    }
 }
 
 impl Firewall for NftFirewall {
@@ -686,13 +764,38 @@ impl Firewall for NftFirewall {
         })
     }
 
-    fn forget(&mut self, flows: &Flows) -> Result<(), FirewallError> {
-        let (ok, _, stderr) = run(&self.netns, "conntrack", conntrack_args(flows))?;
-        // "0 flow entries have been deleted" exits 1: nothing to forget.
-        if ok || stderr.contains("flow entries have been deleted") {
-            return Ok(());
+    /// A few flows are deleted by their own filters; more (a member that
+    /// left a group referenced by a hundred ports is a hundred) are matched
+    /// against one listing per zone and family, and only entries that
+    /// exist are deleted: one run per entry instead of one per filter.
+    fn forget(&mut self, flows: &[Flows]) -> Result<usize, FirewallError> {
+        if flows.len() <= self.direct_deletes {
+            for f in flows {
+                self.delete(conntrack_args(f))?;
+            }
+            return Ok(flows.len());
         }
-        Err(FirewallError::Tool { tool: "conntrack", detail: stderr.trim().to_string() })
+        let mut by_zone: BTreeMap<(ZoneId, bool), Vec<&Flows>> = BTreeMap::new();
+        for f in flows {
+            by_zone.entry((f.zone, f.address.is_ipv4())).or_default().push(f);
+        }
+        let mut runs = 0;
+        for ((zone, v4), wanted) in by_zone {
+            let family = if v4 { "ipv4" } else { "ipv6" };
+            let args = ["-L", "-w", &zone.0.to_string(), "-f", family].map(String::from).to_vec();
+            let (ok, stdout, stderr) = run(&self.netns, "conntrack", args)?;
+            runs += 1;
+            if !ok {
+                return Err(FirewallError::Tool { tool: "conntrack", detail: stderr.trim().to_string() });
+            }
+            for entry in stdout.lines().filter_map(ConntrackEntry::parse) {
+                if wanted.iter().any(|f| entry.matches(f)) {
+                    runs += 1;
+                    self.delete(entry.delete_args(zone, family))?;
+                }
+            }
+        }
+        Ok(runs)
     }
 
     fn counters(&mut self) -> Result<BTreeMap<String, CounterValue>, FirewallError> {

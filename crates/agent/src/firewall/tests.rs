@@ -549,3 +549,41 @@ fn between_full_reads_the_picture_is_kept_and_checked_by_names() {
     assert!(fw.firewall_mut().take_log().contains(&Call::Observe));
     assert!(fw.firewall().state.inet_chains.contains_key(&n1.chain(ChainKind::Egress)));
 }
+
+#[test]
+fn conntrack_listings_are_matched_like_the_delete_filters() {
+    use super::nft::ConntrackEntry;
+    let tcp = ConntrackEntry::parse(
+        "tcp      6 431999 ESTABLISHED src=10.0.1.1 dst=10.0.0.5 sport=40000 dport=22 src=10.0.0.5 dst=10.0.1.1 \
+         sport=22 dport=40000 [ASSURED] mark=0 zone=3 use=1",
+    )
+    .unwrap();
+    assert_eq!((tcp.protocol, tcp.sport, tcp.dport), (6, Some(40000), Some(22)));
+    let icmp =
+        ConntrackEntry::parse("icmp     1 29 src=10.0.1.1 dst=10.0.0.5 type=8 code=0 id=7 src=10.0.0.5 dst=10.0.1.1 type=0 code=0 id=7 mark=0 zone=3 use=1")
+            .unwrap();
+    assert_eq!((icmp.protocol, icmp.dport), (1, None));
+    assert!(ConntrackEntry::parse("conntrack v1.4.7 (conntrack-tools): 2 flow entries have been shown.").is_none());
+
+    let port = "10.0.0.5".parse().unwrap();
+    let member = "10.0.1.1".parse().unwrap();
+    let flows =
+        |to_port, protocol, dport, remote| Flows { zone: ZoneId(3), address: port, to_port, protocol, dport, remote };
+    // A member's flows to the port on tcp/22: the TCP entry, not the ping.
+    let ssh = flows(true, Some(6), Some(22), Some(member));
+    assert!(tcp.matches(&ssh) && !icmp.matches(&ssh));
+    // Other port, other member, other direction: not these entries.
+    assert!(!tcp.matches(&flows(true, Some(6), Some(23), Some(member))));
+    assert!(!tcp.matches(&flows(true, None, None, Some("10.0.1.2".parse().unwrap()))));
+    assert!(!tcp.matches(&flows(false, None, None, None)));
+    // All of the port's incoming flows: both.
+    let all_in = flows(true, None, None, None);
+    assert!(tcp.matches(&all_in) && icmp.matches(&all_in));
+    assert_eq!(
+        tcp.delete_args(ZoneId(3), "ipv4"),
+        [
+            "-D", "-w", "3", "-f", "ipv4", "-p", "tcp", "-s", "10.0.1.1", "-d", "10.0.0.5", "--sport", "40000",
+            "--dport", "22"
+        ]
+    );
+}
