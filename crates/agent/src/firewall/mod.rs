@@ -138,7 +138,17 @@ pub struct FirewallSync<F> {
     /// Full reads at least this far apart (0 in production: the cost of the
     /// last read sets the pace).
     min_full_read_interval: Duration,
+    /// A host with no filtered port whose last pass left its tables as
+    /// they should be (zones for these bridges, nothing else) reads them
+    /// again only after this instant (see [`IDLE_READ_INTERVAL`]).
+    idle: Option<(BTreeSet<String>, Instant)>,
 }
+
+/// How long a host with nothing to filter (a network host, say) trusts
+/// its tables after a pass that found or made them right: reading them
+/// every pass would put two nft child processes in front of every router
+/// or DHCP change, for tables that only hold conntrack zones there.
+pub const IDLE_READ_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A full read of the tables may take this share of the time, at most:
 /// with 500 ports a read costs about a second, with a few ports a few
@@ -159,6 +169,7 @@ impl<F: Firewall> FirewallSync<F> {
             cache: None,
             next_full_read: Instant::now(),
             min_full_read_interval: Duration::ZERO,
+            idle: None,
         }
     }
 
@@ -215,6 +226,12 @@ impl<F: Firewall> FirewallSync<F> {
     pub fn sync(&mut self, view: &HostView) -> FirewallOutcome {
         let mut out = FirewallOutcome::default();
         let desired = compile(view, &mut out.problems);
+        if desired.ports.is_empty()
+            && self.idle.as_ref().is_some_and(|(bridges, until)| *bridges == desired.bridges && Instant::now() < *until)
+        {
+            return out;
+        }
+        self.idle = None;
         let observed = match self.observe() {
             Ok(o) => o,
             Err(e) => {
@@ -287,6 +304,9 @@ impl<F: Firewall> FirewallSync<F> {
             } else {
                 self.known.insert(*port, p.clone());
             }
+        }
+        if desired.ports.is_empty() && out.errors.is_empty() {
+            self.idle = Some((desired.bridges.clone(), Instant::now() + IDLE_READ_INTERVAL));
         }
         out.enforced = desired.ports.keys().filter(|p| !out.failed.contains_key(p)).copied().collect();
         out

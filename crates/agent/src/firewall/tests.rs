@@ -587,3 +587,36 @@ fn conntrack_listings_are_matched_like_the_delete_filters() {
         ]
     );
 }
+
+#[test]
+fn a_host_with_nothing_to_filter_does_not_read_its_tables_every_pass() {
+    let reads = |fw: &mut FirewallSync<FakeFirewall>| {
+        fw.firewall_mut().take_log().into_iter().filter(|c| matches!(c, Call::Observe | Call::ObserveNames)).count()
+    };
+    let mut fw = FirewallSync::new(FakeFirewall::default());
+    let mut v = host();
+    for p in v.ports.values_mut() {
+        p.port_security_enabled = false;
+    }
+    let out = synced(&mut fw, &v);
+    assert_eq!((reads(&mut fw), out.transactions), (1, 1), "the first pass reads and writes the zones");
+    synced(&mut fw, &v);
+    synced(&mut fw, &v);
+    assert_eq!(reads(&mut fw), 0, "then trusts its tables for a while");
+    // A filtered port again: read and written at once.
+    v.ports.get_mut(&P1).unwrap().port_security_enabled = true;
+    let out = synced(&mut fw, &v);
+    assert_eq!((reads(&mut fw), out.transactions), (1, 1));
+    synced(&mut fw, &v);
+    assert_eq!(reads(&mut fw), 1, "a host with filtered ports reads every pass");
+    // Losing it rewrites the tables, after which the host is idle again.
+    v.ports.get_mut(&P1).unwrap().port_security_enabled = false;
+    assert_eq!(synced(&mut fw, &v).transactions, 1);
+    reads(&mut fw);
+    synced(&mut fw, &v);
+    assert_eq!(reads(&mut fw), 0);
+    // A new network (a new bridge) is not the idle state: read again.
+    v.networks.insert(neutrino_model::NetworkId::new(), vxlan_net(101));
+    synced(&mut fw, &v);
+    assert_eq!(reads(&mut fw), 1);
+}
