@@ -57,6 +57,9 @@ pub struct FirewallBenchArgs {
     /// Members of the remote group named by the server's group there.
     #[arg(long, default_value_t = 10_000)]
     pub big_members: usize,
+    /// Alternating filtered / unfiltered iperf3 samples (medians compared).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Filtered ports of the cold host (0 skips that phase).
     #[arg(long, default_value_t = 500)]
     pub cold_ports: usize,
@@ -287,15 +290,35 @@ async fn throughput_phase(args: &FirewallBenchArgs, bin: &std::path::Path) -> Re
     iperf_server.kill_on_drop(true).stdout(std::process::Stdio::null()).stdin(std::process::Stdio::null());
     let _iperf_server = iperf_server.spawn().map_err(LabBenchError::io("cannot start iperf3"))?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let filtered = iperf(&b, "cli1", &server_ip).await?;
-    for port in [&server, &client] {
-        let body = json!({"port": {"security_groups": [], "port_security_enabled": false}});
-        call(&b.lab, Method::PUT, &format!("/v2.0/ports/{port}"), body, 200).await?;
+    // Alternating samples: one 5 s stream per side moved by 15% between
+    // runs on this machine, more than the difference under test.
+    let (mut filtered, mut open) = (vec![], vec![]);
+    for _ in 0..args.rounds.max(1) {
+        filtered.push(iperf(&b, "cli1", &server_ip).await?);
+        set_port_security(&b, &[&server, &client], None).await?;
+        open.push(iperf(&b, "cli1", &server_ip).await?);
+        set_port_security(&b, &[&server, &client], Some(&b.srv)).await?;
     }
-    // Let both hosts' agents drop the ports' chains.
+    Ok((median(filtered), median(open)))
+}
+
+/// Port security off (`None`), or on again with `group`; then a pause for
+/// both hosts' agents to rewrite their chains.
+async fn set_port_security(b: &Bench, ports: &[&str], group: Option<&str>) -> Result<(), LabBenchError> {
+    let body = match group {
+        Some(g) => json!({"port": {"port_security_enabled": true, "security_groups": [g]}}),
+        None => json!({"port": {"security_groups": [], "port_security_enabled": false}}),
+    };
+    for port in ports {
+        call(&b.lab, Method::PUT, &format!("/v2.0/ports/{port}"), body.clone(), 200).await?;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let open = iperf(&b, "cli1", &server_ip).await?;
-    Ok((filtered, open))
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 struct Cold {
@@ -399,8 +422,10 @@ pub async fn run(args: FirewallBenchArgs) -> Result<(), LabBenchError> {
         Some((filtered, open)) => {
             let _ = writeln!(
                 s,
-                "\nTCP throughput across hosts (iperf3, 5 s): **{filtered:.2} Gbit/s** filtered ({} rules and a \
-                 {}-member remote group) vs **{open:.2} Gbit/s** with port security off: ratio **{:.3}**.",
+                "\nTCP throughput across hosts (iperf3, one stream, 5 s; medians of {} alternating samples): \
+                 **{filtered:.2} Gbit/s** filtered ({} rules and a {}-member remote group) vs **{open:.2} Gbit/s** \
+                 with port security off: ratio **{:.3}**.",
+                args.rounds.max(1),
                 args.big_rules,
                 args.big_members,
                 filtered / open
