@@ -26,6 +26,7 @@ pub mod kernel;
 pub mod nat;
 pub mod netlink;
 pub mod netns;
+mod nft_expr;
 pub mod ra;
 pub mod reconcile;
 pub mod runtime;

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use neutrino_agent::desired::{AgentSettings, bridge_name};
@@ -32,6 +31,8 @@ use neutrino_proto::{
 use uuid::Uuid;
 
 mod common;
+
+use common::{carries, run, tool_missing};
 
 const NET: NetworkId = NetworkId(Uuid::from_u128(0x6f1d2a3b_0000_4000_8000_0000000000f1));
 const S4: SubnetId = SubnetId(Uuid::from_u128(0x5b4a0000_0000_4000_8000_0000000000f4));
@@ -62,16 +63,6 @@ impl Drop for Lab {
         }
         let _ = netns::delete(&self.host);
     }
-}
-
-fn tool_missing(tool: &str) -> bool {
-    !["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().any(|d| std::path::Path::new(d).join(tool).exists())
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect(args[0]);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Lab {
@@ -286,28 +277,7 @@ fn connects_from(ns: &str, source: Option<SocketAddr>, to: &str, l: &TcpListener
 
 /// A TCP connection from `from_ns` to `to:port`: (client end, server end).
 fn open_flow(from_ns: &str, l: &TcpListener, to: &str) -> (TcpStream, TcpStream) {
-    let to: SocketAddr = to.parse().unwrap();
-    let client =
-        netns::run_in(from_ns, move || TcpStream::connect_timeout(&to, Duration::from_secs(2))).unwrap().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let server = loop {
-        match l.accept() {
-            Ok((s, _)) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("no connection accepted: {e}"),
-        }
-    };
-    for s in [&client, &server] {
-        s.set_nonblocking(false).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(1000))).unwrap();
-    }
-    (client, server)
-}
-
-/// Whether a byte written at one end arrives at the other.
-fn carries(from: &mut TcpStream, to: &mut TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    from.write_all(b"x").is_ok() && to.read_exact(&mut byte).is_ok()
+    common::connect_and_accept(from_ns, l, to.parse().unwrap(), Duration::from_millis(1000))
 }
 
 fn counter(lab: &Lab, family: &str, table: &str, name: &str) -> u64 {

@@ -32,6 +32,8 @@ use uuid::Uuid;
 
 mod common;
 
+use common::{carries, run, tool_missing};
+
 const NET: NetworkId = NetworkId(Uuid::from_u128(0x6f1d2a3b_0000_4000_8000_00000000000a));
 const EXT: NetworkId = NetworkId(Uuid::from_u128(0x7e2c3b4a_0000_4000_8000_00000000000b));
 const S4: SubnetId = SubnetId(Uuid::from_u128(0x5b4a0000_0000_4000_8000_000000000004));
@@ -62,16 +64,6 @@ impl Drop for Lab {
         }
         let _ = netns::delete(&self.host);
     }
-}
-
-fn tool_missing(tool: &str) -> bool {
-    !["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().any(|d| std::path::Path::new(d).join(tool).exists())
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect(args[0]);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn succeeds(args: &[&str]) -> bool {
@@ -384,27 +376,7 @@ async fn a_router_routes_snats_and_translates_floating_ips_with_real_packets() {
 fn open_flow(from_ns: &str, to_ns: &str, to: &str, port: u16) -> (TcpStream, TcpStream) {
     let l = listen(to_ns, port);
     let to: SocketAddr = format!("{to}:{port}").parse().unwrap();
-    let client =
-        netns::run_in(from_ns, move || TcpStream::connect_timeout(&to, Duration::from_secs(2))).unwrap().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let server = loop {
-        match l.accept() {
-            Ok((s, _)) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("no connection accepted: {e}"),
-        }
-    };
-    for s in [&client, &server] {
-        s.set_nonblocking(false).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
-    }
-    (client, server)
-}
-
-/// Whether a byte written at one end arrives at the other.
-fn carries(from: &mut TcpStream, to: &mut TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    from.write_all(b"x").is_ok() && to.read_exact(&mut byte).is_ok()
+    common::connect_and_accept(from_ns, &l, to, Duration::from_millis(1500))
 }
 
 /// Listens on `port` in `listen_ns`, connects to `to:port` from

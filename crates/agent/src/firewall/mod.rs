@@ -430,14 +430,7 @@ pub fn cut_flows(old: &PortFirewall, new: &PortFirewall, zone: ZoneId) -> Vec<Fl
                 Match::Family(f) => Some(*f),
                 _ => None,
             });
-            let protocol = rule.matches.iter().find_map(|m| match m {
-                Match::Protocol(p) => Some(*p),
-                _ => None,
-            });
-            let dport = rule.matches.iter().find_map(|m| match m {
-                Match::DstPorts { start, end } if start == end => Some(*start),
-                _ => None,
-            });
+            let (protocol, dport) = protocol_and_port(&rule.matches);
             for address in &new.fixed_ips {
                 let same = matches!(
                     (family, address),
@@ -450,6 +443,20 @@ pub fn cut_flows(old: &PortFirewall, new: &PortFirewall, zone: ZoneId) -> Vec<Fl
         }
     }
     flows.into_iter().collect()
+}
+
+/// A rule's protocol, and its destination port when it names a single
+/// one: what a conntrack cut can be narrowed to.
+fn protocol_and_port(matches: &[Match]) -> (Option<u8>, Option<u16>) {
+    let protocol = matches.iter().find_map(|m| match m {
+        Match::Protocol(p) => Some(*p),
+        _ => None,
+    });
+    let dport = matches.iter().find_map(|m| match m {
+        Match::DstPorts { start, end } if start == end => Some(*start),
+        _ => None,
+    });
+    (protocol, dport)
 }
 
 /// Addresses that left each remote-group set in `tx`: single addresses
@@ -485,14 +492,7 @@ pub fn member_flows(p: &PortFirewall, zone: ZoneId, left: &BTreeMap<compile::Set
                 continue;
             };
             let Some(gone) = left.get(&set) else { continue };
-            let protocol = rule.matches.iter().find_map(|m| match m {
-                Match::Protocol(p) => Some(*p),
-                _ => None,
-            });
-            let dport = rule.matches.iter().find_map(|m| match m {
-                Match::DstPorts { start, end } if start == end => Some(*start),
-                _ => None,
-            });
+            let (protocol, dport) = protocol_and_port(&rule.matches);
             for address in p.fixed_ips.iter().filter(|a| a.is_ipv4() == (set.family == compile::Family::V4)) {
                 for remote in gone {
                     flows.insert(Flows { zone, address: *address, to_port, protocol, dport, remote: Some(*remote) });

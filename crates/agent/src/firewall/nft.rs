@@ -10,7 +10,6 @@
 //! a lookup per packet all the same, and a port's own rules never touch
 //! them.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
@@ -19,8 +18,8 @@ use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 use neutrino_model::MacAddress;
 use nftables::batch::Batch;
 use nftables::expr::{
-    self, BinaryOperation, CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadBase, PayloadField,
-    PayloadRaw, Prefix, Range, SetItem, Verdict,
+    self, BinaryOperation, CT, Expression, MetaKey, NamedExpression, Payload, PayloadBase, PayloadRaw, Prefix, Range,
+    SetItem, Verdict,
 };
 use nftables::schema::{
     Chain, Counter, Element, FlushObject, NfCmd, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue,
@@ -35,6 +34,7 @@ use super::layout::{BRIDGE_TABLE, BaseChain, ChainKind, Dispatch, INET_TABLE, Li
 use super::plan::{Names, Observed, ObservedChain, Op, Transaction};
 use super::{CounterValue, Firewall, FirewallError, Flows};
 use crate::netns;
+use crate::nft_expr::{meta, payload, s};
 
 /// The real driver, in the agent's own namespace (`None`, as in
 /// production) or in a named one (tests, the lab).
@@ -59,23 +59,8 @@ impl NftFirewall {
     }
 }
 
-fn s(text: impl Into<String>) -> Expression<'static> {
-    Expression::String(Cow::Owned(text.into()))
-}
-
 fn num(n: u32) -> Expression<'static> {
     Expression::Number(n)
-}
-
-fn meta(key: MetaKey) -> Expression<'static> {
-    Expression::Named(NamedExpression::Meta(Meta { key }))
-}
-
-fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
-        protocol: protocol.into(),
-        field: field.into(),
-    })))
 }
 
 fn ct(key: &'static str) -> Expression<'static> {

@@ -5,20 +5,20 @@
 //! thread's network namespace), so no `ip netns exec` and no unsafe
 //! `pre_exec`.
 
-use std::borrow::Cow;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
 use neutrino_model::l3::PortRange;
 use neutrino_proto::L4Protocol;
 use nftables::batch::Batch;
-use nftables::expr::{BinaryOperation, CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Range};
+use nftables::expr::{BinaryOperation, CT, Expression, MetaKey, NamedExpression, Range};
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
 use nftables::stmt::{Accept, Mangle, Match, NAT, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use super::{FROM_OUTSIDE_MARK, Flows, Nat, NatError, NatRule, NatRuleset, TABLE};
 use crate::netns;
+use crate::nft_expr::{meta, payload, s};
 
 /// Marks the rule that carries the ruleset's digest.
 const DIGEST_PREFIX: &str = "neutrino ";
@@ -26,21 +26,6 @@ const DIGEST_PREFIX: &str = "neutrino ";
 /// The real driver.
 #[derive(Debug, Default)]
 pub struct NftNat;
-
-fn s(text: impl Into<String>) -> Expression<'static> {
-    Expression::String(Cow::Owned(text.into()))
-}
-
-fn meta(key: MetaKey) -> Expression<'static> {
-    Expression::Named(NamedExpression::Meta(Meta { key }))
-}
-
-fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
-        protocol: protocol.into(),
-        field: field.into(),
-    })))
-}
 
 fn ct_status() -> Expression<'static> {
     Expression::Named(NamedExpression::CT(CT { key: "status".into(), family: None, dir: None }))
