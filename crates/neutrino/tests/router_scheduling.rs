@@ -70,17 +70,7 @@ impl Agent {
 
     /// Applies deltas until `done` holds.
     async fn until(&mut self, what: &str, done: impl Fn(&HostView) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !done(&self.view) {
-            let next = tokio::time::timeout_at(deadline, self.stream.next()).await;
-            let event = next.unwrap_or_else(|_| panic!("{}: timed out waiting for {what}", self.view.host)).unwrap();
-            match event {
-                WatchEvent::Delta { delta } => self.view.apply(&delta).expect("deltas follow each other"),
-                WatchEvent::Keepalive { .. } => {}
-                WatchEvent::Snapshot { view } => self.view = view,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        common::follow_until(&mut self.stream, &mut self.view, what, done).await;
     }
 
     fn stop_heartbeats(&self) {

@@ -347,3 +347,25 @@ pub fn ensure_osc_venv() -> PathBuf {
     assert!(bin.is_file(), "{} missing after scripts/osc-venv.sh", bin.display());
     bin
 }
+
+/// Follows an agent's watch, applying what arrives to `view` (a snapshot
+/// replaces it), until `done` holds; fails after 20 s naming `what`.
+pub async fn follow_until(
+    stream: &mut neutrino_client::WatchStream,
+    view: &mut neutrino_proto::HostView,
+    what: &str,
+    done: impl Fn(&neutrino_proto::HostView) -> bool,
+) {
+    use neutrino_proto::WatchEvent;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done(view) {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await;
+        let event = next.unwrap_or_else(|_| panic!("{}: timed out waiting for {what}", view.host)).unwrap();
+        match event {
+            WatchEvent::Delta { delta } => view.apply(&delta).expect("deltas follow each other"),
+            WatchEvent::Keepalive { .. } => {}
+            WatchEvent::Snapshot { view: fresh } => *view = fresh,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
