@@ -142,12 +142,8 @@ pub struct PortFirewall {
     /// `false` only when every group of the port is stateless.
     pub stateful: bool,
     /// Sorted, without duplicates; those the view holds get a jump to
-    /// their chains.
+    /// their chains (which hold the rules: never copied per port).
     pub groups: Vec<SecurityGroupId>,
-    /// What the groups allow, all together: to tell which connections a
-    /// change cuts, and for diagnosis. The chains hold them per group.
-    pub egress: Vec<CompiledRule>,
-    pub ingress: Vec<CompiledRule>,
     /// The port's fixed IPs: where its conntrack entries are found.
     pub fixed_ips: Vec<IpAddr>,
 }
@@ -300,36 +296,38 @@ fn anti_spoof(port: &PortView) -> AntiSpoof {
     s
 }
 
+/// A group's rules, compiled once for all the ports that use it.
+fn group_rules(group: SecurityGroupId, rules: &[FirewallRule], problems: &mut Vec<FirewallProblem>) -> GroupRules {
+    let mut egress = BTreeSet::new();
+    let mut ingress = BTreeSet::new();
+    for rule in rules {
+        match compile_rule(group, rule) {
+            Ok(r) if rule.direction == Direction::Egress => {
+                egress.insert(r);
+            }
+            Ok(r) => {
+                ingress.insert(r);
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    GroupRules { egress: egress.into_iter().collect(), ingress: ingress.into_iter().collect() }
+}
+
 /// The firewall of one filtered port.
 fn port_firewall(id: PortId, port: &PortView, view: &HostView, problems: &mut Vec<FirewallProblem>) -> PortFirewall {
     let groups: Vec<SecurityGroupId> =
         port.security_groups.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
-    let mut egress = BTreeSet::new();
-    let mut ingress = BTreeSet::new();
     // Stateless only when every group is known and stateless (Neutron
     // refuses to mix them on one port); a group missing from the view
     // allows nothing and counts as stateful, the default.
     let mut stateless = !groups.is_empty();
     for group in &groups {
-        let Some(sg) = view.security_groups.get(group) else {
-            problems.push(FirewallProblem::MissingGroup { port: id, group: *group });
-            stateless = false;
-            continue;
-        };
-        stateless &= !sg.stateful;
-        for rule in &sg.rules {
-            match compile_rule(*group, rule) {
-                Ok(r) if rule.direction == Direction::Egress => {
-                    egress.insert(r);
-                }
-                Ok(r) => {
-                    ingress.insert(r);
-                }
-                Err(p) => {
-                    if !problems.contains(&p) {
-                        problems.push(p);
-                    }
-                }
+        match view.security_groups.get(group) {
+            Some(sg) => stateless &= !sg.stateful,
+            None => {
+                problems.push(FirewallProblem::MissingGroup { port: id, group: *group });
+                stateless = false;
             }
         }
     }
@@ -339,8 +337,6 @@ fn port_firewall(id: PortId, port: &PortView, view: &HostView, problems: &mut Ve
         spoof: anti_spoof(port),
         stateful: !stateless,
         groups,
-        egress: egress.into_iter().collect(),
-        ingress: ingress.into_iter().collect(),
         fixed_ips: port.fixed_ips.iter().map(|f| f.ip_address).collect(),
     }
 }
@@ -375,18 +371,19 @@ pub fn compile(view: &HostView, problems: &mut Vec<FirewallProblem>) -> DesiredF
     for (id, port) in view.ports.iter().filter(|(_, p)| p.filtered()) {
         let pf = port_firewall(*id, port, view, problems);
         fw.bridges.insert(pf.bridge.clone());
-        for group in pf.groups.iter().filter(|g| view.security_groups.contains_key(g)) {
-            fw.groups.entry(*group).or_insert_with(|| {
-                let of = |rules: &[CompiledRule]| rules.iter().filter(|r| r.group == *group).cloned().collect();
-                GroupRules { egress: of(&pf.egress), ingress: of(&pf.ingress) }
-            });
+        for group in &pf.groups {
+            if let Some(sg) = view.security_groups.get(group)
+                && !fw.groups.contains_key(group)
+            {
+                fw.groups.insert(*group, group_rules(*group, &sg.rules, problems));
+            }
         }
         fw.ports.insert(*id, pf);
     }
     let referenced: BTreeSet<SetName> = fw
-        .ports
+        .groups
         .values()
-        .flat_map(|p| p.egress.iter().chain(&p.ingress))
+        .flat_map(|g| g.egress.iter().chain(&g.ingress))
         .flat_map(|r| &r.matches)
         .filter_map(|m| match m {
             Match::RemoteGroup { set, .. } => Some(*set),

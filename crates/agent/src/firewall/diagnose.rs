@@ -106,8 +106,9 @@ pub fn describe_port(
     );
     for group in &pf.groups {
         let _ = writeln!(out, "  security group {group}");
-        for (dir, rules) in [("egress", &pf.egress), ("ingress", &pf.ingress)] {
-            for r in rules.iter().filter(|r| r.group == *group) {
+        let Some(rules) = fw.groups.get(group) else { continue };
+        for (dir, rules) in [("egress", &rules.egress), ("ingress", &rules.ingress)] {
+            for r in rules {
                 let _ = writeln!(out, "    {dir} rule {}: allows {}", r.id, describe_rule(r));
             }
         }

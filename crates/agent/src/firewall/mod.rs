@@ -27,10 +27,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use neutrino_model::PortId;
+use neutrino_model::{PortId, SecurityGroupId};
 use neutrino_proto::HostView;
 
-pub use compile::{CompiledRule, DesiredFirewall, FirewallProblem, Match, PortFirewall, compile};
+pub use compile::{CompiledRule, DesiredFirewall, FirewallProblem, GroupRules, Match, PortFirewall, compile};
 pub use layout::{BRIDGE_TABLE, INET_TABLE, PortNumber, ZoneId};
 pub use plan::{Names, Observed, Op, Transaction};
 
@@ -126,6 +126,9 @@ pub struct FirewallSync<F> {
     /// What each port's chains hold, to tell which rules went next time
     /// (adopted ports too: their digest says they hold what the view says).
     known: BTreeMap<PortId, PortFirewall>,
+    /// The rules of each group as the chains and sets hold them (with
+    /// `known`, what a change removed).
+    known_groups: BTreeMap<SecurityGroupId, GroupRules>,
     /// Ports whose chains the kernel refused, with what was refused and
     /// when: not tried again until their rules change or
     /// [`REFUSAL_RETRY`] has passed (the cause may be outside the rules).
@@ -142,6 +145,17 @@ pub struct FirewallSync<F> {
     /// they should be (zones for these bridges, nothing else) reads them
     /// again only after this instant (see [`IDLE_READ_INTERVAL`]).
     idle: Option<(BTreeSet<String>, Instant)>,
+}
+
+/// How a pass of [`FirewallSync::sync_with`] ended.
+enum Pass {
+    /// On tables read in this pass, or with nothing to do.
+    Done(FirewallOutcome),
+    /// On the cached picture, which is now to be checked.
+    Check(FirewallOutcome),
+    /// The kernel refused what the cached picture planned (nothing was
+    /// applied): the pass is to be made again from a full read.
+    Again(FirewallOutcome),
 }
 
 /// How long a host with nothing to filter (a network host, say) trusts
@@ -165,6 +179,7 @@ impl<F: Firewall> FirewallSync<F> {
             numbers: BTreeMap::new(),
             zones: BTreeMap::new(),
             known: BTreeMap::new(),
+            known_groups: BTreeMap::new(),
             refused: BTreeMap::new(),
             cache: None,
             next_full_read: Instant::now(),
@@ -179,28 +194,33 @@ impl<F: Firewall> FirewallSync<F> {
         self
     }
 
-    /// The tables as they are: a full read when one is due (the first
-    /// pass, after a failure, and then as often as its own cost allows,
-    /// see [`FULL_READ_SHARE`]), else the cached picture, checked against a
-    /// cheap listing of names (a table, chain or set deleted by hand forces
-    /// a full read). Rules flushed or edited by hand are found at the next
-    /// full read: at once on a small host, within 20 times the read's cost
-    /// on a big one.
-    fn observe(&mut self) -> Result<Observed, FirewallError> {
-        if let Some(cache) = &self.cache
-            && Instant::now() < self.next_full_read
-        {
-            if self.fw.observe_names()? == cache.names() {
-                return Ok(cache.clone());
-            }
-            tracing::info!("the firewall's tables changed behind the agent's back; reading them again");
+    /// The tables as the agent last saw and changed them (`true`: the
+    /// cached picture, to be checked after use, see [`FirewallSync::sync`]),
+    /// or a full read when there is no picture.
+    fn observe(&mut self) -> Result<(Observed, bool), FirewallError> {
+        if let Some(cache) = &self.cache {
+            return Ok((cache.clone(), true));
         }
         let started = Instant::now();
         let observed = self.fw.observe()?;
         let cost = started.elapsed();
         self.next_full_read = Instant::now() + (cost * FULL_READ_SHARE).max(self.min_full_read_interval);
         self.cache = Some(observed.clone());
-        Ok(observed)
+        Ok((observed, false))
+    }
+
+    /// Whether the cached picture still matches a cheap listing of names
+    /// (a table, chain or set deleted by hand does not).
+    fn cache_holds(&mut self) -> bool {
+        let Some(cache) = self.cache.as_ref().map(Observed::names) else { return false };
+        match self.fw.observe_names() {
+            Ok(names) if names == cache => true,
+            Ok(_) => {
+                tracing::info!("the firewall's tables changed behind the agent's back; reading them again");
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     pub fn firewall(&self) -> &F {
@@ -223,23 +243,59 @@ impl<F: Firewall> FirewallSync<F> {
 
     /// One pass: reads the tables, applies what differs in one
     /// transaction, and deletes the conntrack entries of removed rules.
+    ///
+    /// A change is planned against the picture the last transactions
+    /// left and applied, and only then is the picture checked: against a
+    /// full read when one is due (as often as its own cost allows, see
+    /// [`FULL_READ_SHARE`]), else against a cheap listing of names. So a
+    /// change is enforced one nft run after it arrives. A transaction the
+    /// kernel refuses, or a check that fails, make the pass start again
+    /// from a full read: a table or chain deleted by hand comes back in
+    /// the same pass; rules flushed or edited by hand at the next full
+    /// read (at once on a small host, within 20 times the read's cost on a
+    /// big one).
     pub fn sync(&mut self, view: &HostView) -> FirewallOutcome {
+        let done = match self.sync_with(view) {
+            Pass::Done(out) => return out,
+            // Enforced; now the check, off the change's path.
+            Pass::Check(out) => {
+                if Instant::now() < self.next_full_read && self.cache_holds() {
+                    return out;
+                }
+                out
+            }
+            Pass::Again(out) => out,
+        };
+        self.cache = None;
+        let (Pass::Done(mut out) | Pass::Check(mut out) | Pass::Again(mut out)) = self.sync_with(view);
+        // What the first attempt did stays counted (a second transaction
+        // is one only when the picture was wrong).
+        out.transactions += done.transactions;
+        out.element_ops += done.element_ops;
+        out.conntrack_ops += done.conntrack_ops;
+        out
+    }
+
+    /// One pass.
+    fn sync_with(&mut self, view: &HostView) -> Pass {
         let mut out = FirewallOutcome::default();
+        let t0 = Instant::now();
         let desired = compile(view, &mut out.problems);
+        let t_compile = t0.elapsed();
         if desired.ports.is_empty()
             && self.idle.as_ref().is_some_and(|(bridges, until)| *bridges == desired.bridges && Instant::now() < *until)
         {
-            return out;
+            return Pass::Done(out);
         }
         self.idle = None;
-        let observed = match self.observe() {
+        let (observed, cached) = match self.observe() {
             Ok(o) => o,
             Err(e) => {
                 for port in desired.ports.keys() {
                     out.failed.insert(*port, e.clone());
                 }
                 out.errors.push(e);
-                return out;
+                return Pass::Done(out);
             }
         };
         let (numbers, left_out) =
@@ -263,11 +319,23 @@ impl<F: Firewall> FirewallSync<F> {
         }
         self.refused.retain(|p, _| blocked.contains(p));
 
+        let t_observe = t0.elapsed();
         let in_kernel: BTreeSet<PortId> = observed.port_numbers().into_values().collect();
         let tx = plan::plan(&observed, &desired, &self.numbers, &self.zones, &blocked);
+        let t_plan = t0.elapsed();
         let left = left_members(&tx, &desired);
         let written = touched(&tx, &desired);
-        if !tx.is_empty()
+        if cached && !tx.is_empty() {
+            // Planned on the picture: a refusal may be the picture's fault.
+            out.transactions += 1;
+            if self.fw.apply(&tx, false).is_err() {
+                return Pass::Again(out);
+            }
+            out.element_ops += tx.element_ops();
+            self.cache = observed.after(&tx).ok();
+        }
+        if !cached
+            && !tx.is_empty()
             && let Err(e) = self.apply_isolating(&observed, &desired, &mut blocked, tx, &mut out)
         {
             // Nothing of this pass is in place; what was stays.
@@ -276,15 +344,30 @@ impl<F: Firewall> FirewallSync<F> {
             }
             out.errors.push(e);
             out.enforced = desired.ports.keys().filter(|p| !out.failed.contains_key(p)).copied().collect();
-            return out;
+            return Pass::Done(out);
         }
+        let t_apply = t0.elapsed();
+        tracing::debug!(?t_compile, ?t_observe, ?t_plan, ?t_apply, "firewall pass");
         // Conntrack: connections that a rule no longer there allowed.
+        // Groups are compared once; a port whose groups and their rules
+        // are as they were loses nothing.
+        let changed: BTreeSet<SecurityGroupId> = desired
+            .groups
+            .keys()
+            .chain(self.known_groups.keys())
+            .filter(|g| self.known_groups.get(g) != desired.groups.get(g))
+            .copied()
+            .collect();
         let mut cut = Vec::new();
         for (port, new) in desired.ports.iter().filter(|(p, _)| !blocked.contains(*p)) {
             let Some(zone) = self.zones.get(&new.bridge).copied() else { continue };
-            let mut flows = member_flows(new, zone, &left);
+            let mut flows =
+                if left.is_empty() { vec![] } else { member_flows(new, &rules_of(new, &desired.groups), zone, &left) };
             flows.extend(match self.known.get(port) {
-                Some(old) => cut_flows(old, new, zone),
+                Some(old) if old.groups == new.groups && !new.groups.iter().any(|g| changed.contains(g)) => vec![],
+                Some(old) => {
+                    cut_flows(old, &rules_of(old, &self.known_groups), new, &rules_of(new, &desired.groups), zone)
+                }
                 // Chains a previous run wrote with other rules: which rules
                 // went is unknown, so all of the port's connections go.
                 None if in_kernel.contains(port) && written.contains(port) => all_flows(new, zone),
@@ -305,11 +388,17 @@ impl<F: Firewall> FirewallSync<F> {
                 self.known.insert(*port, p.clone());
             }
         }
+        for g in changed {
+            match desired.groups.get(&g) {
+                Some(rules) => self.known_groups.insert(g, rules.clone()),
+                None => self.known_groups.remove(&g),
+            };
+        }
         if desired.ports.is_empty() && out.errors.is_empty() {
             self.idle = Some((desired.bridges.clone(), Instant::now() + IDLE_READ_INTERVAL));
         }
         out.enforced = desired.ports.keys().filter(|p| !out.failed.contains_key(p)).copied().collect();
-        out
+        if cached { Pass::Check(out) } else { Pass::Done(out) }
     }
 
     /// Applies `tx`; when the kernel refuses it, finds the ports whose
@@ -411,6 +500,19 @@ fn refusal_key(port: PortId, n: PortNumber, p: &PortFirewall, desired: &DesiredF
     format!("{} {}", layout::port_comment(port, &chains), layout::digest(&groups))
 }
 
+/// A port's rules each way (egress, ingress), from its groups' rules in
+/// `groups`.
+pub struct PortRules<'a> {
+    pub egress: Vec<&'a CompiledRule>,
+    pub ingress: Vec<&'a CompiledRule>,
+}
+
+/// The rules of `p`'s groups as `groups` has them.
+pub fn rules_of<'a>(p: &PortFirewall, groups: &'a BTreeMap<SecurityGroupId, GroupRules>) -> PortRules<'a> {
+    let of = || p.groups.iter().filter_map(|g| groups.get(g));
+    PortRules { egress: of().flat_map(|g| &g.egress).collect(), ingress: of().flat_map(|g| &g.ingress).collect() }
+}
+
 /// The conntrack entries to delete when a port's rules go from `old` to
 /// `new`: for every rule of `old` not in `new`, the port's flows in that
 /// rule's direction, protocol and (single) destination port, in the
@@ -418,12 +520,20 @@ fn refusal_key(port: PortId, n: PortNumber, p: &PortFirewall, desired: &DesiredF
 /// another rule still allows is picked up again as new by conntrack
 /// (TCP loose tracking) and passes. Nothing goes when only rules were
 /// added, or when the port is stateless (nothing was accepted by state).
-pub fn cut_flows(old: &PortFirewall, new: &PortFirewall, zone: ZoneId) -> Vec<Flows> {
+pub fn cut_flows(
+    old: &PortFirewall,
+    old_rules: &PortRules<'_>,
+    new: &PortFirewall,
+    new_rules: &PortRules<'_>,
+    zone: ZoneId,
+) -> Vec<Flows> {
     if !old.stateful {
         return vec![];
     }
     let mut flows = BTreeSet::new();
-    for (to_port, old_rules, new_rules) in [(false, &old.egress, &new.egress), (true, &old.ingress, &new.ingress)] {
+    for (to_port, old_rules, new_rules) in
+        [(false, &old_rules.egress, &new_rules.egress), (true, &old_rules.ingress, &new_rules.ingress)]
+    {
         let kept: BTreeSet<&Vec<Match>> = new_rules.iter().map(|r| &r.matches).collect();
         for rule in old_rules.iter().filter(|r| !kept.contains(&r.matches)) {
             let family = rule.matches.iter().find_map(|m| match m {
@@ -478,12 +588,17 @@ fn left_members(tx: &Transaction, desired: &DesiredFirewall) -> BTreeMap<compile
 
 /// The flows between `p` and members that left a remote group one of its
 /// rules admits (Neutron cuts them too), narrowed like [`cut_flows`].
-pub fn member_flows(p: &PortFirewall, zone: ZoneId, left: &BTreeMap<compile::SetName, Vec<IpAddr>>) -> Vec<Flows> {
+pub fn member_flows(
+    p: &PortFirewall,
+    rules: &PortRules<'_>,
+    zone: ZoneId,
+    left: &BTreeMap<compile::SetName, Vec<IpAddr>>,
+) -> Vec<Flows> {
     if !p.stateful || left.is_empty() {
         return vec![];
     }
     let mut flows = BTreeSet::new();
-    for (to_port, rules) in [(false, &p.egress), (true, &p.ingress)] {
+    for (to_port, rules) in [(false, &rules.egress), (true, &rules.ingress)] {
         for rule in rules {
             let Some(set) = rule.matches.iter().find_map(|m| match m {
                 Match::RemoteGroup { set, .. } => Some(*set),

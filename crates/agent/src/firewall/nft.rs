@@ -10,12 +10,11 @@
 //! a lookup per packet all the same, and a port's own rules never touch
 //! them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
-use neutrino_model::MacAddress;
 use nftables::batch::Batch;
 use nftables::expr::{
     self, BinaryOperation, CT, Expression, MetaKey, NamedExpression, Payload, PayloadBase, PayloadRaw, Prefix, Range,
@@ -29,8 +28,11 @@ use nftables::stmt::{self, JumpTarget, Mangle, Operator, Statement, VerdictMap};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde_json::Value;
 
-use super::compile::{Family, Match, Peer};
-use super::layout::{BRIDGE_TABLE, BaseChain, ChainKind, Dispatch, INET_TABLE, Line, PortChains, PortNumber, ZoneId};
+use super::compile::{Family, Match, Peer, SetName};
+use super::layout::{
+    BRIDGE_TABLE, BaseChain, ChainKind, Dispatch, Element as KeyElement, INET_TABLE, Key, KeyType, KeyedSet, Line,
+    PortChains, PortNumber, RuleSet, SharedChain, ZoneId,
+};
 use super::plan::{Names, Observed, ObservedChain, Op, Transaction};
 use super::{CounterValue, Firewall, FirewallError, Flows};
 use crate::netns;
@@ -108,10 +110,6 @@ fn net(n: IpNet) -> Expression<'static> {
     }
 }
 
-fn macs(list: &[MacAddress]) -> Expression<'static> {
-    set(list.iter().map(|m| s(m.to_string())))
-}
-
 fn set_mark(value: Expression<'static>) -> Statement<'static> {
     Statement::Mangle(Mangle { key: meta(MetaKey::Mark), value })
 }
@@ -169,70 +167,100 @@ pub fn rule_match(m: &Match) -> Statement<'static> {
     }
 }
 
-/// The statements of one line of a port chain; drops count in `counter`.
+/// `meta mark . KEY`: a port set's key.
+fn marked(key: Expression<'static>) -> Expression<'static> {
+    Expression::Named(NamedExpression::Concat(vec![meta(MetaKey::Mark), key]))
+}
+
+fn set_ref(set: KeyedSet) -> Expression<'static> {
+    s(format!("@{}", set.name()))
+}
+
+/// The key of a group's rule set, as the packet gives it.
+fn rule_set_key(r: &RuleSet) -> Expression<'static> {
+    let peer = if r.ingress { Peer::Source } else { Peer::Destination };
+    let mut parts = vec![payload(ip_proto(r.family), peer_field(peer)), meta(MetaKey::L4proto)];
+    if r.ports {
+        parts.push(payload("th", "dport"));
+    }
+    Expression::Named(NamedExpression::Concat(parts))
+}
+
+/// The statements of one line; drops count in `counter`.
 pub fn line(l: &Line, counter: &str) -> Vec<Statement<'static>> {
     let drop = || [Statement::Counter(stmt::Counter::Named(counter.to_string().into())), Statement::Drop(None)];
-    let mut v: Vec<Statement<'static>> = match l {
-        Line::SourceMac(list) => vec![is_not(payload("ether", "saddr"), macs(list))],
-        Line::OnlyIpAndArp => vec![is_not(payload("ether", "type"), set(["ip", "ip6", "arp"].map(s)))],
-        Line::ArpSenderMac(list) => {
-            vec![is(payload("ether", "type"), s("arp")), is_not(payload("arp", "saddr ether"), macs(list))]
-        }
-        Line::ArpSenderIp(nets) => vec![
+    let fail = |mut v: Vec<Statement<'static>>| {
+        v.push(ret());
+        v
+    };
+    let pass = |mut v: Vec<Statement<'static>>| {
+        v.push(accept());
+        v
+    };
+    match l {
+        Line::SourceMac => fail(vec![is_not(marked(payload("ether", "saddr")), set_ref(KeyedSet::Macs))]),
+        Line::OnlyIpAndArp => fail(vec![is_not(payload("ether", "type"), set(["ip", "ip6", "arp"].map(s)))]),
+        Line::ArpSenderMac => fail(vec![
             is(payload("ether", "type"), s("arp")),
-            is_not(payload("arp", "saddr ip"), set(nets.iter().map(|n| net(IpNet::V4(*n))))),
-        ],
-        Line::DhcpDiscover(n) => {
+            is_not(marked(payload("arp", "saddr ether")), set_ref(KeyedSet::Macs)),
+        ]),
+        Line::ArpSenderIp => fail(vec![
+            is(payload("ether", "type"), s("arp")),
+            is_not(marked(payload("arp", "saddr ip")), set_ref(KeyedSet::Arp4)),
+        ]),
+        Line::DhcpDiscover => {
             let mut v = vec![
                 is(payload("ip", "saddr"), s(Ipv4Addr::UNSPECIFIED.to_string())),
                 is(payload("ip", "daddr"), s(Ipv4Addr::BROADCAST.to_string())),
             ];
             v.extend(udp(68, 67));
-            v.extend([set_mark(num(n.source_mark())), ret()]);
-            return v;
+            pass(v)
         }
-        Line::Ipv4Source(nets) if nets.is_empty() => vec![is(payload("ether", "type"), s("ip"))],
-        Line::Ipv4Source(nets) => vec![is_not(payload("ip", "saddr"), set(nets.iter().map(|n| net(IpNet::V4(*n)))))],
-        Line::Ipv6Source(nets) => {
-            vec![is_not(payload("ip6", "saddr"), set(nets.iter().map(|n| net(IpNet::V6(*n)))))]
+        Line::Ipv4Source => fail(vec![
+            is(payload("ether", "type"), s("ip")),
+            is_not(marked(payload("ip", "saddr")), set_ref(KeyedSet::Src4)),
+        ]),
+        Line::Ipv6Source => fail(vec![
+            is(payload("ether", "type"), s("ip6")),
+            is_not(marked(payload("ip6", "saddr")), set_ref(KeyedSet::Src6)),
+        ]),
+        Line::NoDhcpServer { v6: false } => fail(udp(67, 68).to_vec()),
+        Line::NoDhcpServer { v6: true } => fail(udp(547, 546).to_vec()),
+        Line::NoRouterAdvert => fail(vec![is(payload("icmpv6", "type"), s("nd-router-advert"))]),
+        Line::Passed => vec![accept()],
+        Line::NdTarget(addrs) => {
+            let mut v = vec![
+                is(payload("icmpv6", "type"), s("nd-neighbor-advert")),
+                // The target address: ICMPv6 bytes 8 to 24. nft 1.0.6 has
+                // no `icmpv6 taddr`; a raw 128-bit integer takes hex
+                // literals.
+                is_not(
+                    Expression::Named(NamedExpression::Payload(Payload::PayloadRaw(PayloadRaw {
+                        base: PayloadBase::TH,
+                        offset: 64,
+                        len: 128,
+                    }))),
+                    set(addrs.iter().map(|a| s(format!("0x{:032x}", u128::from(*a))))),
+                ),
+            ];
+            v.extend(drop());
+            v
         }
-        Line::NdTarget(addrs) => vec![
-            is(payload("icmpv6", "type"), s("nd-neighbor-advert")),
-            // The target address: ICMPv6 bytes 8 to 24. nft 1.0.6 has no
-            // `icmpv6 taddr`; a raw 128-bit integer takes hex literals.
-            is_not(
-                Expression::Named(NamedExpression::Payload(Payload::PayloadRaw(PayloadRaw {
-                    base: PayloadBase::TH,
-                    offset: 64,
-                    len: 128,
-                }))),
-                set(addrs.iter().map(|a| s(format!("0x{:032x}", u128::from(*a))))),
-            ),
+        Line::MarkAndCheck(n) => vec![
+            set_mark(num(n.source_mark())),
+            Statement::Jump(JumpTarget { target: SharedChain::Checks.name().into() }),
         ],
-        Line::NoDhcpServer { v6: false } => udp(67, 68).to_vec(),
-        Line::NoDhcpServer { v6: true } => udp(547, 546).to_vec(),
-        Line::NoRouterAdvert => vec![is(payload("icmpv6", "type"), s("nd-router-advert"))],
-        Line::MarkSource(n) => return vec![set_mark(num(n.source_mark()))],
-        Line::MarkDestination(n) => {
-            return vec![set_mark(Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
-                meta(MetaKey::Mark),
-                num(n.destination_mark()),
-            ]))))];
-        }
-        Line::Established => {
-            return vec![op(ct("state"), Operator::IN, set(["established", "related"].map(s))), accept()];
-        }
-        Line::Invalid => vec![op(ct("state"), Operator::IN, s("invalid"))],
-        Line::DhcpClient { v6 } => {
-            let mut v = if *v6 { udp(546, 547).to_vec() } else { udp(68, 67).to_vec() };
-            v.push(accept());
-            return v;
-        }
-        Line::DhcpServer { v6 } => {
-            let mut v = if *v6 { udp(547, 546).to_vec() } else { udp(67, 68).to_vec() };
-            v.push(accept());
-            return v;
-        }
+        Line::MarkDestination(n) => vec![set_mark(Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
+            meta(MetaKey::Mark),
+            num(n.destination_mark()),
+        ]))))],
+        Line::Common(c) => vec![Statement::Jump(JumpTarget { target: c.name().into() })],
+        Line::Group(g) => vec![Statement::Jump(JumpTarget { target: g.name().into() })],
+        Line::DropRest => drop().to_vec(),
+        Line::Established => pass(vec![op(ct("state"), Operator::IN, set(["established", "related"].map(s)))]),
+        Line::Invalid => vec![op(ct("state"), Operator::IN, s("invalid")), Statement::Drop(None)],
+        Line::DhcpClient { v6 } => pass(if *v6 { udp(546, 547).to_vec() } else { udp(68, 67).to_vec() }),
+        Line::DhcpServer { v6 } => pass(if *v6 { udp(547, 546).to_vec() } else { udp(67, 68).to_vec() }),
         Line::NdOut => {
             let types = [
                 "nd-neighbor-solicit",
@@ -241,22 +269,15 @@ pub fn line(l: &Line, counter: &str) -> Vec<Statement<'static>> {
                 "mld-listener-report",
                 "mld2-listener-report",
             ];
-            return vec![is(payload("icmpv6", "type"), set(types.map(s))), accept()];
+            pass(vec![is(payload("icmpv6", "type"), set(types.map(s)))])
         }
         Line::NdIn => {
             let types = ["nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert", "mld-listener-query"];
-            return vec![is(payload("icmpv6", "type"), set(types.map(s))), accept()];
+            pass(vec![is(payload("icmpv6", "type"), set(types.map(s)))])
         }
-        Line::Allow(rule) => {
-            let mut v: Vec<Statement<'static>> = rule.matches.iter().map(rule_match).collect();
-            v.push(accept());
-            return v;
-        }
-        Line::Group(g) => return vec![Statement::Jump(JumpTarget { target: g.name().into() })],
-        Line::DropRest => vec![],
-    };
-    v.extend(drop());
-    v
+        Line::Allow(rule) => pass(rule.matches.iter().map(rule_match).collect()),
+        Line::AllowSet(r) => pass(vec![is(rule_set_key(r), set_ref(KeyedSet::Rules(*r)))]),
+    }
 }
 
 fn family_of(bridged: bool) -> NfFamily {
@@ -317,6 +338,64 @@ fn named_set(name: String, family: Family) -> Set<'static> {
         flags: Some(HashSet::from([SetFlag::Interval])),
         ..Default::default()
     }
+}
+
+fn keyed_set(set: KeyedSet) -> Set<'static> {
+    let types: Vec<SetType> = set
+        .key()
+        .into_iter()
+        .map(|k| match k {
+            KeyType::Mark => SetType::Mark,
+            KeyType::Ether => SetType::EtherAddr,
+            KeyType::Ipv4 => SetType::Ipv4Addr,
+            KeyType::Ipv6 => SetType::Ipv6Addr,
+            KeyType::Protocol => SetType::InetProto,
+            KeyType::Service => SetType::InetService,
+        })
+        .collect();
+    Set {
+        family: family_of(set.bridged()),
+        table: table_of(set.bridged()).into(),
+        name: set.name().into(),
+        set_type: SetTypeValue::Concatenated(types.into()),
+        flags: set.interval().then(|| HashSet::from([SetFlag::Interval])),
+        ..Default::default()
+    }
+}
+
+/// A set by table and name only (enough to delete it).
+fn set_by_name(bridged: bool, name: String) -> Set<'static> {
+    Set {
+        family: family_of(bridged),
+        table: table_of(bridged).into(),
+        name: name.into(),
+        set_type: SetTypeValue::Single(SetType::Mark),
+        ..Default::default()
+    }
+}
+
+fn key_expr(k: &Key) -> Expression<'static> {
+    match k {
+        Key::Number(n) => num(*n),
+        Key::Range(a, b) => Expression::Range(Box::new(Range { range: [num(*a), num(*b)] })),
+        Key::Mac(m) => s(m.to_string()),
+        Key::Net(n) => net(*n),
+    }
+}
+
+/// An element of a keyed set. nft 1.0.6 cannot delete an element of a
+/// concatenated interval set whose address is a single one (it looks for
+/// a different interval: "No such file or directory"); as the range
+/// `a-a` it finds it.
+fn element_expr(e: &KeyElement, deleting: bool) -> Expression<'static> {
+    let part = |k: &Key| match k {
+        Key::Net(n) if deleting && n.prefix_len() == n.max_prefix_len() => {
+            let a = s(n.addr().to_string());
+            Expression::Range(Box::new(Range { range: [a.clone(), a] }))
+        }
+        k => key_expr(k),
+    };
+    Expression::Named(NamedExpression::Concat(e.0.iter().map(part).collect()))
 }
 
 fn rule(bridged: bool, chain: String, expr: Vec<Statement<'static>>, comment: Option<String>) -> NfListObject<'static> {
@@ -424,7 +503,31 @@ pub fn batch(tx: &Transaction) -> Nftables<'static> {
                 }
             }
             Op::AddSet(set) => b.add(NfListObject::Set(Box::new(named_set(set.name(), set.family)))),
-            Op::DeleteSet(name) => last.delete(NfListObject::Set(Box::new(named_set(name.clone(), Family::V4)))),
+            Op::DeleteSet { bridged, name } => {
+                last.delete(NfListObject::Set(Box::new(set_by_name(*bridged, name.clone()))))
+            }
+            Op::AddKeyedSet(set) => b.add(NfListObject::Set(Box::new(keyed_set(*set)))),
+            Op::FlushSet(set) => b.add_cmd(NfCmd::Flush(FlushObject::Set(Box::new(keyed_set(*set))))),
+            Op::KeyedElements { set, add, elements } => {
+                let e = NfListObject::Element(Element {
+                    family: family_of(set.bridged()),
+                    table: table_of(set.bridged()).into(),
+                    name: set.name().into(),
+                    elem: elements.iter().map(|e| element_expr(e, !*add && set.interval())).collect::<Vec<_>>().into(),
+                });
+                if *add { b.add(e) } else { b.delete(e) }
+            }
+            Op::Shared => {
+                for c in SharedChain::ALL {
+                    let name = c.name().to_string();
+                    b.add(NfListObject::Chain(chain(c.bridged(), name.clone())));
+                    flush(&mut b, chain(c.bridged(), name.clone()));
+                    for (i, l) in c.lines().iter().enumerate() {
+                        let note = (i == 0).then(|| c.comment());
+                        b.add(rule(c.bridged(), name.clone(), line(l, ""), note));
+                    }
+                }
+            }
             Op::Elements { set, add, elements } => {
                 let e = NfListObject::Element(Element {
                     family: NfFamily::INet,
@@ -489,7 +592,8 @@ fn run(ns: &Option<String>, program: &'static str, args: Vec<String>) -> Result<
 /// `nft -j list table FAMILY NAME`: `None` when there is no such table.
 fn list_table(ns: &Option<String>, bridged: bool) -> Result<Option<Vec<Value>>, FirewallError> {
     let family = if bridged { "bridge" } else { "inet" };
-    let args = ["-j", "list", "table", family, table_of(bridged)].map(String::from).to_vec();
+    // Numeric: protocols in set elements as numbers.
+    let args = ["-n", "-j", "list", "table", family, table_of(bridged)].map(String::from).to_vec();
     let (ok, stdout, stderr) = run(ns, "nft", args)?;
     if !ok {
         if stderr.contains("No such file or directory") {
@@ -549,13 +653,66 @@ pub fn read_table(objects: &[Value], bridged: bool, observed: &mut Observed) {
                 read_zones(&r["expr"], &mut observed.zones);
             }
         } else if let Some(set) = o.get("set")
-            && !bridged
             && let Some(name) = set["name"].as_str()
         {
-            let elements = set["elem"].as_array().map(|e| e.iter().flat_map(element).collect()).unwrap_or_default();
-            observed.sets.insert(name.to_string(), elements);
+            let listed = set["elem"].as_array().map(Vec::as_slice).unwrap_or_default();
+            if !bridged && SetName::parse(name).is_some() {
+                observed.sets.insert(name.to_string(), listed.iter().flat_map(element).collect());
+                continue;
+            }
+            let types: Vec<&str> = match &set["type"] {
+                Value::Array(t) => t.iter().filter_map(Value::as_str).collect(),
+                Value::String(t) => vec![t.as_str()],
+                _ => vec![],
+            };
+            let mut elements = BTreeSet::new();
+            for e in listed {
+                match keyed_element(e, &types) {
+                    Some(e) => {
+                        elements.insert(e);
+                    }
+                    // Something the agent never writes: the set is
+                    // emptied and filled again.
+                    None => {
+                        observed.dirty.insert((bridged, name.to_string()));
+                    }
+                }
+            }
+            observed.keyed.insert((bridged, name.to_string()), elements);
         }
     }
+}
+
+/// One listed element of a keyed set (`nft -n`: protocols as numbers).
+fn keyed_element(e: &Value, types: &[&str]) -> Option<KeyElement> {
+    let e = e.get("elem").map(|x| &x["val"]).unwrap_or(e);
+    let parts: Vec<&Value> = match e.get("concat").and_then(Value::as_array) {
+        Some(parts) => parts.iter().collect(),
+        None => vec![e],
+    };
+    if parts.len() != types.len() {
+        return None;
+    }
+    let mut key = vec![];
+    for (v, t) in parts.into_iter().zip(types) {
+        key.push(match *t {
+            "mark" | "inet_proto" | "inet_service" => match v {
+                Value::Number(n) => Key::Number(u32::try_from(n.as_u64()?).ok()?),
+                _ => {
+                    let r = v.get("range")?.as_array()?;
+                    let end = |i: usize| r.get(i)?.as_u64().and_then(|n| u32::try_from(n).ok());
+                    Key::range(end(0)?, end(1)?)
+                }
+            },
+            "ether_addr" => Key::Mac(v.as_str()?.parse().ok()?),
+            "ipv4_addr" | "ipv6_addr" => match element(v).as_slice() {
+                [one] => Key::net(*one),
+                _ => return None,
+            },
+            _ => return None,
+        });
+    }
+    Some(KeyElement(key))
 }
 
 /// The zones of `ct zone set iifname map { BRIDGE : ZONE, ... }`.
@@ -726,8 +883,8 @@ impl Firewall for NftFirewall {
         // Terse: no elements.
         for o in list(&["-j", "-t", "list", "sets"])? {
             let set = &o["set"];
-            if let (Some(false), Some(name)) = (ours(set), set["name"].as_str()) {
-                names.sets.insert(name.to_string());
+            if let (Some(bridged), Some(name)) = (ours(set), set["name"].as_str()) {
+                names.sets.insert((bridged, name.to_string()));
             }
         }
         Ok(names)
@@ -735,6 +892,11 @@ impl Firewall for NftFirewall {
 
     fn apply(&mut self, tx: &Transaction, check: bool) -> Result<(), FirewallError> {
         let b = batch(tx);
+        // For finding out what nft refused and why: the last batch, as
+        // JSON, in the file this names.
+        if let Ok(path) = std::env::var("NEUTRINO_DEBUG_BATCH") {
+            let _ = std::fs::write(path, serde_json::to_string_pretty(&b).unwrap_or_default());
+        }
         let args: &'static [&'static str] = if check { &["-c"] } else { &[] };
         let call = move || nftables::helper::apply_ruleset_with_args(&b, nftables::helper::DEFAULT_NFT, args);
         let result = match &self.netns {

@@ -7,8 +7,8 @@ use neutrino_model::{PortId, SecurityGroupId};
 
 use super::compile::{DesiredFirewall, SetName};
 use super::layout::{
-    BaseChain, Dispatch, GroupChain, Line, PortChains, PortNumber, ZoneId, blocked_chains, group_chains, group_comment,
-    port_chains, port_comment,
+    BaseChain, Dispatch, Element, GroupChain, KeyedSet, Line, PortChains, PortNumber, SharedChain, ZoneId,
+    blocked_chains, group_chains, group_comment, group_elements, port_chains, port_comment, port_elements,
 };
 
 /// A chain as found in the kernel: enough to tell whether it is what the
@@ -29,8 +29,14 @@ pub struct Observed {
     pub inet_chains: BTreeMap<String, ObservedChain>,
     /// The zone map of the inet `zone` chain: bridge -> zone.
     pub zones: BTreeMap<String, ZoneId>,
-    /// Sets of the inet table by name, with their elements.
+    /// Remote-group sets of the inet table by name, with their elements.
     pub sets: BTreeMap<String, Vec<IpNet>>,
+    /// The other sets of both tables by (in the bridge table, name), with
+    /// their elements: the port sets and the groups' rule sets.
+    pub keyed: BTreeMap<(bool, String), BTreeSet<Element>>,
+    /// Keyed sets holding an element the agent cannot read (never one it
+    /// wrote): emptied and filled again.
+    pub dirty: BTreeSet<(bool, String)>,
 }
 
 impl Observed {
@@ -58,8 +64,42 @@ impl Observed {
                 Op::AddSet(set) => {
                     s.sets.entry(set.name()).or_default();
                 }
-                Op::DeleteSet(name) => {
-                    s.sets.remove(name).ok_or_else(|| format!("no set {name}"))?;
+                Op::AddKeyedSet(set) => {
+                    s.keyed.entry((set.bridged(), set.name())).or_default();
+                }
+                Op::FlushSet(set) => {
+                    let id = (set.bridged(), set.name());
+                    s.keyed.get_mut(&id).ok_or_else(|| format!("no set {}", id.1))?.clear();
+                    s.dirty.remove(&id);
+                }
+                Op::DeleteSet { bridged, name } => {
+                    let found = if *bridged { None } else { s.sets.remove(name).map(|_| ()) };
+                    found
+                        .or_else(|| s.keyed.remove(&(*bridged, name.clone())).map(|_| ()))
+                        .ok_or_else(|| format!("no set {name}"))?;
+                }
+                Op::KeyedElements { set, add, elements } => {
+                    let have = s.keyed.get_mut(&(set.bridged(), set.name())).ok_or_else(|| "no set".to_string())?;
+                    for e in elements {
+                        // Adding an element that is there is a no-op for
+                        // nft; deleting one that is not fails.
+                        if !*add && !have.remove(e) {
+                            return Err(format!("no element {e} in {}", set.name()));
+                        }
+                        if *add {
+                            have.insert(e.clone());
+                        }
+                    }
+                }
+                Op::Shared => {
+                    for c in SharedChain::ALL {
+                        let chains = if c.bridged() { &mut s.bridge_chains } else { &mut s.inet_chains };
+                        let lines = c.lines();
+                        chains.insert(
+                            c.name().to_string(),
+                            ObservedChain { first_comment: Some(c.comment()), rules: lines.len() },
+                        );
+                    }
                 }
                 Op::Elements { set, add, elements } => {
                     let have = s.sets.get_mut(&set.name()).ok_or_else(|| "no set".to_string())?;
@@ -122,7 +162,7 @@ impl Observed {
             bridge_table: self.bridge_table && !self.bridge_chains.is_empty(),
             inet_table: self.inet_table && !self.inet_chains.is_empty(),
             chains: chains(true, &self.bridge_chains).into_iter().chain(chains(false, &self.inet_chains)).collect(),
-            sets: self.sets.keys().cloned().collect(),
+            sets: self.sets.keys().map(|n| (false, n.clone())).chain(self.keyed.keys().cloned()).collect(),
         }
     }
 
@@ -155,8 +195,8 @@ pub struct Names {
     pub inet_table: bool,
     /// (in the bridge table, name)
     pub chains: BTreeSet<(bool, String)>,
-    /// Sets of the inet table.
-    pub sets: BTreeSet<String>,
+    /// Sets of both tables: (in the bridge table, name).
+    pub sets: BTreeSet<(bool, String)>,
 }
 
 /// One change of the firewall, part of a [`Transaction`].
@@ -167,9 +207,13 @@ pub enum Op {
     /// Both tables go: nothing left to enforce on this host.
     DeleteTables,
     AddSet(SetName),
-    /// A set of the inet table, by name (it may be one the agent does not
-    /// know).
-    DeleteSet(String),
+    /// A port set or a group's rule set.
+    AddKeyedSet(KeyedSet),
+    /// A set, by table and name (it may be one the agent does not know).
+    DeleteSet {
+        bridged: bool,
+        name: String,
+    },
     /// Element changes of one set; removals come before additions, so that
     /// an aggregate that grows never overlaps its old self.
     Elements {
@@ -177,6 +221,17 @@ pub enum Op {
         add: bool,
         elements: Vec<IpNet>,
     },
+    /// A keyed set is emptied (before its elements are added again).
+    FlushSet(KeyedSet),
+    /// Element changes of a keyed set; removals come first.
+    KeyedElements {
+        set: KeyedSet,
+        add: bool,
+        elements: Vec<Element>,
+    },
+    /// The shared chains are created if missing, flushed and filled. After
+    /// the port sets they name, before the port chains that jump to them.
+    Shared,
     /// A group's two chains are created if missing, flushed and filled;
     /// each chain's first rule carries `comment`. Before the ports' chains
     /// that jump to them.
@@ -241,6 +296,7 @@ impl Transaction {
             .iter()
             .map(|o| match o {
                 Op::Elements { elements, .. } => elements.len(),
+                Op::KeyedElements { elements, .. } => elements.len(),
                 _ => 0,
             })
             .sum()
@@ -304,19 +360,62 @@ pub fn plan(
             additions.push(Op::Elements { set: *set, add: true, elements: new });
         }
     }
-    ops.extend(removals);
-    ops.extend(additions);
-    // Group chains, for the groups of ports that are not blocked.
-    let mut wanted_chains: BTreeSet<(bool, String)> = BTreeSet::new();
+    // Keyed sets: the port sets always, the groups' rule sets of the
+    // groups in use; element changes only, when the set is there.
     let used: BTreeSet<SecurityGroupId> = desired
         .ports
         .iter()
         .filter(|(p, _)| !blocked.contains(*p) && numbers.contains_key(*p))
         .flat_map(|(_, pf)| pf.groups.iter().copied())
         .collect();
+    let mut keyed: BTreeMap<KeyedSet, BTreeSet<Element>> =
+        KeyedSet::PORT_SETS.iter().map(|s| (*s, BTreeSet::new())).collect();
+    for (port, n) in numbers.iter().filter(|(p, _)| !blocked.contains(*p)) {
+        if let Some(pf) = desired.ports.get(port) {
+            port_elements(*n, pf, &mut keyed);
+        }
+    }
+    for (group, rules) in desired.groups.iter().filter(|(g, _)| used.contains(*g)) {
+        group_elements(*group, rules, &mut keyed);
+    }
+    let no_elements = BTreeSet::new();
+    for (set, want) in &keyed {
+        let id = (set.bridged(), set.name());
+        let mut have = observed.keyed.get(&id);
+        if have.is_none() {
+            ops.push(Op::AddKeyedSet(*set));
+        } else if observed.dirty.contains(&id) {
+            ops.push(Op::FlushSet(*set));
+            have = None;
+        }
+        let have = have.unwrap_or(&no_elements);
+        let gone: Vec<Element> = have.difference(want).cloned().collect();
+        let new: Vec<Element> = want.difference(have).cloned().collect();
+        if !gone.is_empty() {
+            removals.push(Op::KeyedElements { set: *set, add: false, elements: gone });
+        }
+        if !new.is_empty() {
+            additions.push(Op::KeyedElements { set: *set, add: true, elements: new });
+        }
+    }
+    ops.extend(removals);
+    ops.extend(additions);
+    // Shared chains.
+    let mut wanted_chains: BTreeSet<(bool, String)> = BTreeSet::new();
+    let mut shared_in_place = true;
+    for c in SharedChain::ALL {
+        let have = observed.chain(c.bridged(), c.name());
+        shared_in_place &=
+            have.is_some_and(|h| h.rules == c.lines().len() && h.first_comment.as_ref() == Some(&c.comment()));
+        wanted_chains.insert((c.bridged(), c.name().to_string()));
+    }
+    if !shared_in_place {
+        ops.push(Op::Shared);
+    }
+    // Group chains, for the groups of ports that are not blocked.
     for (group, rules) in desired.groups.iter().filter(|(g, _)| used.contains(*g)) {
         let chains = group_chains(*group, rules);
-        let comment = group_comment(*group, rules);
+        let comment = group_comment(*group, &chains);
         let mut in_place = true;
         for (chain, lines) in &chains {
             let have = observed.chain(false, &chain.name());
@@ -371,7 +470,11 @@ pub fn plan(
     }
     let wanted_sets: BTreeSet<String> = desired.sets.keys().map(SetName::name).collect();
     for name in observed.sets.keys().filter(|n| !wanted_sets.contains(*n)) {
-        ops.push(Op::DeleteSet(name.clone()));
+        ops.push(Op::DeleteSet { bridged: false, name: name.clone() });
+    }
+    let wanted_keyed: BTreeSet<(bool, String)> = keyed.keys().map(|s| (s.bridged(), s.name())).collect();
+    for (bridged, name) in observed.keyed.keys().filter(|k| !wanted_keyed.contains(*k)) {
+        ops.push(Op::DeleteSet { bridged: *bridged, name: name.clone() });
     }
     // Tables and base chains, only when one is missing: adding existing
     // base chains again makes nft read the whole ruleset first (about a

@@ -12,7 +12,10 @@ use uuid::Uuid;
 
 use super::compile::{Family, Peer, SetName, compile_rule, link_local};
 use super::fake::{Call, FakeFirewall};
-use super::layout::{ChainKind, GroupChain, Line, blocked_chains, group_chains, port_chains};
+use super::layout::{
+    ChainKind, Element, GroupChain, Key, KeyedSet, Line, RuleSet, SharedChain, blocked_chains, group_chains,
+    group_elements, port_chains, port_elements, rule_set,
+};
 use super::nft::{conntrack_args, line, rule_match};
 use super::*;
 use crate::desired::tests::{NET, port, port_id, view, vxlan_net};
@@ -159,7 +162,7 @@ fn rules_that_cannot_be_expressed_are_reported_and_left_out() {
     let mut problems = vec![];
     let fw = compile(&v, &mut problems);
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert_eq!(fw.ports[&P1].ingress.len(), 2, "the bad rule is left out, the others stay");
+    assert_eq!(fw.groups[&G_WEB].ingress.len(), 2, "the bad rule is left out, the others stay");
 }
 
 #[test]
@@ -232,8 +235,19 @@ fn anti_spoofing_allows_own_addresses_link_local_dad_and_pairs_only() {
     assert!(s.nd_targets.as_ref().unwrap().contains(&ll));
     let chains = port_chains(PortNumber(1), &fw.ports[&P1], &fw.groups);
     let sp = &chains.chains[&ChainKind::Spoof];
-    assert!(sp.contains(&Line::NoDhcpServer { v6: false }) && sp.contains(&Line::NoRouterAdvert));
-    assert_eq!(sp.last(), Some(&Line::MarkSource(PortNumber(1))));
+    assert_eq!(sp[1..], [Line::MarkAndCheck(PortNumber(1)), Line::DropRest], "ND target check first");
+    let checks = SharedChain::Checks.lines();
+    assert!(checks.contains(&Line::NoDhcpServer { v6: false }) && checks.contains(&Line::NoRouterAdvert));
+    assert_eq!(checks.last(), Some(&Line::Passed));
+    // What the checks look up: the port's MACs, addresses, link-local and
+    // `::`, keyed by its number; ARP may also claim 0.0.0.0 (probes).
+    let mut elements = BTreeMap::new();
+    port_elements(PortNumber(7), &fw.ports[&P1], &mut elements);
+    let text = |set: KeyedSet| elements[&set].iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(text(KeyedSet::Macs), ["7 . fa:16:3e:00:00:01", "7 . fa:16:3e:00:00:99"]);
+    assert_eq!(text(KeyedSet::Src4), ["7 . 10.0.0.5", "7 . 10.0.0.100"]);
+    assert_eq!(text(KeyedSet::Arp4), ["7 . 0.0.0.0", "7 . 10.0.0.5", "7 . 10.0.0.100"]);
+    assert!(text(KeyedSet::Src6).contains(&format!("7 . {ll}")) && text(KeyedSet::Src6).contains(&"7 . ::".into()));
     // A /64 pair cannot be checked as an ND target: the check is left out.
     let prefix =
         AddressPair { ip_address: "fd00:1::/64".parse().unwrap(), mac_address: "fa:16:3e:00:00:01".parse().unwrap() };
@@ -247,14 +261,16 @@ fn stateless_groups_get_no_connection_tracking_acceptance() {
     v.security_groups.get_mut(&G_WEB).unwrap().stateful = false;
     let fw = compiled(&v);
     let chains = port_chains(PortNumber(1), &fw.ports[&P1], &fw.groups);
-    for kind in [ChainKind::Egress, ChainKind::Ingress] {
-        let lines = &chains.chains[&kind];
+    assert_eq!(chains.chains[&ChainKind::Egress][0], Line::Common(SharedChain::EgressStateless));
+    assert_eq!(chains.chains[&ChainKind::Ingress][0], Line::Common(SharedChain::IngressStateless));
+    for c in [SharedChain::EgressStateless, SharedChain::IngressStateless] {
+        let lines = c.lines();
         assert!(!lines.contains(&Line::Established) && !lines.contains(&Line::Invalid), "{lines:?}");
-        assert_eq!(lines.last(), Some(&Line::DropRest));
     }
     let full = compiled(&host());
     let stateful = port_chains(PortNumber(1), &full.ports[&P1], &full.groups);
-    assert_eq!(stateful.chains[&ChainKind::Ingress][..2], [Line::Established, Line::Invalid]);
+    assert_eq!(stateful.chains[&ChainKind::Ingress][0], Line::Common(SharedChain::IngressState));
+    assert_eq!(SharedChain::IngressState.lines()[..2], [Line::Established, Line::Invalid]);
 }
 
 #[test]
@@ -283,7 +299,10 @@ fn first_pass_is_one_transaction_and_the_next_changes_nothing() {
     let out = synced(&mut fw, &host());
     assert_eq!(out.transactions, 1);
     assert_eq!(out.enforced, [P1, P2].into());
-    assert_eq!(out.element_ops, 1);
+    // The remote group's member, the ports' MACs and addresses, web's
+    // egress-all and tcp/22 rules as set elements.
+    assert_eq!(out.element_ops, fw.firewall().applied()[0].element_ops());
+    assert!(out.element_ops > 10, "{}", out.element_ops);
     let applied = fw.firewall().applied();
     let ports = applied[0].ports();
     assert_eq!(ports, vec![P1, P2]);
@@ -490,21 +509,31 @@ fn the_diagnosis_names_groups_rules_and_drops() {
 }
 
 #[test]
-fn a_group_rule_change_rewrites_the_group_chain_only() {
+fn a_prefix_rule_is_an_element_and_an_icmp_rule_rewrites_the_group_chain_only() {
     let mut fw = FirewallSync::new(FakeFirewall::default());
     let mut v = host();
     let out = synced(&mut fw, &v);
     let tx = fw.firewall().applied()[0].clone();
     assert_eq!(tx.groups(), vec![G_WEB], "one chain pair for web, shared by both ports");
     let chains = group_chains(G_WEB, &compiled(&v).groups[&G_WEB]);
+    // tcp/22 as an element of the ingress set, tcp/80 from app as a rule.
     assert_eq!(chains[&GroupChain { group: G_WEB, ingress: true }].len(), 2);
     assert_eq!(out.enforced, [P1, P2].into());
     fw.firewall_mut().take_log();
     v.security_groups.get_mut(&G_WEB).unwrap().rules.push(tcp_in(8, 8080));
     let out = synced(&mut fw, &v);
-    assert_eq!((out.transactions, out.conntrack_ops), (1, 0));
+    assert_eq!((out.transactions, out.element_ops, out.conntrack_ops), (1, 1, 0));
     let tx = fw.firewall().applied()[0].clone();
-    assert_eq!((tx.groups(), tx.ports()), (vec![G_WEB], vec![]), "{tx:?}");
+    assert_eq!((tx.groups(), tx.ports()), (vec![], vec![]), "{tx:?}");
+    let Op::KeyedElements { set: KeyedSet::Rules(set), add: true, elements } = &tx.ops[0] else { panic!("{tx:?}") };
+    assert_eq!((set.ingress, set.ports, elements[0].to_string()), (true, true, "0.0.0.0/0 . 6 . 8080".into()));
+    // An ICMP type is no set element: the group's chains are rewritten.
+    fw.firewall_mut().take_log();
+    let echo = rule(10, Direction::Ingress, Some(1), L4Match::Icmp { icmp_type: 8, code: None }, Remote::Any);
+    v.security_groups.get_mut(&G_WEB).unwrap().rules.push(echo);
+    synced(&mut fw, &v);
+    let tx = fw.firewall().applied()[0].clone();
+    assert_eq!((tx.groups(), tx.ports(), tx.element_ops()), (vec![G_WEB], vec![], 0), "{tx:?}");
 }
 
 #[test]
@@ -537,7 +566,7 @@ fn between_full_reads_the_picture_is_kept_and_checked_by_names() {
     v.security_groups.get_mut(&G_WEB).unwrap().rules.push(tcp_in(8, 8080));
     fw.firewall_mut().take_log();
     let out = synced(&mut fw, &v);
-    assert_eq!((out.transactions, out.element_ops), (1, 1));
+    assert_eq!((out.transactions, out.element_ops), (1, 2), "a member and a rule: two elements");
     assert_eq!(synced(&mut fw, &v).transactions, 0);
     let log = fw.firewall_mut().take_log();
     assert!(!log.contains(&Call::Observe) && log.contains(&Call::ObserveNames), "{log:?}");
@@ -619,4 +648,116 @@ fn a_host_with_nothing_to_filter_does_not_read_its_tables_every_pass() {
     v.networks.insert(neutrino_model::NetworkId::new(), vxlan_net(101));
     synced(&mut fw, &v);
     assert_eq!(reads(&mut fw), 1);
+}
+
+#[test]
+fn prefix_rules_go_into_sets_by_shape_icmp_types_and_remote_groups_stay_rules() {
+    let shape = |r: &FirewallRule| {
+        let c = compile_rule(G_WEB, r).unwrap();
+        rule_set(G_WEB, r.direction == Direction::Ingress, &c)
+            .map(|(set, e)| (KeyedSet::Rules(set).name(), e.to_string()))
+    };
+    let web = G_WEB.0.simple().to_string();
+    assert_eq!(shape(&tcp_in(1, 22)), Some((format!("ri4p_{web}"), "0.0.0.0/0 . 6 . 22".into())));
+    let range = rule(
+        2,
+        Direction::Ingress,
+        Some(17),
+        L4Match::Ports { range: PortRange { start: 5000, end: 5100 } },
+        Remote::Prefix { prefix: "192.0.2.7/24".parse().unwrap() },
+    );
+    assert_eq!(shape(&range), Some((format!("ri4p_{web}"), "192.0.2.0/24 . 17 . 5000-5100".into())));
+    let any_tcp_port = rule(3, Direction::Ingress, Some(6), L4Match::Any, Remote::Any);
+    assert_eq!(shape(&any_tcp_port), Some((format!("ri4p_{web}"), "0.0.0.0/0 . 6 . 0-65535".into())));
+    assert_eq!(shape(&egress_all(4)), Some((format!("re4l_{web}"), "0.0.0.0/0 . 0-255".into())));
+    let gre6 =
+        FirewallRule { ethertype: EtherType::V6, ..rule(5, Direction::Egress, Some(47), L4Match::Any, Remote::Any) };
+    assert_eq!(shape(&gre6), Some((format!("re6l_{web}"), "::/0 . 47".into())));
+    let echo = rule(6, Direction::Ingress, Some(1), L4Match::Icmp { icmp_type: 8, code: None }, Remote::Any);
+    assert_eq!(shape(&echo), None, "an ICMP type is a rule of its own");
+    assert_eq!(shape(&from_group(7, G_APP, 80)), None, "a remote group is a rule of its own");
+    // A group chain: a rule per set, then the others.
+    let rules = GroupRules {
+        egress: vec![],
+        ingress: [tcp_in(1, 22), range, echo, tcp_in(8, 80)].iter().map(|r| compile_rule(G_WEB, r).unwrap()).collect(),
+    };
+    let chains = group_chains(G_WEB, &rules);
+    let ingress = &chains[&GroupChain { group: G_WEB, ingress: true }];
+    assert_eq!(ingress.len(), 2, "{ingress:?}");
+    assert!(matches!(ingress[0], Line::AllowSet(RuleSet { ports: true, .. })));
+    assert!(matches!(ingress[1], Line::Allow(_)));
+    let mut elements = BTreeMap::new();
+    group_elements(G_WEB, &rules, &mut elements);
+    assert_eq!(elements.values().map(|e| e.len()).sum::<usize>(), 3);
+}
+
+#[test]
+fn keyed_set_elements_read_back_as_written() {
+    use super::nft::read_table;
+    // As `nft -n -j list table` shows them: single values plain, ranges
+    // and prefixes as objects, protocols as numbers.
+    let listed = json!([
+        {"set": {"family": "bridge", "name": "macs", "table": "neutrino_l2", "type": ["mark", "ether_addr"],
+                 "elem": [{"concat": [7, "fa:16:3e:00:00:01"]}]}},
+        {"set": {"family": "bridge", "name": "src4", "table": "neutrino_l2", "type": ["mark", "ipv4_addr"],
+                 "flags": ["interval"], "elem": [{"concat": [7, "10.0.0.5"]}, {"concat": [7, {"prefix": {"addr": "10.1.0.0", "len": 16}}]}]}},
+        {"set": {"family": "bridge", "name": "odd", "table": "neutrino_l2", "type": ["mark", "ipv4_addr"],
+                 "flags": ["interval"], "elem": [{"concat": [7, {"range": ["10.0.0.1", "10.0.0.6"]}]}]}},
+    ]);
+    let mut observed = Observed::default();
+    read_table(listed.as_array().unwrap(), true, &mut observed);
+    let text =
+        |name: &str| observed.keyed[&(true, name.to_string())].iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(text("macs"), ["7 . fa:16:3e:00:00:01"]);
+    assert_eq!(text("src4"), ["7 . 10.0.0.5", "7 . 10.1.0.0/16"]);
+    assert!(
+        observed.dirty.contains(&(true, "odd".to_string())),
+        "a range no prefix covers cannot be read: the set is rebuilt"
+    );
+    let listed = json!([
+        {"set": {"family": "inet", "name": format!("ri4p_{}", G_WEB.0.simple()), "table": "neutrino",
+                 "type": ["ipv4_addr", "inet_proto", "inet_service"], "flags": ["interval"],
+                 "elem": [{"concat": [{"prefix": {"addr": "0.0.0.0", "len": 0}}, 6, 22]},
+                          {"concat": ["192.0.2.9", 17, {"range": [5000, 5100]}]}]}},
+    ]);
+    read_table(listed.as_array().unwrap(), false, &mut observed);
+    let rules = text_of(&observed, false, &format!("ri4p_{}", G_WEB.0.simple()));
+    assert_eq!(rules, ["0.0.0.0/0 . 6 . 22", "192.0.2.9 . 17 . 5000-5100"]);
+    // Written the same way they are read; a single address is deleted as
+    // the range a-a (nft 1.0.6 finds no element otherwise).
+    let set = KeyedSet::Src4;
+    let e = Element(vec![Key::Number(7), Key::net("10.0.0.5/32".parse().unwrap())]);
+    let tx = Transaction {
+        ops: vec![
+            plan::Op::KeyedElements { set, add: true, elements: vec![e.clone()] },
+            plan::Op::KeyedElements { set, add: false, elements: vec![e] },
+        ],
+    };
+    let batch = serde_json::to_value(super::nft::batch(&tx)).unwrap();
+    assert_eq!(batch["nftables"][0]["add"]["element"]["elem"], json!([{"concat": [7, "10.0.0.5"]}]));
+    assert_eq!(
+        batch["nftables"][1]["delete"]["element"]["elem"],
+        json!([{"concat": [7, {"range": ["10.0.0.5", "10.0.0.5"]}]}])
+    );
+}
+
+fn text_of(observed: &Observed, bridged: bool, name: &str) -> Vec<String> {
+    observed.keyed[&(bridged, name.to_string())].iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_set_with_an_element_the_agent_cannot_read_is_emptied_and_filled_again() {
+    let mut fw = FirewallSync::new(FakeFirewall::default());
+    let v = host();
+    synced(&mut fw, &v);
+    fw.firewall_mut().state.dirty.insert((true, KeyedSet::Src4.name()));
+    fw.firewall_mut().state.keyed.get_mut(&(true, KeyedSet::Src4.name())).unwrap().clear();
+    fw.firewall_mut().take_log();
+    // A restarted agent reads the tables as they are.
+    let mut fresh = FirewallSync::new(std::mem::take(fw.firewall_mut()));
+    let out = synced(&mut fresh, &v);
+    assert_eq!(out.transactions, 1);
+    let tx = fresh.firewall().applied()[0].clone();
+    assert_eq!(tx.ops[0], plan::Op::FlushSet(KeyedSet::Src4), "{tx:?}");
+    assert_eq!(tx.element_ops(), 2, "both ports' addresses again");
 }
