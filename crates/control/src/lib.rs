@@ -155,6 +155,7 @@ impl Control {
         self.schedule.notify_one();
         let mut commits = self.store.feed_watch();
         loop {
+            let read_at = std::time::Instant::now();
             loop {
                 match self.read_feed_once().await {
                     Ok(true) => continue,
@@ -168,11 +169,15 @@ impl Control {
             }
             tokio::select! {
                 _ = commits.changed() => {
-                    // Commits come in bursts: reading after a few
-                    // milliseconds reads the burst at once (one feed read
-                    // and one read of the rows for many changes), well
-                    // inside the propagation target.
-                    tokio::time::sleep(FEED_DEBOUNCE).await;
+                    // Commits come in bursts: a commit within a few
+                    // milliseconds of the last read waits out the rest of
+                    // them, so that the burst is read at once (one feed
+                    // read and one read of the rows for many changes); a
+                    // commit after a quiet spell is read at once.
+                    let since = read_at.elapsed();
+                    if since < FEED_DEBOUNCE {
+                        tokio::time::sleep(FEED_DEBOUNCE - since).await;
+                    }
                 }
                 _ = self.read_feed.notified() => {}
                 _ = tokio::time::sleep(self.settings.feed_poll) => {}

@@ -138,6 +138,8 @@ pub struct FirewallSync<F> {
     cache: Option<Observed>,
     /// No full read before this (see [`FirewallSync::sync`]).
     next_full_read: Instant,
+    /// When the cached picture was last checked against the kernel.
+    last_check: Instant,
     /// Full reads at least this far apart (0 in production: the cost of the
     /// last read sets the pace).
     min_full_read_interval: Duration,
@@ -164,6 +166,11 @@ enum Pass {
 /// or DHCP change, for tables that only hold conntrack zones there.
 pub const IDLE_READ_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The cached picture goes unchecked this long at most while every pass
+/// applies a change (quiet passes, the periodic resync among them, check
+/// it).
+pub const MAX_UNCHECKED: Duration = Duration::from_secs(5);
+
 /// A full read of the tables may take this share of the time, at most:
 /// with 500 ports a read costs about a second, with a few ports a few
 /// milliseconds (so then every pass reads).
@@ -183,6 +190,7 @@ impl<F: Firewall> FirewallSync<F> {
             refused: BTreeMap::new(),
             cache: None,
             next_full_read: Instant::now(),
+            last_check: Instant::now(),
             min_full_read_interval: Duration::ZERO,
             idle: None,
         }
@@ -245,8 +253,9 @@ impl<F: Firewall> FirewallSync<F> {
     /// transaction, and deletes the conntrack entries of removed rules.
     ///
     /// A change is planned against the picture the last transactions
-    /// left and applied, and only then is the picture checked: against a
-    /// full read when one is due (as often as its own cost allows, see
+    /// left and applied, and the picture is checked in the next pass that
+    /// applies nothing (or after [`MAX_UNCHECKED`]): against a full read
+    /// when one is due (as often as its own cost allows, see
     /// [`FULL_READ_SHARE`]), else against a cheap listing of names. So a
     /// change is enforced one nft run after it arrives. A transaction the
     /// kernel refuses, or a check that fails, make the pass start again
@@ -257,11 +266,20 @@ impl<F: Firewall> FirewallSync<F> {
     pub fn sync(&mut self, view: &HostView) -> FirewallOutcome {
         let done = match self.sync_with(view) {
             Pass::Done(out) => return out,
-            // Enforced; now the check, off the change's path.
+            // Enforced; now the check, off the change's path. A pass that
+            // applied a change leaves it to the next quiet one (a burst of
+            // changes must not queue behind checks), unless the last was
+            // long ago.
             Pass::Check(out) => {
-                if Instant::now() < self.next_full_read && self.cache_holds() {
+                let now = Instant::now();
+                if out.transactions > 0 && now < self.last_check + MAX_UNCHECKED {
                     return out;
                 }
+                self.last_check = now;
+                if now < self.next_full_read && self.cache_holds() {
+                    return out;
+                }
+                self.idle = None;
                 out
             }
             Pass::Again(out) => out,
@@ -394,7 +412,9 @@ impl<F: Firewall> FirewallSync<F> {
                 None => self.known_groups.remove(&g),
             };
         }
-        if desired.ports.is_empty() && out.errors.is_empty() {
+        // Idle only once the tables were seen right: read in this pass,
+        // or the picture it ran on checked (see `sync`).
+        if desired.ports.is_empty() && out.errors.is_empty() && (!cached || out.transactions == 0) {
             self.idle = Some((desired.bridges.clone(), Instant::now() + IDLE_READ_INTERVAL));
         }
         out.enforced = desired.ports.keys().filter(|p| !out.failed.contains_key(p)).copied().collect();
