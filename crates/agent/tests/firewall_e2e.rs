@@ -492,6 +492,19 @@ async fn ipv6_arp_nd_dhcp_spoofing_and_address_pairs() {
     // The failed attempt left an unresolved entry that would retry late.
     run(&["ip", "-n", &vm2, "neigh", "flush", "dev", "eth0"]);
     assert!(connects(&vm2, None, "10.0.0.100:22", &l22), "the allowed pair must pass");
+
+    // A pair binds its address to its MAC: the VIP with another MAC is
+    // Neutron's MAC and IP pair, and vm1 sending it from its own MAC (or
+    // answering ARP for it) is spoofing; from the pair's MAC it passes.
+    let other_mac = "fa:16:3e:00:00:77";
+    let pair = AddressPair { ip_address: "10.0.0.100/32".parse().unwrap(), mac_address: other_mac.parse().unwrap() };
+    v.ports.get_mut(&VM1).unwrap().allowed_address_pairs = vec![pair];
+    assert_eq!(agent.pass(&v).await.transactions, 1);
+    run(&["ip", "-n", &vm2, "neigh", "flush", "dev", "eth0"]);
+    assert!(!connects(&vm2, None, "10.0.0.100:22", &l22), "the VIP from vm1's own MAC must be dropped");
+    run(&["ip", "-n", &vm1, "link", "set", "eth0", "address", other_mac]);
+    run(&["ip", "-n", &vm2, "neigh", "flush", "dev", "eth0"]);
+    assert!(connects(&vm2, None, "10.0.0.100:22", &l22), "the VIP from the pair's MAC must pass");
 }
 
 /// The scale, measured against the real kernel (printed; the

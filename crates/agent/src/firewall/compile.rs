@@ -113,16 +113,19 @@ pub struct CompiledRule {
     pub matches: Vec<Match>,
 }
 
-/// What a filtered port may send, beyond its MAC.
+/// What a filtered port may send: source MACs, and source addresses each
+/// with the MAC it must come with (Neutron's MAC and IP pairs: a fixed IP
+/// with the port's MAC, an allowed address pair with its own).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AntiSpoof {
     /// The port's MAC and its allowed address pairs' MACs.
     pub macs: BTreeSet<MacAddress>,
-    /// Fixed IPv4 addresses (/32) and allowed pairs.
-    pub v4: BTreeSet<Ipv4Net>,
-    /// Fixed IPv6 addresses, allowed pairs, the EUI-64 link-local address
-    /// of every allowed MAC, and `::` (duplicate address detection).
-    pub v6: BTreeSet<Ipv6Net>,
+    /// IPv4: fixed addresses (/32) and allowed pairs.
+    pub v4: BTreeSet<(MacAddress, Ipv4Net)>,
+    /// IPv6: fixed addresses, allowed pairs, the EUI-64 link-local address
+    /// of every allowed MAC, and `::` (duplicate address detection) with
+    /// every allowed MAC.
+    pub v6: BTreeSet<(MacAddress, Ipv6Net)>,
     /// Addresses a neighbour advertisement from the port may claim (its
     /// own, single addresses only); `None` when an allowed pair is an IPv6
     /// prefix: the raw-payload match cannot hold prefixes, so the check is
@@ -260,24 +263,15 @@ fn anti_spoof(port: &PortView) -> AntiSpoof {
     s.macs.extend(port.allowed_address_pairs.iter().map(|p| p.mac_address));
     let mut targets = BTreeSet::new();
     let mut exact = true;
-    for ip in &port.fixed_ips {
-        match ip.ip_address {
-            IpAddr::V4(a) => {
-                s.v4.insert(Ipv4Net::from(a));
-            }
-            IpAddr::V6(a) => {
-                s.v6.insert(Ipv6Net::from(a));
-                targets.insert(a);
-            }
-        }
-    }
-    for pair in &port.allowed_address_pairs {
-        match pair.ip_address.trunc() {
+    let own = port.fixed_ips.iter().map(|f| (port.mac, IpNet::from(f.ip_address)));
+    let pairs = port.allowed_address_pairs.iter().map(|p| (p.mac_address, p.ip_address.trunc()));
+    for (mac, net) in own.chain(pairs) {
+        match net {
             IpNet::V4(n) => {
-                s.v4.insert(n);
+                s.v4.insert((mac, n));
             }
             IpNet::V6(n) => {
-                s.v6.insert(n);
+                s.v6.insert((mac, n));
                 if n.prefix_len() == 128 {
                     targets.insert(n.addr());
                 } else {
@@ -288,10 +282,10 @@ fn anti_spoof(port: &PortView) -> AntiSpoof {
     }
     for mac in &s.macs {
         let ll = link_local(*mac);
-        s.v6.insert(Ipv6Net::from(ll));
+        s.v6.insert((*mac, Ipv6Net::from(ll)));
+        s.v6.insert((*mac, Ipv6Net::from(Ipv6Addr::UNSPECIFIED)));
         targets.insert(ll);
     }
-    s.v6.insert(Ipv6Net::from(Ipv6Addr::UNSPECIFIED));
     s.nd_targets = exact.then_some(targets);
     s
 }

@@ -101,8 +101,8 @@ pub fn describe_port(
         out,
         "  may send from: MAC {:?}, IPv4 {:?}, IPv6 {:?}",
         pf.spoof.macs.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
-        pf.spoof.v4.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        pf.spoof.v6.iter().map(|n| n.to_string()).collect::<Vec<_>>()
+        pf.spoof.v4.iter().map(|(m, n)| format!("{n} from {m}")).collect::<Vec<_>>(),
+        pf.spoof.v6.iter().map(|(m, n)| format!("{n} from {m}")).collect::<Vec<_>>()
     );
     for group in &pf.groups {
         let _ = writeln!(out, "  security group {group}");
