@@ -147,8 +147,9 @@ pub struct PortFirewall {
     /// Sorted, without duplicates; those the view holds get a jump to
     /// their chains (which hold the rules: never copied per port).
     pub groups: Vec<SecurityGroupId>,
-    /// The port's fixed IPs: where its conntrack entries are found.
-    pub fixed_ips: Vec<IpAddr>,
+    /// The port's fixed IPs and single-address allowed pairs (a VIP):
+    /// where its conntrack entries are found.
+    pub addresses: Vec<IpAddr>,
 }
 
 /// A security group's rules, compiled once for every port that uses it
@@ -331,7 +332,17 @@ fn port_firewall(id: PortId, port: &PortView, view: &HostView, problems: &mut Ve
         spoof: anti_spoof(port),
         stateful: !stateless,
         groups,
-        fixed_ips: port.fixed_ips.iter().map(|f| f.ip_address).collect(),
+        addresses: port
+            .fixed_ips
+            .iter()
+            .map(|f| f.ip_address)
+            .chain(
+                port.allowed_address_pairs
+                    .iter()
+                    .filter(|p| p.ip_address.prefix_len() == p.ip_address.max_prefix_len())
+                    .map(|p| p.ip_address.addr()),
+            )
+            .collect(),
     }
 }
 

@@ -60,7 +60,7 @@ impl FirewallError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Flows {
     pub zone: ZoneId,
-    /// A fixed IP of the port.
+    /// An address of the port (a fixed IP or a single-address pair).
     pub address: IpAddr,
     /// `true`: flows to the port (its ingress rules allowed them, original
     /// destination); `false`: flows it opened (original source).
@@ -561,7 +561,7 @@ pub fn cut_flows(
                 _ => None,
             });
             let (protocol, dport) = protocol_and_port(&rule.matches);
-            for address in &new.fixed_ips {
+            for address in &new.addresses {
                 let same = matches!(
                     (family, address),
                     (None, _) | (Some(compile::Family::V4), IpAddr::V4(_)) | (Some(compile::Family::V6), IpAddr::V6(_))
@@ -628,7 +628,7 @@ pub fn member_flows(
             };
             let Some(gone) = left.get(&set) else { continue };
             let (protocol, dport) = protocol_and_port(&rule.matches);
-            for address in p.fixed_ips.iter().filter(|a| a.is_ipv4() == (set.family == compile::Family::V4)) {
+            for address in p.addresses.iter().filter(|a| a.is_ipv4() == (set.family == compile::Family::V4)) {
                 for remote in gone {
                     flows.insert(Flows { zone, address: *address, to_port, protocol, dport, remote: Some(*remote) });
                 }
@@ -644,7 +644,7 @@ pub fn all_flows(p: &PortFirewall, zone: ZoneId) -> Vec<Flows> {
         return vec![];
     }
     let mut flows = vec![];
-    for address in &p.fixed_ips {
+    for address in &p.addresses {
         for to_port in [false, true] {
             flows.push(Flows { zone, address: *address, to_port, protocol: None, dport: None, remote: None });
         }

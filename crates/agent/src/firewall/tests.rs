@@ -786,3 +786,28 @@ fn a_set_with_an_element_the_agent_cannot_read_is_emptied_and_filled_again() {
     assert_eq!(tx.ops[0], plan::Op::FlushSet(KeyedSet::Src4), "{tx:?}");
     assert_eq!(tx.element_ops(), 2, "both ports' addresses again");
 }
+
+#[test]
+fn connections_of_a_vip_are_cut_with_those_of_the_fixed_ips() {
+    let mut v = host();
+    let vip =
+        AddressPair { ip_address: "10.0.0.100/32".parse().unwrap(), mac_address: "fa:16:3e:00:00:01".parse().unwrap() };
+    let prefix =
+        AddressPair { ip_address: "10.9.0.0/16".parse().unwrap(), mac_address: "fa:16:3e:00:00:01".parse().unwrap() };
+    v.ports.get_mut(&P1).unwrap().allowed_address_pairs = vec![vip, prefix];
+    let mut fw = FirewallSync::new(FakeFirewall::default());
+    synced(&mut fw, &v);
+    fw.firewall_mut().take_log();
+    v.security_groups.get_mut(&G_WEB).unwrap().rules.retain(|r| r.id != rid(2));
+    synced(&mut fw, &v);
+    let cut: Vec<String> = fw
+        .firewall_mut()
+        .take_log()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Forget(f) if f.dport == Some(22) => Some(f.address.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cut, ["10.0.0.5", "10.0.0.100", "10.0.0.6"], "P1's fixed IP and VIP (not its prefix pair), P2's");
+}
