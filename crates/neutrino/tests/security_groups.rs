@@ -140,7 +140,17 @@ async fn groups_rules_and_remote_groups_filter_real_packets() {
         ask(&lab, "external", "tcp", &fip, SSH).await == "none"
     })
     .await;
-    assert_eq!(held.outcome().await, "dead", "the established connection stops passing data");
+    let outcome = held.outcome().await;
+    if outcome != "dead" {
+        // What the host of vm1 held, for the failure message.
+        let ns = host_netns(&lab, 2);
+        let conntrack = in_netns(&ns, &["conntrack", "-L"]).await;
+        let log = std::fs::read_to_string(lab.run_dir().join("agent-h2.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!(
+            "the established connection must stop passing data; conntrack on h2:\n{conntrack}\nagent log:\n{tail:#?}"
+        );
+    }
     assert!(pings(&lab, "external", &fip, 2).await, "ICMP stays open");
 
     // A remote group admits its members, as they join and leave.
