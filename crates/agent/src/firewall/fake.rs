@@ -29,6 +29,8 @@ pub struct FakeFirewall {
     /// ... and any that writes these groups' chains.
     pub refuse_groups: BTreeSet<SecurityGroupId>,
     pub counters: BTreeMap<String, CounterValue>,
+    /// `forget` fails this many more times.
+    pub fail_forget: usize,
 }
 
 impl FakeFirewall {
@@ -86,6 +88,10 @@ impl Firewall for FakeFirewall {
     }
 
     fn forget(&mut self, flows: &[Flows]) -> Result<usize, FirewallError> {
+        if self.fail_forget > 0 {
+            self.fail_forget -= 1;
+            return Err(FirewallError::Tool { tool: "conntrack", detail: "busy".into() });
+        }
         self.log.extend(flows.iter().map(|f| Call::Forget(*f)));
         Ok(flows.len())
     }

@@ -140,6 +140,8 @@ pub struct FirewallSync<F> {
     next_full_read: Instant,
     /// When the cached picture was last checked against the kernel.
     last_check: Instant,
+    /// Connections to cut that the last attempt failed to.
+    pending_cuts: Vec<Flows>,
     /// Full reads at least this far apart (0 in production: the cost of the
     /// last read sets the pace).
     min_full_read_interval: Duration,
@@ -191,6 +193,7 @@ impl<F: Firewall> FirewallSync<F> {
             cache: None,
             next_full_read: Instant::now(),
             last_check: Instant::now(),
+            pending_cuts: Vec::new(),
             min_full_read_interval: Duration::ZERO,
             idle: None,
         }
@@ -393,10 +396,18 @@ impl<F: Firewall> FirewallSync<F> {
             });
             cut.extend(flows);
         }
+        // Cuts that failed before go again (deleting what is gone is a
+        // no-op): the rule that allowed them is gone for good, the
+        // connections must not outlive it because a tool run failed once.
+        cut.append(&mut self.pending_cuts);
         if !cut.is_empty() {
             match self.fw.forget(&cut) {
                 Ok(runs) => out.conntrack_ops += runs,
-                Err(e) => out.errors.push(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, flows = cut.len(), "connections not cut; trying again next pass");
+                    out.errors.push(e);
+                    self.pending_cuts = cut;
+                }
             }
         }
         for (port, p) in &desired.ports {

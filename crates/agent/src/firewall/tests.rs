@@ -811,3 +811,24 @@ fn connections_of_a_vip_are_cut_with_those_of_the_fixed_ips() {
         .collect();
     assert_eq!(cut, ["10.0.0.5", "10.0.0.100", "10.0.0.6"], "P1's fixed IP and VIP (not its prefix pair), P2's");
 }
+
+#[test]
+fn a_cut_that_fails_is_made_in_the_next_pass() {
+    let mut fw = FirewallSync::new(FakeFirewall::default());
+    let mut v = host();
+    synced(&mut fw, &v);
+    fw.firewall_mut().take_log();
+    fw.firewall_mut().fail_forget = 1;
+    v.security_groups.get_mut(&G_WEB).unwrap().rules.retain(|r| r.id != rid(2));
+    let out = fw.sync(&v);
+    assert_eq!(out.errors.len(), 1, "{out:?}");
+    let forgotten = |fw: &mut FirewallSync<FakeFirewall>| {
+        fw.firewall_mut().take_log().into_iter().filter(|c| matches!(c, Call::Forget(_))).count()
+    };
+    assert_eq!(forgotten(&mut fw), 0);
+    let out = synced(&mut fw, &v);
+    assert_eq!((out.transactions, out.conntrack_ops), (0, 2), "tcp/22 of both ports, again");
+    assert_eq!(forgotten(&mut fw), 2);
+    synced(&mut fw, &v);
+    assert_eq!(forgotten(&mut fw), 0, "and only once");
+}
