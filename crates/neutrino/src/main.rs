@@ -156,8 +156,20 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// The same binary is the CNI plugin when a runtime runs it under another
+/// name (`neutrino-cni`, a link in the CNI plugin directory) with
+/// `CNI_COMMAND` set: no runtime, no logging, one invocation.
+fn main() {
+    let name = std::env::args_os().next().map(std::path::PathBuf::from);
+    let called = name.as_deref().and_then(std::path::Path::file_name).and_then(|n| n.to_str()).unwrap_or("neutrino");
+    if called != "neutrino" && std::env::var_os("CNI_COMMAND").is_some() {
+        std::process::exit(neutrino_cni::plugin::main());
+    }
+    cli_main();
+}
+
 #[tokio::main]
-async fn main() {
+async fn cli_main() {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
