@@ -74,6 +74,28 @@ struct ServerArgs {
     /// Credential agents present [default: generated, in DATA_DIR/agent-token].
     #[arg(long, env = "NEUTRINO_AGENT_TOKEN", hide_env_values = true)]
     agent_token: Option<String>,
+    /// All in one: also run this host's agent in this process (one machine,
+    /// one command; the agent programs this host's kernel, so it needs
+    /// root). It reaches the server over loopback with the server's own
+    /// agent token.
+    #[arg(long)]
+    agent: bool,
+    /// The agent's roles with `--agent`.
+    #[arg(long, value_delimiter = ',', default_value = "compute,network,dhcp", requires = "agent")]
+    agent_roles: Vec<String>,
+    /// The agent's host name with `--agent` [default: the hostname].
+    #[arg(long, requires = "agent")]
+    agent_host: Option<String>,
+    /// The agent's VXLAN endpoint with `--agent` [default: 127.0.0.1: on one
+    /// machine, VXLAN networks have no peer and stay on it].
+    #[arg(long, requires = "agent")]
+    agent_tunnel_ip: Option<std::net::IpAddr>,
+    /// `PHYSNET:INTERFACE` for the agent with `--agent`, repeatable.
+    #[arg(long = "agent-bridge-mapping", value_name = "PHYSNET:IFACE", requires = "agent")]
+    agent_bridge_mappings: Vec<String>,
+    /// Prefix of the agent's namespace names with `--agent` (tests, labs).
+    #[arg(long, default_value = "", requires = "agent")]
+    agent_netns_prefix: String,
 }
 
 /// What ends a command, by the command that failed.
@@ -106,6 +128,13 @@ fn init_logging() {
 }
 
 async fn run_server(args: ServerArgs) -> Result<(), CliError> {
+    let agent = args.agent.then(|| InProcessAgent {
+        host: args.agent_host.clone(),
+        tunnel_ip: Some(args.agent_tunnel_ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))),
+        bridge_mappings: args.agent_bridge_mappings.clone(),
+        netns_prefix: args.agent_netns_prefix.clone(),
+        roles: args.agent_roles.clone(),
+    });
     let file = match &args.config {
         Some(p) => config::read_file(p)?,
         None => FileConfig::default(),
@@ -130,10 +159,53 @@ async fn run_server(args: ServerArgs) -> Result<(), CliError> {
     tracing::info!(url = %server.url(), data_dir = %data_dir.display(), "neutrino server ready");
     // Machine-readable readiness line for scripts and tests.
     println!("listening on {}", server.addr);
+    let agent = agent.map(|a| {
+        let agent_args = neutrino_agent::AgentArgs {
+            server: loopback_url(server.addr),
+            host: a.host,
+            tunnel_ip: a.tunnel_ip,
+            bridge_mappings: a.bridge_mappings,
+            netns_prefix: a.netns_prefix,
+            roles: a.roles,
+            availability_zone: None,
+            token: server.agent_token.clone(),
+            resync_seconds: 30,
+            status_file: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = neutrino_agent::run(agent_args).await {
+                tracing::error!(error = %e, "the agent in this process stopped; the server goes on");
+            }
+        })
+    });
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(agent) = agent {
+        agent.abort();
+        let _ = agent.await;
+    }
     server.stop().await;
     Ok(())
+}
+
+/// What `server --agent` gives its agent.
+struct InProcessAgent {
+    host: Option<String>,
+    tunnel_ip: Option<std::net::IpAddr>,
+    bridge_mappings: Vec<String>,
+    netns_prefix: String,
+    roles: Vec<String>,
+}
+
+/// The server's URL as an agent in the same process reaches it: over
+/// loopback when it listens on every address.
+fn loopback_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(a) if a.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(a) if a.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 async fn shutdown_signal() {

@@ -36,6 +36,8 @@ pub struct RunningServer {
     pub admin_password: Option<String>,
     /// The agent channel: host views, DHCP scheduling.
     pub control: Arc<neutrino_control::Control>,
+    /// The credential agents present (for an agent in this process).
+    pub agent_token: String,
     stop: Option<oneshot::Sender<()>>,
     /// The control plane's and housekeeping tasks, stopped with the server.
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -135,7 +137,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let control = neutrino_control::Control::new(
         store.clone(),
         neutrino_control::ControlSettings {
-            agent_token,
+            agent_token: agent_token.clone(),
             heartbeat_interval_secs: config.agent_heartbeat_secs,
             down_time_secs: config.agent_down_time_secs,
             dhcp_lease_seconds: config.dhcp_lease_seconds,
@@ -177,7 +179,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             let _ = purge_store.purge_expired_tokens(neutrino_api::identity::now_unix()).await;
         }
     }));
-    Ok(RunningServer { addr, store, admin_password, control, stop: Some(stop), task, background, _data_dir: data_dir })
+    Ok(RunningServer {
+        addr,
+        store,
+        admin_password,
+        control,
+        agent_token,
+        stop: Some(stop),
+        task,
+        background,
+        _data_dir: data_dir,
+    })
 }
 
 /// The agent token kept in the data directory, made on first use.
