@@ -245,6 +245,12 @@ impl Held {
             .unwrap();
         assert_eq!(line.trim(), "connected", "the held connection to {host}:{port} from {from}");
         child.stdout = Some(out.into_inner());
+        // Let the exchange's last ACKs land before the caller changes
+        // anything: on a loaded machine a late ACK makes the server end
+        // retransmit its echo after a cut, and that packet, from the
+        // instance's allowed egress side, opens the flow again (stateful
+        // firewalls pick up mid-stream TCP) before "two" is sent.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         Held { child, flag }
     }
 
