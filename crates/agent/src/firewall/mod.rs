@@ -300,9 +300,8 @@ impl<F: Firewall> FirewallSync<F> {
     /// One pass.
     fn sync_with(&mut self, view: &HostView) -> Pass {
         let mut out = FirewallOutcome::default();
-        let t0 = Instant::now();
+        let started = Instant::now();
         let desired = compile(view, &mut out.problems);
-        let t_compile = t0.elapsed();
         if desired.ports.is_empty()
             && self.idle.as_ref().is_some_and(|(bridges, until)| *bridges == desired.bridges && Instant::now() < *until)
         {
@@ -340,10 +339,8 @@ impl<F: Firewall> FirewallSync<F> {
         }
         self.refused.retain(|p, _| blocked.contains(p));
 
-        let t_observe = t0.elapsed();
         let in_kernel: BTreeSet<PortId> = observed.port_numbers().into_values().collect();
         let tx = plan::plan(&observed, &desired, &self.numbers, &self.zones, &blocked);
-        let t_plan = t0.elapsed();
         let left = left_members(&tx, &desired);
         let written = touched(&tx, &desired);
         if cached && !tx.is_empty() {
@@ -367,8 +364,9 @@ impl<F: Firewall> FirewallSync<F> {
             out.enforced = desired.ports.keys().filter(|p| !out.failed.contains_key(p)).copied().collect();
             return Pass::Done(out);
         }
-        let t_apply = t0.elapsed();
-        tracing::debug!(?t_compile, ?t_observe, ?t_plan, ?t_apply, "firewall pass");
+        // Compile, read or cached picture, plan and apply: what a change
+        // waits for before it is enforced.
+        tracing::debug!(until_enforced = ?started.elapsed(), cached, "firewall pass");
         // Conntrack: connections that a rule no longer there allowed.
         // Groups are compared once; a port whose groups and their rules
         // are as they were loses nothing.
