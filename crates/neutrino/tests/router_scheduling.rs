@@ -227,8 +227,14 @@ async fn the_routers_of_a_dead_network_host_move_to_another() {
     let body = json!({"floatingip": {"floating_network_id": ext, "port_id": id(&vm)}});
     let fip = id(&t.post("/v2.0/floatingips", &t.admin, body).await.expect(201)["floatingip"]);
 
-    // Wherever it went, that host realises it and reports it.
-    let has = |v: &HostView| v.routers.get(&router).is_some_and(|r| r.gateway.is_some() && !r.floating_ips.is_empty());
+    // Wherever it went, that host realises it and reports it. The
+    // scheduler binds the router and then each of its ports, one write
+    // each, and the feed may deliver them apart: wait for all of it.
+    let has = |v: &HostView| {
+        v.routers
+            .get(&router)
+            .is_some_and(|r| r.gateway.is_some() && !r.interfaces.is_empty() && !r.floating_ips.is_empty())
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let on_n1 = tokio::select! {
         _ = n1.until("the router", has) => true,
