@@ -31,13 +31,26 @@ step "System tools of the dataplane tests (Debian packages, when missing)"
 # real DHCP client in instances (busybox udhcpc) and ping; router NAT needs nft
 # and conntrack (the agent runs both inside router namespaces).
 missing=()
-for pair in ip:iproute2 nsenter:util-linux busybox:busybox udhcpc:udhcpc ping:iputils-ping nft:nftables conntrack:conntrack; do
+# Containers run under a real podman with runc (its CNI backend runs
+# our plugin); their image is a static busybox.
+for pair in ip:iproute2 nsenter:util-linux busybox:busybox-static udhcpc:udhcpc ping:iputils-ping nft:nftables conntrack:conntrack; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
-if [ ${#missing[@]} -gt 0 ]; then
+# podman as Debian installs it (with what it recommends), as users have it.
+runtime=()
+for pair in podman:podman runc:runc; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || runtime+=("${pair#*:}")
+done
+# A dynamic busybox (Debian's `busybox`) cannot run in a bare image.
+if command -v busybox >/dev/null 2>&1 && ldd "$(command -v busybox)" >/dev/null 2>&1; then
+  missing+=(busybox-static)
+fi
+if [ $((${#missing[@]} + ${#runtime[@]})) -gt 0 ]; then
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ ${#missing[@]} -eq 0 ] ||
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ ${#runtime[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${runtime[@]}"
 fi
 
 step "Python tools (pinned, in target/)"

@@ -15,8 +15,10 @@
 //! - [`dataplane`]: the reconciler, kernel events and DHCP servers together.
 //! - [`guard`]: which snapshots the agent refuses to apply.
 //! - [`status`]: the status file (kernel operations since start).
+//! - [`cni`]: the CNI plugin's socket: containers' ports and interfaces.
 //! - [`runtime`]: the agent process: channel, reconcile loop, heartbeats.
 
+pub mod cni;
 pub mod dataplane;
 pub mod desired;
 pub mod dhcp;

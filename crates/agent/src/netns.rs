@@ -100,7 +100,17 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     check_name(name)?;
-    let file = std::fs::File::open(path(name))?;
+    run_in_path(&path(name), f)
+}
+
+/// [`run_in`] for a namespace given by path: a container runtime's
+/// (`/run/netns/cni-...`, `/proc/PID/ns/net`).
+pub fn run_in_path<T, F>(ns: &std::path::Path, f: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let file = std::fs::File::open(ns)?;
     std::thread::spawn(move || -> io::Result<T> {
         setns(&file, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
         Ok(f())

@@ -63,6 +63,11 @@ pub struct AgentArgs {
     /// the kernel operations made since start (JSON).
     #[arg(long, env = "NEUTRINO_AGENT_STATUS_FILE", value_name = "PATH")]
     pub status_file: Option<PathBuf>,
+    /// Serve the CNI plugin on this unix socket (mode 0600): containers'
+    /// ports (the plugin's configs name it as `agent_socket`, by default
+    /// /run/neutrino/agent.sock).
+    #[arg(long, env = "NEUTRINO_AGENT_CNI_SOCKET", value_name = "PATH")]
+    pub cni_socket: Option<PathBuf>,
 }
 
 /// Why the agent stopped.
@@ -78,6 +83,8 @@ pub enum AgentError {
     Dataplane(#[from] DataplaneError),
     #[error("an agent task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the CNI socket {path}: {source}")]
+    CniSocket { path: PathBuf, source: std::io::Error },
 }
 
 /// Why a watch stream was given up.
@@ -135,6 +142,8 @@ struct Shared {
     reported_fips: Mutex<BTreeMap<FloatingIpId, FloatingIpStatus>>,
     /// Set when the server forgot us: register again.
     reregister: Notify,
+    /// The ports the last reconcile wired (a CNI ADD waits on it).
+    wired: watch::Sender<Arc<BTreeSet<PortId>>>,
 }
 
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
@@ -158,6 +167,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         reported: Mutex::new(BTreeMap::new()),
         reported_fips: Mutex::new(BTreeMap::new()),
         reregister: Notify::new(),
+        wired: watch::channel(Arc::new(BTreeSet::new())).0,
     });
 
     let dataplane = Dataplane::start(&registration.host, &args.netns_prefix).await?;
@@ -172,12 +182,48 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         args.status_file.clone(),
     ));
     let channel = tokio::spawn(channel_loop(client.clone(), registration, shared.clone()));
+    let cni = match &args.cni_socket {
+        Some(path) => start_cni(path, client.clone(), &shared, Duration::from_secs(args.resync_seconds.max(1)))?,
+        None => tokio::spawn(std::future::pending()),
+    };
     tokio::select! {
         r = reconcile => r?,
         r = channel => r?,
+        r = cni => r??,
         _ = shutdown_signal() => tracing::info!("agent stopping; the kernel keeps its state"),
     }
     Ok(())
+}
+
+/// The CNI socket and the sweep of container ports whose container is
+/// gone (at the first view, then every `resync`).
+fn start_cni(
+    path: &std::path::Path,
+    client: Arc<AgentClient>,
+    shared: &Shared,
+    resync: Duration,
+) -> Result<tokio::task::JoinHandle<Result<(), AgentError>>, AgentError> {
+    let socket_error = |source| AgentError::CniSocket { path: path.to_path_buf(), source };
+    let links = crate::netlink::container::ContainerLinks::connect().map_err(socket_error)?;
+    let service =
+        Arc::new(crate::cni::CniService::new(client, links, shared.wired.subscribe(), shared.view.subscribe()));
+    let sweeper = service.clone();
+    let mut view = shared.view.subscribe();
+    tokio::spawn(async move {
+        let _ = view.wait_for(Option::is_some).await;
+        loop {
+            match sweeper.sweep().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "container ports without their container removed"),
+                Err(e) => tracing::warn!(error = %e, "container port sweep failed; retrying later"),
+            }
+            tokio::time::sleep(resync).await;
+        }
+    });
+    let path = path.to_path_buf();
+    Ok(tokio::spawn(async move {
+        crate::cni::serve(&path, service).await.map_err(|source| AgentError::CniSocket { path, source })
+    }))
 }
 
 async fn shutdown_signal() {
@@ -454,6 +500,7 @@ async fn reconcile_once(
             tracing::warn!(path = %path.display(), error = %e, "status file not written");
         }
     }
+    shared.wired.send_replace(Arc::new(wired.clone()));
     report_changes(client, shared, statuses, dataplane.floating_ips()).await;
     *shared.synced.lock().await = Some(view.revision);
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
@@ -514,6 +561,7 @@ mod tests {
             reported: Mutex::new(BTreeMap::new()),
             reported_fips: Mutex::new(BTreeMap::new()),
             reregister: Notify::new(),
+            wired: watch::channel(Arc::new(BTreeSet::new())).0,
         }
     }
 

@@ -4,6 +4,8 @@
 //! - `GET  /agent/v1/hosts/{host}/watch?since=REV&digest=D` (newline-delimited JSON)
 //! - `POST /agent/v1/hosts/{host}/heartbeat`
 //! - `POST /agent/v1/hosts/{host}/ports/status`
+//! - `GET|POST /agent/v1/hosts/{host}/containers`, `POST .../containers/detach`
+//!   (container ports, `neutrino_proto::containers`)
 //!
 //! Agents authenticate with the agent token (`X-Agent-Token` or
 //! `Authorization: Bearer`), never with a user's token. What the requests
@@ -23,6 +25,7 @@ use axum::routing::{get, post};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use neutrino_model::{Error, Result};
+use neutrino_proto::containers::{Attachment, AttachmentKey, ContainerAttach, ContainerPort, Detached};
 use neutrino_proto::{
     Heartbeat, PREFIX, PortStatusApplied, PortStatusReport, Registered, Registration, TOKEN_HEADER, WatchQuery,
 };
@@ -42,6 +45,9 @@ pub trait AgentChannel: Send + Sync + 'static {
     /// JSON (the control plane encodes a change once for the many hosts
     /// it goes to).
     async fn watch(&self, host: &str, query: WatchQuery) -> Result<BoxStream<'static, Bytes>>;
+    async fn attach_container(&self, host: &str, attach: ContainerAttach) -> Result<ContainerPort>;
+    async fn detach_container(&self, host: &str, key: AttachmentKey) -> Result<Detached>;
+    async fn container_attachments(&self, host: &str) -> Result<Vec<Attachment>>;
 }
 
 type Channel = Arc<dyn AgentChannel>;
@@ -52,6 +58,8 @@ pub fn routes(channel: Channel) -> Router {
         .route(&format!("{PREFIX}/hosts/{{host}}/watch"), get(watch))
         .route(&format!("{PREFIX}/hosts/{{host}}/heartbeat"), post(heartbeat))
         .route(&format!("{PREFIX}/hosts/{{host}}/ports/status"), post(port_status))
+        .route(&format!("{PREFIX}/hosts/{{host}}/containers"), post(attach_container).get(container_attachments))
+        .route(&format!("{PREFIX}/hosts/{{host}}/containers/detach"), post(detach_container))
         .layer(middleware::from_fn_with_state(channel.clone(), require_agent_token))
         .with_state(channel)
 }
@@ -89,6 +97,27 @@ async fn heartbeat(State(channel): State<Channel>, Path(host): Path<String>, byt
 async fn port_status(State(channel): State<Channel>, Path(host): Path<String>, bytes: Bytes) -> ApiResult<Response> {
     let applied = channel.port_status(&host, body(&bytes)?).await?;
     Ok(axum::Json(applied).into_response())
+}
+
+async fn attach_container(
+    State(channel): State<Channel>,
+    Path(host): Path<String>,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    let port = channel.attach_container(&host, body(&bytes)?).await?;
+    Ok(axum::Json(port).into_response())
+}
+
+async fn detach_container(
+    State(channel): State<Channel>,
+    Path(host): Path<String>,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    Ok(axum::Json(channel.detach_container(&host, body(&bytes)?).await?).into_response())
+}
+
+async fn container_attachments(State(channel): State<Channel>, Path(host): Path<String>) -> ApiResult<Response> {
+    Ok(axum::Json(channel.container_attachments(&host).await?).into_response())
 }
 
 async fn watch(

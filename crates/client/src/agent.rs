@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use neutrino_proto::containers::{Attachment, AttachmentKey, ContainerAttach, ContainerPort, Detached};
 use neutrino_proto::{
     CONTRACT_VERSION, Heartbeat, KEEPALIVE_SECS, PREFIX, PortStatusApplied, PortStatusReport, Registered, Registration,
     TOKEN_HEADER, WatchEvent, WatchQuery,
@@ -51,6 +52,10 @@ pub enum AgentError {
     Silent(Duration),
     #[error("bad answer from the server: {0}")]
     BadEvent(#[source] serde_json::Error),
+    /// The server refused what was asked (an unknown network, a full
+    /// subnet, a quota): its words.
+    #[error("{message}")]
+    Refused { status: StatusCode, message: String },
 }
 
 impl AgentError {
@@ -113,6 +118,35 @@ impl AgentClient {
         serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
     }
 
+    /// The port of a container's attachment on this host, made unless it
+    /// exists (`neutrino_proto::containers`).
+    pub async fn attach_container(&self, attach: &ContainerAttach) -> Result<ContainerPort, AgentError> {
+        let resp = self.post_refusable("containers", attach).await?;
+        let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
+        serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
+    }
+
+    /// Removes the port of a container's attachment; none is success.
+    pub async fn detach_container(&self, key: &AttachmentKey) -> Result<Detached, AgentError> {
+        let resp = self.post_refusable("containers/detach", key).await?;
+        let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
+        serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
+    }
+
+    /// The container ports bound to this host.
+    pub async fn container_attachments(&self) -> Result<Vec<Attachment>, AgentError> {
+        let request = self.http.get(format!("{}/containers", self.base)).timeout(REQUEST_TIMEOUT);
+        let span = tracing::info_span!(
+            "agent_channel",
+            method = "GET",
+            path = "containers",
+            request_id = tracing::field::Empty
+        );
+        let resp = self.send(request).instrument(span).await?;
+        let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
+        serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
+    }
+
     /// Opens the watch stream. With what the agent holds in `query` (its
     /// revision and digest) the server resumes instead of resending the
     /// whole view, whichever server the agent had before.
@@ -134,6 +168,22 @@ impl AgentClient {
         self.send(request)
             .instrument(tracing::info_span!("agent_channel", method = "POST", path, request_id = tracing::field::Empty))
             .await
+    }
+
+    /// A POST whose refusals (400, 403, 409: what was asked cannot be
+    /// done) are the caller's to report, not the channel's failures.
+    async fn post_refusable<T: Serialize>(&self, path: &str, body: &T) -> Result<reqwest::Response, AgentError> {
+        let request = self.http.post(format!("{}/{path}", self.base)).json(body).timeout(REQUEST_TIMEOUT);
+        let span = tracing::info_span!("agent_channel", method = "POST", path, request_id = tracing::field::Empty);
+        let resp =
+            request.header(TOKEN_HEADER, &self.token).send().instrument(span).await.map_err(AgentError::Unreachable)?;
+        match resp.status() {
+            status @ (StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN | StatusCode::CONFLICT) => {
+                let body = resp.text().await.unwrap_or_default();
+                Err(AgentError::Refused { status, message: neutron_message(&body) })
+            }
+            _ => check(resp).await,
+        }
     }
 
     /// Sends with the credential, records the server's request id in the

@@ -12,14 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{AddResult, CniError, ErrorCode, PortMapping, ValidAttachment};
 
-/// An attachment: a container's interface on one network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachmentKey {
-    pub container_id: String,
-    pub ifname: String,
-    /// The CNI network's name (one container may be on several).
-    pub cni_network: String,
-}
+/// An attachment: a container's interface on one network (the same key
+/// the agent gives the server).
+pub use neutrino_proto::containers::AttachmentKey;
 
 /// What the plugin asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

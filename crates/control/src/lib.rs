@@ -9,6 +9,7 @@
 pub mod cloud;
 pub mod cloud_l3;
 pub mod cloud_sg;
+pub mod containers;
 pub mod encode;
 pub mod hub;
 pub mod scheduler;

@@ -103,6 +103,8 @@ impl Lab {
             roles.into(),
             "--status-file".into(),
             self.agent_status_file(i).display().to_string(),
+            "--cni-socket".into(),
+            self.cni_socket(i).display().to_string(),
         ];
         args.extend(self.state.agent_args.iter().cloned());
         let spec = Spec {
@@ -126,6 +128,12 @@ impl Lab {
     /// SIGTERMs the server (a clean stop) and waits until it is gone.
     pub fn stop_server(&self) {
         self.stop(SERVER, Signal::SIGTERM);
+    }
+
+    /// Where host `i`'s agent serves the CNI plugin (`agent_socket` of a
+    /// CNI config for a container runtime in that host).
+    pub fn cni_socket(&self, i: usize) -> PathBuf {
+        self.run_dir.join(format!("{}-cni.sock", topology::host_name(i)))
     }
 
     /// Where host `i`'s agent writes what it has done.

@@ -8,6 +8,7 @@ use futures_util::stream::BoxStream;
 use neutrino_api::agent_channel::AgentChannel;
 use neutrino_control::Control;
 use neutrino_model::Result;
+use neutrino_proto::containers::{Attachment, AttachmentKey, ContainerAttach, ContainerPort, Detached};
 use neutrino_proto::{Heartbeat, PortStatusApplied, PortStatusReport, Registered, Registration, WatchQuery};
 
 pub struct ControlChannel(pub Arc<Control>);
@@ -32,5 +33,17 @@ impl AgentChannel for ControlChannel {
 
     async fn watch(&self, host: &str, query: WatchQuery) -> Result<BoxStream<'static, Bytes>> {
         Ok(self.0.watch(host, query).await?.boxed())
+    }
+
+    async fn attach_container(&self, host: &str, attach: ContainerAttach) -> Result<ContainerPort> {
+        self.0.attach_container(host, attach).await
+    }
+
+    async fn detach_container(&self, host: &str, key: AttachmentKey) -> Result<Detached> {
+        Ok(Detached { port_id: self.0.detach_container(host, &key).await? })
+    }
+
+    async fn container_attachments(&self, host: &str) -> Result<Vec<Attachment>> {
+        self.0.container_attachments(host).await
     }
 }

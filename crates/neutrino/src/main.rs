@@ -96,6 +96,10 @@ struct ServerArgs {
     /// Prefix of the agent's namespace names with `--agent` (tests, labs).
     #[arg(long, default_value = "", requires = "agent")]
     agent_netns_prefix: String,
+    /// The agent's CNI socket with `--agent` (containers through the
+    /// `neutrino-cni` plugin), e.g. /run/neutrino/agent.sock.
+    #[arg(long, value_name = "PATH", requires = "agent")]
+    agent_cni_socket: Option<std::path::PathBuf>,
 }
 
 /// What ends a command, by the command that failed.
@@ -134,6 +138,7 @@ async fn run_server(args: ServerArgs) -> Result<(), CliError> {
         bridge_mappings: args.agent_bridge_mappings.clone(),
         netns_prefix: args.agent_netns_prefix.clone(),
         roles: args.agent_roles.clone(),
+        cni_socket: args.agent_cni_socket.clone(),
     });
     let file = match &args.config {
         Some(p) => config::read_file(p)?,
@@ -171,6 +176,7 @@ async fn run_server(args: ServerArgs) -> Result<(), CliError> {
             token: server.agent_token.clone(),
             resync_seconds: 30,
             status_file: None,
+            cni_socket: a.cni_socket,
         };
         tokio::spawn(async move {
             if let Err(e) = neutrino_agent::run(agent_args).await {
@@ -195,6 +201,7 @@ struct InProcessAgent {
     bridge_mappings: Vec<String>,
     netns_prefix: String,
     roles: Vec<String>,
+    cni_socket: Option<std::path::PathBuf>,
 }
 
 /// The server's URL as an agent in the same process reaches it: over

@@ -306,3 +306,84 @@ async fn a_restarted_server_serves_the_same_views_and_resumes_its_agents() {
     let WatchEvent::Resume { revision } = first else { unreachable!() };
     assert!(revision >= v1.revision, "{revision} < {}", v1.revision);
 }
+
+#[tokio::test]
+async fn agents_make_find_and_remove_container_ports() {
+    use neutrino_proto::containers::{AttachmentKey, ContainerAttach};
+    let t = server().await;
+    let (token, demo) = t.project_user("demo", "demo-user", "member").await;
+    let net = t.network(&token, json!({"name": "web"})).await;
+    let subnet = t
+        .subnet(
+            &token,
+            &id(&net),
+            "10.9.0.0/24",
+            json!({"host_routes":
+        [{"destination": "192.0.2.0/24", "nexthop": "10.9.0.254"}], "dns_nameservers": ["10.9.0.53"]}),
+        )
+        .await;
+    let group = t.post("/v2.0/security-groups", &token, json!({"security_group": {"name": "db"}})).await.expect(201);
+    let (client, _stream, _view) = connect(&t, "h1", "172.31.0.11", &[Role::Compute]).await;
+    let key = AttachmentKey { container_id: "c0ffee".into(), ifname: "eth0".into(), cni_network: "webnet".into() };
+    let attach = |network: &str, project: &str, groups: Vec<String>| ContainerAttach {
+        key: key.clone(),
+        network: network.into(),
+        project: project.into(),
+        security_groups: groups,
+        name: Some("web1".into()),
+        create: true,
+    };
+
+    // By names: the port is the project's, bound here, owned by a container.
+    let made = client.attach_container(&attach("web", "demo", vec!["db".into()])).await.unwrap();
+    let port = t.get(&format!("/v2.0/ports/{}", made.port_id), &t.admin).await.expect(200)["port"].take();
+    assert_eq!(
+        (port["device_owner"].as_str(), port["device_id"].as_str()),
+        (Some("compute:container"), Some("c0ffee"))
+    );
+    assert_eq!((port["binding:host_id"].as_str(), port["name"].as_str()), (Some("h1"), Some("web1")));
+    assert_eq!(port["project_id"], demo.as_str());
+    assert_eq!(port["security_groups"], json!([id(&group["security_group"])]));
+    assert_eq!(port["binding:profile"]["cni"]["ifname"], "eth0");
+    // What the plugin needs: the address with its prefix, the default
+    // route and the host routes, the name servers, the network's MTU.
+    let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap();
+    assert_eq!(made.ips[0].address.to_string(), format!("{ip}/24"));
+    assert_eq!(made.ips[0].gateway, Some("10.9.0.1".parse().unwrap()));
+    let routes: Vec<String> = made.routes.iter().map(|r| format!("{} via {}", r.dst, r.gw)).collect();
+    assert_eq!(routes, ["0.0.0.0/0 via 10.9.0.1", "192.0.2.0/24 via 10.9.0.254"]);
+    assert_eq!(made.dns.nameservers, vec!["10.9.0.53".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(made.mtu, net["mtu"].as_u64().unwrap() as u32);
+    let _ = subnet;
+
+    // A repeated ADD (by ids this time) gets the same port; CHECK finds it.
+    let again = client.attach_container(&attach(&id(&net), &demo, vec![])).await.unwrap();
+    assert_eq!(again.port_id, made.port_id);
+    let check = ContainerAttach { create: false, ..attach("", "", vec![]) };
+    assert_eq!(client.attach_container(&check).await.unwrap().port_id, made.port_id);
+    let listed = client.container_attachments().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].port_id, &listed[0].key), (made.port_id, &key));
+
+    // Refusals name what is wrong and make nothing.
+    let other = AttachmentKey { container_id: "c2".into(), ..key.clone() };
+    for (network, project, groups, words) in [
+        ("nope", "demo", vec![], "Network nope could not be found for project"),
+        ("web", "nobody", vec![], "Project nobody could not be found."),
+        ("web", "demo", vec!["nope".to_string()], "Security group nope could not be found"),
+    ] {
+        let req = ContainerAttach { key: other.clone(), ..attach(network, project, groups) };
+        let err = client.attach_container(&req).await.unwrap_err();
+        assert!(matches!(&err, ChannelError::Refused { .. }) && err.to_string().contains(words), "{err}");
+    }
+    let err = client.attach_container(&ContainerAttach { key: other.clone(), ..check.clone() }).await.unwrap_err();
+    assert!(matches!(err, ChannelError::Refused { .. }), "CHECK of nothing: {err}");
+    let ports = t.get("/v2.0/ports?device_id=c2", &t.admin).await.expect(200);
+    assert_eq!(ports["ports"], json!([]));
+
+    // DEL removes it, and a second DEL is no error.
+    assert_eq!(client.detach_container(&key).await.unwrap().port_id, Some(made.port_id));
+    assert_eq!(client.detach_container(&key).await.unwrap().port_id, None);
+    t.get(&format!("/v2.0/ports/{}", made.port_id), &t.admin).await.expect(404);
+    assert!(client.container_attachments().await.unwrap().is_empty());
+}

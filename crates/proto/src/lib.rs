@@ -12,6 +12,7 @@
 //! generic diff/apply ([`section`]): adding what a host must realise
 //! (routers, security groups, member sets, ...) is adding a section.
 
+pub mod containers;
 mod firewall;
 mod messages;
 mod router;

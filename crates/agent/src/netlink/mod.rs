@@ -7,6 +7,7 @@
 //! bounded number in flight so that the acknowledgements always fit in the
 //! socket buffer.
 
+pub mod container;
 mod msg;
 mod parse;
 mod watch;

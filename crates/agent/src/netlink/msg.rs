@@ -99,6 +99,21 @@ pub struct PeerSpec<'a> {
 
 pub fn new_veth(name: &str, mtu: Option<u32>, up: bool, refs: &CreateRefs, peer: &PeerSpec) -> LinkMessage {
     let mut m = new_common(name, mtu, up, refs.master);
+    add_peer(&mut m, refs, peer);
+    m
+}
+
+/// A veth pair whose host end is a port's device as an instance's tap is:
+/// in no owner group, so the reconcile enslaves it and never deletes it
+/// (a container's port, made for a CNI runtime).
+pub fn new_port_veth(name: &str, mtu: u32, refs: &CreateRefs, peer: &PeerSpec) -> LinkMessage {
+    let mut m = by_name(name);
+    m.attributes.push(LinkAttribute::Mtu(mtu));
+    add_peer(&mut m, refs, peer);
+    m
+}
+
+fn add_peer(m: &mut LinkMessage, refs: &CreateRefs, peer: &PeerSpec) {
     let mut p = by_name(peer.name);
     if let Some(fd) = refs.netns_fd {
         p.attributes.push(LinkAttribute::NetNsFd(fd));
@@ -113,7 +128,6 @@ pub fn new_veth(name: &str, mtu: Option<u32>, up: bool, refs: &CreateRefs, peer:
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
     ]));
-    m
 }
 
 /// Name, owner group, MTU, master, up or down.
