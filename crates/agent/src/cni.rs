@@ -23,7 +23,9 @@ use neutrino_cni::agent_api::{Reply, Request};
 use neutrino_cni::spec::{AddResult, Dns, IpConfig, Route, ValidAttachment};
 use neutrino_cni::{CniError, ErrorCode};
 use neutrino_model::PortId;
-use neutrino_proto::containers::{Attachment, AttachmentKey, CONTAINER_OWNER, ContainerAttach, ContainerPort};
+use neutrino_proto::containers::{
+    Attachment, AttachmentKey, CONTAINER_OWNER, ContainerAttach, ContainerPort, Published,
+};
 use neutrino_proto::{HostView, tap_name};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Mutex, watch};
@@ -137,8 +139,36 @@ impl<S: Server, P: Plumbing> CniService<S, P> {
 
     pub async fn handle(&self, request: Request) -> Reply {
         let outcome = match request {
-            Request::Add { key, netns, network, project, security_groups, dns_name, .. } => {
-                let attach = ContainerAttach { key, network, project, security_groups, name: dns_name, create: true };
+            Request::Add {
+                key,
+                netns,
+                network,
+                project,
+                security_groups,
+                dns_name,
+                port_mappings,
+                floating_ip,
+                external_network,
+            } => {
+                let publish = port_mappings
+                    .iter()
+                    .map(|m| Published {
+                        external: m.host_port,
+                        internal: m.container_port,
+                        protocol: m.protocol.to_ascii_lowercase(),
+                    })
+                    .collect();
+                let attach = ContainerAttach {
+                    key,
+                    network,
+                    project,
+                    security_groups,
+                    name: dns_name,
+                    create: true,
+                    publish,
+                    floating_ip,
+                    external_network,
+                };
                 self.add(attach, PathBuf::from(netns)).await.map(|result| Reply::Added { result })
             }
             Request::Del { key, .. } => self.del(&key).await.map(|()| Reply::Done),
@@ -232,6 +262,9 @@ impl<S: Server, P: Plumbing> CniService<S, P> {
             security_groups: vec![],
             name: None,
             create: false,
+            publish: vec![],
+            floating_ip: None,
+            external_network: None,
         };
         let port = self.server.attach(&ask).await?;
         let iface = iface_of(&port, netns, &key.ifname);

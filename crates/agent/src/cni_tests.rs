@@ -23,6 +23,7 @@ fn container_port(id: PortId) -> ContainerPort {
         ips: vec![ContainerIp { address: "10.0.0.5/24".parse().unwrap(), gateway: Some("10.0.0.1".parse().unwrap()) }],
         routes: vec![ContainerRoute { dst: "0.0.0.0/0".parse().unwrap(), gw: "10.0.0.1".parse().unwrap() }],
         dns: ContainerDns::default(),
+        published_on: None,
     }
 }
 

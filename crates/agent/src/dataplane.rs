@@ -13,6 +13,7 @@ use neutrino_proto::{FloatingIpStatus, HostView, device_name};
 use tokio::sync::Notify;
 
 use crate::dhcp::{DhcpServer, Served};
+use crate::dns::{DnsServer, Zone};
 use crate::firewall::nft::NftFirewall;
 use crate::firewall::{FirewallError, FirewallSync};
 use crate::kernel::KernelError;
@@ -62,6 +63,8 @@ pub struct Dataplane {
     events: Arc<Notify>,
     /// Running DHCP servers by network.
     dhcp: BTreeMap<NetworkId, DhcpServer>,
+    /// The built-in DNS server of each network whose DHCP service is here.
+    dns: BTreeMap<NetworkId, DnsServer>,
     /// The routers' NAT; taken out while a pass runs it on a blocking
     /// thread (it runs `nft` and `conntrack`).
     nat: Option<RouterNat<NftNat>>,
@@ -102,6 +105,7 @@ impl Dataplane {
             last_wired: BTreeSet::new(),
             events,
             dhcp: BTreeMap::new(),
+            dns: BTreeMap::new(),
             nat: Some(RouterNat::new(NftNat)),
             floating_ips: BTreeMap::new(),
             ra: crate::ra::RaService::default(),
@@ -264,6 +268,22 @@ impl Dataplane {
         let mut wanted = Served::all_in(view);
         wanted.retain(|_, served| wired.contains(&served.port_id));
         self.dhcp.retain(|network, _| wanted.contains_key(network));
+        self.dns.retain(|network, _| wanted.contains_key(network));
+        for (network, served) in &wanted {
+            let zone = Zone::new(&served.service, served.hosts.values());
+            if let Some(server) = self.dns.get(network) {
+                server.update(zone);
+                continue;
+            }
+            let ns = self.reconciler.settings().dhcp_netns(network);
+            let ifname = device_name("ns-", &served.port_id);
+            match DnsServer::start(&ns, &ifname, zone) {
+                Ok(server) => {
+                    self.dns.insert(*network, server);
+                }
+                Err(e) => tracing::warn!(%network, error = %e, "DNS server not started; retrying"),
+            }
+        }
         for (network, served) in wanted {
             if let Some(server) = self.dhcp.get(&network) {
                 server.update(served);

@@ -553,7 +553,17 @@ fn dhcp_side(
     };
     let lo = NsLinkSpec { mac: None, mtu: None, up: true, addresses: BTreeSet::new(), owner: Owner::Network(network) };
     let links = BTreeMap::from([(peer.clone(), inner), ("lo".to_string(), lo)]);
-    let spec = NsSpec { links, routes: BTreeSet::new(), forwarding: false, owner: Owner::Network(network) };
+    // A default route per family through the first subnet's gateway, as
+    // Neutron's DHCP agent sets one: the network's DNS server forwards
+    // other names to the subnets' name servers through it.
+    let mut routes = BTreeSet::new();
+    for (any, v4) in [("0.0.0.0/0", true), ("::/0", false)] {
+        let gateway = subnets.iter().filter_map(|s| s.gateway_ip).find(|g| g.is_ipv4() == v4);
+        if let (Some(via), Ok(dst)) = (gateway, any.parse::<IpNet>()) {
+            routes.insert(NsRoute { dst, via });
+        }
+    }
+    let spec = NsSpec { links, routes, forwarding: false, owner: Owner::Network(network) };
     (netns, peer, spec)
 }
 

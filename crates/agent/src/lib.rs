@@ -9,6 +9,7 @@
 //!   fake implements it for unit tests), and [`netlink`] implements it.
 //! - [`reconcile`]: desired vs observed -> the minimal operations.
 //! - [`dhcp`]: Neutrino's own DHCPv4 / DHCPv6-stateless server.
+//! - [`dns`]: built-in DNS: each network's names, and forwarding.
 //! - [`firewall`]: security groups and port security (two nftables tables).
 //! - [`netns`]: named network namespaces (`/run/netns`).
 //! - [`ra`]: IPv6 router advertisements on routers' `qr-` interfaces.
@@ -22,6 +23,7 @@ pub mod cni;
 pub mod dataplane;
 pub mod desired;
 pub mod dhcp;
+pub mod dns;
 pub mod firewall;
 pub mod guard;
 pub mod kernel;

@@ -196,7 +196,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
 }
 
 /// The CNI socket and the sweep of container ports whose container is
-/// gone (at the first view, then every `resync`).
+/// gone: at the first view, whenever the wired ports change (a container's
+/// namespace that goes takes its `tap` with it), and every `resync`.
 fn start_cni(
     path: &std::path::Path,
     client: Arc<AgentClient>,
@@ -209,6 +210,7 @@ fn start_cni(
         Arc::new(crate::cni::CniService::new(client, links, shared.wired.subscribe(), shared.view.subscribe()));
     let sweeper = service.clone();
     let mut view = shared.view.subscribe();
+    let mut wired = shared.wired.subscribe();
     tokio::spawn(async move {
         let _ = view.wait_for(Option::is_some).await;
         loop {
@@ -217,7 +219,10 @@ fn start_cni(
                 Ok(n) => tracing::info!(removed = n, "container ports without their container removed"),
                 Err(e) => tracing::warn!(error = %e, "container port sweep failed; retrying later"),
             }
-            tokio::time::sleep(resync).await;
+            tokio::select! {
+                _ = tokio::time::sleep(resync) => {}
+                changed = wired.changed() => if changed.is_err() { return },
+            }
         }
     });
     let path = path.to_path_buf();
@@ -500,7 +505,14 @@ async fn reconcile_once(
             tracing::warn!(path = %path.display(), error = %e, "status file not written");
         }
     }
-    shared.wired.send_replace(Arc::new(wired.clone()));
+    // Only a change wakes those waiting (an ADD, the container sweep).
+    shared.wired.send_if_modified(|w| {
+        let changed = **w != wired;
+        if changed {
+            *w = Arc::new(wired.clone());
+        }
+        changed
+    });
     report_changes(client, shared, statuses, dataplane.floating_ips()).await;
     *shared.synced.lock().await = Some(view.revision);
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");

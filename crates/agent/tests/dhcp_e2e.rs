@@ -182,6 +182,7 @@ fn service() -> Served {
                 ipv6_address_mode: Some(Ipv6Mode::Dhcpv6Stateless),
             },
         ],
+        dns_domain: String::new(),
     };
     let host = DhcpHost {
         network_id: NET,
@@ -190,6 +191,7 @@ fn service() -> Served {
             FixedIp { subnet_id: SUB4, ip_address: "10.20.0.5".parse().unwrap() },
             FixedIp { subnet_id: SUB6, ip_address: "2001:db8:20:0:f816:3eff:fe00:5".parse().unwrap() },
         ],
+        dns_name: String::new(),
     };
     Served::new(NET, service, [host])
 }

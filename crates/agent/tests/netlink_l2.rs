@@ -375,6 +375,7 @@ fn dhcp_view() -> HostView {
             subnet(subnet_of(NET_B), "10.1.0.0/24", "10.1.0.2"),
             subnet(SUB6, "2001:db8:1::/64", "2001:db8:1::2"),
         ],
+        dns_domain: String::new(),
     };
     let mut v = view(vec![(NET_B, network(1002))], vec![(DHCP_PORT, p)]);
     v.dhcp.insert(NET_B, service);

@@ -26,6 +26,10 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Seconds without a heartbeat before an agent is reported dead.
     pub agent_down_time_secs: i64,
+    /// The server's DNS domain (Neutron's `dns_domain`), lower case and
+    /// dotted or empty: ports' `dns_assignment` FQDNs are in it, and FQDN
+    /// `dns_name`s must be.
+    pub dns_domain: String,
 }
 
 impl Default for ApiConfig {
@@ -35,6 +39,7 @@ impl Default for ApiConfig {
             region: "RegionOne".into(),
             max_body_bytes: 1 << 20,
             agent_down_time_secs: neutrino_model::agents::DEFAULT_DOWN_TIME_SECS,
+            dns_domain: neutrino_model::dns::DEFAULT_DNS_DOMAIN.into(),
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct PortRec {
     /// Shared with the own sections of the host it is wired on: one copy
     /// per port, not one per place that holds it.
     pub view: Arc<PortView>,
+    /// `dns_name`: what the network's DNS server answers for it.
+    pub dns_name: String,
 }
 
 /// A segment a host may realise a network with.
@@ -112,6 +114,7 @@ impl PortRec {
                 allowed_address_pairs: pairs,
                 security_groups: port.security_groups.clone(),
             }),
+            dns_name: port.dns_name.clone(),
         })
     }
 
@@ -189,6 +192,8 @@ pub struct Cloud {
     pub dhcp_bindings: HashMap<NetworkId, BTreeSet<String>>,
     /// DHCP lease time handed to instances.
     pub lease_seconds: u32,
+    /// The domain of the networks' built-in DNS (`openstacklocal.`).
+    pub dns_domain: String,
     ports_by_network: HashMap<NetworkId, BTreeSet<PortId>>,
     ports_by_host: HashMap<String, BTreeSet<PortId>>,
     subnets_by_network: HashMap<NetworkId, BTreeSet<SubnetId>>,

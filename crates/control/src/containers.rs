@@ -12,8 +12,11 @@
 use std::collections::BTreeMap;
 
 use neutrino_model::policy::Viewer;
-use neutrino_model::resources::{Network, Port, PortCreate};
-use neutrino_model::{Error, PortId, ProjectId, Result, SecurityGroupId};
+use std::net::IpAddr;
+
+use neutrino_model::l3::{FloatingIpCreate, PortForwardingCreate, PortRange};
+use neutrino_model::resources::{Network, Port, PortCreate, device_owner};
+use neutrino_model::{Error, PortId, ProjectId, Result, SecurityGroupId, SubnetId};
 use neutrino_proto::containers::{
     Attachment, AttachmentKey, CONTAINER_OWNER, ContainerAttach, ContainerDns, ContainerIp, ContainerPort,
     ContainerRoute,
@@ -46,6 +49,7 @@ impl Control {
             Some(resolve_groups(self.store.as_ref(), &project, &req.security_groups).await?)
         };
         let name = req.name.clone().unwrap_or_default();
+        let dns_name = container_dns_name(&name, &self.settings.dns_domain);
         let create = PortCreate {
             project_id: project,
             network_id: network.id,
@@ -64,13 +68,87 @@ impl Control {
             binding_profile: req.key.profile(),
             binding_vnic_type: "normal".into(),
             tags: vec![],
+            dns_name,
+            dns_domain: String::new(),
         };
         let port = self.store.create_ports(vec![create]).await?.pop().ok_or_else(|| {
             Error::Internal("the store made no port".into()) // cannot happen: one request, one port
         })?;
         tracing::info!(port = %port.id, host, container = %req.key.container_id, ifname = %req.key.ifname,
             network = %port.network_id, "container port made");
-        self.container_port(&port).await
+        // Published ports, or nothing at all: a port whose ports cannot be
+        // published is taken back (its forwardings go with it).
+        let published = match self.publish(&req, &port).await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Err(undo) = self.detach_container(host, &req.key).await {
+                    tracing::warn!(port = %port.id, error = %undo, "a container port not taken back");
+                }
+                return Err(e);
+            }
+        };
+        let mut answer = self.container_port(&port).await?;
+        answer.published_on = published;
+        Ok(answer)
+    }
+
+    /// Port forwardings of a floating IP to the container's port, one per
+    /// published port: on the floating IP the config names (one the
+    /// project holds) or on one allocated on its external network (and
+    /// released with the port, see [`Control::detach_container`]).
+    async fn publish(&self, req: &ContainerAttach, port: &Port) -> Result<Option<IpAddr>> {
+        if req.publish.is_empty() {
+            return Ok(None);
+        }
+        let Some(internal_ip) = port.fixed_ips.iter().map(|f| f.ip_address).find(IpAddr::is_ipv4) else {
+            return Err(Error::BadRequest("Ports can only be published from a container with an IPv4 address.".into()));
+        };
+        let viewer = Viewer::Project(port.project_id.clone());
+        let fip = match (&req.floating_ip, &req.external_network) {
+            (Some(address), _) => {
+                let fips = self.store.list_floatingips(&ListQuery::new(viewer.clone())).await?;
+                fips.into_iter().find(|f| f.floating_ip_address == *address).ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "Floating IP {address} could not be found for project {}.",
+                        port.project_id
+                    ))
+                })?
+            }
+            (None, Some(external)) => {
+                let network = resolve_network(self.store.as_ref(), &port.project_id, external).await?;
+                let create = FloatingIpCreate {
+                    project_id: port.project_id.clone(),
+                    floating_network_id: network.id,
+                    floating_ip_address: None,
+                    subnet_id: None,
+                    association: None,
+                    description: published_by(&req.key),
+                    by_admin: true,
+                };
+                self.store.create_floatingips(vec![create]).await?.pop().ok_or_else(|| {
+                    Error::Internal("the store made no floating IP".into()) // one request, one floating IP
+                })?
+            }
+            (None, None) => {
+                return Err(Error::BadRequest(
+                    "Published ports need `floating_ip` or `external_network` in the CNI config.".into(),
+                ));
+            }
+        };
+        for p in &req.publish {
+            let forwarding = PortForwardingCreate {
+                internal_port_id: port.id,
+                internal_ip_address: internal_ip,
+                internal: PortRange::single(p.internal),
+                external: PortRange::single(p.external),
+                protocol: p.protocol.clone(),
+                description: published_by(&req.key),
+            };
+            self.store.create_port_forwarding(&fip.id, forwarding).await?;
+        }
+        tracing::info!(port = %port.id, floating_ip = %fip.floating_ip_address, published = req.publish.len(),
+            "container ports published");
+        Ok(Some(fip.floating_ip_address))
     }
 
     /// Removes the port of `key` on `host`; nothing to remove is success.
@@ -84,6 +162,18 @@ impl Control {
                     tracing::info!(port = %port.id, host, container = %key.container_id, "container port removed");
                 }
                 Err(e) => return Err(e),
+            }
+            // The floating IP allocated for its published ports goes too
+            // (its forwardings went with the port).
+            let marker = published_by(key);
+            let viewer = Viewer::Project(port.project_id.clone());
+            for fip in self.store.list_floatingips(&ListQuery::new(viewer)).await? {
+                if fip.description == marker {
+                    match self.store.delete_floatingip(&fip.id, None).await {
+                        Ok(()) | Err(Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
             }
         }
         Ok(port.map(|p| p.id))
@@ -125,6 +215,18 @@ impl Control {
         for f in &port.fixed_ips {
             subnets.push(self.store.get_subnet(&Viewer::All, &f.subnet_id).await?);
         }
+        // Without name servers of its subnets, a container asks the
+        // network's own DNS server, on the DHCP ports' addresses.
+        let mut dhcp_query = ListQuery::once_all();
+        dhcp_query.pushdown.network_ids = vec![port.network_id.to_string()];
+        let dhcp_ips: Vec<(SubnetId, IpAddr)> = self
+            .store
+            .list_ports(&dhcp_query)
+            .await?
+            .iter()
+            .filter(|p| p.device_owner == device_owner::DHCP)
+            .flat_map(|p| p.fixed_ips.iter().map(|f| (f.subnet_id, f.ip_address)))
+            .collect();
         let mut ips = Vec::new();
         let mut routes = Vec::new();
         let mut nameservers = Vec::new();
@@ -140,7 +242,10 @@ impl Control {
             for r in &s.host_routes {
                 routes.push(ContainerRoute { dst: r.destination, gw: r.nexthop });
             }
-            for n in &s.dns_nameservers {
+            let own = dhcp_ips.iter().filter(|(id, _)| *id == s.id).map(|(_, ip)| ip);
+            let servers: Vec<&IpAddr> =
+                if s.dns_nameservers.is_empty() { own.collect() } else { s.dns_nameservers.iter().collect() };
+            for n in servers {
                 if !nameservers.contains(n) {
                     nameservers.push(*n);
                 }
@@ -153,6 +258,8 @@ impl Control {
         // A host route to the default destination replaces the gateway's.
         all.retain(|d| !routes.iter().any(|r| r.dst == d.dst));
         all.extend(routes);
+        let domain = self.settings.dns_domain.trim_end_matches('.');
+        let search = if domain.is_empty() { vec![] } else { vec![domain.to_string()] };
         Ok(ContainerPort {
             port_id: port.id,
             network_id: port.network_id,
@@ -160,7 +267,8 @@ impl Control {
             mtu: u32::try_from(network.mtu).unwrap_or(1500),
             ips,
             routes: all,
-            dns: ContainerDns { nameservers, domain: None, search: vec![] },
+            dns: ContainerDns { nameservers, domain: None, search },
+            published_on: None,
         })
     }
 }
@@ -222,4 +330,41 @@ async fn resolve_groups(store: &dyn Store, project: &ProjectId, given: &[String]
         }
     }
     Ok(out)
+}
+
+/// What marks the floating IP allocated for an attachment's published
+/// ports (its description).
+fn published_by(key: &AttachmentKey) -> String {
+    format!("neutrino-cni {} {} {}", key.container_id, key.ifname, key.cni_network)
+}
+
+/// A container's name as a DNS label: lower case, what DNS does not allow
+/// turned into `-`, at most 63 characters; empty when nothing is left or
+/// the server's domain refuses it (the port then answers to Neutron's
+/// `host-<address>` names).
+fn container_dns_name(name: &str, domain: &str) -> String {
+    let label: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .take(neutrino_model::dns::LABEL_MAX_LEN)
+        .collect();
+    let label = label.trim_matches('-');
+    neutrino_model::dns::validate_dns_name(label, domain).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_dns_name;
+
+    #[test]
+    fn container_names_become_dns_labels() {
+        let d = "openstacklocal.";
+        assert_eq!(container_dns_name("web1", d), "web1");
+        assert_eq!(container_dns_name("My_App.v2", d), "my-app-v2");
+        assert_eq!(container_dns_name("-_-", d), "");
+        assert_eq!(container_dns_name(&"x".repeat(80), d).len(), 63);
+        // An all-numeric name is a fine label (only a FQDN's last one may not be).
+        assert_eq!(container_dns_name("1234", d), "1234");
+    }
 }

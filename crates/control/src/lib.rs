@@ -42,6 +42,9 @@ pub struct ControlSettings {
     pub down_time_secs: i64,
     /// DHCP lease time handed to instances.
     pub dhcp_lease_seconds: u32,
+    /// The domain of the networks' built-in DNS names (Neutron's
+    /// `dns_domain`).
+    pub dns_domain: String,
     /// How often the feed is read when nothing wakes the reader (writes
     /// through another process; in this process every commit wakes it).
     pub feed_poll: Duration,
@@ -61,6 +64,7 @@ impl Default for ControlSettings {
             heartbeat_interval_secs: 10,
             down_time_secs: neutrino_model::agents::DEFAULT_DOWN_TIME_SECS,
             dhcp_lease_seconds: 86_400,
+            dns_domain: neutrino_model::dns::DEFAULT_DNS_DOMAIN.into(),
             feed_poll: Duration::from_millis(500),
             schedule_every: Duration::from_secs(5),
             feed_keep_for: Duration::from_secs(3600),
@@ -132,7 +136,8 @@ impl Control {
         // The head is read first: whatever commits during the load is read
         // again from the feed, and applying it twice is harmless.
         let head = self.store.feed_head().await?;
-        let cloud = tail::read_cloud(self.store.as_ref(), self.settings.dhcp_lease_seconds).await?;
+        let mut cloud = tail::read_cloud(self.store.as_ref(), self.settings.dhcp_lease_seconds).await?;
+        cloud.dns_domain = self.settings.dns_domain.clone();
         let (hosts, ports) = (cloud.hosts.len(), cloud.ports.len());
         let engine = views::engine::Engine::new(cloud, head);
         self.hub.load(engine, head);

@@ -5,6 +5,7 @@
 //! and MTU rules, quota limits and the policy vocabulary.
 
 pub mod agents;
+pub mod dns;
 pub mod error;
 pub mod identity;
 pub mod ids;

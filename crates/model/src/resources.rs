@@ -66,6 +66,8 @@ pub struct Network {
     pub has_segment_subnets: bool,
     /// Zones of the DHCP agents hosting the network.
     pub availability_zones: Vec<String>,
+    /// `dns_domain` (`dns-integration`): lower case, dotted, or empty.
+    pub dns_domain: String,
     pub std: StandardAttrs,
 }
 
@@ -338,6 +340,10 @@ pub struct Port {
     pub extra_dhcp_opts: Vec<ExtraDhcpOpt>,
     pub binding: Binding,
     pub ip_allocation: String,
+    /// `dns_name` (`dns-integration`): lower case, or empty.
+    pub dns_name: String,
+    /// `dns_domain` (`dns-domain-ports`): lower case, dotted, or empty.
+    pub dns_domain: String,
     pub std: StandardAttrs,
 }
 
@@ -357,6 +363,8 @@ pub struct NetworkCreate {
     /// Provider segments; `None` means allocate a project segment.
     pub segments: Option<Vec<SegmentRequest>>,
     pub availability_zone_hints: Vec<String>,
+    /// Checked and lower-cased (`dns::validate_dns_domain`); `""`: none.
+    pub dns_domain: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -370,6 +378,7 @@ pub struct NetworkUpdate {
     pub mtu: Option<Option<i64>>,
     /// New VLAN id of a single-segment VLAN network.
     pub segmentation_id: Option<i64>,
+    pub dns_domain: Option<String>,
 }
 
 /// Where a subnet's CIDR comes from.
@@ -489,6 +498,10 @@ pub struct PortCreate {
     pub binding_profile: serde_json::Value,
     pub binding_vnic_type: String,
     pub tags: Vec<String>,
+    /// Checked and lower-cased (`dns::validate_dns_name`); `""`: none.
+    pub dns_name: String,
+    /// Checked and lower-cased (`dns::validate_dns_domain`); `""`: none.
+    pub dns_domain: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -508,6 +521,8 @@ pub struct PortUpdate {
     pub binding_host_id: Option<String>,
     pub binding_profile: Option<serde_json::Value>,
     pub binding_vnic_type: Option<String>,
+    pub dns_name: Option<String>,
+    pub dns_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

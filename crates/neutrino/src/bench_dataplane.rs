@@ -20,7 +20,8 @@ use neutrino_lab::{Lab, LabConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::bench::{BenchError, Machine, command_line, loadavg, write_section};
+use crate::bench::{BenchError, Machine, loadavg, write_section};
+use crate::bench_routers::{ms, percentile_row};
 
 const MD_BEGIN: &str = "<!-- neutrino-bench-dataplane:begin -->";
 const MD_END: &str = "<!-- neutrino-bench-dataplane:end -->";
@@ -67,18 +68,6 @@ impl DataplaneBenchError {
         let what = what.into();
         move |source| DataplaneBenchError::Io { what, source }
     }
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
 /// Sum of `ops=N` over the agent log's `reconciled` lines after `offset`,
@@ -272,15 +261,9 @@ pub async fn run(args: DataplaneBenchArgs) -> Result<(), DataplaneBenchError> {
 
     let mut s = String::new();
     let _ = writeln!(s, "{MD_BEGIN}");
-    let _ = writeln!(s, "### Dataplane results of {}\n", machine.date);
-    let _ = writeln!(s, "- command: `{}`", command_line());
-    let _ = writeln!(s, "- commit: {} ({} build)", machine.commit, machine.build);
-    let _ = writeln!(
-        s,
-        "- machine: {} CPUs, {}, {:.1} GiB RAM, Linux {}; load average {} before, {} after",
-        machine.nproc, machine.cpu, machine.memory_gib, machine.kernel, machine.load_before, machine.load_after
+    s.push_str(
+        &machine.lab_header("Dataplane results", "server, agents, instances and the ping all share this machine"),
     );
-    let _ = writeln!(s, "- lab: server, agents, instances and the ping all share this machine\n");
     let _ =
         writeln!(s, "Port-to-wire over {} ports ({} without an answer within 3 s):\n", wire.total.len(), wire.failed);
     let _ = writeln!(s, "| step | p50 ms | p90 ms | p99 ms | max ms |");
@@ -291,14 +274,7 @@ pub async fn run(args: DataplaneBenchArgs) -> Result<(), DataplaneBenchError> {
         ("plug the tap, address the instance (`ip`, as Nova would)", &wire.plug),
         ("first echo answered after that", &wire.ping),
     ] {
-        let _ = writeln!(
-            s,
-            "| {name} | {} | {} | {} | {} |",
-            ms(pct(v, 50.0)),
-            ms(pct(v, 90.0)),
-            ms(pct(v, 99.0)),
-            ms(v.last().copied().unwrap_or_default())
-        );
+        s.push_str(&percentile_row(name, v));
     }
     let per = |ops: (u64, u64)| ops.0 as f64 / wire.total.len().max(1) as f64;
     let _ = writeln!(

@@ -29,7 +29,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
-use crate::bench::{Machine, command_line, loadavg, write_section};
+use crate::bench::{Machine, loadavg, write_section};
 use crate::bench_routers::{LabBenchError, call, id, ms, pct};
 
 const MD_BEGIN: &str = "<!-- neutrino-bench-firewall:begin -->";
@@ -402,15 +402,7 @@ pub async fn run(args: FirewallBenchArgs) -> Result<(), LabBenchError> {
 
     let mut s = String::new();
     let _ = writeln!(s, "{MD_BEGIN}");
-    let _ = writeln!(s, "### Firewall results of {}\n", machine.date);
-    let _ = writeln!(s, "- command: `{}`", command_line());
-    let _ = writeln!(s, "- commit: {} ({} build)", machine.commit, machine.build);
-    let _ = writeln!(
-        s,
-        "- machine: {} CPUs, {}, {:.1} GiB RAM, Linux {}; load average {} before, {} after",
-        machine.nproc, machine.cpu, machine.memory_gib, machine.kernel, machine.load_before, machine.load_after
-    );
-    let _ = writeln!(s, "- lab: server, agents, instances and probes all share this machine\n");
+    s.push_str(&machine.lab_header("Firewall results", "server, agents, instances and probes all share this machine"));
     let _ = writeln!(s, "| write → first connection passes | samples | p50 ms | p90 ms | p99 ms | max ms |");
     let _ = writeln!(s, "|---|---|---|---|---|---|");
     row(&mut s, "**rule create**", &rules.0);

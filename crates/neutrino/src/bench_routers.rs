@@ -22,7 +22,7 @@ use neutrino_lab::{Lab, LabConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::bench::{BenchError, Machine, command_line, loadavg, write_section};
+use crate::bench::{BenchError, Machine, loadavg, write_section};
 
 const MD_BEGIN: &str = "<!-- neutrino-bench-routers:begin -->";
 const MD_END: &str = "<!-- neutrino-bench-routers:end -->";
@@ -81,6 +81,18 @@ pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
     sorted[rank.min(sorted.len()) - 1]
+}
+
+/// A table row: `name`, then p50, p90, p99 and max of `sorted`, in ms.
+pub(crate) fn percentile_row(name: &str, sorted: &[Duration]) -> String {
+    let max = sorted.last().copied().unwrap_or_default();
+    format!(
+        "| {name} | {} | {} | {} | {} |\n",
+        ms(pct(sorted, 50.0)),
+        ms(pct(sorted, 90.0)),
+        ms(pct(sorted, 99.0)),
+        ms(max)
+    )
 }
 
 pub(crate) fn ms(d: Duration) -> String {
@@ -342,15 +354,7 @@ pub async fn run(args: RoutersBenchArgs) -> Result<(), LabBenchError> {
 
     let mut s = String::new();
     let _ = writeln!(s, "{MD_BEGIN}");
-    let _ = writeln!(s, "### Router results of {}\n", machine.date);
-    let _ = writeln!(s, "- command: `{}`", command_line());
-    let _ = writeln!(s, "- commit: {} ({} build)", machine.commit, machine.build);
-    let _ = writeln!(
-        s,
-        "- machine: {} CPUs, {}, {:.1} GiB RAM, Linux {}; load average {} before, {} after",
-        machine.nproc, machine.cpu, machine.memory_gib, machine.kernel, machine.load_before, machine.load_after
-    );
-    let _ = writeln!(s, "- lab: server, agents, instances and the pings all share this machine\n");
+    s.push_str(&machine.lab_header("Router results", "server, agents, instances and the pings all share this machine"));
     let _ = writeln!(
         s,
         "Floating IP associate → answered from `external`, over {} associations ({} never answered within 5 s):\n",
@@ -360,14 +364,7 @@ pub async fn run(args: RoutersBenchArgs) -> Result<(), LabBenchError> {
     let _ = writeln!(s, "| step | p50 ms | p90 ms | p99 ms | max ms |");
     let _ = writeln!(s, "|---|---|---|---|---|");
     for (name, v) in [("**`PUT` associate → ping answered**", &assoc.reachable), ("the `PUT` itself", &assoc.api)] {
-        let _ = writeln!(
-            s,
-            "| {name} | {} | {} | {} | {} |",
-            ms(pct(v, 50.0)),
-            ms(pct(v, 90.0)),
-            ms(pct(v, 99.0)),
-            ms(v.last().copied().unwrap_or_default())
-        );
+        s.push_str(&percentile_row(name, v));
     }
     let n = args.associations.max(1) as f64;
     let _ = writeln!(

@@ -41,6 +41,8 @@ pub enum ConfigError {
     KeystoneNeeds(&'static str),
     #[error("auth mode must be 'builtin' or 'keystone', not '{0}'")]
     AuthMode(String),
+    #[error("dns_domain: {0}")]
+    DnsDomain(String),
 }
 
 /// The TOML file. Every key is optional.
@@ -53,6 +55,9 @@ pub struct FileConfig {
     pub region: Option<String>,
     pub bootstrap_password: Option<String>,
     pub log: Option<String>,
+    /// The domain of ports' DNS names (Neutron's `dns_domain`); a trailing
+    /// dot is added when missing, `""` means none.
+    pub dns_domain: Option<String>,
     #[serde(default)]
     pub auth: AuthSection,
     #[serde(default)]
@@ -176,6 +181,10 @@ pub struct ServerConfig {
     pub agent_token: Option<String>,
     pub agent_heartbeat_secs: u64,
     pub dhcp_lease_seconds: u32,
+    /// The domain ports' names are in (Neutron's `dns_domain`): lower
+    /// case with its trailing dot, or empty for none. The API computes
+    /// `dns_assignment` and checks FQDN `dns_name`s with it.
+    pub dns_domain: String,
 }
 
 impl ServerConfig {
@@ -198,6 +207,7 @@ impl ServerConfig {
             agent_token: None,
             agent_heartbeat_secs: 10,
             dhcp_lease_seconds: 86_400,
+            dns_domain: neutrino_model::dns::DEFAULT_DNS_DOMAIN.into(),
         }
     }
 }
@@ -241,6 +251,9 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, ConfigErr
         c.region = r;
     }
     c.bootstrap_password = file.bootstrap_password;
+    if let Some(d) = &file.dns_domain {
+        c.dns_domain = neutrino_model::dns::server_dns_domain(d).map_err(ConfigError::DnsDomain)?;
+    }
     if let Some(s) = &file.database.sync {
         c.sync_full = match s.as_str() {
             "normal" => false,
@@ -378,6 +391,18 @@ mod tests {
         assert_eq!(c.segments.vlan_physnets[0].ranges.len(), 2);
         assert_eq!(c.quotas["network"], 5);
         assert_eq!(c.quotas["port"], 500);
+        assert_eq!(c.dns_domain, "openstacklocal.", "Neutron's default domain");
+    }
+
+    #[test]
+    fn dns_domain_is_dotted_lower_case_and_checked() {
+        let resolved = |text: &str| resolve(toml::from_str(text).unwrap(), Overrides::default());
+        assert_eq!(resolved("dns_domain = \"Cloud.Example.ORG\"").unwrap().dns_domain, "cloud.example.org.");
+        assert_eq!(resolved("dns_domain = \"cloud.example.org.\"").unwrap().dns_domain, "cloud.example.org.");
+        assert_eq!(resolved("dns_domain = \"\"").unwrap().dns_domain, "");
+        let refused = resolved("dns_domain = \"bad_domain\"").unwrap_err();
+        assert!(matches!(refused, ConfigError::DnsDomain(_)), "{refused:?}");
+        assert!(refused.to_string().starts_with("dns_domain: "), "{refused}");
     }
 
     #[test]

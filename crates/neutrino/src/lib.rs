@@ -3,6 +3,7 @@
 
 pub mod agent_channel;
 pub mod bench;
+pub mod bench_containers;
 pub mod bench_control;
 pub mod bench_dataplane;
 pub mod bench_firewall;

@@ -32,6 +32,8 @@ enum Command {
     BenchDataplane(Box<neutrino::bench_dataplane::DataplaneBenchArgs>),
     /// Measure routers in a lab: floating IP associate to reachable, kernel ops per association, a cold router (root).
     BenchRouters(Box<neutrino::bench_routers::RoutersBenchArgs>),
+    /// Containers through CNI in a lab: ADD to connectivity, concurrent ADDs, podman, DNS (root only).
+    BenchContainers(Box<neutrino::bench_containers::ContainersBenchArgs>),
     /// Measure security groups in a lab: rule and membership changes to enforced, throughput, cold start (root).
     BenchFirewall(Box<neutrino::bench_firewall::FirewallBenchArgs>),
     /// Run the host agent: keep this host's kernel in line with the server.
@@ -257,6 +259,7 @@ async fn cli_main() {
         Command::BenchControl(args) => neutrino::bench_control::run(*args).await.map_err(CliError::from),
         Command::BenchDataplane(args) => neutrino::bench_dataplane::run(*args).await.map_err(CliError::from),
         Command::BenchRouters(args) => neutrino::bench_routers::run(*args).await.map_err(CliError::from),
+        Command::BenchContainers(args) => neutrino::bench_containers::run(*args).await.map_err(CliError::from),
         Command::BenchFirewall(args) => neutrino::bench_firewall::run(*args).await.map_err(CliError::from),
         Command::Agent(args) => neutrino_agent::run(*args).await.map_err(CliError::Agent),
         Command::Lab(args) => neutrino_lab::cli::run(*args).await.map_err(CliError::from),

@@ -141,6 +141,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             heartbeat_interval_secs: config.agent_heartbeat_secs,
             down_time_secs: config.agent_down_time_secs,
             dhcp_lease_seconds: config.dhcp_lease_seconds,
+            dns_domain: config.dns_domain.clone(),
             ..Default::default()
         },
     );
@@ -154,6 +155,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             public_url: config.public_url.clone(),
             region: config.region.clone(),
             agent_down_time_secs: config.agent_down_time_secs,
+            dns_domain: config.dns_domain.clone(),
             ..Default::default()
         },
         catalog,

@@ -332,6 +332,9 @@ async fn agents_make_find_and_remove_container_ports() {
         security_groups: groups,
         name: Some("web1".into()),
         create: true,
+        publish: vec![],
+        floating_ip: None,
+        external_network: None,
     };
 
     // By names: the port is the project's, bound here, owned by a container.

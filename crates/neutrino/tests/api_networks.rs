@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use neutrino_model::segments::IdRange;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn project_networks_get_a_vxlan_vni_and_mtu_1450() {
@@ -311,4 +311,57 @@ async fn availability_zone_hints_name_known_zones_only() {
     assert_eq!(r.status, 404);
     assert_eq!(r.error_type(), "AvailabilityZoneNotFound");
     assert_eq!(t.get("/v2.0/availability_zones", &t.admin).await.expect(200)["availability_zones"], json!([]));
+}
+
+#[tokio::test]
+async fn networks_have_a_dns_domain() {
+    let t = TestServer::start().await;
+    let (member, _) = t.project_user("demo", "demo", "member").await;
+    let plain = t.network(&member, json!({})).await;
+    assert_eq!(plain["dns_domain"], "");
+    let n = t.network(&member, json!({"name": "dns", "dns_domain": "Corp.Example.ORG."})).await;
+    assert_eq!(n["dns_domain"], "corp.example.org.");
+    let path = format!("/v2.0/networks/{}", id(&n));
+    let shown = t.get(&path, &member).await.expect(200)["network"].clone();
+    assert_eq!(shown["dns_domain"], "corp.example.org.");
+    let listed = t.get("/v2.0/networks?dns_domain=CORP.example.org.", &member).await.expect(200);
+    let ids: Vec<&Value> = listed["networks"].as_array().unwrap().iter().map(|x| &x["id"]).collect();
+    assert_eq!(ids, [&n["id"]]);
+    let one = t.get(&format!("{path}?fields=dns_domain"), &member).await.expect(200);
+    assert_eq!(one["network"], json!({"dns_domain": "corp.example.org."}));
+
+    // Updates change it, other updates keep it.
+    let upd = t.put(&path, &member, json!({"network": {"dns_domain": "lab.example.org."}})).await.expect(200);
+    assert_eq!(upd["network"]["dns_domain"], "lab.example.org.");
+    let upd = t.put(&path, &member, json!({"network": {"name": "renamed"}})).await.expect(200);
+    assert_eq!(upd["network"]["dns_domain"], "lab.example.org.");
+    let rev = upd["network"]["revision_number"].clone();
+
+    // Bad domains: 400 in Neutron's format, nothing written.
+    let long = format!("{}.{}.{}.{}.", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61));
+    for (bad, why) in [
+        (json!("example.org"), "not a FQDN"),
+        (json!("under_score.org."), "under_score"),
+        (json!("-lead.org."), "hyphen"),
+        (json!("example.42."), "all digits"),
+        (json!(format!("{}.org.", "a".repeat(64))), "1 to 63"),
+        (json!(long), "no room"),
+    ] {
+        for (method, r) in [
+            ("POST", t.post("/v2.0/networks", &member, json!({"network": {"dns_domain": bad}})).await),
+            ("PUT", t.put(&path, &member, json!({"network": {"name": "changed", "dns_domain": bad}})).await),
+        ] {
+            assert_eq!(r.status, 400, "{method} {bad}: {}", r.body);
+            assert_eq!(r.error_type(), "HTTPBadRequest");
+            let msg = r.error_message();
+            assert!(msg.starts_with("Invalid input for dns_domain. Reason: ") && msg.contains(why), "{msg}");
+        }
+    }
+    let r = t.put(&path, &member, json!({"network": {"dns_domain": 7}})).await;
+    assert_eq!((r.status, r.error_type()), (400, "InvalidInput"));
+    let after = t.get(&path, &member).await.expect(200)["network"].clone();
+    assert_eq!((&after["name"], &after["dns_domain"]), (&json!("renamed"), &json!("lab.example.org.")));
+    assert_eq!(after["revision_number"], rev);
+    let all = t.get("/v2.0/networks", &member).await.expect(200);
+    assert_eq!(all["networks"].as_array().unwrap().len(), 2, "no network was created");
 }

@@ -568,3 +568,208 @@ async fn ports_cannot_join_another_projects_router() {
     let r = t.put(&format!("/v2.0/ports/{}", id(&p)), &member, json!({"port": {"device_id": theirs}})).await;
     assert_eq!(r.error_type(), "DeviceIDNotOwnedByTenant");
 }
+
+/// The `dns_assignment` of a port as (hostname, ip_address, fqdn) triples.
+fn assignment(p: &Value) -> Vec<(String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    p["dns_assignment"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no dns_assignment in {p}"))
+        .iter()
+        .map(|a| (text(&a["hostname"]), text(&a["ip_address"]), text(&a["fqdn"])))
+        .collect()
+}
+
+fn triple(hostname: &str, ip: &str, fqdn: &str) -> (String, String, String) {
+    (hostname.into(), ip.into(), fqdn.into())
+}
+
+#[tokio::test]
+async fn ports_have_dns_names_and_report_their_dns_assignment() {
+    let t = TestServer::start().await;
+    let (member, _) = t.project_user("demo", "demo", "member").await;
+    let n = id(&t.network(&member, json!({})).await);
+    let s = id(&t.subnet(&member, &n, "10.0.0.0/24", json!({})).await);
+    let at = |ip: &str| json!({"fixed_ips": [{"subnet_id": s, "ip_address": ip}]});
+
+    // Without a name: Neutron's host-<address> in the default domain.
+    let admin_port = t.port(&t.admin, &n, at("10.0.0.5")).await;
+    assert_eq!(admin_port["dns_name"], "");
+    assert_eq!(admin_port["dns_domain"], "");
+    assert_eq!(assignment(&admin_port), [triple("host-10-0-0-5", "10.0.0.5", "host-10-0-0-5.openstacklocal.")]);
+
+    // With a name (lower-cased), in the default domain too.
+    let mut body = at("10.0.0.6");
+    merge(&mut body, json!({"dns_name": "Web-1", "dns_domain": "Ports.Example.ORG."}));
+    let admin_named = t.port(&t.admin, &n, body).await;
+    assert_eq!(admin_named["dns_name"], "web-1");
+    assert_eq!(admin_named["dns_domain"], "ports.example.org.");
+    assert_eq!(assignment(&admin_named), [triple("web-1", "10.0.0.6", "web-1.openstacklocal.")]);
+    let pid = id(&admin_named);
+
+    // A member's port, named on create, and every way of reading it.
+    let p = t.port(&member, &n, json!({"dns_name": "db"})).await;
+    let ip = ips(&p)[0].clone();
+    assert_eq!(assignment(&p), [triple("db", &ip, "db.openstacklocal.")]);
+    let shown = t.get(&format!("/v2.0/ports/{}", id(&p)), &member).await.expect(200)["port"].clone();
+    assert_eq!((&shown["dns_name"], &shown["dns_domain"]), (&json!("db"), &json!("")));
+    assert_eq!(assignment(&shown), assignment(&p));
+    let listed = t.get(&format!("/v2.0/ports?network_id={n}"), &member).await.expect(200);
+    let mine = listed["ports"].as_array().unwrap().iter().find(|q| q["id"] == p["id"]).unwrap().clone();
+    assert_eq!(assignment(&mine), assignment(&p));
+
+    // Filters (lower-casing the value, like the attribute) and fields.
+    let r = t.get(&format!("/v2.0/ports?network_id={n}&dns_name=WEB-1"), &t.admin).await.expect(200);
+    let found: Vec<&Value> = r["ports"].as_array().unwrap().iter().map(|q| &q["id"]).collect();
+    assert_eq!(found, [&json!(pid)]);
+    let r = t.get("/v2.0/ports?dns_name=", &t.admin).await.expect(200);
+    assert_eq!(r["ports"].as_array().unwrap().len(), 1, "empty-string filtering: only the unnamed port");
+    let r = t.get("/v2.0/ports?dns_domain=ports.example.org.", &t.admin).await.expect(200);
+    assert_eq!(r["ports"].as_array().unwrap().len(), 1);
+    let r = t.get(&format!("/v2.0/ports?id={pid}&fields=dns_name&fields=dns_assignment"), &t.admin).await.expect(200);
+    let mut keys: Vec<&String> = r["ports"][0].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["dns_assignment", "dns_name"]);
+    assert_eq!(r["ports"][0]["dns_assignment"][0]["fqdn"], "web-1.openstacklocal.");
+    let one = t.get(&format!("/v2.0/ports/{pid}?fields=dns_assignment"), &t.admin).await.expect(200);
+    assert_eq!(one["port"].as_object().unwrap().len(), 1);
+    let r = t.get("/v2.0/ports?sort_key=dns_name&sort_dir=asc", &t.admin).await;
+    assert_eq!(r.status, 400, "dns_name is not a sort key");
+
+    // Updates: rename, follow new addresses, clear.
+    let path = format!("/v2.0/ports/{pid}");
+    let upd = t.put(&path, &t.admin, json!({"port": {"dns_name": "WEB-2"}})).await.expect(200)["port"].clone();
+    assert_eq!(upd["dns_name"], "web-2");
+    assert_eq!(upd["dns_domain"], "ports.example.org.", "kept when not named");
+    assert_eq!(assignment(&upd), [triple("web-2", "10.0.0.6", "web-2.openstacklocal.")]);
+    let body = json!({"port": {"fixed_ips": [{"subnet_id": s, "ip_address": "10.0.0.7"}], "dns_domain": ""}});
+    let upd = t.put(&path, &t.admin, body).await.expect(200)["port"].clone();
+    assert_eq!(upd["dns_domain"], "");
+    assert_eq!(assignment(&upd), [triple("web-2", "10.0.0.7", "web-2.openstacklocal.")]);
+    let upd = t.put(&path, &t.admin, json!({"port": {"dns_name": ""}})).await.expect(200)["port"].clone();
+    assert_eq!(assignment(&upd), [triple("host-10-0-0-7", "10.0.0.7", "host-10-0-0-7.openstacklocal.")]);
+
+    // An FQDN in the server's domain is its own FQDN.
+    let upd = t.put(&path, &t.admin, json!({"port": {"dns_name": "api.openstacklocal."}})).await.expect(200);
+    let fqdn = "api.openstacklocal.";
+    assert_eq!(assignment(&upd["port"]), [triple(fqdn, "10.0.0.7", fqdn)]);
+
+    // A port without addresses has no names; one with two has two.
+    let none = t.port(&t.admin, &n, json!({"fixed_ips": [], "dns_name": "lonely"})).await;
+    assert_eq!(none["dns_assignment"], json!([]));
+    let v6 = id(&t.subnet(&t.admin, &n, "fd00::/64", json!({})).await);
+    let body =
+        json!({"fixed_ips": [{"subnet_id": s, "ip_address": "10.0.0.9"}, {"subnet_id": v6, "ip_address": "fd00::9"}]});
+    let dual = t.port(&t.admin, &n, body).await;
+    assert_eq!(
+        assignment(&dual),
+        [
+            triple("host-10-0-0-9", "10.0.0.9", "host-10-0-0-9.openstacklocal."),
+            triple("host-fd00--9", "fd00::9", "host-fd00--9.openstacklocal."),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn dns_assignment_uses_the_configured_domain() {
+    let t = TestServer::start_with(|c| c.dns_domain = "cloud.example.org.".into()).await;
+    let n = id(&t.network(&t.admin, json!({})).await);
+    let s = id(&t.subnet(&t.admin, &n, "10.0.0.0/24", json!({})).await);
+    let body = json!({"fixed_ips": [{"subnet_id": s, "ip_address": "10.0.0.5"}]});
+    let p = t.port(&t.admin, &n, body).await;
+    assert_eq!(assignment(&p), [triple("host-10-0-0-5", "10.0.0.5", "host-10-0-0-5.cloud.example.org.")]);
+    let path = format!("/v2.0/ports/{}", id(&p));
+    let upd = t.put(&path, &t.admin, json!({"port": {"dns_name": "VM1.Cloud.Example.Org."}})).await.expect(200);
+    let fqdn = "vm1.cloud.example.org.";
+    assert_eq!(assignment(&upd["port"]), [triple(fqdn, "10.0.0.5", fqdn)]);
+    // The default domain is just another domain now.
+    let r = t.put(&path, &t.admin, json!({"port": {"dns_name": "vm1.openstacklocal."}})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.error_message().contains("cloud.example.org."), "{}", r.error_message());
+}
+
+#[tokio::test]
+async fn bad_dns_names_and_domains_are_refused_and_change_nothing() {
+    let t = TestServer::start().await;
+    let n = id(&t.network(&t.admin, json!({})).await);
+    t.subnet(&t.admin, &n, "10.0.0.0/24", json!({})).await;
+    let p = t.port(&t.admin, &n, json!({"name": "keep", "dns_name": "good", "dns_domain": "example.org."})).await;
+    let path = format!("/v2.0/ports/{}", id(&p));
+    let count = |r: Value| r["ports"].as_array().unwrap().len();
+    let before = count(t.get("/v2.0/ports", &t.admin).await.expect(200));
+
+    let long_label = "a".repeat(64);
+    let bad_names = [
+        (json!(long_label), "1 to 63"),
+        (json!("web_1"), "web_1"),
+        (json!("bad name"), "bad name"),
+        (json!("-web"), "hyphen"),
+        (json!("web-"), "hyphen"),
+        (json!("a..b"), "empty label"),
+        (json!("host.123"), "all digits"),
+        (json!("vm1.example.com."), "openstacklocal."),
+        (json!("openstacklocal."), "openstacklocal."),
+    ];
+    for (bad, why) in &bad_names {
+        for (method, r) in [
+            ("POST", t.post("/v2.0/ports", &t.admin, json!({"port": {"network_id": n, "dns_name": bad}})).await),
+            ("PUT", t.put(&path, &t.admin, json!({"port": {"name": "changed", "dns_name": bad}})).await),
+        ] {
+            assert_eq!(r.status, 400, "{method} dns_name {bad}: {}", r.body);
+            assert_eq!(r.error_type(), "HTTPBadRequest", "{method} dns_name {bad}");
+            let msg = r.error_message();
+            assert!(msg.starts_with("Invalid input for dns_name. Reason: "), "{msg}");
+            assert!(msg.contains(why), "{method} dns_name {bad}: {msg}");
+        }
+    }
+    let bad_domains =
+        [(json!("example.org"), "not a FQDN"), (json!("bad_domain.org."), "bad_domain"), (json!("."), "empty label")];
+    for (bad, why) in &bad_domains {
+        for (method, r) in [
+            ("POST", t.post("/v2.0/ports", &t.admin, json!({"port": {"network_id": n, "dns_domain": bad}})).await),
+            ("PUT", t.put(&path, &t.admin, json!({"port": {"name": "changed", "dns_domain": bad}})).await),
+        ] {
+            assert_eq!(r.status, 400, "{method} dns_domain {bad}: {}", r.body);
+            assert_eq!(r.error_type(), "HTTPBadRequest");
+            let msg = r.error_message();
+            assert!(msg.starts_with("Invalid input for dns_domain. Reason: ") && msg.contains(why), "{msg}");
+        }
+    }
+    // Not a string: Neutron's converter refuses it as invalid input.
+    for bad in [json!(5), json!(null), json!(["web"])] {
+        let r = t.put(&path, &t.admin, json!({"port": {"dns_name": bad}})).await;
+        assert_eq!((r.status, r.error_type()), (400, "InvalidInput"), "{bad}: {}", r.body);
+    }
+    // dns_assignment is computed, never written.
+    let r = t.post("/v2.0/ports", &t.admin, json!({"port": {"network_id": n, "dns_assignment": []}})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = t.put(&path, &t.admin, json!({"port": {"name": "changed", "dns_assignment": []}})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    // A bulk request with one bad name creates nothing.
+    let bulk = json!({"ports": [{"network_id": n, "dns_name": "fine"}, {"network_id": n, "dns_name": "not fine"}]});
+    assert_eq!(t.post("/v2.0/ports", &t.admin, bulk).await.status, 400);
+
+    assert_eq!(count(t.get("/v2.0/ports", &t.admin).await.expect(200)), before, "nothing was created");
+    let now = t.get(&path, &t.admin).await.expect(200)["port"].clone();
+    assert_eq!(now["name"], "keep");
+    assert_eq!(now["dns_name"], "good");
+    assert_eq!(now["dns_domain"], "example.org.");
+    assert_eq!(now["revision_number"], p["revision_number"], "nothing was written");
+}
+
+#[tokio::test]
+async fn dns_extensions_are_advertised() {
+    let t = TestServer::start().await;
+    let list = t.get("/v2.0/extensions", &t.admin).await.expect(200);
+    let aliases: Vec<&str> =
+        list["extensions"].as_array().unwrap().iter().map(|e| e["alias"].as_str().unwrap()).collect();
+    for alias in ["dns-integration", "dns-domain-ports"] {
+        assert!(aliases.contains(&alias), "{alias} missing from {aliases:?}");
+        let e = t.get(&format!("/v2.0/extensions/{alias}"), &t.admin).await.expect(200)["extension"].clone();
+        assert_eq!(e["alias"], alias);
+    }
+    let e = t.get("/v2.0/extensions/dns-integration", &t.admin).await.expect(200)["extension"].clone();
+    assert_eq!(e["name"], "DNS Integration");
+    let e = t.get("/v2.0/extensions/dns-domain-ports", &t.admin).await.expect(200)["extension"].clone();
+    assert_eq!(e["name"], "dns_domain for ports");
+}

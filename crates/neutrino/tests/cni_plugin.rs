@@ -2,7 +2,8 @@
 //! `neutrino` executable under the name `neutrino-cni`, the CNI_*
 //! environment, the network configuration on stdin; every command in every
 //! config version, against no agent and against a stand-in agent socket
-//! (the agent's side of ADD is issue 11's next step).
+//! (the plugin's own conduct: versions, codes, what it asks). Against a
+//! real agent, in a lab: `tests/containers.rs`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;

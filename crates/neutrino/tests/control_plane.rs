@@ -154,6 +154,7 @@ async fn network(store: &dyn Store, name: &str, dhcp: bool) -> NetworkId {
             mtu: None,
             segments: None,
             availability_zone_hints: vec![],
+            dns_domain: String::new(),
         }])
         .await
         .unwrap()
@@ -203,6 +204,8 @@ async fn bound_port(store: &dyn Store, network: NetworkId, host: &str) -> PortId
             binding_profile: serde_json::json!({}),
             binding_vnic_type: "normal".into(),
             tags: vec![],
+            dns_name: String::new(),
+            dns_domain: String::new(),
         }])
         .await
         .unwrap()

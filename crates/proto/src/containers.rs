@@ -72,6 +72,27 @@ pub struct ContainerAttach {
     /// Make the port if there is none (ADD); otherwise only look (CHECK).
     #[serde(default = "yes")]
     pub create: bool,
+    /// Ports to publish (`podman run -p`): port forwardings of a floating
+    /// IP to the container's port.
+    #[serde(default)]
+    pub publish: Vec<Published>,
+    /// The floating IP (an address the project holds) to publish on ...
+    #[serde(default)]
+    pub floating_ip: Option<IpAddr>,
+    /// ... or the external network to allocate one on, by id or name
+    /// (released again with the port).
+    #[serde(default)]
+    pub external_network: Option<String>,
+}
+
+/// One published port: `external` on the floating IP to `internal` on
+/// the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub external: u16,
+    pub internal: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
 }
 
 fn yes() -> bool {
@@ -92,6 +113,9 @@ pub struct ContainerPort {
     /// host routes.
     pub routes: Vec<ContainerRoute>,
     pub dns: ContainerDns,
+    /// The floating IP the published ports are on, if any.
+    #[serde(default)]
+    pub published_on: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -124,6 +124,10 @@ pub struct DhcpService {
     pub lease_seconds: u32,
     /// Subnets of the network with `enable_dhcp`.
     pub subnets: Vec<DhcpSubnet>,
+    /// The domain of the network's names (the server's `dns_domain`,
+    /// `openstacklocal.` by default); empty: names without a domain.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dns_domain: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +155,9 @@ pub struct DhcpHost {
     pub network_id: NetworkId,
     pub mac: MacAddress,
     pub ips: Vec<FixedIp>,
+    /// The port's `dns_name`; empty: Neutron's `host-<address>` names.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dns_name: String,
 }
 
 impl HostView {

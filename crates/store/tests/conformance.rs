@@ -96,12 +96,54 @@ async fn visibility(store: Arc<dyn Store>) {
     assert!(matches!(hidden, Err(Error::NotFound { .. })));
 }
 
+/// DNS attributes are stored as given, kept by updates that do not name
+/// them, and changed by those that do (checking them is the API's job).
+async fn dns_attributes_round_trip(store: Arc<dyn Store>) {
+    let mut req = network_request("dns");
+    req.dns_domain = "example.org.".into();
+    let net = store.create_networks(vec![req]).await.unwrap().remove(0);
+    assert_eq!(net.dns_domain, "example.org.");
+    let plain = store.create_networks(vec![network_request("plain")]).await.unwrap().remove(0);
+    assert_eq!(plain.dns_domain, "");
+    let renamed = NetworkUpdate { name: Some("still-dns".into()), ..Default::default() };
+    assert_eq!(store.update_network(&net.id, renamed, None).await.unwrap().dns_domain, "example.org.");
+    let cleared = NetworkUpdate { dns_domain: Some(String::new()), ..Default::default() };
+    assert_eq!(store.update_network(&net.id, cleared, None).await.unwrap().dns_domain, "");
+    let moved = NetworkUpdate { dns_domain: Some("example.net.".into()), ..Default::default() };
+    store.update_network(&net.id, moved, None).await.unwrap();
+    assert_eq!(store.get_network(&Viewer::All, &net.id).await.unwrap().dns_domain, "example.net.");
+
+    let mut req = port_request(&net);
+    req.dns_name = "web-1".into();
+    req.dns_domain = "ports.example.org.".into();
+    let port = store.create_ports(vec![req]).await.unwrap().remove(0);
+    assert_eq!((port.dns_name.as_str(), port.dns_domain.as_str()), ("web-1", "ports.example.org."));
+    let read = store.get_port(&Viewer::All, &port.id).await.unwrap();
+    assert_eq!((read.dns_name.as_str(), read.dns_domain.as_str()), ("web-1", "ports.example.org."));
+    let plain_port = store.create_ports(vec![port_request(&net)]).await.unwrap().remove(0);
+    assert_eq!((plain_port.dns_name.as_str(), plain_port.dns_domain.as_str()), ("", ""));
+
+    let renamed = PortUpdate { name: Some("p".into()), ..Default::default() };
+    let kept = store.update_port(&port.id, renamed, None).await.unwrap();
+    assert_eq!((kept.dns_name.as_str(), kept.dns_domain.as_str()), ("web-1", "ports.example.org."));
+    let changed = PortUpdate { dns_name: Some("web-2".into()), dns_domain: Some(String::new()), ..Default::default() };
+    let changed = store.update_port(&port.id, changed, None).await.unwrap();
+    assert_eq!((changed.dns_name.as_str(), changed.dns_domain.as_str()), ("web-2", ""));
+    assert_eq!(changed.std.revision_number, 3);
+    let mut q = ListQuery::new(Viewer::All);
+    q.pushdown.network_ids = vec![net.id.to_string()];
+    let listed = store.list_ports(&q).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|p| p.dns_name.as_str()).collect();
+    assert_eq!(names, ["web-2", ""]);
+}
+
 pub async fn run_all(make: impl AsyncFn() -> Arc<dyn Store>) {
     allocation_is_unique_under_concurrency(make().await).await;
     bulk_is_atomic(make().await).await;
     revisions_guard_updates(make().await).await;
     deletes_release_and_cascade(make().await).await;
     visibility(make().await).await;
+    dns_attributes_round_trip(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

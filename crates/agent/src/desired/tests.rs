@@ -92,6 +92,7 @@ pub fn dhcp_service(port_id: PortId) -> DhcpService {
         mtu: 1450,
         lease_seconds: 86400,
         subnets: vec![subnet(S4, "10.0.0.0/24", "10.0.0.2"), subnet(S6, "2001:db8:1::/64", "2001:db8:1::2")],
+        dns_domain: String::new(),
     }
 }
 

@@ -84,11 +84,12 @@ mod tests {
             mtu: 1450,
             lease_seconds: 600,
             subnets: vec![],
+            dns_domain: String::new(),
         }
     }
 
     fn host(network: NetworkId, mac: &str) -> DhcpHost {
-        DhcpHost { network_id: network, mac: mac.parse().unwrap(), ips: vec![] }
+        DhcpHost { network_id: network, mac: mac.parse().unwrap(), ips: vec![], dns_name: String::new() }
     }
 
     #[test]

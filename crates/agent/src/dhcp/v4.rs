@@ -49,6 +49,8 @@ struct Binding<'a> {
     net: Ipv4Net,
     server_ip: Ipv4Addr,
     subnet: &'a DhcpSubnet,
+    /// The port's `dns_name` (empty: none).
+    dns_name: &'a str,
 }
 
 /// The client's first fixed IPv4 address on a DHCP-enabled IPv4 subnet of
@@ -59,7 +61,7 @@ fn binding<'a>(service: &'a Served, mac: &[u8]) -> Option<Binding<'a>> {
         let IpAddr::V4(ip) = fixed.ip_address else { return None };
         let subnet = service.subnets.iter().find(|s| s.id == fixed.subnet_id)?;
         let (IpNet::V4(net), IpAddr::V4(server_ip)) = (subnet.cidr, subnet.server_ip) else { return None };
-        net.contains(&ip).then_some(Binding { ip, net, server_ip, subnet })
+        net.contains(&ip).then_some(Binding { ip, net, server_ip, subnet, dns_name: &host.dns_name })
     })
 }
 
@@ -208,9 +210,12 @@ fn subnet_options(service: &Served, binding: &Binding<'_>, message: &mut Message
             IpAddr::V6(_) => None,
         })
         .collect();
-    // No name servers configured: send none rather than guess one.
-    if !dns.is_empty() {
-        opts.insert(DhcpOption::DomainNameServer(dns));
+    // No name servers configured: the network's own DNS server, on this
+    // DHCP port's address (Neutron's behaviour with internal DNS).
+    opts.insert(DhcpOption::DomainNameServer(if dns.is_empty() { vec![binding.server_ip] } else { dns }));
+    let domain = service.dns_domain.trim_end_matches('.');
+    if !domain.is_empty() {
+        opts.insert(DhcpOption::DomainName(domain.to_string()));
     }
     let routes = classless_routes(subnet, gateway);
     if !routes.is_empty() {
@@ -223,7 +228,10 @@ fn subnet_options(service: &Served, binding: &Binding<'_>, message: &mut Message
     {
         opts.insert(DhcpOption::InterfaceMtu(mtu));
     }
-    opts.insert(DhcpOption::Hostname(hostname(binding.ip)));
+    let name = binding.dns_name.trim_end_matches('.').split('.').next().unwrap_or_default();
+    let name =
+        if name.is_empty() { neutrino_model::dns::default_hostname(IpAddr::V4(binding.ip)) } else { name.to_string() };
+    opts.insert(DhcpOption::Hostname(name));
 }
 
 /// Option 121 (RFC 3442) from the subnet's IPv4 host routes. A client that
@@ -250,10 +258,6 @@ fn classless_routes(subnet: &DhcpSubnet, gateway: Option<Ipv4Addr>) -> Vec<(Ipv4
 }
 
 /// `host-10-20-0-5`, the name Neutron gives a port without a DNS name.
-fn hostname(ip: Ipv4Addr) -> String {
-    format!("host-{}", ip.to_string().replace('.', "-"))
-}
-
 #[cfg(test)]
 mod tests {
     use dhcproto::{Decodable, Decoder};
@@ -303,6 +307,7 @@ mod tests {
                     ipv6_address_mode: Some(Ipv6Mode::Dhcpv6Stateless),
                 },
             ],
+            dns_domain: String::new(),
         };
         let host = DhcpHost {
             network_id: NET,
@@ -311,6 +316,7 @@ mod tests {
                 FixedIp { subnet_id: V6, ip_address: "2001:db8::f816:3eff:fe00:5".parse().unwrap() },
                 FixedIp { subnet_id: V4, ip_address: "10.20.0.5".parse().unwrap() },
             ],
+            dns_name: String::new(),
         };
         Served::new(NET, service, [host])
     }
@@ -401,8 +407,24 @@ mod tests {
         let (reply, _, _) = wire_answer(&service, &request(MessageType::Discover, &MAC)).unwrap();
         assert_eq!(opt(&reply, OptionCode::ClasslessStaticRoute), None);
         assert_eq!(opt(&reply, OptionCode::Router), None);
-        // No name servers configured: none invented.
-        assert_eq!(opt(&reply, OptionCode::DomainNameServer), None);
+        // No name servers configured: the network's own DNS server, on
+        // the DHCP port's address (Neutron's behaviour).
+        let dns = opt(&reply, OptionCode::DomainNameServer);
+        assert_eq!(dns, Some(DhcpOption::DomainNameServer(vec!["10.20.0.2".parse().unwrap()])));
+    }
+
+    #[test]
+    fn the_ports_dns_name_and_the_domain_are_handed_out() {
+        let mut service = service();
+        assert_eq!(
+            opt(&wire_answer(&service, &request(MessageType::Discover, &MAC)).unwrap().0, OptionCode::DomainName),
+            None
+        );
+        service.service.dns_domain = "openstacklocal.".into();
+        service.hosts.values_mut().for_each(|h| h.dns_name = "web1".into());
+        let (reply, _, _) = wire_answer(&service, &request(MessageType::Discover, &MAC)).unwrap();
+        assert_eq!(opt(&reply, OptionCode::Hostname), Some(DhcpOption::Hostname("web1".into())));
+        assert_eq!(opt(&reply, OptionCode::DomainName), Some(DhcpOption::DomainName("openstacklocal".into())));
     }
 
     #[test]

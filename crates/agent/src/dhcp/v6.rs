@@ -105,7 +105,17 @@ pub fn answer(service: &Served, request: &Message) -> Option<Message> {
             dns.push(*ip);
         }
     }
-    // No name servers configured: send none rather than guess one.
+    // No name servers configured: the network's own DNS server, on this
+    // DHCP port's addresses.
+    if dns.is_empty() {
+        for ip in stateless.iter().map(|s| s.server_ip) {
+            if let IpAddr::V6(ip) = ip
+                && !dns.contains(&ip)
+            {
+                dns.push(ip);
+            }
+        }
+    }
     if !dns.is_empty() {
         out.insert(DhcpOption::DomainNameServers(dns));
     }
@@ -155,11 +165,13 @@ mod tests {
                 subnet(6, "2001:db8::/64", "2001:db8::2", "2001:db8::53 10.9.9.9", Some(Ipv6Mode::Dhcpv6Stateless)),
                 subnet(7, "2001:db8:1::/64", "2001:db8:1::2", "2001:db8:1::53", Some(Ipv6Mode::Slaac)),
             ],
+            dns_domain: String::new(),
         };
         let host = DhcpHost {
             network_id: NET,
             mac: CLIENT_MAC,
             ips: vec![FixedIp { subnet_id: V6, ip_address: "2001:db8::f816:3eff:fe00:5".parse().unwrap() }],
+            dns_name: String::new(),
         };
         Served::new(NET, service, [host])
     }
@@ -254,11 +266,12 @@ mod tests {
     }
 
     #[test]
-    fn no_name_servers_means_no_dns_option() {
+    fn no_name_servers_means_the_networks_own_dns_server() {
         let mut service = service();
         service.service.subnets[1].dns_nameservers.clear();
         let reply = answer(&service, &info_request(None)).unwrap();
-        assert_eq!(reply.opts().get(OptionCode::DomainNameServers), None);
+        let own = DhcpOption::DomainNameServers(vec!["2001:db8::2".parse().unwrap()]);
+        assert_eq!(reply.opts().get(OptionCode::DomainNameServers), Some(&own));
         assert!(reply.opts().get(OptionCode::ServerId).is_some());
     }
 

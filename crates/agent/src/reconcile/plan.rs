@@ -321,11 +321,10 @@ fn plan_namespaces(p: &mut Plan, d: &Desired, o: &Observed, deletes: &BTreeSet<S
         if spec.forwarding && !observed.is_some_and(|o| o.forwarding) {
             p.push(CONFIGURE, Op::NsEnableForwarding { ns: ns.clone() }, vec![Target::Entry], spec.owner);
         }
-        // Routes are managed in router namespaces only (those wanting
-        // forwarding): a static route someone adds to a `qdhcp-` one stays.
-        if spec.forwarding {
-            plan_ns_routes(p, ns, spec, observed.map(|o| &o.routes));
-        }
+        // Static routes are the agent's in every namespace it makes:
+        // routers' extra routes, and the default route of a `qdhcp-` one
+        // (its DNS server forwards through the subnet's gateway).
+        plan_ns_routes(p, ns, spec, observed.map(|o| &o.routes));
     }
 }
 

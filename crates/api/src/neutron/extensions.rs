@@ -152,6 +152,18 @@ pub const CORE: &[(&str, &str, &str, &str)] = &[
         "2015-01-01T10:00:00-00:00",
         "Networks carry availability zone hints.",
     ),
+    (
+        "dns-integration",
+        "DNS Integration",
+        "2015-08-15T18:00:00-00:00",
+        "Ports have a DNS name and report the names of their addresses; networks have a DNS domain.",
+    ),
+    (
+        "dns-domain-ports",
+        "dns_domain for ports",
+        "2017-04-24T10:00:00-00:00",
+        "Ports can be given a DNS domain of their own.",
+    ),
 ];
 
 /// Every advertised extension: the core's and each module's own.

@@ -15,7 +15,7 @@ use neutrino_store::ListQuery;
 use serde_json::{Map, Value, json};
 
 use super::query::{ListParams, apply, fields_of, no_special};
-use super::request::{Fields, parse_create, parse_update, to_int, to_string, to_string_list};
+use super::request::{Fields, parse_create, parse_update, to_dns_domain, to_int, to_string, to_string_list};
 use super::spec::NETWORK;
 use super::{
     Body, Ctx, created, forbidden, if_match, list_response, may_write, no_body, one, path_id, put_standard,
@@ -45,6 +45,7 @@ pub fn view(n: &Network, ctx: &Context) -> Map<String, Value> {
     v.insert("availability_zone_hints".into(), json!(n.availability_zone_hints));
     v.insert("availability_zones".into(), json!(n.availability_zones));
     v.insert("l2_adjacency".into(), json!(!n.has_segment_subnets));
+    v.insert("dns_domain".into(), json!(n.dns_domain));
     if ctx.is_admin() {
         match n.segments.as_slice() {
             [] | [_] => {
@@ -150,6 +151,7 @@ fn parse_network_create(ctx: &Context, item: Map<String, Value>) -> Result<Netwo
         None => vec![],
         Some(v) => to_string_list("availability_zone_hints", &v, 255)?,
     };
+    let dns_domain = f.take("dns_domain").map(|v| to_dns_domain(&v)).transpose()?.unwrap_or_default();
     if !ctx.roles.member {
         return Err(Error::policy("create_network"));
     }
@@ -173,6 +175,7 @@ fn parse_network_create(ctx: &Context, item: Map<String, Value>) -> Result<Netwo
         mtu,
         segments: provider.map(|p| vec![p]).or(segments),
         availability_zone_hints: hints,
+        dns_domain,
     })
 }
 
@@ -190,6 +193,7 @@ fn parse_network_update(ctx: &Context, current: &Network, item: Map<String, Valu
     if let Some(v) = f.take("mtu") {
         upd.mtu = Some(check_mtu(Some(to_int("mtu", &v)?))?);
     }
+    upd.dns_domain = f.take("dns_domain").map(|v| to_dns_domain(&v)).transpose()?;
     if upd.shared.is_some() && !ctx.is_admin() {
         return Err(Error::policy("update_network:shared"));
     }

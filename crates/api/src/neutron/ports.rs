@@ -9,6 +9,7 @@ use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use neutrino_model::dns::{DnsAssignment, dns_assignment};
 use neutrino_model::policy::{Context, Viewer};
 use neutrino_model::resources::*;
 use neutrino_model::{Error, MacAddress, NetworkId, PortId, ResourceKind, Result, SecurityGroupId, SubnetId};
@@ -17,7 +18,8 @@ use serde_json::{Map, Value, json};
 
 use super::query::{ListPage, ListParams, apply, fields_of, select_fields, sort_and_page};
 use super::request::{
-    Fields, Item, MAX_STRING, parse_create, parse_update, to_ip, to_list, to_mac, to_string, to_string_list, to_uuid,
+    Fields, Item, MAX_STRING, parse_create, parse_update, to_dns_domain, to_dns_name, to_ip, to_list, to_mac,
+    to_string, to_string_list, to_uuid,
 };
 use super::spec::PORT;
 use super::{Body, Ctx, created, forbidden, if_match, list_response, no_body, one, path_id, request_base, respond};
@@ -58,6 +60,9 @@ pub struct PortView<'a> {
     #[serde(rename = "binding:vif_details", skip_serializing_if = "Option::is_none")]
     vif_details: Option<&'a Value>,
     ip_allocation: &'a str,
+    dns_name: &'a str,
+    dns_assignment: Vec<DnsAssignment>,
+    dns_domain: &'a str,
     project_id: &'a str,
     tenant_id: &'a str,
     description: &'a str,
@@ -68,7 +73,9 @@ pub struct PortView<'a> {
 }
 
 impl<'a> PortView<'a> {
-    pub fn new(p: &'a Port, ctx: &Context) -> Self {
+    /// The view of `p` for `ctx`; `dns_domain` is the server's, the domain
+    /// of the port's `dns_assignment`.
+    pub fn new(p: &'a Port, ctx: &Context, dns_domain: &str) -> Self {
         let privileged = ctx.is_privileged();
         PortView {
             id: &p.id,
@@ -90,6 +97,9 @@ impl<'a> PortView<'a> {
             vif_type: privileged.then_some(p.binding.vif_type.as_str()),
             vif_details: privileged.then_some(&p.binding.vif_details),
             ip_allocation: &p.ip_allocation,
+            dns_name: &p.dns_name,
+            dns_assignment: dns_assignment(&p.dns_name, &p.fixed_ips, dns_domain),
+            dns_domain: &p.dns_domain,
             project_id: p.project_id.as_str(),
             tenant_id: p.project_id.as_str(),
             description: &p.description,
@@ -101,8 +111,8 @@ impl<'a> PortView<'a> {
     }
 }
 
-pub fn view(p: &Port, ctx: &Context) -> Map<String, Value> {
-    match serde_json::to_value(PortView::new(p, ctx)) {
+pub fn view(app: &App, p: &Port, ctx: &Context) -> Map<String, Value> {
+    match serde_json::to_value(PortView::new(p, ctx, &app.config.dns_domain)) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     }
@@ -115,7 +125,10 @@ fn list_body(app: &App, ports: &[Arc<Port>], ctx: &Context) -> Result<Vec<u8>> {
         ports,
         ctx.is_privileged(),
         |p| (p.id, p.std.revision_number),
-        |p| serde_json::to_string(&PortView::new(p, ctx)).unwrap_or_else(|_| "{}".into()).into(),
+        |p| {
+            let view = PortView::new(p, ctx, &app.config.dns_domain);
+            serde_json::to_string(&view).unwrap_or_else(|_| "{}".into()).into()
+        },
     );
     let mut out = Vec::with_capacity(rendered.iter().map(|r| r.len() + 1).sum::<usize>() + 16);
     out.extend_from_slice(b"{\"ports\": [");
@@ -265,7 +278,9 @@ fn rights(ctx: &Context, network: &Network) -> NetworkRights {
     NetworkRights { operator: ctx.is_privileged() || ctx.is_member_of(&network.project_id) }
 }
 
-fn parse_port_create(ctx: &Context, item: Item) -> Result<PortCreate> {
+/// `server_domain`: the server's `dns_domain`, which FQDN `dns_name`s must
+/// be in.
+fn parse_port_create(ctx: &Context, item: Item, server_domain: &str) -> Result<PortCreate> {
     let project =
         neutrino_model::ProjectId(item.get("project_id").and_then(Value::as_str).unwrap_or_default().to_string());
     let mut f = Fields(item);
@@ -283,6 +298,8 @@ fn parse_port_create(ctx: &Context, item: Item) -> Result<PortCreate> {
     let prof = f.take("binding:profile").map(profile).transpose()?;
     let vnic_type = f.take("binding:vnic_type").map(|v| vnic(&v)).transpose()?;
     let tags = f.take("tags").map(|v| to_string_list("tags", &v, MAX_STRING)).transpose()?.unwrap_or_default();
+    let dns_name = f.take("dns_name").map(|v| to_dns_name(&v, server_domain)).transpose()?.unwrap_or_default();
+    let dns_domain = f.take("dns_domain").map(|v| to_dns_domain(&v)).transpose()?.unwrap_or_default();
     if host.as_ref().is_some_and(|h| !h.is_empty()) && !ctx.is_privileged() {
         return Err(Error::policy("create_port:binding:host_id"));
     }
@@ -307,6 +324,8 @@ fn parse_port_create(ctx: &Context, item: Item) -> Result<PortCreate> {
         binding_profile: prof.unwrap_or_else(|| json!({})),
         binding_vnic_type: vnic_type.unwrap_or_else(|| "normal".into()),
         tags,
+        dns_name,
+        dns_domain,
     })
 }
 
@@ -338,7 +357,7 @@ fn check_create_policy(ctx: &Context, network: &Network, req: &PortCreate) -> Re
     Ok(())
 }
 
-fn parse_port_update(ctx: &Context, network: &Network, item: Item) -> Result<PortUpdate> {
+fn parse_port_update(ctx: &Context, network: &Network, item: Item, server_domain: &str) -> Result<PortUpdate> {
     let r = rights(ctx, network);
     let mut f = Fields(item);
     let mut upd = PortUpdate {
@@ -359,6 +378,8 @@ fn parse_port_update(ctx: &Context, network: &Network, item: Item) -> Result<Por
         f.take("binding:host_id").map(|v| to_string("binding:host_id", &v, MAX_STRING)).transpose()?;
     upd.binding_profile = f.take("binding:profile").map(profile).transpose()?;
     upd.binding_vnic_type = f.take("binding:vnic_type").map(|v| vnic(&v)).transpose()?;
+    upd.dns_name = f.take("dns_name").map(|v| to_dns_name(&v, server_domain)).transpose()?;
+    upd.dns_domain = f.take("dns_domain").map(|v| to_dns_domain(&v)).transpose()?;
     if (upd.binding_host_id.is_some() || upd.binding_profile.is_some()) && !ctx.is_privileged() {
         return Err(Error::policy("update_port:binding:host_id"));
     }
@@ -463,20 +484,21 @@ async fn list(
         // Sort and page the records; render only the page.
         let base = request_base(&app, &headers, &uri);
         let (page, links) = sort_and_page(ports, &params, &base, |p, key| sort_key(p, key))?;
-        let items = page.iter().map(|p| Value::Object(select_fields(view(p, &ctx), &params.fields))).collect();
+        let items = page.iter().map(|p| Value::Object(select_fields(view(&app, p, &ctx), &params.fields))).collect();
         return Ok(list_response(&PORT, ListPage { items, links }));
     }
     let special = |v: &Map<String, Value>, name: &str, values: &[String]| -> Result<Option<bool>> {
         if name == "fixed_ips" { fixed_ips_filter(v, values).map(Some) } else { Ok(None) }
     };
-    let views = ports.iter().map(|p| view(p, &ctx)).collect();
+    let views = ports.iter().map(|p| view(&app, p, &ctx)).collect();
     let page = apply(views, &PORT, &params, &request_base(&app, &headers, &uri), &special)?;
     Ok(list_response(&PORT, page))
 }
 
 async fn create(State(app): State<Arc<App>>, ctx: Ctx, Body(body): Body) -> ApiResult<Response> {
     let (items, bulk) = parse_create(&body, &PORT, &ctx)?;
-    let requests = items.into_iter().map(|i| parse_port_create(&ctx, i)).collect::<Result<Vec<_>>>()?;
+    let domain = &app.config.dns_domain;
+    let requests = items.into_iter().map(|i| parse_port_create(&ctx, i, domain)).collect::<Result<Vec<_>>>()?;
     // Admins and services may do anything a port create asks for; only
     // others need the network to decide (and the store reports a missing
     // network either way).
@@ -493,13 +515,13 @@ async fn create(State(app): State<Arc<App>>, ctx: Ctx, Body(body): Body) -> ApiR
         struct One<'a> {
             port: PortView<'a>,
         }
-        let body =
-            serde_json::to_vec(&One { port: PortView::new(port, &ctx) }).map_err(|e| Error::Internal(e.to_string()))?;
+        let port = PortView::new(port, &ctx, &app.config.dns_domain);
+        let body = serde_json::to_vec(&One { port }).map_err(|e| Error::Internal(e.to_string()))?;
         return Ok(
             (StatusCode::CREATED, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
         );
     }
-    Ok(created(&PORT, ports.iter().map(|p| view(p, &ctx)).collect(), bulk))
+    Ok(created(&PORT, ports.iter().map(|p| view(&app, p, &ctx)).collect(), bulk))
 }
 
 async fn show(
@@ -510,7 +532,7 @@ async fn show(
 ) -> ApiResult<Response> {
     let id: PortId = path_id(&id, ResourceKind::Port)?;
     let p = app.store.get_port(&ctx.viewer(), &id).await?;
-    Ok(respond(StatusCode::OK, one("port", view(&p, &ctx), &fields_of(q.as_deref()))))
+    Ok(respond(StatusCode::OK, one("port", view(&app, &p, &ctx), &fields_of(q.as_deref()))))
 }
 
 async fn update(
@@ -526,14 +548,14 @@ async fn update(
     if !(ctx.is_privileged() || ctx.is_member_of(&current.project_id) || ctx.is_member_of(&network.project_id)) {
         return Err(forbidden("update_port"));
     }
-    let upd = parse_port_update(&ctx, &network, parse_update(&body, &PORT)?)?;
+    let upd = parse_port_update(&ctx, &network, parse_update(&body, &PORT)?, &app.config.dns_domain)?;
     if !ctx.is_privileged() && (upd.device_owner.is_some() || upd.device_id.is_some()) {
         let owner = upd.device_owner.as_deref().unwrap_or(&current.device_owner);
         let device = upd.device_id.as_deref().unwrap_or(&current.device_id);
         check_router_device(&app, &ctx, owner, device).await?;
     }
     let p = app.store.update_port(&id, upd, if_match(&headers)?).await?;
-    Ok(respond(StatusCode::OK, one("port", view(&p, &ctx), &[])))
+    Ok(respond(StatusCode::OK, one("port", view(&app, &p, &ctx), &[])))
 }
 
 async fn delete(

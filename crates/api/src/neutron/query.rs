@@ -166,6 +166,7 @@ fn normalise(kind: FilterKind, name: &str, raw: &str) -> Result<Value> {
         FilterKind::Ip if !raw.is_empty() => {
             Value::String(parse_ip(raw).map(|ip| ip.to_string()).unwrap_or_else(|| raw.to_string()))
         }
+        FilterKind::Lower => Value::String(neutrino_model::dns::lowercase(raw)),
         _ => Value::String(raw.to_string()),
     })
 }

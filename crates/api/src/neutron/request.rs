@@ -191,6 +191,27 @@ pub fn to_string(name: &str, v: &Value, max: usize) -> Result<String> {
     }
 }
 
+/// A string attribute whose case does not matter (Neutron's
+/// `convert_string_to_case_insensitive`): anything but a string is refused
+/// as invalid input. The caller's validator lower-cases it.
+pub fn to_case_insensitive(name: &str, v: &Value) -> Result<String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(Error::InvalidInput(format!("{name} must be a string, not {}", show(other)))),
+    }
+}
+
+/// A `dns_name` (`dns-integration`), checked against the server's
+/// `dns_domain` and lower-cased.
+pub fn to_dns_name(v: &Value, server_domain: &str) -> Result<String> {
+    neutrino_model::dns::validate_dns_name(&to_case_insensitive("dns_name", v)?, server_domain)
+}
+
+/// A `dns_domain` of a network or port, checked and lower-cased.
+pub fn to_dns_domain(v: &Value) -> Result<String> {
+    neutrino_model::dns::validate_dns_domain("dns_domain", &to_case_insensitive("dns_domain", v)?)
+}
+
 pub fn to_ip(name: &str, v: &Value) -> Result<IpAddr> {
     let Value::String(s) = v else {
         return Err(Error::attr(name, format!("'{}' is not a valid IP address", show(v))));

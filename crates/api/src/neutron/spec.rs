@@ -10,6 +10,9 @@ pub enum FilterKind {
     No,
     /// Exact string match.
     Text,
+    /// String match after lower-casing the filter value, for attributes
+    /// stored in lower case (DNS names and domains).
+    Lower,
     Bool,
     Int,
     /// MAC addresses, compared in canonical form.
@@ -108,6 +111,8 @@ pub const NETWORK: ResourceSpec = ResourceSpec {
         attr("availability_zone_hints", true, false, No, true),
         attr("availability_zones", false, false, No, false),
         attr("l2_adjacency", false, false, No, false),
+        // `dns-integration`
+        attr("dns_domain", true, true, Lower, false),
     ],
 };
 
@@ -189,6 +194,10 @@ pub const PORT: ResourceSpec = ResourceSpec {
         attr("binding:vif_type", false, false, Text, false),
         attr("binding:vif_details", false, false, No, false),
         attr("ip_allocation", false, false, Text, true),
+        // `dns-integration`, `dns-domain-ports`
+        attr("dns_name", true, true, Lower, false),
+        attr("dns_assignment", false, false, No, false),
+        attr("dns_domain", true, true, Lower, false),
         // Ports alone may be tagged while being created.
         attr("tags", true, false, Special, false),
     ],

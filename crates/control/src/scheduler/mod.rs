@@ -174,6 +174,8 @@ pub async fn execute(store: &dyn Store, actions: Vec<Action>) -> Result<usize> {
                     binding_profile: serde_json::json!({}),
                     binding_vnic_type: "normal".into(),
                     tags: vec![],
+                    dns_name: String::new(),
+                    dns_domain: String::new(),
                 }])
                 .await
                 .map(|_| ()),

@@ -69,6 +69,7 @@ fn router_port(router: RouterId, owner: &str, host: &str) -> PortRec {
             allowed_address_pairs: vec![],
             security_groups: vec![],
         }),
+        dns_name: String::new(),
     }
 }
 

@@ -86,6 +86,7 @@ fn dhcp_port(net: NetworkId, host: &str, fixed: Vec<FixedIp>) -> PortRec {
             allowed_address_pairs: vec![],
             security_groups: vec![],
         }),
+        dns_name: String::new(),
     }
 }
 

@@ -91,6 +91,7 @@ pub fn dhcp_entry(rec: &PortRec) -> Option<DhcpHost> {
         network_id: rec.view.network_id,
         mac: rec.view.mac,
         ips: rec.view.fixed_ips.clone(),
+        dns_name: rec.dns_name.clone(),
     })
 }
 
@@ -132,7 +133,14 @@ pub fn dhcp_service(
             })
         })
         .collect();
-    Some(DhcpService { port_id, mac: port.view.mac, mtu: net.mtu, lease_seconds: cloud.lease_seconds, subnets })
+    Some(DhcpService {
+        port_id,
+        mac: port.view.mac,
+        mtu: net.mtu,
+        lease_seconds: cloud.lease_seconds,
+        subnets,
+        dns_domain: cloud.dns_domain.clone(),
+    })
 }
 
 /// The sections a host's view is made of that belong to it alone (small:

@@ -57,6 +57,7 @@ fn port(network: NetworkId, host: &str, ips: &[(SubnetId, &str)], owner: &str, d
             allowed_address_pairs: vec![],
             security_groups: vec![],
         }),
+        dns_name: String::new(),
     }
 }
 

@@ -67,6 +67,7 @@ fn port(network: NetworkId, subnet: SubnetId, host: &str, ip: &str, mac: u8, own
             allowed_address_pairs: vec![],
             security_groups: vec![],
         }),
+        dns_name: String::new(),
     }
 }
 
@@ -185,6 +186,8 @@ fn bad_rows_are_errors_that_name_the_row() {
         extra_dhcp_opts: vec![],
         binding: Binding::default(),
         ip_allocation: "immediate".into(),
+        dns_name: String::new(),
+        dns_domain: String::new(),
         std: StandardAttrs::default(),
     };
     let err = PortRec::from_model(&p).unwrap_err();
@@ -219,6 +222,7 @@ fn bad_rows_are_errors_that_name_the_row() {
         subnets: vec![],
         has_segment_subnets: false,
         availability_zones: vec![],
+        dns_domain: String::new(),
         std: StandardAttrs::default(),
     };
     let err = NetRec::from_model(&n).unwrap_err();

@@ -84,6 +84,26 @@ impl Machine {
         )
     }
 
+    /// The head of a lab benchmark's section: its title, the command, the
+    /// commit, the machine with the load around the run, and what shared
+    /// the machine (`lab`).
+    pub(crate) fn lab_header(&self, title: &str, lab: &str) -> String {
+        format!(
+            "### {title} of {}\n\n- command: `{}`\n- commit: {} ({} build)\n- machine: {} CPUs, {}, {:.1} GiB RAM, \
+             Linux {}; load average {} before, {} after\n- lab: {lab}\n\n",
+            self.date,
+            super::command_line(),
+            self.commit,
+            self.build,
+            self.nproc,
+            self.cpu,
+            self.memory_gib,
+            self.kernel,
+            self.load_before,
+            self.load_after
+        )
+    }
+
     pub(crate) fn probe() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo

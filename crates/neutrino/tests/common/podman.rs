@@ -49,7 +49,9 @@ impl Podman {
         let root = self.dir.path().join("image");
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "ip", "ping", "sleep", "nc", "hostname", "cat", "nslookup", "wget", "httpd", "echo"] {
+        for applet in
+            ["sh", "ip", "ping", "sleep", "nc", "hostname", "cat", "nslookup", "wget", "httpd", "echo", "mkdir"]
+        {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
         let tar = self.dir.path().join("image.tar");
@@ -111,12 +113,18 @@ impl Podman {
     /// `podman run -d` of a container that sleeps, on `networks`, with
     /// `extra` options; returns its id.
     pub async fn start(&self, name: &str, networks: &[&str], extra: &[&str]) -> Result<String, String> {
+        self.run(name, networks, extra, &["sleep", "3600"]).await
+    }
+
+    /// `podman run -d` of `command` on `networks`; returns the id.
+    pub async fn run(&self, name: &str, networks: &[&str], extra: &[&str], command: &[&str]) -> Result<String, String> {
         let nets = networks.join(",");
         let mut args =
             vec!["run", "-d", "--name", name, "--hostname", name, "--network", &nets, "--cap-add", "NET_RAW"];
         args.extend(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]);
         args.extend(extra);
-        args.extend([IMAGE, "sleep", "3600"]);
+        args.push(IMAGE);
+        args.extend(command);
         let out = self.podman(&args).await;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())

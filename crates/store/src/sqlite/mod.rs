@@ -84,6 +84,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "agents", include_str!("../../migrations/sqlite/0004_agents.sql")),
     (5, "change feed", include_str!("../../migrations/sqlite/0005_feed.sql")),
     (6, "agent state", include_str!("../../migrations/sqlite/0006_agent_state.sql")),
+    (7, "dns", include_str!("../../migrations/sqlite/0007_dns.sql")),
 ];
 
 impl SqliteStore {

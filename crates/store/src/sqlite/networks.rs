@@ -75,8 +75,9 @@ impl SqliteStore {
             };
             sqlx::query(
                 "INSERT INTO networks (id, seq, project_id, name, description, admin_state_up, status, mtu, \
-                 port_security_enabled, az_hints, created_at, updated_at, revision_number) \
-                 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM networks), $2, $3, $4, $5, 'ACTIVE', $6, $7, $8, $9, $9, 1)",
+                 port_security_enabled, az_hints, created_at, updated_at, revision_number, dns_domain) \
+                 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM networks), $2, $3, $4, $5, 'ACTIVE', $6, $7, $8, $9, $9, 1, \
+                 $10)",
             )
             .bind(id.to_string())
             .bind(req.project_id.as_str())
@@ -87,6 +88,7 @@ impl SqliteStore {
             .bind(req.port_security_enabled)
             .bind(to_json(&req.availability_zone_hints))
             .bind(&now)
+            .bind(&req.dns_domain)
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
@@ -220,7 +222,7 @@ impl SqliteStore {
         }
         sqlx::query(
             "UPDATE networks SET name = $1, description = $2, admin_state_up = $3, port_security_enabled = $4, \
-             mtu = $5, updated_at = $6, revision_number = revision_number + 1 WHERE id = $7",
+             mtu = $5, updated_at = $6, revision_number = revision_number + 1, dns_domain = $8 WHERE id = $7",
         )
         .bind(upd.name.as_ref().unwrap_or(&current.name))
         .bind(upd.description.as_ref().unwrap_or(&current.description))
@@ -229,6 +231,7 @@ impl SqliteStore {
         .bind(mtu)
         .bind(&now)
         .bind(&nid)
+        .bind(upd.dns_domain.as_ref().unwrap_or(&current.dns_domain))
         .execute(&mut *tx)
         .await
         .map_err(internal)?;

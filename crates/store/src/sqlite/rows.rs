@@ -74,7 +74,7 @@ pub(crate) async fn load_segments(conn: &mut SqliteConnection, w: &Where) -> Res
 fn network_cols() -> String {
     format!(
         "n.id, n.project_id, n.name, n.description, n.admin_state_up, n.status, n.mtu, \
-         n.port_security_enabled, n.az_hints, n.tags, n.created_at, n.updated_at, n.revision_number, \
+         n.port_security_enabled, n.az_hints, n.dns_domain, n.tags, n.created_at, n.updated_at, n.revision_number, \
          (SELECT {} FROM network_rbacs r WHERE r.network_id = n.id) AS rbac, \
          (SELECT {} FROM subnets s WHERE s.network_id = n.id) AS subnet_ids, \
          EXISTS (SELECT 1 FROM subnets s WHERE s.network_id = n.id AND s.segment_id IS NOT NULL) AS segment_subnets, \
@@ -106,6 +106,7 @@ pub(crate) async fn load_networks(conn: &mut SqliteConnection, w: &Where) -> Res
             mtu: get(row, "mtu")?,
             port_security_enabled: get(row, "port_security_enabled")?,
             availability_zone_hints: from_json(&get::<String>(row, "az_hints")?)?,
+            dns_domain: get(row, "dns_domain")?,
             rbac: rbac
                 .split(',')
                 .filter_map(|g| g.split_once(' '))
@@ -267,7 +268,7 @@ const PORT_COLS: &str = "p.id, p.project_id, p.network_id, p.name, p.description
      p.mac_address, p.device_id, p.device_owner, p.status, p.port_security_enabled, \
      p.allowed_address_pairs, p.extra_dhcp_opts, p.binding_host_id, p.binding_profile, \
      p.binding_vnic_type, p.binding_vif_type, p.binding_vif_details, p.ip_allocation, \
-     p.tags, p.created_at, p.updated_at, p.revision_number";
+     p.dns_name, p.dns_domain, p.tags, p.created_at, p.updated_at, p.revision_number";
 
 fn port_from_row(row: &SqliteRow) -> Result<Port> {
     Ok(Port {
@@ -294,6 +295,8 @@ fn port_from_row(row: &SqliteRow) -> Result<Port> {
             vif_details: from_json(&get::<String>(row, "binding_vif_details")?)?,
         },
         ip_allocation: get(row, "ip_allocation")?,
+        dns_name: get(row, "dns_name")?,
+        dns_domain: get(row, "dns_domain")?,
         std: std_attrs(row)?,
     })
 }

@@ -25,6 +25,7 @@ pub fn network_request(name: &str) -> NetworkCreate {
         mtu: None,
         segments: None,
         availability_zone_hints: vec![],
+        dns_domain: String::new(),
     }
 }
 
@@ -69,6 +70,8 @@ pub fn port_request(network: &Network) -> PortCreate {
         binding_profile: serde_json::json!({}),
         binding_vnic_type: "normal".into(),
         tags: vec![],
+        dns_name: String::new(),
+        dns_domain: String::new(),
     }
 }
 

@@ -119,6 +119,8 @@ fn service_port(
         binding_profile: serde_json::json!({}),
         binding_vnic_type: "normal".into(),
         tags: Vec::new(),
+        dns_name: String::new(),
+        dns_domain: String::new(),
     }
 }
 

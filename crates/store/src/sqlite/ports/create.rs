@@ -200,9 +200,10 @@ impl SqliteStore {
                     "INSERT INTO ports (id, seq, project_id, network_id, name, description, admin_state_up, \
                      mac_address, device_id, device_owner, status, port_security_enabled, allowed_address_pairs, \
                      extra_dhcp_opts, binding_host_id, binding_profile, binding_vnic_type, binding_vif_type, \
-                     binding_vif_details, ip_allocation, tags, created_at, updated_at, revision_number) \
+                     binding_vif_details, ip_allocation, tags, created_at, updated_at, revision_number, dns_name, \
+                     dns_domain) \
                      VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ports), $2, $3, $4, $5, $6, $7, $8, $9, \
-                     $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $21, 1)",
+                     $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $21, 1, $22, $23)",
                 )
                 .bind(pid.clone())
                 .bind(req.project_id.to_string())
@@ -224,7 +225,9 @@ impl SqliteStore {
                 .bind(to_json(&binding.vif_details))
                 .bind(ip_allocation)
                 .bind(to_json(&tags))
-                .bind(now.to_string());
+                .bind(now.to_string())
+                .bind(req.dns_name.clone())
+                .bind(req.dns_domain.clone());
             for (i, f) in fixed.iter().enumerate() {
                 allocation_statement(&mut batch, &f.subnet_id, f.ip_address, &pid, &network_id, i as i64 + 1);
             }
@@ -291,6 +294,8 @@ impl SqliteStore {
             extra_dhcp_opts: req.extra_dhcp_opts,
             binding,
             ip_allocation: ip_allocation.into(),
+            dns_name: req.dns_name,
+            dns_domain: req.dns_domain,
             std: StandardAttrs { created_at: now.into(), updated_at: now.into(), revision_number: 1, tags },
         })
     }

@@ -175,7 +175,8 @@ impl SqliteStore {
             "UPDATE ports SET name = $1, description = $2, admin_state_up = $3, mac_address = $4, device_id = $5, \
              device_owner = $6, status = $7, port_security_enabled = $8, allowed_address_pairs = $9, extra_dhcp_opts = $10, \
              binding_host_id = $11, binding_profile = $12, binding_vnic_type = $13, binding_vif_type = $14, \
-             binding_vif_details = $15, updated_at = $16, revision_number = revision_number + 1 WHERE id = $17",
+             binding_vif_details = $15, updated_at = $16, revision_number = revision_number + 1, dns_name = $18, \
+             dns_domain = $19 WHERE id = $17",
         )
         .bind(upd.name.as_ref().unwrap_or(&current.name))
         .bind(upd.description.as_ref().unwrap_or(&current.description))
@@ -194,6 +195,8 @@ impl SqliteStore {
         .bind(to_json(&binding.vif_details))
         .bind(&now)
         .bind(id.to_string())
+        .bind(upd.dns_name.as_ref().unwrap_or(&current.dns_name))
+        .bind(upd.dns_domain.as_ref().unwrap_or(&current.dns_domain))
         .execute(&mut **tx)
         .await
         .map_err(|e| {
