@@ -27,7 +27,7 @@ use hickory_proto::rr::{Name, RecordType};
 use neutrino_lab::{Lab, LabConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::bench::{Machine, loadavg, write_section};
 use crate::bench_routers::{LabBenchError, call, id, ms, pct, percentile_row};
@@ -183,8 +183,21 @@ async fn measure(args: &ContainersBenchArgs, lab: &Lab, bin: &Path) -> Result<Re
     let script = script.display().to_string();
     let mut sandboxes = Sandboxes(Vec::new());
 
-    // 1. One after the other.
+    // 1. One after the other; the pinger runs all along (started once,
+    // it is handed each address as soon as ADD returns).
     let (mut total, mut add, mut unanswered) = (Vec::new(), Vec::new(), 0);
+    let mut pinger = lab.command("neighbour", &["python3", &script, "5", "-"])?;
+    pinger.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).kill_on_drop(true);
+    let mut pinger = pinger.spawn().map_err(LabBenchError::io("cannot run the pinger"))?;
+    let mut to_pinger = pinger.stdin.take().ok_or_else(|| LabBenchError::NotReady("pinger stdin".into()))?;
+    let mut from_pinger = tokio::io::BufReader::new(
+        pinger.stdout.take().ok_or_else(|| LabBenchError::NotReady("pinger stdout".into()))?,
+    )
+    .lines();
+    let mut answer = async || from_pinger.next_line().await.ok().flatten().unwrap_or_default();
+    if answer().await != "ready" {
+        return Err(LabBenchError::NotReady("the pinger did not start".into()));
+    }
     for i in 0..args.containers {
         let ns = format!("{}s{i}", args.prefix);
         netns_add(&ns).await?;
@@ -192,14 +205,16 @@ async fn measure(args: &ContainersBenchArgs, lab: &Lab, bin: &Path) -> Result<Re
         let t0 = Instant::now();
         let ip = plugin.add(&ns, &format!("seq{i}")).await?;
         let t_add = t0.elapsed();
-        let out = lab.exec("neighbour", &["python3", &script, "5", &ip.to_string()]).await?;
-        if String::from_utf8_lossy(&out.stdout).starts_with("timeout") {
+        to_pinger.write_all(format!("{ip}\n").as_bytes()).await.map_err(LabBenchError::io("pinger"))?;
+        if answer().await.starts_with("timeout") {
             unanswered += 1;
         } else {
             total.push(t0.elapsed());
             add.push(t_add);
         }
     }
+    drop(to_pinger);
+    let _ = pinger.kill().await;
     total.sort();
     add.sort();
 

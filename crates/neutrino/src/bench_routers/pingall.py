@@ -1,7 +1,11 @@
 """pingall.py TIMEOUT ADDRESS...: ICMP echo to every address not yet
 answered, every 10 ms, until each answered once. Prints the milliseconds
 until the last answer, or "timeout N" with N still unanswered. Root (raw
-socket); run inside the namespace that should reach the addresses."""
+socket); run inside the namespace that should reach the addresses.
+
+pingall.py TIMEOUT -: the same for each line of stdin in turn (a list of
+addresses), printing one result line per input line, so that a caller
+timing many rounds does not pay for starting the pinger in each."""
 import os
 import select
 import socket
@@ -26,9 +30,17 @@ def echo(ident, seq):
 
 def main():
     timeout = float(sys.argv[1])
-    pending = set(sys.argv[2:])
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.setblocking(False)
+    if sys.argv[2:] == ["-"]:
+        print("ready", flush=True)
+        for line in sys.stdin:
+            round_trip(sock, timeout, set(line.split()))
+    else:
+        round_trip(sock, timeout, set(sys.argv[2:]))
+
+
+def round_trip(sock, timeout, pending):
     ident = os.getpid() & 0xFFFF
     start = time.monotonic()
     seq = 0
@@ -36,7 +48,7 @@ def main():
     while pending:
         now = time.monotonic()
         if now - start > timeout:
-            print("timeout %d" % len(pending))
+            print("timeout %d" % len(pending), flush=True)
             return
         seq = (seq + 1) & 0xFFFF
         for address in pending:
@@ -57,7 +69,7 @@ def main():
             if kind == 0 and rid == ident and source in pending:
                 pending.discard(source)
                 last = time.monotonic()
-    print("%.1f" % ((last - start) * 1000))
+    print("%.1f" % ((last - start) * 1000), flush=True)
 
 
 main()
