@@ -125,6 +125,9 @@ struct UpArgs {
     /// Hosts h1..hN are network hosts (routers go there); h1 is also the DHCP host.
     #[arg(long, default_value_t = 1)]
     network_hosts: usize,
+    /// Run the controller as `neutrino server --agent` (it is a compute host too).
+    #[arg(long)]
+    controller_agent: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -182,6 +185,7 @@ pub async fn run(args: LabArgs) -> crate::Result<()> {
             config.server_args = up.server_args;
             config.agent_args = up.agent_args;
             config.network_hosts = up.network_hosts;
+            config.controller_agent = up.controller_agent;
             let lab = Lab::up(config).await?;
             println!(
                 "lab {} is up: {} host(s), server {} in namespace {}",

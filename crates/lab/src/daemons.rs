@@ -37,6 +37,9 @@ pub struct AgentStatus {
     pub nft_ops: u64,
 }
 
+/// The controller's host name when it runs an agent (`controller_agent`).
+pub const CONTROLLER_HOST: &str = "controller";
+
 pub(crate) fn agent_name(i: usize) -> String {
     format!("agent-{}", topology::host_name(i))
 }
@@ -58,6 +61,24 @@ impl Lab {
             "--public-url".into(),
             url,
         ];
+        if self.state.controller_agent {
+            args.extend(
+                [
+                    "--agent",
+                    "--agent-host",
+                    CONTROLLER_HOST,
+                    "--agent-roles",
+                    "compute",
+                    "--agent-tunnel-ip",
+                    &topology::CONTROLLER_IP.to_string(),
+                    "--agent-netns-prefix",
+                    &format!("{}-", self.topo.controller()),
+                    "--agent-cni-socket",
+                    &self.controller_cni_socket().display().to_string(),
+                ]
+                .map(String::from),
+            );
+        }
         args.extend(self.state.server_args.iter().cloned());
         let spec = Spec {
             name: SERVER,
@@ -128,6 +149,12 @@ impl Lab {
     /// SIGTERMs the server (a clean stop) and waits until it is gone.
     pub fn stop_server(&self) {
         self.stop(SERVER, Signal::SIGTERM);
+    }
+
+    /// Where the controller's agent (`controller_agent`) serves the CNI
+    /// plugin.
+    pub fn controller_cni_socket(&self) -> PathBuf {
+        self.run_dir.join("controller-cni.sock")
     }
 
     /// Where host `i`'s agent serves the CNI plugin (`agent_socket` of a

@@ -51,6 +51,10 @@ pub struct LabConfig {
     /// Hosts h1..hN run with the network role (routers are scheduled
     /// there); h1 is also the DHCP host. Default 1.
     pub network_hosts: usize,
+    /// Start the controller as `neutrino server --agent`: the controller
+    /// is a compute host too (host `controller`, VXLAN endpoint on the
+    /// underlay, CNI socket [`Lab::controller_cni_socket`]).
+    pub controller_agent: bool,
 }
 
 impl LabConfig {
@@ -70,6 +74,7 @@ impl LabConfig {
             server_args: Vec::new(),
             agent_args: Vec::new(),
             network_hosts: 1,
+            controller_agent: false,
         }
     }
 }
@@ -142,6 +147,7 @@ impl Lab {
             server_args: config.server_args.clone(),
             agent_args: config.agent_args.clone(),
             network_hosts: config.network_hosts,
+            controller_agent: config.controller_agent,
             owner: None,
         };
         // From here on, dropping `lab` tears down whatever exists.

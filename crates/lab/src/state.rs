@@ -28,6 +28,10 @@ pub struct LabState {
     /// Hosts h1..hN are network hosts (routers); h1 is also the DHCP host.
     #[serde(default = "one")]
     pub network_hosts: usize,
+    /// The controller runs `neutrino server --agent`: the server and the
+    /// controller host's agent in one process (one machine, one command).
+    #[serde(default)]
+    pub controller_agent: bool,
     /// The process whose `Lab` tears this lab down when dropped, if any.
     /// When it died without doing so, the lab is stale (see `reap_stale`).
     pub owner: Option<Owner>,
@@ -116,6 +120,7 @@ mod tests {
             server_args: Vec::new(),
             agent_args: Vec::new(),
             network_hosts: 1,
+            controller_agent: false,
             owner: None,
         };
         let text: String = state.env_vars().iter().map(|(k, v)| format!("{k}={v}\n")).collect();

@@ -190,10 +190,9 @@ async fn measure(args: &ContainersBenchArgs, lab: &Lab, bin: &Path) -> Result<Re
     pinger.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).kill_on_drop(true);
     let mut pinger = pinger.spawn().map_err(LabBenchError::io("cannot run the pinger"))?;
     let mut to_pinger = pinger.stdin.take().ok_or_else(|| LabBenchError::NotReady("pinger stdin".into()))?;
-    let mut from_pinger = tokio::io::BufReader::new(
-        pinger.stdout.take().ok_or_else(|| LabBenchError::NotReady("pinger stdout".into()))?,
-    )
-    .lines();
+    let mut from_pinger =
+        tokio::io::BufReader::new(pinger.stdout.take().ok_or_else(|| LabBenchError::NotReady("pinger stdout".into()))?)
+            .lines();
     let mut answer = async || from_pinger.next_line().await.ok().flatten().unwrap_or_default();
     if answer().await != "ready" {
         return Err(LabBenchError::NotReady("the pinger did not start".into()));

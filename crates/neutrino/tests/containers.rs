@@ -393,3 +393,31 @@ async fn the_plugin_binary_against_a_real_agent_in_every_version() {
     .await;
     lab.down().unwrap();
 }
+
+#[tokio::test]
+async fn a_controller_started_as_server_and_agent_hosts_containers() {
+    // One machine, one command: the lab's controller is `neutrino server
+    // --agent`, a compute host of its own next to h1.
+    let Some(lab) = common::labnet::lab_from('o', 1, 1, |c| c.controller_agent = true).await else { return };
+    eventually(Duration::from_secs(30), "the controller's agent alive", || async {
+        let agents = get(&lab, "/v2.0/agents?host=controller").await;
+        agents["agents"].as_array().is_some_and(|a| a.iter().any(|x| x["alive"] == true))
+    })
+    .await;
+    selfservice(&lab, "cnet", "10.55.0.0/24", None, None).await;
+    let here = Podman::in_netns(lab.topology().controller(), lab.controller_cni_socket()).await;
+    let there = Podman::on(&lab, 1).await;
+    for p in [&here, &there] {
+        p.network("cnet", "cnet", "admin", json!({}));
+    }
+    let c0 = here.start("c0", &["cnet"], &[]).await.expect("a container on the controller");
+    let c1 = there.start("c1", &["cnet"], &[]).await.expect("a container on h1");
+    let port0 = ports_of(&lab, &c0).await.pop().unwrap();
+    assert_eq!(port0["binding:host_id"], "controller");
+    assert_eq!(port0["status"], "ACTIVE");
+    let ip1 = ip_of(&ports_of(&lab, &c1).await[0], false);
+    let ping = here.exec("c0", &["ping", "-c", "2", "-W", "2", &ip1]).await;
+    assert!(ping.status.success(), "controller to h1 over VXLAN: {}", text(&ping));
+    drop((here, there));
+    lab.down().unwrap();
+}

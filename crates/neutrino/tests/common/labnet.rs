@@ -29,6 +29,16 @@ pub async fn lab(tag: char, hosts: usize, network_hosts: usize) -> Option<Lab> {
 
 /// [`lab`], with extra arguments for every agent.
 pub async fn lab_with(tag: char, hosts: usize, network_hosts: usize, agent_args: &[&str]) -> Option<Lab> {
+    lab_from(tag, hosts, network_hosts, |c| c.agent_args = agent_args.iter().map(|a| a.to_string()).collect()).await
+}
+
+/// [`lab`], with its configuration changed by `tweak` before it starts.
+pub async fn lab_from(
+    tag: char,
+    hosts: usize,
+    network_hosts: usize,
+    tweak: impl FnOnce(&mut LabConfig),
+) -> Option<Lab> {
     if !super::lab_allowed() {
         return None;
     }
@@ -43,7 +53,7 @@ pub async fn lab_with(tag: char, hosts: usize, network_hosts: usize, agent_args:
     config.run_root = super::lab_run_root();
     config.network_hosts = network_hosts;
     config.server_args = vec!["--config".into(), conf.display().to_string()];
-    config.agent_args = agent_args.iter().map(|a| a.to_string()).collect();
+    tweak(&mut config);
     Some(Lab::up(config).await.expect("lab up"))
 }
 

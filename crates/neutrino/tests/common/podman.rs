@@ -27,6 +27,12 @@ pub struct Podman {
 impl Podman {
     /// A podman of its own on lab host `host` (1-based).
     pub async fn on(lab: &Lab, host: usize) -> Podman {
+        Podman::in_netns(lab.topology().host(host), lab.cni_socket(host)).await
+    }
+
+    /// A podman of its own in namespace `netns`, whose agent serves CNI on
+    /// `socket` (the controller of a lab with `controller_agent`).
+    pub async fn in_netns(netns: String, socket: PathBuf) -> Podman {
         let dir = tempfile::Builder::new().prefix("neutrino-podman-").tempdir().unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
@@ -40,7 +46,7 @@ impl Podman {
             nets = dir.path().join("net.d").display()
         );
         std::fs::write(dir.path().join("containers.conf"), conf).unwrap();
-        let podman = Podman { netns: lab.topology().host(host), socket: lab.cni_socket(host), dir };
+        let podman = Podman { netns, socket, dir };
         podman.import_image().await;
         podman
     }
