@@ -243,7 +243,11 @@ async fn shutdown_signal() {
 fn main() {
     let name = std::env::args_os().next().map(std::path::PathBuf::from);
     let called = name.as_deref().and_then(std::path::Path::file_name).and_then(|n| n.to_str()).unwrap_or("neutrino");
-    if called != "neutrino" && std::env::var_os("CNI_COMMAND").is_some() {
+    // A runtime runs a plugin with CNI_COMMAND set and no arguments, under
+    // the name the config's `type` gives (`neutrino-cni`, or even
+    // `neutrino`); the command line always has a subcommand.
+    let bare = std::env::args_os().len() == 1;
+    if (called != "neutrino" || bare) && std::env::var_os("CNI_COMMAND").is_some() {
         std::process::exit(neutrino_cni::plugin::main());
     }
     cli_main();

@@ -62,6 +62,20 @@ fn version_lists_the_supported_versions_in_the_asked_one() {
 }
 
 #[test]
+fn the_binary_is_the_plugin_under_any_name_a_config_type_gives() {
+    // `"type": "neutrino"`: the binary under its own name, run without
+    // arguments, is still the plugin; with a subcommand it is the CLI.
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("neutrino");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_neutrino"), &plugin).unwrap();
+    let (ok, out) = invoke(&plugin, "VERSION", &[], r#"{"cniVersion": "1.0.0"}"#);
+    assert!(ok);
+    assert_eq!(out.unwrap()["supportedVersions"], json!(VERSIONS));
+    let cli = Command::new(&plugin).arg("--version").env("CNI_COMMAND", "VERSION").output().unwrap();
+    assert!(String::from_utf8_lossy(&cli.stdout).starts_with("neutrino"), "{cli:?}");
+}
+
+#[test]
 fn without_an_agent_add_fails_fast_and_status_says_not_available() {
     let (dir, plugin) = plugin_dir();
     let socket = dir.path().join("agent.sock");
