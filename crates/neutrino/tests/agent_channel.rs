@@ -390,3 +390,65 @@ async fn agents_make_find_and_remove_container_ports() {
     t.get(&format!("/v2.0/ports/{}", made.port_id), &t.admin).await.expect(404);
     assert!(client.container_attachments().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn container_ports_are_published_on_floating_ips() {
+    use neutrino_proto::containers::{AttachmentKey, ContainerAttach, Published};
+    let t = server().await;
+    let ext = t.network(&t.admin, json!({"name": "public", "router:external": true})).await;
+    t.subnet(&t.admin, &id(&ext), "203.0.113.0/24", json!({"enable_dhcp": false})).await;
+    let net = t.network(&t.admin, json!({"name": "web"})).await;
+    let subnet = t.subnet(&t.admin, &id(&net), "10.9.0.0/24", json!({})).await;
+    t.gateway_router(&t.admin, &id(&ext), &id(&subnet)).await;
+    let held = t.post("/v2.0/floatingips", &t.admin, json!({"floatingip": {"floating_network_id": id(&ext)}})).await;
+    let held = held.expect(201)["floatingip"].take();
+    let (client, _stream, _view) = connect(&t, "h1", "172.31.0.11", &[Role::Compute]).await;
+    let attach = |container: &str, floating_ip: Option<&str>, external: Option<&str>| ContainerAttach {
+        key: AttachmentKey { container_id: container.into(), ifname: "eth0".into(), cni_network: "web".into() },
+        network: "web".into(),
+        project: "admin".into(),
+        security_groups: vec![],
+        name: Some(container.into()),
+        create: true,
+        publish: vec![Published { external: 8080, internal: 80, protocol: "tcp".into() }],
+        floating_ip: floating_ip.map(|f| f.parse().unwrap()),
+        external_network: external.map(str::to_string),
+    };
+    let forwardings = |fip: &str| {
+        let path = format!("/v2.0/floatingips/{fip}/port_forwardings");
+        let t = &t;
+        async move { t.get(&path, &t.admin).await.expect(200)["port_forwardings"].as_array().unwrap().clone() }
+    };
+
+    // On the floating IP the config names: it stays when the port goes.
+    let address = held["floating_ip_address"].as_str().unwrap();
+    let made = client.attach_container(&attach("c1", Some(address), None)).await.unwrap();
+    assert_eq!(made.published_on, Some(address.parse().unwrap()));
+    let pf = forwardings(&id(&held)).await;
+    assert_eq!(pf.len(), 1);
+    assert_eq!((pf[0]["external_port"].as_u64(), pf[0]["internal_port"].as_u64()), (Some(8080), Some(80)));
+    assert_eq!(pf[0]["internal_port_id"], made.port_id.to_string());
+    client.detach_container(&attach("c1", None, None).key).await.unwrap();
+    assert!(forwardings(&id(&held)).await.is_empty());
+    t.get(&format!("/v2.0/floatingips/{}", id(&held)), &t.admin).await.expect(200);
+
+    // Allocated on the external network: released with the port.
+    let made = client.attach_container(&attach("c2", None, Some("public"))).await.unwrap();
+    let on = made.published_on.expect("published").to_string();
+    let fips = t.get(&format!("/v2.0/floatingips?floating_ip_address={on}"), &t.admin).await.expect(200);
+    let fip = id(&fips["floatingips"][0]);
+    assert_eq!(forwardings(&fip).await.len(), 1);
+    client.detach_container(&attach("c2", None, None).key).await.unwrap();
+    t.get(&format!("/v2.0/floatingips/{fip}"), &t.admin).await.expect(404);
+
+    // Nowhere to publish, or a port taken twice: refused, nothing left.
+    let err = client.attach_container(&attach("c3", None, None)).await.unwrap_err();
+    assert!(err.to_string().contains("floating_ip"), "{err}");
+    client.attach_container(&attach("c4", Some(address), None)).await.unwrap();
+    let err = client.attach_container(&attach("c5", Some(address), None)).await.unwrap_err();
+    assert!(matches!(err, ChannelError::Refused { .. }), "{err}");
+    for c in ["c3", "c5"] {
+        let ports = t.get(&format!("/v2.0/ports?device_id={c}"), &t.admin).await.expect(200);
+        assert_eq!(ports["ports"], json!([]), "{c} left no port");
+    }
+}
