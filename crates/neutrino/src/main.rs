@@ -99,9 +99,9 @@ struct ServerArgs {
     #[arg(long, default_value = "", requires = "agent")]
     agent_netns_prefix: String,
     /// The agent's CNI socket with `--agent` (containers through the
-    /// `neutrino-cni` plugin), e.g. /run/neutrino/agent.sock.
-    #[arg(long, value_name = "PATH", requires = "agent")]
-    agent_cni_socket: Option<std::path::PathBuf>,
+    /// `neutrino-cni` plugin, whose configs name this path by default).
+    #[arg(long, value_name = "PATH", default_value = neutrino_cni::spec::DEFAULT_AGENT_SOCKET)]
+    agent_cni_socket: std::path::PathBuf,
 }
 
 /// What ends a command, by the command that failed.
@@ -140,7 +140,7 @@ async fn run_server(args: ServerArgs) -> Result<(), CliError> {
         bridge_mappings: args.agent_bridge_mappings.clone(),
         netns_prefix: args.agent_netns_prefix.clone(),
         roles: args.agent_roles.clone(),
-        cni_socket: args.agent_cni_socket.clone(),
+        cni_socket: Some(args.agent_cni_socket.clone()),
     });
     let file = match &args.config {
         Some(p) => config::read_file(p)?,

@@ -65,6 +65,9 @@ fn one_process_serves_the_api_and_wires_this_host() {
         .arg(format!("{name}-"))
         .arg("--data-dir")
         .arg(data.path())
+        // Its CNI socket in the test's directory, not /run/neutrino.
+        .arg("--agent-cni-socket")
+        .arg(data.path().join("agent.sock"))
         .env("NEUTRINO_BOOTSTRAP_PASSWORD", "secret")
         .stdout(Stdio::piped())
         .spawn()
@@ -122,4 +125,9 @@ fn one_process_serves_the_api_and_wires_this_host() {
         listed.contains("10.77.0."),
         "the DHCP namespace {dhcp} with the DHCP port's address, made by the agent in the server's process: {listed}"
     );
+    // The agent serves the CNI plugin, for root only.
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let socket = std::fs::metadata(data.path().join("agent.sock")).expect("the CNI socket");
+    assert!(socket.file_type().is_socket());
+    assert_eq!(socket.permissions().mode() & 0o777, 0o600);
 }
