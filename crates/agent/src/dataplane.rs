@@ -65,6 +65,8 @@ pub struct Dataplane {
     dhcp: BTreeMap<NetworkId, DhcpServer>,
     /// The built-in DNS server of each network whose DHCP service is here.
     dns: BTreeMap<NetworkId, DnsServer>,
+    /// Where they send other names when the subnets name no server.
+    dns_upstream: Vec<std::net::IpAddr>,
     /// The routers' NAT; taken out while a pass runs it on a blocking
     /// thread (it runs `nft` and `conntrack`).
     nat: Option<RouterNat<NftNat>>,
@@ -82,6 +84,13 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
+    /// The name servers the networks' DNS servers forward to when their
+    /// subnets name none (`--dns-upstream`, dnsmasq_dns_servers in Neutron).
+    pub fn with_dns_upstream(mut self, servers: Vec<std::net::IpAddr>) -> Self {
+        self.dns_upstream = servers;
+        self
+    }
+
     pub async fn start(reg: &HostRegistration, netns_prefix: &str) -> Result<Self, DataplaneError> {
         let kernel = crate::netlink::Netlink::connect().map_err(DataplaneError::Connect)?;
         let underlay = match reg.tunnel_ip {
@@ -106,6 +115,7 @@ impl Dataplane {
             events,
             dhcp: BTreeMap::new(),
             dns: BTreeMap::new(),
+            dns_upstream: Vec::new(),
             nat: Some(RouterNat::new(NftNat)),
             floating_ips: BTreeMap::new(),
             ra: crate::ra::RaService::default(),
@@ -270,7 +280,7 @@ impl Dataplane {
         self.dhcp.retain(|network, _| wanted.contains_key(network));
         self.dns.retain(|network, _| wanted.contains_key(network));
         for (network, served) in &wanted {
-            let zone = Zone::new(&served.service, served.hosts.values());
+            let zone = Zone::new(&served.service, served.hosts.values(), &self.dns_upstream);
             if let Some(server) = self.dns.get(network) {
                 server.update(zone);
                 continue;

@@ -63,6 +63,10 @@ pub struct AgentArgs {
     /// the kernel operations made since start (JSON).
     #[arg(long, env = "NEUTRINO_AGENT_STATUS_FILE", value_name = "PATH")]
     pub status_file: Option<PathBuf>,
+    /// Name servers the networks' DNS servers forward other names to when
+    /// their subnets name none (comma-separated).
+    #[arg(long, env = "NEUTRINO_AGENT_DNS_UPSTREAM", value_delimiter = ',', value_name = "IP")]
+    pub dns_upstream: Vec<IpAddr>,
     /// Serve the CNI plugin on this unix socket (mode 0600): containers'
     /// ports (the plugin's configs name it as `agent_socket`, by default
     /// /run/neutrino/agent.sock).
@@ -170,7 +174,8 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         wired: watch::channel(Arc::new(BTreeSet::new())).0,
     });
 
-    let dataplane = Dataplane::start(&registration.host, &args.netns_prefix).await?;
+    let dataplane =
+        Dataplane::start(&registration.host, &args.netns_prefix).await?.with_dns_upstream(args.dns_upstream.clone());
     tracing::info!(%host, server = %args.server, contract = CONTRACT_VERSION, "agent starting");
 
     let reconcile = tokio::spawn(reconcile_loop(

@@ -102,6 +102,10 @@ struct ServerArgs {
     /// `neutrino-cni` plugin, whose configs name this path by default).
     #[arg(long, value_name = "PATH", default_value = neutrino_cni::spec::DEFAULT_AGENT_SOCKET)]
     agent_cni_socket: std::path::PathBuf,
+    /// Name servers the networks' DNS servers forward to when subnets name
+    /// none, with `--agent` (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "IP", requires = "agent")]
+    agent_dns_upstream: Vec<std::net::IpAddr>,
 }
 
 /// What ends a command, by the command that failed.
@@ -141,6 +145,7 @@ async fn run_server(args: ServerArgs) -> Result<(), CliError> {
         netns_prefix: args.agent_netns_prefix.clone(),
         roles: args.agent_roles.clone(),
         cni_socket: Some(args.agent_cni_socket.clone()),
+        dns_upstream: args.agent_dns_upstream.clone(),
     });
     let file = match &args.config {
         Some(p) => config::read_file(p)?,
@@ -179,6 +184,7 @@ async fn run_server(args: ServerArgs) -> Result<(), CliError> {
             resync_seconds: 30,
             status_file: None,
             cni_socket: a.cni_socket,
+            dns_upstream: a.dns_upstream,
         };
         tokio::spawn(async move {
             if let Err(e) = neutrino_agent::run(agent_args).await {
@@ -204,6 +210,7 @@ struct InProcessAgent {
     netns_prefix: String,
     roles: Vec<String>,
     cni_socket: Option<std::path::PathBuf>,
+    dns_upstream: Vec<std::net::IpAddr>,
 }
 
 /// The server's URL as an agent in the same process reaches it: over

@@ -139,7 +139,9 @@ fn looked_up(out: &str, target: &str) -> Option<String> {
 
 #[tokio::test]
 async fn containers_and_instances_resolve_each_other_by_name() {
-    let Some(lab) = lab('n', 2, 1).await else { return };
+    // Without name servers of the subnet, other names go to the agents'
+    // own upstream: a stand-in in the lab's `external`.
+    let Some(lab) = lab_with('n', 2, 1, &["--dns-upstream", UPSTREAM]).await else { return };
     let external = provider(&lab).await;
     let (net, subnet) = plain_network(&lab, "dnet", "10.52.0.0/24").await;
     router(&lab, "r1", &external, std::slice::from_ref(&subnet), None).await;
@@ -192,8 +194,8 @@ async fn containers_and_instances_resolve_each_other_by_name() {
     let out = text(&p1.exec("c1", &["nslookup", "c2"]).await);
     assert_eq!(looked_up(&out, "c2"), None, "the old name is gone: {out}");
 
-    // Other names go to the subnet's name servers (here a stand-in in the
-    // lab's `external`, through the router).
+    // Other names go to the upstream (here a stand-in in the lab's
+    // `external`, through the router).
     let mut upstream = lab
         .command(
             "external",
@@ -206,12 +208,22 @@ async fn containers_and_instances_resolve_each_other_by_name() {
     use tokio::io::AsyncBufReadExt;
     tokio::io::BufReader::new(upstream.stdout.take().unwrap()).read_line(&mut ready).await.unwrap();
     assert_eq!(ready.trim(), "ready");
-    put(&lab, &format!("/v2.0/subnets/{subnet}"), json!({"subnet": {"dns_nameservers": [UPSTREAM]}})).await;
     eventually(Duration::from_secs(10), "an outside name forwarded", || async {
+        let out = text(&p1.exec("c1", &["nslookup", "example.test"]).await);
+        looked_up(&out, "example.test").as_deref() == Some("198.51.100.7")
+    })
+    .await;
+    // With the subnet's own name servers (which come first: the agent's
+    // unit tests), asked directly: still forwarded, its own names still
+    // its own.
+    put(&lab, &format!("/v2.0/subnets/{subnet}"), json!({"subnet": {"dns_nameservers": [UPSTREAM]}})).await;
+    eventually(Duration::from_secs(10), "forwarded to the subnet's server", || async {
         let out = text(&p1.exec("c1", &["nslookup", "example.test", &dns_server]).await);
         looked_up(&out, "example.test").as_deref() == Some("198.51.100.7")
     })
     .await;
+    let out = text(&p1.exec("c1", &["nslookup", "vm1", &dns_server]).await);
+    assert_eq!(looked_up(&out, "vm1"), Some(ip_of(&vm, false)), "{out}");
     drop((p1, p2));
     lab.down().unwrap();
 }

@@ -56,8 +56,10 @@ pub enum Action {
 
 impl Zone {
     /// The zone of a DHCP service from its hosts (every port of the
-    /// network, whichever host it is on).
-    pub fn new<'a>(service: &DhcpService, hosts: impl IntoIterator<Item = &'a DhcpHost>) -> Zone {
+    /// network, whichever host it is on). Other names go to the subnets'
+    /// name servers, or to `fallback` (the agent's `--dns-upstream`) when
+    /// they name none.
+    pub fn new<'a>(service: &DhcpService, hosts: impl IntoIterator<Item = &'a DhcpHost>, fallback: &[IpAddr]) -> Zone {
         let domain = Name::from_ascii(service.dns_domain.trim_end_matches('.').to_string() + ".")
             .ok()
             .filter(|d| !service.dns_domain.is_empty() && !d.is_root())
@@ -65,7 +67,7 @@ impl Zone {
         let mut zone = Zone {
             domain,
             subnets: service.subnets.iter().map(|s| s.cidr).collect(),
-            upstream: upstream(service),
+            upstream: upstream(service, fallback),
             ..Zone::default()
         };
         for host in hosts {
@@ -200,10 +202,12 @@ fn encode(reply: &Message) -> Action {
 
 /// The subnets' name servers, each once, in the subnets' order; never
 /// this server itself (a subnet naming its own DHCP port would loop).
-fn upstream(service: &DhcpService) -> Vec<SocketAddr> {
+fn upstream(service: &DhcpService, fallback: &[IpAddr]) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = Vec::new();
     let own: Vec<IpAddr> = service.subnets.iter().map(|s| s.server_ip).collect();
-    for ip in service.subnets.iter().flat_map(|s| &s.dns_nameservers) {
+    let named: Vec<&IpAddr> = service.subnets.iter().flat_map(|s| &s.dns_nameservers).collect();
+    let servers = if named.is_empty() { fallback.iter().collect() } else { named };
+    for ip in servers {
         let addr = SocketAddr::new(*ip, 53);
         if !out.contains(&addr) && !own.contains(ip) {
             out.push(addr);

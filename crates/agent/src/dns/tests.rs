@@ -39,7 +39,7 @@ fn zone(upstream: &[&str]) -> Zone {
     };
     let mut c1 = host(v4, 5, &["10.0.0.5"], "c1");
     c1.ips.push(FixedIp { subnet_id: v6, ip_address: "fd00::5".parse().unwrap() });
-    Zone::new(&service, [&c1, &host(v4, 7, &["10.0.0.7"], "")])
+    Zone::new(&service, [&c1, &host(v4, 7, &["10.0.0.7"], "")], &["198.51.100.53".parse().unwrap()])
 }
 
 fn ask(zone: &Zone, name: &str, kind: RecordType) -> Action {
@@ -90,8 +90,9 @@ fn unknown_local_names_do_not_exist_and_others_are_forwarded() {
     assert_eq!(reply(ask(&z, "nope.", RecordType::A)).0, ResponseCode::NXDomain);
     assert_eq!(ask(&z, "example.com.", RecordType::A), Action::Forward);
     assert_eq!(ask(&z, "1.2.0.192.in-addr.arpa.", RecordType::PTR), Action::Forward);
-    // Nowhere to forward to: the server says it cannot.
-    assert_eq!(reply(ask(&zone(&[]), "example.com.", RecordType::A)).0, ResponseCode::ServFail);
+    // The subnets name no server: the agent's own upstream.
+    assert_eq!(zone(&[]).upstream, vec!["198.51.100.53:53".parse::<SocketAddr>().unwrap()]);
+    assert_eq!(ask(&zone(&[]), "example.com.", RecordType::A), Action::Forward);
 }
 
 #[test]
@@ -108,11 +109,13 @@ fn renamed_ports_answer_to_their_new_name_only() {
         };
         (z, service)
     };
-    let z = Zone::new(&service, [&host(v4, 5, &["10.0.0.5"], "web2")]);
+    let z = Zone::new(&service, [&host(v4, 5, &["10.0.0.5"], "web2")], &[]);
     assert_eq!(reply(ask(&z, "web2.", RecordType::A)).1, vec!["10.0.0.5".to_string()]);
     assert_eq!(reply(ask(&z, "c1.", RecordType::A)).0, ResponseCode::NXDomain);
     // Without a domain, PTR names the bare name.
     assert_eq!(reply(ask(&z, "5.0.0.10.in-addr.arpa.", RecordType::PTR)).1, vec!["web2.".to_string()]);
+    // Nowhere to forward to: the server says it cannot.
+    assert_eq!(reply(ask(&z, "example.com.", RecordType::A)).0, ResponseCode::ServFail);
 }
 
 #[test]
