@@ -255,18 +255,7 @@ impl<S: Server, P: Plumbing> CniService<S, P> {
     /// The port exists, and the container's interface has its MAC, MTU,
     /// addresses and routes.
     async fn check(&self, key: &AttachmentKey, netns: &Path) -> Result<(), CniError> {
-        let ask = ContainerAttach {
-            key: key.clone(),
-            network: String::new(),
-            project: String::new(),
-            security_groups: vec![],
-            name: None,
-            create: false,
-            publish: vec![],
-            floating_ip: None,
-            external_network: None,
-        };
-        let port = self.server.attach(&ask).await?;
+        let port = self.server.attach(&ContainerAttach::lookup(key.clone())).await?;
         let iface = iface_of(&port, netns, &key.ifname);
         let state = self
             .plumbing

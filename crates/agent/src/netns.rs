@@ -119,6 +119,14 @@ where
     .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
+/// The index of device `ifname` inside the namespace `name`, `None` when
+/// either is gone: how the agent's servers bound to a device (DHCP, DNS)
+/// notice it was made again.
+pub fn link_index(name: &str, ifname: &str) -> Option<u32> {
+    let ifname = ifname.to_string();
+    run_in(name, move || nix::net::if_::if_nametoindex(ifname.as_str()).ok()).ok().flatten()
+}
+
 /// An open handle on the namespace `name`, to move links into it
 /// (IFLA_NET_NS_FD).
 pub fn open(name: &str) -> io::Result<std::fs::File> {

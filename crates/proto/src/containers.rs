@@ -99,6 +99,23 @@ fn yes() -> bool {
     true
 }
 
+impl ContainerAttach {
+    /// Only look up the port of `key` (CHECK): make nothing.
+    pub fn lookup(key: AttachmentKey) -> ContainerAttach {
+        ContainerAttach {
+            key,
+            network: String::new(),
+            project: String::new(),
+            security_groups: vec![],
+            name: None,
+            create: false,
+            publish: vec![],
+            floating_ip: None,
+            external_network: None,
+        }
+    }
+}
+
 /// What the agent needs to plug a container's port, and what the CNI
 /// result says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

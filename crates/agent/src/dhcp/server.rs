@@ -160,8 +160,7 @@ fn open_in(place: &Place, family: Family) -> io::Result<Bound<std::net::UdpSocke
 
 /// The device's current index, `None` when it (or the namespace) is gone.
 fn current_index(place: &Place) -> Option<u32> {
-    let ifname = place.ifname.clone();
-    netns::run_in(&place.netns, move || nix::net::if_::if_nametoindex(ifname.as_str()).ok()).ok().flatten()
+    netns::link_index(&place.netns, &place.ifname)
 }
 
 fn register(bound: Bound<std::net::UdpSocket>) -> io::Result<Bound<UdpSocket>> {

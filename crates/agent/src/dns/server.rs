@@ -57,7 +57,7 @@ struct Pending {
     sent: Instant,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Family {
     V4,
     V6,
@@ -106,16 +106,10 @@ struct Shared {
     counters: Counters,
     pending: Mutex<HashMap<u16, Pending>>,
     /// The listening sockets, for the upstream tasks' answers.
-    listening: Mutex<HashMap<FamilyKey, Arc<UdpSocket>>>,
+    listening: Mutex<HashMap<Family, Arc<UdpSocket>>>,
     /// Toward upstream servers (IPv6 when the namespace has it).
     up4: Arc<UdpSocket>,
     up6: Option<Arc<UdpSocket>>,
-}
-
-type FamilyKey = u8;
-
-fn key(f: Family) -> FamilyKey {
-    f as u8
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -224,24 +218,19 @@ async fn reopen(family: Family, shared: &Arc<Shared>) -> Option<(UdpSocket, u32)
     }
 }
 
-fn current_index(shared: &Shared) -> Option<u32> {
-    let ifname = shared.ifname.clone();
-    netns::run_in(&shared.netns, move || nix::net::if_::if_nametoindex(ifname.as_str()).ok()).ok().flatten()
-}
-
 /// One family's listening loop.
-async fn listen(family: Family, mut bound: Option<(UdpSocket, u32)>, shared: Arc<Shared>) {
+async fn listen(family: Family, bound: Option<(UdpSocket, u32)>, shared: Arc<Shared>) {
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut check = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut socket: Option<(Arc<UdpSocket>, u32)> = bound.take().map(|(s, i)| (Arc::new(s), i));
+    let mut socket: Option<(Arc<UdpSocket>, u32)> = bound.map(|(s, i)| (Arc::new(s), i));
     loop {
         match &socket {
             Some((s, _)) => {
-                lock(&shared.listening).insert(key(family), s.clone());
+                lock(&shared.listening).insert(family, s.clone());
             }
             None => {
-                lock(&shared.listening).remove(&key(family));
+                lock(&shared.listening).remove(&family);
             }
         }
         let Some((current, ifindex)) = socket.clone() else {
@@ -269,12 +258,12 @@ async fn listen(family: Family, mut bound: Option<(UdpSocket, u32)>, shared: Arc
             },
             _ = check.tick() => {
                 let s = shared.clone();
-                let now = tokio::task::spawn_blocking(move || current_index(&s)).await.ok().flatten();
+                let now = tokio::task::spawn_blocking(move || netns::link_index(&s.netns, &s.ifname)).await.ok().flatten();
                 if now != Some(ifindex) {
                     // Closed before the new one binds the port.
                     drop(socket.take());
                     drop(current);
-                    lock(&shared.listening).remove(&key(family));
+                    lock(&shared.listening).remove(&family);
                     socket = reopen(family, &shared).await.map(|(s, i)| (Arc::new(s), i));
                 }
             }
@@ -329,7 +318,7 @@ async fn relay(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
         let id = u16::from_be_bytes([buf[0], buf[1]]);
         let Some(p) = lock(&shared.pending).remove(&id) else { continue };
         buf[..2].copy_from_slice(&p.id.to_be_bytes());
-        let listening = lock(&shared.listening).get(&key(p.family)).cloned();
+        let listening = lock(&shared.listening).get(&p.family).cloned();
         if let Some(l) = listening
             && l.send_to(&buf[..len], p.client).await.is_ok()
         {
