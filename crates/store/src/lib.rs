@@ -11,10 +11,12 @@ mod agents;
 mod config;
 mod feed;
 mod l3;
+mod port_cache;
 mod quota;
 mod rbac;
 mod security_groups;
 mod sqlite;
+mod statements;
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! The embedded SQLite store.
+//! The embedded SQLite backend.
 //!
 //! One connection writes, under a mutex, so write transactions are
 //! serialised without `SQLITE_BUSY` retries; a small pool of read-only
@@ -6,37 +6,73 @@
 //! `synchronous=NORMAL` a committed transaction survives a crash or kill of
 //! the process; `sync_full` extends that to power loss at a cost per commit.
 //!
-//! Every SQL text here is portable: `$n` placeholders and types PostgreSQL
-//! shares, so the PostgreSQL backend reuses the same statements.
+//! The statements and Neutron's rules are the SQL layer in `../sql/`,
+//! shared with the PostgreSQL backend: this module compiles them for
+//! SQLite (`#[path]` modules below, with this module's `Conn`, `DbRow`,
+//! `Backend` and dialect pieces in scope as `super::`). What is SQLite's
+//! own stays here: opening and tuning the file, `BEGIN IMMEDIATE`, the
+//! statement batch, WAL checkpoints, the per-file wake-up of the feed, the
+//! spelling of an ordered aggregate and of the next row sequence number.
 
-mod agents;
 mod batch;
 mod checkpoint;
+mod signal;
+
+/// The next value of a table's `seq` column (creation order) inside an
+/// INSERT: the single writer makes `MAX + 1` safe here.
+macro_rules! next_seq {
+    ($table:literal) => {
+        concat!("(SELECT COALESCE(MAX(seq), 0) + 1 FROM ", $table, ")")
+    };
+}
+
+// The shared SQL layer, compiled for SQLite.
+#[path = "../sql/agents.rs"]
+mod agents;
+#[path = "../sql/feed.rs"]
 mod feed;
+#[path = "../sql/hosts.rs"]
 mod hosts;
+#[path = "../sql/identity.rs"]
 mod identity;
+#[path = "../sql/ipam.rs"]
 mod ipam;
+#[path = "../sql/l3/mod.rs"]
 mod l3;
+#[path = "../sql/leases.rs"]
 mod leases;
+#[path = "../sql/networks.rs"]
 mod networks;
-mod port_cache;
+#[path = "../sql/port_refs.rs"]
 mod port_refs;
+#[path = "../sql/ports/mod.rs"]
 mod ports;
+#[path = "../sql/quotas.rs"]
 mod quotas;
+#[path = "../sql/rbac.rs"]
 mod rbac;
+#[path = "../sql/revisions.rs"]
 mod revisions;
+#[path = "../sql/rows.rs"]
 mod rows;
+#[path = "../sql/scope.rs"]
 mod scope;
+#[path = "../sql/security_groups.rs"]
 mod security_groups;
+#[path = "../sql/segments.rs"]
 mod segments;
+#[path = "../sql/store_impl.rs"]
 mod store_impl;
+#[path = "../sql/subnetpools.rs"]
 mod subnetpools;
+#[path = "../sql/subnets.rs"]
 mod subnets;
+#[path = "../sql/tags.rs"]
 mod tags;
+#[path = "../sql/txn.rs"]
 mod txn;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use neutrino_model::{Error, Result};
@@ -46,17 +82,24 @@ use sqlx::sqlite::{
 use sqlx::{Connection, SqlSafeStr};
 
 use crate::StoreConfig;
+pub(crate) use crate::statements::*;
+pub(crate) use signal::FeedSignal;
 
-/// The database handle type the statements are written for.
+/// The types the shared statements are written against.
 pub(crate) type Db = sqlx::Sqlite;
+pub(crate) type Conn = SqliteConnection;
+pub(crate) type DbRow = sqlx::sqlite::SqliteRow;
+pub(crate) type Args = sqlx::sqlite::SqliteArguments;
 pub(crate) type Tx<'c> = sqlx::Transaction<'c, Db>;
+/// The store the shared layer's `impl` blocks are for.
+pub(crate) type Backend = SqliteStore;
 
 pub struct SqliteStore {
     writer: checkpoint::WriterLock,
     readers: SqlitePool,
     config: StoreConfig,
-    ports: port_cache::PortCache,
-    signal: feed::FeedSignal,
+    ports: crate::port_cache::PortCache,
+    signal: FeedSignal,
 }
 
 /// The writing connection and the state that is only touched under its lock.
@@ -120,8 +163,8 @@ impl SqliteStore {
             .map_err(internal)?,
             readers,
             config,
-            ports: port_cache::PortCache::default(),
-            signal: feed::FeedSignal::for_database(path, head),
+            ports: crate::port_cache::PortCache::default(),
+            signal: FeedSignal::for_database(path, head),
         })
     }
 
@@ -148,92 +191,16 @@ fn migrator() -> sqlx::migrate::Migrator {
     )
 }
 
-/// Logs a database failure and turns it into the opaque internal error.
-pub(crate) fn internal(e: sqlx::Error) -> Error {
-    tracing::error!(error = %e, "database error");
-    Error::Internal(e.to_string())
-}
-
-/// Whether a database error is a violated UNIQUE or PRIMARY KEY constraint.
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
-
 /// Whether a database error is a violated UNIQUE constraint on `column`
 /// (`table.column`, as SQLite names it in its message).
 pub(crate) fn violates(e: &sqlx::Error, column: &str) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() && d.message().contains(column))
 }
 
-/// The current time in Neutron's timestamp format.
-pub(crate) fn now_iso() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    now.format(&fmt).unwrap_or_default()
-}
-
-/// JSON text of a value stored in a TEXT column.
-pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
-}
-
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| Error::Internal(format!("corrupt JSON column: {e}")))
-}
-
-pub(crate) fn parse_col<T: FromStr>(text: &str, what: &str) -> Result<T> {
-    text.parse().map_err(|_| Error::Internal(format!("corrupt {what} column: {text:?}")))
-}
-
-/// Builds `($k, $k+1, ...)` for an IN list starting at placeholder `first`.
-pub(crate) fn placeholders(first: usize, count: usize) -> String {
-    let items: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();
-    format!("({})", items.join(", "))
-}
-
 /// An ordered, comma-separated aggregate of `expr` over a subquery's rows
-/// (`group_concat` here; PostgreSQL spells it `string_agg`).
+/// (SQLite's `group_concat`).
 pub(crate) fn aggregate(expr: &str, order_by: &str) -> String {
     format!("group_concat({expr}, ',' ORDER BY {order_by})")
-}
-
-/// A WHERE clause under construction, with its bound text arguments.
-#[derive(Default, Clone)]
-pub(crate) struct Where {
-    clauses: Vec<String>,
-    pub args: Vec<String>,
-}
-
-impl Where {
-    /// Adds a condition; `{}` placeholders in `sql` are replaced with
-    /// numbered parameters for `values`, in order.
-    pub fn add(&mut self, sql: &str, values: &[&str]) {
-        let mut out = String::new();
-        let mut rest = sql;
-        for v in values {
-            let Some(pos) = rest.find("{}") else { break };
-            out.push_str(&rest[..pos]);
-            self.args.push((*v).to_string());
-            out.push_str(&format!("${}", self.args.len()));
-            rest = &rest[pos + 2..];
-        }
-        out.push_str(rest);
-        self.clauses.push(out);
-    }
-
-    /// Adds `column IN (...)` unless `values` is empty.
-    pub fn add_in(&mut self, column: &str, values: &[String]) {
-        if values.is_empty() {
-            return;
-        }
-        let ph = placeholders(self.args.len() + 1, values.len());
-        self.args.extend(values.iter().cloned());
-        self.clauses.push(format!("{column} IN {ph}"));
-    }
-
-    pub fn sql(&self) -> String {
-        if self.clauses.is_empty() { "1 = 1".to_string() } else { self.clauses.join(" AND ") }
-    }
 }
 
 /// Begins a write transaction on the writer connection. IMMEDIATE takes
@@ -242,4 +209,18 @@ impl Where {
 /// could not write on (SQLITE_BUSY_SNAPSHOT, "database is locked").
 pub(crate) async fn begin(conn: &mut SqliteConnection) -> Result<Tx<'_>> {
     conn.begin_with("BEGIN IMMEDIATE").await.map_err(internal)
+}
+
+/// Begins a read-only transaction: one snapshot for several statements
+/// (WAL readers see the database as of their first read).
+pub(crate) async fn begin_read(conn: &mut SqliteConnection) -> Result<Tx<'_>> {
+    conn.begin().await.map_err(internal)
+}
+
+/// The shared layer's unit tests run on a store in a temporary directory.
+#[cfg(test)]
+pub(crate) async fn test_store() -> Option<(tempfile::TempDir, SqliteStore)> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db.sqlite"), StoreConfig::default()).await.unwrap();
+    Some((dir, store))
 }

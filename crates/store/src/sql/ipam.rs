@@ -1,0 +1,172 @@
+//! The in-memory copy of each subnet's allocated addresses.
+//!
+//! Choosing "one of the first 1000 free addresses" from the database would
+//! read every allocation of a busy subnet on each port create; instead the
+//! writer keeps each subnet's allocated set in memory. The database stays the
+//! truth: triggers move `subnets.ipam_generation` by one for every
+//! allocation row added or removed, a copy whose generation differs is
+//! reloaded, and the (subnet, address) primary key refuses any duplicate
+//! regardless. A transaction counts the rows it changes, so that after the
+//! commit the copy's generation is what the database says without asking.
+//!
+//! A transaction adds addresses to the copy as it allocates them (so later
+//! allocations in the same bulk request see them) and records them in an
+//! [`IpamTxn`]; if the transaction does not commit, dropping the `IpamTxn`
+//! takes them out again. Releases are applied only after the commit.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::Conn;
+use neutrino_model::ipam;
+use neutrino_model::resources::Subnet;
+use neutrino_model::{Result, SubnetId};
+
+use super::rows::{fetch, get};
+
+#[derive(Default)]
+pub(crate) struct IpamCache {
+    subnets: HashMap<SubnetId, SubnetAllocations>,
+}
+
+struct SubnetAllocations {
+    generation: i64,
+    taken: BTreeSet<u128>,
+}
+
+/// The IPAM side of one write transaction.
+pub(crate) struct IpamTxn<'a> {
+    cache: &'a mut IpamCache,
+    /// Addresses added to the cache by this transaction.
+    added: Vec<(SubnetId, u128)>,
+    /// Addresses to drop from the cache once committed.
+    released: Vec<(SubnetId, u128)>,
+    /// Allocation rows this transaction added or removed, per subnet (each
+    /// moved the subnet's generation by one).
+    pending: HashMap<SubnetId, i64>,
+    /// Subnets found current in this transaction.
+    ensured: HashSet<SubnetId>,
+    committed: bool,
+}
+
+impl IpamCache {
+    pub fn begin(&mut self) -> IpamTxn<'_> {
+        IpamTxn {
+            cache: self,
+            added: Vec::new(),
+            released: Vec::new(),
+            pending: HashMap::new(),
+            ensured: HashSet::new(),
+            committed: false,
+        }
+    }
+}
+
+impl IpamTxn<'_> {
+    /// Makes sure the cached set of `subnet` is current, reading the
+    /// allocations from the database when it is missing or stale.
+    /// `generation` is the subnet row's value read in this transaction.
+    pub async fn ensure(&mut self, conn: &mut Conn, subnet: &SubnetId, generation: i64) -> Result<()> {
+        // Once found current, every later change of this transaction went
+        // through `take` (releases apply at commit: until then the address
+        // just stays taken).
+        if self.ensured.contains(subnet) {
+            return Ok(());
+        }
+        // `generation` was read in this transaction, so it counts our own
+        // changes so far; the copy does not until the commit.
+        let pending = self.pending.get(subnet).copied().unwrap_or(0);
+        if self.cache.subnets.get(subnet).is_some_and(|s| s.generation + pending == generation) {
+            self.ensured.insert(*subnet);
+            return Ok(());
+        }
+        let rows =
+            fetch(conn, "SELECT ip_key FROM ip_allocations WHERE subnet_id = $1".to_string(), &[subnet.to_string()])
+                .await?;
+        let mut taken = BTreeSet::new();
+        for row in rows {
+            let key: Vec<u8> = get(&row, "ip_key")?;
+            let bytes: [u8; 16] =
+                key.try_into().map_err(|_| neutrino_model::Error::Internal("corrupt ip_key".into()))?;
+            taken.insert(u128::from_be_bytes(bytes));
+        }
+        self.cache.subnets.insert(*subnet, SubnetAllocations { generation: generation - pending, taken });
+        self.ensured.insert(*subnet);
+        Ok(())
+    }
+
+    pub fn is_taken(&self, subnet: &SubnetId, addr: u128) -> bool {
+        self.cache.subnets.get(subnet).is_some_and(|s| s.taken.contains(&addr))
+    }
+
+    /// Chooses a free address from the subnet's pools (the subnet must have
+    /// been `ensure`d).
+    pub fn choose(&self, subnet: &Subnet, choice: ipam::Choice) -> Option<u128> {
+        let empty = BTreeSet::new();
+        let taken = self.cache.subnets.get(&subnet.id).map(|s| &s.taken).unwrap_or(&empty);
+        ipam::choose_free(&subnet.allocation_pools, taken, choice, &mut rand::rng())
+    }
+
+    /// Records an address allocated in this transaction.
+    pub fn take(&mut self, subnet: &SubnetId, addr: u128) {
+        if let Some(s) = self.cache.subnets.get_mut(subnet)
+            && s.taken.insert(addr)
+        {
+            self.added.push((*subnet, addr));
+        }
+    }
+
+    /// Gives back an address this transaction took but will not use.
+    pub fn untake(&mut self, subnet: &SubnetId, addr: u128) {
+        if let Some(i) = self.added.iter().position(|(s, a)| s == subnet && *a == addr) {
+            self.added.swap_remove(i);
+            if let Some(s) = self.cache.subnets.get_mut(subnet) {
+                s.taken.remove(&addr);
+            }
+        }
+    }
+
+    /// Records an address released in this transaction.
+    pub fn release(&mut self, subnet: &SubnetId, addr: u128) {
+        self.released.push((*subnet, addr));
+    }
+
+    /// Records allocation rows added or removed on `subnet` in the database
+    /// (each moved its generation by one).
+    pub fn rows_changed(&mut self, subnet: &SubnetId, rows: i64) {
+        *self.pending.entry(*subnet).or_default() += rows;
+    }
+
+    pub fn forget(&mut self, subnet: &SubnetId) {
+        self.cache.subnets.remove(subnet);
+    }
+
+    /// Call right after the database transaction committed.
+    pub fn commit(mut self) {
+        self.committed = true;
+        for (subnet, addr) in std::mem::take(&mut self.released) {
+            if let Some(s) = self.cache.subnets.get_mut(&subnet) {
+                s.taken.remove(&addr);
+            }
+        }
+        // A copy that was current at the start is current now; one that was
+        // not still differs from the database and will be reloaded.
+        for (subnet, rows) in std::mem::take(&mut self.pending) {
+            if let Some(s) = self.cache.subnets.get_mut(&subnet) {
+                s.generation += rows;
+            }
+        }
+    }
+}
+
+impl Drop for IpamTxn<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for (subnet, addr) in &self.added {
+            if let Some(s) = self.cache.subnets.get_mut(subnet) {
+                s.taken.remove(addr);
+            }
+        }
+    }
+}

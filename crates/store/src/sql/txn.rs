@@ -1,0 +1,91 @@
+//! A write transaction: the SQLite transaction and the changes it records
+//! in the feed. Committing writes what is still pending under the
+//! transaction's revision, commits, and wakes the feed's watchers.
+
+use super::{Conn, DbRow};
+use neutrino_model::{NetworkId, Result};
+
+use super::FeedSignal;
+use super::batch::Batch;
+use super::feed::{Appended, FeedTxn};
+use super::{Backend, Tx, begin, internal, scope};
+use crate::feed::{ChangeOp, Subject};
+
+pub(crate) struct Txn<'c> {
+    tx: Tx<'c>,
+    feed: FeedTxn,
+    signal: &'c FeedSignal,
+}
+
+impl Backend {
+    /// Begins a write transaction on the writer connection.
+    pub(crate) async fn write_txn<'c>(&'c self, conn: &'c mut Conn) -> Result<Txn<'c>> {
+        Ok(Txn { tx: begin(conn).await?, feed: FeedTxn::default(), signal: &self.signal })
+    }
+}
+
+impl Txn<'_> {
+    /// Records a change of `subject` that touches no network or host.
+    pub fn record(&mut self, subject: Subject, op: ChangeOp) {
+        self.feed.changes().record(subject, op, [], []);
+    }
+
+    /// Records a change of `subject` that touches `networks`.
+    pub fn record_networks(&mut self, subject: Subject, op: ChangeOp, networks: impl IntoIterator<Item = NetworkId>) {
+        self.feed.changes().record(subject, op, networks, []);
+    }
+
+    /// Records a change of `subject` that touches `networks` and `hosts`
+    /// (empty host names are no host).
+    pub fn record_in<H: Into<String>>(
+        &mut self,
+        subject: Subject,
+        op: ChangeOp,
+        networks: impl IntoIterator<Item = NetworkId>,
+        hosts: impl IntoIterator<Item = H>,
+    ) {
+        self.feed.changes().record(subject, op, networks, hosts.into_iter().map(Into::into));
+    }
+
+    /// Records a change of `subject` with the networks and hosts it touches
+    /// as the database has them now ([`scope::of`]): call it before a
+    /// delete, after a create, and both before and after an update that
+    /// may move the resource.
+    pub async fn record_scoped(&mut self, subject: Subject, op: ChangeOp) -> Result<()> {
+        let (networks, hosts) = scope::of(&mut self.tx, &subject).await?;
+        self.feed.changes().record(subject, op, networks, hosts);
+        Ok(())
+    }
+
+    /// Adds the changes recorded so far to `batch` (see [`FeedTxn::append`]);
+    /// hand the result and the batch's rows to [`Txn::feed_appended`].
+    pub fn feed_into(&mut self, batch: &mut Batch) -> Option<Appended> {
+        self.feed.append(batch)
+    }
+
+    pub fn feed_appended(&mut self, appended: Option<Appended>, rows: &[DbRow]) -> Result<()> {
+        self.feed.appended(appended, rows)
+    }
+
+    pub async fn commit(mut self) -> Result<()> {
+        self.feed.flush(&mut self.tx).await?;
+        self.tx.commit().await.map_err(internal)?;
+        if let Some(revision) = self.feed.revision() {
+            self.signal.advance(revision);
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Txn<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Txn<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.tx
+    }
+}
