@@ -113,8 +113,14 @@ pub struct KeystoneSection {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSection {
     /// `normal` (survives a crash of the process) or `full` (survives
-    /// power loss; slower).
+    /// power loss; slower). SQLite only.
     pub sync: Option<String>,
+    /// `postgres://...` for PostgreSQL (several servers may share it), or
+    /// `sqlite://PATH` [default: the embedded SQLite in the data dir].
+    pub url: Option<String>,
+    /// Apply missing migrations on start [default: true]; with `false` the
+    /// server refuses a schema that is not current (`neutrino db migrate`).
+    pub auto_migrate: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +176,10 @@ pub struct ServerConfig {
     pub region: String,
     pub bootstrap_password: Option<String>,
     pub auth: AuthConfig,
+    /// The database: `None` is the embedded SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Apply missing migrations on start.
+    pub auto_migrate: bool,
     pub sync_full: bool,
     pub segments: SegmentConfig,
     pub base_mac: MacAddress,
@@ -188,6 +198,14 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// The database URL, or the path of the embedded one.
+    pub fn database_location(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => self.data_dir.join("neutrino.db").to_string_lossy().into_owned(),
+        }
+    }
+
     /// Defaults for a single machine, with the data in `data_dir`.
     pub fn local(data_dir: PathBuf) -> Self {
         ServerConfig {
@@ -197,6 +215,8 @@ impl ServerConfig {
             region: "RegionOne".into(),
             bootstrap_password: None,
             auth: AuthConfig::Builtin { token_ttl: Duration::from_secs(3600) },
+            database_url: None,
+            auto_migrate: true,
             sync_full: false,
             segments: SegmentConfig::default(),
             base_mac: MacAddress::openstack_base(),
@@ -225,6 +245,9 @@ pub struct Overrides {
     pub keystone_password: Option<String>,
     pub keystone_project: Option<String>,
     pub agent_token: Option<String>,
+    pub database_url: Option<String>,
+    /// `--no-auto-migrate`.
+    pub no_auto_migrate: bool,
 }
 
 fn parse_types(list: &[String]) -> Result<Vec<NetworkType>, ConfigError> {
@@ -253,6 +276,10 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, ConfigErr
     c.bootstrap_password = file.bootstrap_password;
     if let Some(d) = &file.dns_domain {
         c.dns_domain = neutrino_model::dns::server_dns_domain(d).map_err(ConfigError::DnsDomain)?;
+    }
+    c.database_url = file.database.url.clone();
+    if let Some(m) = file.database.auto_migrate {
+        c.auto_migrate = m;
     }
     if let Some(s) = &file.database.sync {
         c.sync_full = match s.as_str() {
@@ -328,6 +355,12 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, ConfigErr
     }
     if let Some(d) = o.data_dir {
         c.data_dir = d;
+    }
+    if o.database_url.is_some() {
+        c.database_url = o.database_url;
+    }
+    if o.no_auto_migrate {
+        c.auto_migrate = false;
     }
     if o.public_url.is_some() {
         c.public_url = o.public_url;

@@ -50,9 +50,18 @@ struct ServerArgs {
     /// Address to listen on [default: 127.0.0.1:9696].
     #[arg(long, env = "NEUTRINO_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Directory for the database [default: ./neutrino-data].
+    /// Directory for the embedded database and generated secrets
+    /// [default: ./neutrino-data].
     #[arg(long, env = "NEUTRINO_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The database: `postgres://USER@HOST/DB` (any number of servers may
+    /// share one) or `sqlite://PATH` [default: DATA_DIR/neutrino.db].
+    #[arg(long, env = "NEUTRINO_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Do not apply missing migrations on start: refuse a database whose
+    /// schema is not current (for operators who run `neutrino db migrate`).
+    #[arg(long)]
+    no_auto_migrate: bool,
     /// URL clients use to reach this server, for the catalog and links.
     #[arg(long, env = "NEUTRINO_PUBLIC_URL")]
     public_url: Option<String>,
@@ -164,6 +173,8 @@ async fn run_server(args: ServerArgs) -> Result<(), CliError> {
             keystone_password: args.keystone_password,
             keystone_project: args.keystone_project,
             agent_token: args.agent_token,
+            database_url: args.database_url,
+            no_auto_migrate: args.no_auto_migrate,
         },
     )?;
     let data_dir = cfg.data_dir.clone();

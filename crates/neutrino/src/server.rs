@@ -6,7 +6,7 @@ use std::sync::Arc;
 use neutrino_api::auth::{KeystoneSettings, KeystoneValidator};
 use neutrino_api::identity::{IdentityConfig, IdentityService, catalog_ids};
 use neutrino_api::{ApiConfig, App, AuthMode};
-use neutrino_store::{SqliteStore, Store, StoreConfig};
+use neutrino_store::{Store, StoreConfig};
 use tokio::sync::oneshot;
 
 use crate::config::{AuthConfig, ServerConfig};
@@ -17,8 +17,8 @@ use crate::data_dir::{DataDirError, DataDirLock};
 pub enum ServerError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
-    #[error("cannot open the database {path}: {source}")]
-    Database { path: std::path::PathBuf, source: Box<neutrino_model::Error> },
+    #[error("cannot open the database {location}: {source}")]
+    Database { location: String, source: Box<neutrino_model::Error> },
     #[error("identity bootstrap failed: {0}")]
     Identity(Box<neutrino_model::Error>),
     #[error("cannot listen on {addr}: {source}")]
@@ -89,13 +89,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         max_allowed_address_pairs: config.max_allowed_address_pairs,
         default_quotas: config.quotas.clone(),
         sync_full: config.sync_full,
+        migrate: config.auto_migrate,
     };
-    let db = config.data_dir.join("neutrino.db");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db, store_config)
-            .await
-            .map_err(|e| ServerError::Database { path: db.clone(), source: Box::new(e) })?,
-    );
+    let db = config.database_location();
+    let store: Arc<dyn Store> = neutrino_store::open(&db, store_config)
+        .await
+        .map_err(|e| ServerError::Database { location: redact_url(&db), source: Box::new(e) })?;
 
     let mut admin_password = None;
     let auth = match &config.auth {
@@ -132,7 +131,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let catalog = catalog_ids(store.as_ref()).await.map_err(|e| ServerError::Identity(Box::new(e)))?;
     let agent_token = match &config.agent_token {
         Some(t) => t.clone(),
-        None => agent_token_of(&config.data_dir)?,
+        None => agent_token_of(&config.data_dir, store.as_ref()).await?,
     };
     let control = neutrino_control::Control::new(
         store.clone(),
@@ -195,16 +194,37 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 }
 
 /// The agent token kept in the data directory, made on first use.
-fn agent_token_of(data_dir: &std::path::Path) -> Result<String, ServerError> {
+/// The generated agent token: one per database, so that every server on
+/// it accepts the same agents. The first server to start keeps its token
+/// (the one in its data dir from an earlier version, or a new one) in the
+/// database; every server writes the database's token to its own
+/// `DATA_DIR/agent-token` for the agents and tools of its machine.
+async fn agent_token_of(data_dir: &std::path::Path, store: &dyn Store) -> Result<String, ServerError> {
     let file = data_dir.join("agent-token");
-    match std::fs::read_to_string(&file) {
-        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
-        _ => {
-            let token = random_password() + &random_password();
-            write_secret(&file, &token)?;
-            tracing::info!(file = %file.display(), "generated the agent token");
-            Ok(token)
-        }
+    let on_disk = std::fs::read_to_string(&file).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    let candidate = on_disk.clone().unwrap_or_else(|| random_password() + &random_password());
+    let token = store.claim_meta(AGENT_TOKEN_KEY, &candidate).await.map_err(|e| ServerError::Identity(Box::new(e)))?;
+    if on_disk.as_deref() != Some(token.as_str()) {
+        write_secret(&file, &token)?;
+        tracing::info!(file = %file.display(), "wrote the database's agent token");
+    }
+    Ok(token)
+}
+
+/// The `meta` key of the generated agent token.
+const AGENT_TOKEN_KEY: &str = "agent_token";
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((credentials, host)) => {
+                let user = credentials.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}@{host}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
     }
 }
 

@@ -18,6 +18,9 @@ pub struct StoreConfig {
     /// `PRAGMA synchronous=FULL` (survives power loss) instead of NORMAL
     /// (survives a crash of the process, which is what WAL guarantees).
     pub sync_full: bool,
+    /// Apply missing migrations when opening (else refuse a schema that is
+    /// not current: operators who run `neutrino db migrate` themselves).
+    pub migrate: bool,
 }
 
 impl Default for StoreConfig {
@@ -29,6 +32,7 @@ impl Default for StoreConfig {
             max_allowed_address_pairs: 10,
             default_quotas: default_limits(),
             sync_full: false,
+            migrate: true,
         }
     }
 }

@@ -4,14 +4,17 @@
 //! method is one transaction. Writes that allocate (IP and MAC addresses,
 //! segmentation ids) check and insert inside that transaction, and the
 //! schema's unique constraints are the last word, so nothing is ever handed
-//! out twice. [`SqliteStore`] is the embedded implementation; its SQL sticks
-//! to what PostgreSQL also accepts (`$n` placeholders, portable types).
+//! out twice. The statements and Neutron's rules are written once (`sql/`)
+//! and compiled for two backends: [`SqliteStore`], the embedded default,
+//! and [`PgStore`], any number of servers on one PostgreSQL. [`open`]
+//! picks one by the database URL.
 
 mod agents;
 mod config;
 mod feed;
 mod l3;
 mod port_cache;
+mod postgres;
 mod quota;
 mod rbac;
 mod security_groups;
@@ -30,9 +33,26 @@ pub use agents::*;
 pub use config::StoreConfig;
 pub use feed::{Change, ChangeOp, FeedRead, FeedStore, Subject};
 pub use l3::*;
+pub use postgres::{PgStore, is_postgres_url};
 pub use rbac::*;
 pub use security_groups::*;
 pub use sqlite::SqliteStore;
+
+/// Opens the store a database URL names: `postgres://...` (or
+/// `postgresql://`) for PostgreSQL, `sqlite://PATH` or a plain path for
+/// the embedded SQLite.
+pub async fn open(url: &str, config: StoreConfig) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(if is_postgres_url(url) {
+        std::sync::Arc::new(PgStore::open(url, config).await?)
+    } else {
+        std::sync::Arc::new(SqliteStore::open_url(url, config).await?)
+    })
+}
+
+/// Applies the migrations the database lacks; returns its schema version.
+pub async fn migrate(url: &str) -> Result<i64> {
+    if is_postgres_url(url) { PgStore::migrate(url).await } else { SqliteStore::migrate(url).await }
+}
 
 /// Everything a backend implements: one trait per area, each in its own
 /// module, so that areas grow without touching each other.
@@ -154,6 +174,9 @@ pub trait CoreStore: Send + Sync + 'static {
     // ---- identity -------------------------------------------------------
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+    /// Stores `value` under `key` unless a value is there already; returns
+    /// the stored value (the first writer's, when several race).
+    async fn claim_meta(&self, key: &str, value: &str) -> Result<String>;
 
     async fn create_project(&self, project: &Project) -> Result<()>;
     async fn update_project(&self, project: &Project) -> Result<()>;

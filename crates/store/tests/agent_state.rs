@@ -222,3 +222,10 @@ async fn sqlite_agent_state_conforms() {
     let stores = SqliteStores::default();
     run_all(async || stores.pair().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_agent_state_conforms() {
+    let Some(base) = postgres_url() else { return };
+    let stores = PgStores { base };
+    run_all(async || stores.pair().await).await;
+}

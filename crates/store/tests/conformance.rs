@@ -152,6 +152,13 @@ async fn sqlite_conforms() {
     run_all(async || stores.make().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_conforms() {
+    let Some(base) = postgres_url() else { return };
+    let stores = PgStores { base };
+    run_all(async || stores.make().await).await;
+}
+
 #[tokio::test]
 async fn segmentation_ids_exhaust_cleanly() {
     let config = StoreConfig {
@@ -171,10 +178,20 @@ async fn segmentation_ids_exhaust_cleanly() {
 /// changes, so that neither hands out an address the other holds.
 #[tokio::test]
 async fn two_stores_on_one_database_never_double_allocate() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db.sqlite");
-    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
-    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
+    let stores = SqliteStores::default();
+    let (a, b) = stores.pair().await;
+    never_double_allocate(a, b).await;
+}
+
+/// The same with two stores on one PostgreSQL database (two servers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_postgres_stores_never_double_allocate() {
+    let Some(base) = postgres_url() else { return };
+    let (a, b) = PgStores { base }.pair().await;
+    never_double_allocate(a, b).await;
+}
+
+async fn never_double_allocate(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     let net = a.create_networks(vec![network_request("shared-db")]).await.unwrap().remove(0);
     a.create_subnets(vec![subnet_request(&net, "10.9.0.0/28")]).await.unwrap();
     let mut seen = HashSet::new();
@@ -205,6 +222,58 @@ async fn two_stores_on_one_database_never_double_allocate() {
         i += 1;
     }
     assert_eq!(seen.len(), 13, "a /28 has 13 pool addresses");
+}
+
+/// Two PostgreSQL stores (two servers) with 32 clients between them
+/// exhaust a /24 and a VNI range at once: every address and every VNI is
+/// handed out exactly once, and the loser of each race gets Neutron's
+/// error, never an internal one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_postgres_stores_exhaust_a_subnet_and_a_vni_range_without_duplicates() {
+    let Some(base) = postgres_url() else { return };
+    let mut config = StoreConfig::default();
+    config.default_quotas.insert("port".into(), -1);
+    config.default_quotas.insert("network".into(), -1);
+    config.segments.vni_ranges = vec![IdRange { first: 100, last: 139 }];
+    let (a, b) = PgStores { base }.pair_with(config).await;
+    let net = a.create_networks(vec![network_request("n")]).await.unwrap().remove(0);
+    a.create_subnets(vec![subnet_request(&net, "10.20.30.0/24")]).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let net = net.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ips, mut vnis) = (Vec::new(), Vec::new());
+            loop {
+                match store.create_ports(vec![port_request(&net)]).await {
+                    Ok(mut p) => ips.push(p.remove(0).fixed_ips[0].ip_address),
+                    Err(Error::IpAddressGenerationFailure(_)) => break,
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+            loop {
+                match store.create_networks(vec![network_request("v")]).await {
+                    Ok(mut n) => vnis.push(n.remove(0).segments[0].segmentation_id),
+                    Err(Error::NoNetworkAvailable) => break,
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+            (ips, vnis)
+        }));
+    }
+    let (mut ips, mut vnis) = (HashSet::new(), HashSet::new());
+    for t in tasks {
+        let (i, v) = t.await.unwrap();
+        for ip in i {
+            assert!(ips.insert(ip), "{ip} handed out twice");
+        }
+        for vni in v {
+            assert!(vnis.insert(vni), "VNI {vni:?} handed out twice");
+        }
+    }
+    assert_eq!(ips.len(), 253, "a /24 has 253 pool addresses");
+    // The first network took one VNI of the 40.
+    assert_eq!(vnis.len(), 39);
 }
 
 /// A store without a port quota, for tests that write a lot.

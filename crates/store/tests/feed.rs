@@ -764,6 +764,13 @@ async fn sqlite_feed_conforms() {
     run_all(async || stores.make().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_feed_conforms() {
+    let Some(base) = postgres_url() else { return };
+    let stores = PgStores { base };
+    run_all(async || stores.make().await).await;
+}
+
 /// Waits (with a deadline) until the watch shows at least `revision`.
 async fn woken_to(rx: &mut tokio::sync::watch::Receiver<u64>, revision: u64) {
     let wait = rx.wait_for(|head| *head >= revision);

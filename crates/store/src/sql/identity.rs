@@ -126,6 +126,16 @@ impl Backend {
         Ok(())
     }
 
+    pub(crate) async fn claim_meta_impl(&self, key: &str, value: &str) -> Result<String> {
+        self.write(
+            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                .bind(key.to_string())
+                .bind(value.to_string()),
+        )
+        .await?;
+        self.get_meta_impl(key).await?.ok_or_else(|| Error::Internal(format!("meta {key} vanished")))
+    }
+
     pub(crate) async fn create_project_impl(&self, p: &Project) -> Result<()> {
         let q =
             sqlx::query("INSERT INTO projects (id, name, domain_id, description, enabled) VALUES ($1, $2, $3, $4, $5)")

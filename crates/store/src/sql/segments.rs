@@ -28,13 +28,16 @@ pub(super) async fn segment_taken(
     id: Option<i64>,
 ) -> Result<bool> {
     let (pk, sk) = segment_keys(t, physnet, id);
-    let rows = fetch(
-        conn,
-        "SELECT 1 AS one FROM segments WHERE network_type = $1 AND physnet_key = $2 AND segmentation_key = $3".into(),
-        &[t.as_str().to_string(), pk, sk.to_string()],
+    let row = sqlx::query(
+        "SELECT 1 AS one FROM segments WHERE network_type = $1 AND physnet_key = $2 AND segmentation_key = $3",
     )
-    .await?;
-    Ok(!rows.is_empty())
+    .bind(t.as_str())
+    .bind(pk)
+    .bind(sk)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(internal)?;
+    Ok(row.is_some())
 }
 
 pub(super) fn in_use_error(t: NetworkType, physnet: Option<&str>, id: Option<i64>) -> Error {

@@ -21,6 +21,9 @@ impl CoreStore for Backend {
     async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         self.set_meta_impl(key, value).await
     }
+    async fn claim_meta(&self, key: &str, value: &str) -> Result<String> {
+        self.claim_meta_impl(key, value).await
+    }
     async fn create_project(&self, project: &Project) -> Result<()> {
         self.create_project_impl(project).await
     }

@@ -131,7 +131,7 @@ impl Backend {
             }
             PoolChoice::Default => {
                 let mut w = Where::default();
-                w.add("p.is_default AND p.ip_version = {}", &[&req.ip_version.number().to_string()]);
+                w.add("p.is_default AND CAST(p.ip_version AS TEXT) = {}", &[&req.ip_version.number().to_string()]);
                 Some(load_subnetpools(conn, &w).await?.pop().ok_or_else(|| {
                     Error::BadRequest(format!("No default subnetpool found for IPv{}", req.ip_version.number()))
                 })?)

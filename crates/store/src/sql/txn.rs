@@ -1,6 +1,7 @@
-//! A write transaction: the SQLite transaction and the changes it records
+//! A write transaction: the database transaction and the changes it records
 //! in the feed. Committing writes what is still pending under the
-//! transaction's revision, commits, and wakes the feed's watchers.
+//! transaction's revision, has the backend announce the revision to other
+//! servers, commits, and wakes this process's watchers of the feed.
 
 use super::{Conn, DbRow};
 use neutrino_model::{NetworkId, Result};
@@ -8,7 +9,7 @@ use neutrino_model::{NetworkId, Result};
 use super::FeedSignal;
 use super::batch::Batch;
 use super::feed::{Appended, FeedTxn};
-use super::{Backend, Tx, begin, internal, scope};
+use super::{Backend, Tx, announce, begin, internal, scope};
 use crate::feed::{ChangeOp, Subject};
 
 pub(crate) struct Txn<'c> {
@@ -69,6 +70,9 @@ impl Txn<'_> {
 
     pub async fn commit(mut self) -> Result<()> {
         self.feed.flush(&mut self.tx).await?;
+        if let Some(revision) = self.feed.revision() {
+            announce(&mut self.tx, revision).await?;
+        }
         self.tx.commit().await.map_err(internal)?;
         if let Some(revision) = self.feed.revision() {
             self.signal.advance(revision);

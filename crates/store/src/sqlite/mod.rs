@@ -146,7 +146,11 @@ impl SqliteStore {
         // The writer leaves checkpoints to a task of their own (checkpoint.rs).
         let writer_options = base.clone().create_if_missing(true).pragma("wal_autocheckpoint", "0");
         let mut conn = SqliteConnection::connect_with(&writer_options).await.map_err(internal)?;
-        migrator().run(&mut conn).await.map_err(|e| Error::Internal(format!("migration: {e}")))?;
+        if config.migrate {
+            migrator().run(&mut conn).await.map_err(|e| Error::Internal(format!("migration: {e}")))?;
+        } else {
+            check_schema(&mut conn).await?;
+        }
         let (head, _) = feed::read_head(&mut conn).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
@@ -174,6 +178,17 @@ impl SqliteStore {
         Self::open(Path::new(path), config).await
     }
 
+    /// Applies the migrations this build knows and that the database at
+    /// `url` lacks (creating the file if needed); returns the schema
+    /// version afterwards.
+    pub async fn migrate(url: &str) -> Result<i64> {
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        let options = SqliteConnectOptions::new().filename(path).create_if_missing(true).foreign_keys(true);
+        let mut conn = SqliteConnection::connect_with(&options).await.map_err(internal)?;
+        migrator().run(&mut conn).await.map_err(|e| Error::Internal(format!("migration: {e}")))?;
+        schema_version(&mut conn).await
+    }
+
     pub fn config(&self) -> &StoreConfig {
         &self.config
     }
@@ -189,6 +204,35 @@ fn migrator() -> sqlx::migrate::Migrator {
             })
             .collect(),
     )
+}
+
+/// The highest migration applied to the database (0 for none).
+async fn schema_version(conn: &mut SqliteConnection) -> Result<i64> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = '_sqlx_migrations')")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(internal)?;
+    if !exists {
+        return Ok(0);
+    }
+    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(internal)?;
+    Ok(version.unwrap_or(0))
+}
+
+/// Refuses a database whose schema is not the one this build writes.
+async fn check_schema(conn: &mut SqliteConnection) -> Result<()> {
+    let have = schema_version(conn).await?;
+    let want = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if have != want {
+        return Err(Error::Internal(format!(
+            "the database's schema is at version {have} and this server needs {want}: run `neutrino db migrate`"
+        )));
+    }
+    Ok(())
 }
 
 /// Whether a database error is a violated UNIQUE constraint on `column`
@@ -209,6 +253,12 @@ pub(crate) fn aggregate(expr: &str, order_by: &str) -> String {
 /// could not write on (SQLITE_BUSY_SNAPSHOT, "database is locked").
 pub(crate) async fn begin(conn: &mut SqliteConnection) -> Result<Tx<'_>> {
     conn.begin_with("BEGIN IMMEDIATE").await.map_err(internal)
+}
+
+/// Tells other processes that `revision` committed: nothing to do on
+/// SQLite, whose stores of one file live in one process (signal.rs).
+pub(crate) async fn announce(_tx: &mut Tx<'_>, _revision: u64) -> Result<()> {
+    Ok(())
 }
 
 /// Begins a read-only transaction: one snapshot for several statements

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use neutrino_model::ProjectId;
 use neutrino_model::ipam::IpVersion;
 use neutrino_model::resources::*;
-use neutrino_store::{SqliteStore, Store, StoreConfig};
+use neutrino_store::{PgStore, SqliteStore, Store, StoreConfig};
+use sqlx::Connection;
 
 pub fn project() -> ProjectId {
     ProjectId("p1".into())
@@ -108,6 +109,62 @@ impl SqliteStores {
         let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
         let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
         self.dirs.lock().unwrap().push(dir);
+        (a, b)
+    }
+}
+
+/// The PostgreSQL database the PostgreSQL variants run on
+/// (`NEUTRINO_TEST_DATABASE_URL`, e.g. from `scripts/pg-cluster.sh`). Without
+/// it they are skipped, unless `NEUTRINO_REQUIRE_POSTGRES=1` (CI) makes that
+/// a failure.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("NEUTRINO_TEST_DATABASE_URL") {
+        Ok(url) if neutrino_store::is_postgres_url(&url) => Some(url),
+        _ => {
+            assert!(
+                std::env::var("NEUTRINO_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "NEUTRINO_REQUIRE_POSTGRES=1 but NEUTRINO_TEST_DATABASE_URL names no PostgreSQL database"
+            );
+            eprintln!("skipped: NEUTRINO_TEST_DATABASE_URL names no PostgreSQL database");
+            None
+        }
+    }
+}
+
+/// A URL for a fresh, empty schema of the database at `base` (one per
+/// store, so that tests sharing a database never see each other).
+pub async fn fresh_postgres(base: &str) -> String {
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}"))).execute(&mut conn).await.unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{name}")
+}
+
+pub async fn postgres(base: &str, config: StoreConfig) -> Arc<dyn Store> {
+    Arc::new(PgStore::open(&fresh_postgres(base).await, config).await.unwrap())
+}
+
+/// Fresh PostgreSQL stores (each in a schema of its own) for a suite's
+/// `run_all`.
+pub struct PgStores {
+    pub base: String,
+}
+
+impl PgStores {
+    pub async fn make(&self) -> Arc<dyn Store> {
+        postgres(&self.base, StoreConfig::default()).await
+    }
+
+    /// Two stores on one database, as two servers sharing it.
+    pub async fn pair(&self) -> (Arc<dyn Store>, Arc<dyn Store>) {
+        self.pair_with(StoreConfig::default()).await
+    }
+
+    pub async fn pair_with(&self, config: StoreConfig) -> (Arc<dyn Store>, Arc<dyn Store>) {
+        let url = fresh_postgres(&self.base).await;
+        let a: Arc<dyn Store> = Arc::new(PgStore::open(&url, config.clone()).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(PgStore::open(&url, config).await.unwrap());
         (a, b)
     }
 }
