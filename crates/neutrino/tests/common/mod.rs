@@ -55,6 +55,22 @@ impl Resp {
     }
 }
 
+/// The PostgreSQL database the suites run on instead of the embedded
+/// SQLite when `NEUTRINO_TEST_DATABASE_URL` names one (CI's second pass).
+pub fn postgres_url() -> Option<String> {
+    std::env::var("NEUTRINO_TEST_DATABASE_URL").ok().filter(|u| neutrino_store::is_postgres_url(u))
+}
+
+/// A URL for a fresh, empty schema of the database at `base`.
+pub async fn fresh_postgres(base: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(base).await.expect("PostgreSQL reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}"))).execute(&mut conn).await.expect("schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{name}")
+}
+
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
@@ -69,6 +85,10 @@ impl TestServer {
     pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let mut config = ServerConfig::local(dir.path().to_path_buf());
         config.listen = "127.0.0.1:0".parse().unwrap();
+        // The API suites run on PostgreSQL too: a schema of its own per server.
+        if let Some(base) = postgres_url() {
+            config.database_url = Some(fresh_postgres(&base).await);
+        }
         config.bootstrap_password = Some(ADMIN_PASSWORD.into());
         tweak(&mut config);
         let server = start(config).await.expect("server starts");

@@ -12,9 +12,21 @@ use sqlx::{Arguments, AssertSqlSafe, Encode, Postgres, Type};
 #[derive(Default)]
 pub(crate) struct Batch {
     statements: Vec<(String, PgArguments)>,
+    recoverable: bool,
 }
 
+/// The savepoint of a recoverable batch.
+const SAVEPOINT: &str = "neutrino_batch";
+
 impl Batch {
+    /// A failure of this batch leaves its transaction usable (for a retry):
+    /// on PostgreSQL a failed statement aborts the transaction, so the
+    /// batch runs under a savepoint that a failure rolls back to.
+    pub fn recoverable(&mut self) -> &mut Self {
+        self.recoverable = true;
+        self
+    }
+
     /// Starts the next statement; its `$n` refer to the values bound after it.
     pub fn statement(&mut self, sql: &str) -> &mut Self {
         self.statements.push((sql.to_string(), PgArguments::default()));
@@ -33,19 +45,36 @@ impl Batch {
 
     /// Runs every statement in order.
     pub async fn execute(self, conn: &mut PgConnection) -> sqlx::Result<()> {
-        for (sql, args) in self.statements {
-            sqlx::query_with(AssertSqlSafe(sql), args).execute(&mut *conn).await?;
-        }
-        Ok(())
+        self.fetch_all(conn).await.map(|_| ())
     }
 
     /// Runs every statement in order and returns the rows of those that
     /// return rows.
     pub async fn fetch_all(self, conn: &mut PgConnection) -> sqlx::Result<Vec<PgRow>> {
-        let mut rows = Vec::new();
-        for (sql, args) in self.statements {
-            rows.extend(sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(&mut *conn).await?);
+        if self.statements.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(rows)
+        if !self.recoverable {
+            return run(self.statements, conn).await;
+        }
+        sqlx::raw_sql(AssertSqlSafe(format!("SAVEPOINT {SAVEPOINT}"))).execute(&mut *conn).await?;
+        match run(self.statements, conn).await {
+            Ok(rows) => {
+                sqlx::raw_sql(AssertSqlSafe(format!("RELEASE SAVEPOINT {SAVEPOINT}"))).execute(&mut *conn).await?;
+                Ok(rows)
+            }
+            Err(e) => {
+                sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))).execute(&mut *conn).await?;
+                Err(e)
+            }
+        }
     }
+}
+
+async fn run(statements: Vec<(String, PgArguments)>, conn: &mut PgConnection) -> sqlx::Result<Vec<PgRow>> {
+    let mut rows = Vec::new();
+    for (sql, args) in statements {
+        rows.extend(sqlx::query_with(AssertSqlSafe(sql), args).fetch_all(&mut *conn).await?);
+    }
+    Ok(rows)
 }

@@ -20,7 +20,7 @@ use super::quotas::check_quotas;
 use super::revisions::{bump, check_revision, revision_of};
 use super::rows::{fetch, get};
 use super::txn::Txn;
-use super::{Backend, Where, from_json, internal, is_unique_violation, now_iso, parse_col};
+use super::{Backend, Where, from_json, internal, now_iso, parse_col};
 use crate::feed::{ChangeOp, Subject};
 use crate::{ListQuery, SecurityGroupStore};
 
@@ -70,7 +70,9 @@ async fn insert_group(
 }
 
 /// Inserts a rule; a rule its group already has is refused with the id of
-/// the one that exists.
+/// the one that exists. The duplicate is found by the unique index without
+/// an error (`ON CONFLICT DO NOTHING`): on PostgreSQL a failed statement
+/// aborts the transaction, and the existing rule's id is read after it.
 async fn insert_rule(tx: &mut Txn<'_>, rule: &SecurityGroupRuleCreate, now: &str) -> Result<SecurityGroupRuleId> {
     let id = SecurityGroupRuleId::new();
     let key = rule.key().to_string();
@@ -81,7 +83,8 @@ async fn insert_rule(tx: &mut Txn<'_>, rule: &SecurityGroupRuleCreate, now: &str
          VALUES ($1, ",
         next_seq!("security_group_rules"),
         ", $2, $3, $4, $5, $6, $7, $8, $9, \
-         $10, $11, $12, $13, $13, 1)"
+         $10, $11, $12, $13, $13, 1) \
+         ON CONFLICT (security_group_id, dedup_key) DO NOTHING"
     ))
     .bind(id.to_string())
     .bind(rule.security_group_id.to_string())
@@ -97,13 +100,14 @@ async fn insert_rule(tx: &mut Txn<'_>, rule: &SecurityGroupRuleCreate, now: &str
     .bind(&key)
     .bind(now)
     .execute(&mut **tx)
-    .await;
-    match res {
-        Ok(_) => {
+    .await
+    .map_err(internal)?;
+    match res.rows_affected() {
+        1 => {
             tx.record(Subject::SecurityGroupRule(id), ChangeOp::Created);
             Ok(id)
         }
-        Err(e) if is_unique_violation(&e) => {
+        _ => {
             let rows = fetch(
                 tx,
                 "SELECT id FROM security_group_rules WHERE security_group_id = $1 AND dedup_key = $2".into(),
@@ -113,7 +117,6 @@ async fn insert_rule(tx: &mut Txn<'_>, rule: &SecurityGroupRuleCreate, now: &str
             let existing: String = rows.first().map(|r| get(r, "id")).transpose()?.unwrap_or_default();
             Err(Error::SecurityGroupRuleExists(existing))
         }
-        Err(e) => Err(internal(e)),
     }
 }
 

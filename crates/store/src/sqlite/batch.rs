@@ -21,6 +21,15 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// A failure of this batch leaves its transaction usable (for a
+    /// retry). SQLite undoes only the failed statement and the transaction
+    /// goes on, so there is nothing to do; a batch whose earlier
+    /// statements succeeded keeps them, which is why a batch meant for a
+    /// retry has the statement that may fail first.
+    pub fn recoverable(&mut self) -> &mut Self {
+        self
+    }
+
     /// Starts the next statement; its `$n` refer to the values bound after it.
     pub fn statement(&mut self, sql: &str) -> &mut Self {
         self.base = self.args.len();

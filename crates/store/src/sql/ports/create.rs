@@ -195,6 +195,9 @@ impl Backend {
             )
             .await?;
             let mut batch = Batch::default();
+            // A generated MAC address that another port has is retried
+            // in this transaction: the failed batch must not end it.
+            batch.recoverable();
             batch
                 .statement(concat!(
                     "INSERT INTO ports (id, seq, project_id, network_id, name, description, admin_state_up, \
