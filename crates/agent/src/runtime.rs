@@ -7,6 +7,15 @@
 //! the next start reconciles from what it finds. Losing the server does
 //! not change the view either: the agent keeps forwarding on the last one
 //! for as long as the server is away.
+//!
+//! Given several servers (`--server URL1,URL2`), the client
+//! (`neutrino_client::AgentClient`) sends every request to the current
+//! one and moves to the next when it fails; the watch then reconnects
+//! there with the revision and digest of the view held, which any server
+//! of the same database resumes (no snapshot), and heartbeats and reports
+//! follow it (registrations and liveness are in the database). When no
+//! server answers, the loops below back off (up to 5 s) and try them all
+//! again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -32,8 +41,16 @@ use neutrino_client::{AgentClient, AgentError as ChannelError};
 /// `neutrino agent` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
-    /// The server's URL (`http://controller:9696`).
-    #[arg(long, env = "NEUTRINO_AGENT_SERVER")]
+    /// The server's URL (`http://controller:9696`), or several,
+    /// comma-separated (`http://c1:9696,http://c2:9696`).
+    ///
+    /// The agent talks to one server at a time, the first that answers,
+    /// and stays with it. When it fails (no connection, a reset, a timeout,
+    /// a 5xx) the agent moves to the next and resumes its watch there from
+    /// the view it holds; a refusal (a wrong token, another contract
+    /// version) is not a failure. A URL whose host name has several
+    /// addresses stands for each of them, in the order the name resolves.
+    #[arg(long, env = "NEUTRINO_AGENT_SERVER", value_name = "URL[,URL...]")]
     pub server: String,
     /// This host's name, as ports' `binding:host_id` name it [default: the hostname].
     #[arg(long, env = "NEUTRINO_AGENT_HOST")]
@@ -176,7 +193,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
 
     let dataplane =
         Dataplane::start(&registration.host, &args.netns_prefix).await?.with_dns_upstream(args.dns_upstream.clone());
-    tracing::info!(%host, server = %args.server, contract = CONTRACT_VERSION, "agent starting");
+    tracing::info!(%host, servers = ?client.servers(), contract = CONTRACT_VERSION, "agent starting");
 
     let reconcile = tokio::spawn(reconcile_loop(
         dataplane,
@@ -247,7 +264,8 @@ async fn shutdown_signal() {
     }
 }
 
-/// Doubling retry delays, from 100 ms up to 5 s.
+/// Doubling retry delays, from 100 ms up to 5 s (each retry tries every
+/// server).
 struct Backoff(Duration);
 
 impl Backoff {
@@ -294,7 +312,7 @@ async fn channel_loop(client: Arc<AgentClient>, registration: Registration, shar
                 continue;
             }
         };
-        tracing::info!(contract = registered.contract, "registered");
+        tracing::info!(contract = registered.contract, server = %client.current_server(), "registered");
         backoff.reset();
         // Every status is reported again to a server that (re)registered us.
         shared.reported.lock().await.clear();
@@ -638,6 +656,20 @@ mod tests {
         assert_eq!(parse(&[]).unwrap(), None);
         assert_eq!(parse(&["--status-file", "/run/a.json"]).unwrap(), Some(PathBuf::from("/run/a.json")));
         assert!(parse(&["--status-file"]).is_err());
+    }
+
+    #[test]
+    fn the_server_flag_takes_a_list() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        let list = "http://10.0.0.1:9696,http://10.0.0.2:9696";
+        let cli = <Cli as clap::Parser>::try_parse_from(["neutrino-agent", "--server", list, "--token", "t"]).unwrap();
+        let client = AgentClient::new(&cli.agent.server, "h", "t").unwrap();
+        assert_eq!(client.servers(), ["http://10.0.0.1:9696", "http://10.0.0.2:9696"]);
+        assert_eq!(client.current_server(), "http://10.0.0.1:9696", "the first is tried first");
     }
 
     #[test]

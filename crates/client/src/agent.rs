@@ -2,6 +2,7 @@
 //! status, and the watch stream. It only moves the contract's types over
 //! HTTP; what they mean is the agent's business.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use neutrino_proto::containers::{Attachment, AttachmentKey, ContainerAttach, ContainerPort, Detached};
@@ -13,6 +14,8 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use tracing::Instrument;
 
+use crate::servers::{Attempt, HttpSettings, Servers};
+
 /// The header the server answers every request with.
 const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
 
@@ -20,6 +23,9 @@ const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
 pub enum AgentError {
     #[error("cannot build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
+    /// The servers given are not a list of http(s) URLs.
+    #[error("bad server list '{list}': {reason}")]
+    BadServerList { list: String, reason: String },
     #[error("cannot reach the server: {0}")]
     Unreachable(#[source] reqwest::Error),
     /// The server does not know this host (it restarted, or another server
@@ -64,35 +70,65 @@ impl AgentError {
     pub fn is_contract_mismatch(&self) -> bool {
         matches!(self, AgentError::ContractMismatch { .. })
     }
+
+    /// Whether the server failed, rather than refused: no connection, a
+    /// connection lost, no answer in time, a 5xx (503: not serving views
+    /// yet). Another server may do better; a refusal (a wrong token, a
+    /// contract mismatch, an unknown host, a request that cannot be done)
+    /// would be the same anywhere.
+    pub fn is_server_failure(&self) -> bool {
+        match self {
+            AgentError::Unreachable(_) | AgentError::Unavailable | AgentError::Silent(_) | AgentError::BadAnswer(_) => {
+                true
+            }
+            AgentError::Server { status, .. } => status.is_server_error(),
+            _ => false,
+        }
+    }
 }
 
-/// Per request; the watch stream has its silence timeout instead.
+/// Per request; the watch stream has its silence timeout instead, and
+/// this much for its answer to start.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The channel of one host.
+/// The channel of one host, to one server or several (see [`crate::servers`]:
+/// requests go to the current server and move on to the next one when it
+/// fails as a server; a refusal is the caller's).
 pub struct AgentClient {
-    http: reqwest::Client,
-    /// `{server}/agent/v1/hosts/{host}`.
-    base: String,
+    servers: Arc<Servers>,
     token: String,
     silence: Duration,
+    request_timeout: Duration,
 }
 
 impl AgentClient {
-    pub fn new(server_url: &str, host: &str, token: &str) -> Result<Self, AgentError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(AgentError::Build)?;
-        Ok(AgentClient {
-            http,
-            base: format!("{}{PREFIX}/hosts/{host}", server_url.trim_end_matches('/')),
+    /// `servers` is one URL (`http://controller:9696`) or several,
+    /// comma-separated; the first is tried first. A URL naming a host
+    /// stands for each of its addresses.
+    pub fn new(servers: &str, host: &str, token: &str) -> Result<Self, AgentError> {
+        Ok(Self::with_servers(Servers::new(servers, suffix(host), http_settings())?, token))
+    }
+
+    fn with_servers(servers: Servers, token: &str) -> Self {
+        AgentClient {
+            servers: Arc::new(servers),
             token: token.to_string(),
             // Three keepalive periods: one late keepalive is not a failure.
             silence: Duration::from_secs(KEEPALIVE_SECS * 3),
-        })
+            request_timeout: REQUEST_TIMEOUT,
+        }
+    }
+
+    /// With names looked up by `lookup` (tests).
+    #[cfg(test)]
+    pub(crate) fn with_lookup(
+        servers: &str,
+        host: &str,
+        token: &str,
+        lookup: crate::servers::Lookup,
+    ) -> Result<Self, AgentError> {
+        Ok(Self::with_servers(Servers::with_lookup(servers, suffix(host), http_settings(), lookup)?, token))
     }
 
     /// How long a watch stream may stay silent before it counts as broken.
@@ -101,82 +137,134 @@ impl AgentClient {
         self
     }
 
+    /// How long a request may wait for its answer before the server counts
+    /// as failed (default 10 s).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The server requests go to now (its URL, and the address when its
+    /// name was looked up).
+    pub fn current_server(&self) -> String {
+        self.servers.current()
+    }
+
+    /// Every server, in the order they are tried.
+    pub fn servers(&self) -> Vec<String> {
+        self.servers.endpoints()
+    }
+
     /// Registers, and refuses a server of another contract version.
     pub async fn register(&self, registration: &Registration) -> Result<Registered, AgentError> {
-        let resp = self.post("register", registration).await?;
-        let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
-        registered(&bytes)
+        self.servers
+            .call(|at| async move {
+                let resp = self.post(&at, "register", registration).await?;
+                let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
+                registered(&bytes)
+            })
+            .await
     }
 
     pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), AgentError> {
-        self.post("heartbeat", beat).await.map(drop)
+        self.servers.call(|at| async move { self.post(&at, "heartbeat", beat).await.map(drop) }).await
     }
 
     pub async fn report_ports(&self, report: &PortStatusReport) -> Result<PortStatusApplied, AgentError> {
-        let resp = self.post("ports/status", report).await?;
-        let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
-        serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
+        self.servers
+            .call(|at| async move {
+                let resp = self.post(&at, "ports/status", report).await?;
+                json_answer(resp).await
+            })
+            .await
     }
 
     /// The port of a container's attachment on this host, made unless it
     /// exists (`neutrino_proto::containers`).
     pub async fn attach_container(&self, attach: &ContainerAttach) -> Result<ContainerPort, AgentError> {
-        let resp = self.post_refusable("containers", attach).await?;
-        let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
-        serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
+        self.servers
+            .call(|at| async move {
+                let resp = self.post_refusable(&at, "containers", attach).await?;
+                json_answer(resp).await
+            })
+            .await
     }
 
     /// Removes the port of a container's attachment; none is success.
     pub async fn detach_container(&self, key: &AttachmentKey) -> Result<Detached, AgentError> {
-        let resp = self.post_refusable("containers/detach", key).await?;
-        let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
-        serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
+        self.servers
+            .call(|at| async move {
+                let resp = self.post_refusable(&at, "containers/detach", key).await?;
+                json_answer(resp).await
+            })
+            .await
     }
 
     /// The container ports bound to this host.
     pub async fn container_attachments(&self) -> Result<Vec<Attachment>, AgentError> {
-        let request = self.http.get(format!("{}/containers", self.base)).timeout(REQUEST_TIMEOUT);
-        let span = tracing::info_span!(
-            "agent_channel",
-            method = "GET",
-            path = "containers",
-            request_id = tracing::field::Empty
-        );
-        let resp = self.send(request).instrument(span).await?;
-        let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
-        serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
+        self.servers
+            .call(|at| async move {
+                let url = format!("{}/containers", at.endpoint.base);
+                let request = at.endpoint.http.get(url).timeout(self.request_timeout);
+                let span = request_span("GET", "containers", &at);
+                let resp = self.send(request).instrument(span).await?;
+                json_answer(resp).await
+            })
+            .await
     }
 
     /// Opens the watch stream. With what the agent holds in `query` (its
     /// revision and digest) the server resumes instead of resending the
     /// whole view, whichever server the agent had before.
     pub async fn watch(&self, query: &WatchQuery) -> Result<WatchStream, AgentError> {
-        let url = format!("{}/watch{}", self.base, query_string(query));
-        let span = tracing::info_span!(
-            "agent_channel",
-            method = "GET",
-            path = "watch",
-            since = query.since,
-            request_id = tracing::field::Empty
-        );
-        let resp = self.send(self.http.get(url)).instrument(span).await?;
-        Ok(WatchStream { resp, lines: Lines::default(), silence: self.silence, received: 0 })
+        self.servers
+            .call(|at| async move {
+                let url = format!("{}/watch{}", at.endpoint.base, query_string(query));
+                let span = tracing::info_span!(
+                    "agent_channel",
+                    method = "GET",
+                    path = "watch",
+                    server = %at.endpoint.label,
+                    since = query.since,
+                    request_id = tracing::field::Empty
+                );
+                // Only the answer's start is timed here: the body is the
+                // stream, timed by its silence.
+                let answer = tokio::time::timeout(self.request_timeout, self.send(at.endpoint.http.get(url)));
+                let resp = answer.instrument(span).await.map_err(|_| AgentError::Silent(self.request_timeout))??;
+                Ok(WatchStream {
+                    resp,
+                    lines: Lines::default(),
+                    silence: self.silence,
+                    received: 0,
+                    origin: Some((self.servers.clone(), at)),
+                })
+            })
+            .await
     }
 
-    async fn post<T: Serialize>(&self, path: &str, body: &T) -> Result<reqwest::Response, AgentError> {
-        let request = self.http.post(format!("{}/{path}", self.base)).json(body).timeout(REQUEST_TIMEOUT);
-        self.send(request)
-            .instrument(tracing::info_span!("agent_channel", method = "POST", path, request_id = tracing::field::Empty))
-            .await
+    async fn post<T: Serialize>(&self, at: &Attempt, path: &str, body: &T) -> Result<reqwest::Response, AgentError> {
+        let request =
+            at.endpoint.http.post(format!("{}/{path}", at.endpoint.base)).json(body).timeout(self.request_timeout);
+        self.send(request).instrument(request_span("POST", path, at)).await
     }
 
     /// A POST whose refusals (400, 403, 409: what was asked cannot be
     /// done) are the caller's to report, not the channel's failures.
-    async fn post_refusable<T: Serialize>(&self, path: &str, body: &T) -> Result<reqwest::Response, AgentError> {
-        let request = self.http.post(format!("{}/{path}", self.base)).json(body).timeout(REQUEST_TIMEOUT);
-        let span = tracing::info_span!("agent_channel", method = "POST", path, request_id = tracing::field::Empty);
-        let resp =
-            request.header(TOKEN_HEADER, &self.token).send().instrument(span).await.map_err(AgentError::Unreachable)?;
+    async fn post_refusable<T: Serialize>(
+        &self,
+        at: &Attempt,
+        path: &str,
+        body: &T,
+    ) -> Result<reqwest::Response, AgentError> {
+        let request =
+            at.endpoint.http.post(format!("{}/{path}", at.endpoint.base)).json(body).timeout(self.request_timeout);
+        let resp = request
+            .header(TOKEN_HEADER, &self.token)
+            .send()
+            .instrument(request_span("POST", path, at))
+            .await
+            .map_err(AgentError::Unreachable)?;
         match resp.status() {
             status @ (StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN | StatusCode::CONFLICT) => {
                 let body = resp.text().await.unwrap_or_default();
@@ -197,6 +285,31 @@ impl AgentClient {
         tracing::debug!(status = resp.status().as_u16(), "agent channel answer");
         check(resp).await
     }
+}
+
+/// `{PREFIX}/hosts/{host}`: where a host's channel is on every server.
+fn suffix(host: &str) -> String {
+    format!("{PREFIX}/hosts/{host}")
+}
+
+fn http_settings() -> HttpSettings {
+    HttpSettings { connect_timeout: CONNECT_TIMEOUT }
+}
+
+fn request_span(method: &'static str, path: &str, at: &Attempt) -> tracing::Span {
+    tracing::info_span!(
+        "agent_channel",
+        method,
+        path,
+        server = %at.endpoint.label,
+        request_id = tracing::field::Empty
+    )
+}
+
+/// A JSON answer's body, decoded.
+async fn json_answer<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, AgentError> {
+    let bytes = resp.bytes().await.map_err(AgentError::BadAnswer)?;
+    serde_json::from_slice(&bytes).map_err(AgentError::BadEvent)
 }
 
 /// The answer to a registration, checked for the contract version first:
@@ -256,6 +369,9 @@ pub struct WatchStream {
     lines: Lines,
     silence: Duration,
     received: u64,
+    /// The servers and the one this stream came from, until a failure of
+    /// that server has moved the client on.
+    origin: Option<(Arc<Servers>, Attempt)>,
 }
 
 impl WatchStream {
@@ -270,10 +386,11 @@ impl WatchStream {
             if let Some(line) = self.lines.next_line() {
                 return serde_json::from_slice(&line).map_err(AgentError::BadEvent);
             }
-            let chunk = tokio::time::timeout(self.silence, self.resp.chunk())
-                .await
-                .map_err(|_| AgentError::Silent(self.silence))?
-                .map_err(AgentError::Unreachable)?;
+            let chunk = match tokio::time::timeout(self.silence, self.resp.chunk()).await {
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(e)) => return Err(self.server_failed(AgentError::Unreachable(e))),
+                Err(_) => return Err(self.server_failed(AgentError::Silent(self.silence))),
+            };
             match chunk {
                 Some(bytes) => {
                     self.received += bytes.len() as u64;
@@ -282,6 +399,19 @@ impl WatchStream {
                 None => return Err(AgentError::StreamEnded),
             }
         }
+    }
+}
+
+impl WatchStream {
+    /// A stream broken by its server (the connection lost, or silence)
+    /// moves the client to the next server: the watch that follows, the
+    /// heartbeats and the reports go there. A stream the server ended
+    /// (it is stopping) does not: the next request finds out.
+    fn server_failed(&mut self, error: AgentError) -> AgentError {
+        if let Some((servers, attempt)) = self.origin.take() {
+            servers.move_on(&attempt, &error);
+        }
+        error
     }
 }
 

@@ -14,7 +14,9 @@
 //! - [`Error`]: every failure, with the HTTP status and the Neutron or
 //!   Keystone error body decoded ([`ErrorBody`]).
 //! - [`AgentClient`]: the agent channel (`neutrino_proto`), its watch stream
-//!   decoded from newline-delimited JSON.
+//!   decoded from newline-delimited JSON, to one server or a list of them
+//!   (each address of a name too): requests stay on the server that
+//!   answers and move to the next one when it fails (`servers`).
 //!
 //! [`PortId`]: neutrino_model::PortId
 //! [`Value`]: serde_json::Value
@@ -24,6 +26,7 @@ mod error;
 mod identity;
 mod neutron;
 mod resources;
+mod servers;
 
 pub use agent::{AgentClient, AgentError, WatchStream};
 pub use error::{Error, ErrorBody, KeystoneError, NeutronError, Result};
