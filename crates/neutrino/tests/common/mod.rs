@@ -85,9 +85,19 @@ impl TestServer {
     pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let mut config = ServerConfig::local(dir.path().to_path_buf());
         config.listen = "127.0.0.1:0".parse().unwrap();
-        // The API suites run on PostgreSQL too: a schema of its own per server.
+        // The API suites run on PostgreSQL too: a schema of its own per
+        // data directory (a server restarted on the directory finds it).
         if let Some(base) = postgres_url() {
-            config.database_url = Some(fresh_postgres(&base).await);
+            let remembered = dir.path().join("test-database-url");
+            let url = match std::fs::read_to_string(&remembered) {
+                Ok(url) => url,
+                Err(_) => {
+                    let url = fresh_postgres(&base).await;
+                    std::fs::write(&remembered, &url).expect("remember the database");
+                    url
+                }
+            };
+            config.database_url = Some(url);
         }
         config.bootstrap_password = Some(ADMIN_PASSWORD.into());
         tweak(&mut config);
