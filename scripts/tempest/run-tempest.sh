@@ -15,6 +15,8 @@
 #   --timeout S         stop tempest after S seconds          [3600]
 #   --set SEC.KEY=VAL   set a tempest.conf option (repeatable), for example
 #                       --set enforce_scope.neutron=false
+#   --database-url URL  the server's database (an empty PostgreSQL database or
+#                       schema, say)                   [SQLite in the data dir]
 #   --install-only      only make sure the virtualenv exists, then exit
 #
 # Steps:
@@ -50,6 +52,7 @@ WORK="$REPO_DIR/target/tempest"
 REPORT="$REPO_DIR/target/tempest-report.txt"
 REGEX='^tempest\.api\.network'
 CONCURRENCY=2
+DATABASE_URL=""
 TIMEOUT=3600
 MODE=run
 CONF_SETS=()
@@ -133,6 +136,7 @@ while [[ $# -gt 0 ]]; do
     --concurrency) CONCURRENCY="${2:?--concurrency needs a number}"; shift 2 ;;
     --timeout) TIMEOUT="${2:?--timeout needs seconds}"; shift 2 ;;
     --set) CONF_SETS+=(--set "${2:?--set needs SECTION.KEY=VALUE}"); shift 2 ;;
+    --database-url) DATABASE_URL="${2:?--database-url needs a URL}"; shift 2 ;;
     --install-only) MODE=install; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (try --help)" ;;
@@ -266,8 +270,10 @@ trap 'exit 143' TERM
 ADMIN_PASSWORD="$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')"
 started=$SECONDS
 # Port 0: the server picks a free port and prints it ("listening on ADDR").
+DATABASE_ARGS=()
+[[ -z "$DATABASE_URL" ]] || DATABASE_ARGS=(--database-url "$DATABASE_URL")
 NEUTRINO_BOOTSTRAP_PASSWORD="$ADMIN_PASSWORD" NEUTRINO_LOG="${NEUTRINO_LOG:-info}" \
-    "$NEUTRINO" server --listen 127.0.0.1:0 --data-dir "$DATA_DIR" \
+    "$NEUTRINO" server --listen 127.0.0.1:0 --data-dir "$DATA_DIR" "${DATABASE_ARGS[@]}" \
     >"$WORK/neutrino.out" 2>"$WORK/neutrino.log" </dev/null &
 SERVER_PID=$!
 ADDR=""
