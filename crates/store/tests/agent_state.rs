@@ -229,3 +229,30 @@ async fn postgres_agent_state_conforms() {
     let stores = PgStores { base };
     run_all(async || stores.pair().await).await;
 }
+
+/// On PostgreSQL a heartbeat does not take the cluster-wide write lock
+/// (it records no change): with the lock held elsewhere, heartbeats go
+/// through while a write that allocates waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_heartbeats_do_not_wait_for_the_write_lock() {
+    use sqlx::Connection;
+    let Some(base) = postgres_url() else { return };
+    let url = fresh_postgres(&base).await;
+    let store: Arc<dyn Store> =
+        Arc::new(neutrino_store::PgStore::open(&url, neutrino_store::StoreConfig::default()).await.unwrap());
+    let reg = registration("compute-1");
+    store.register_host(&reg, &[report(agent_type::LINUX_BRIDGE, "compute-1")]).await.unwrap();
+
+    // Another server's long write: the lock (the store's own constant).
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(0x6e74_726e_i64).execute(&mut other).await.unwrap();
+
+    let beat = tokio::time::timeout(Duration::from_secs(5), store.host_heartbeat("compute-1")).await;
+    assert!(matches!(beat, Ok(Ok(()))), "a heartbeat waited for the write lock: {beat:?}");
+    let write =
+        tokio::time::timeout(Duration::from_millis(500), store.create_networks(vec![network_request("waits")])).await;
+    assert!(write.is_err(), "a network create did not wait for the write lock");
+
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(0x6e74_726e_i64).execute(&mut other).await.unwrap();
+    store.create_networks(vec![network_request("after")]).await.unwrap();
+}

@@ -343,6 +343,12 @@ pub(crate) async fn announce(tx: &mut Tx<'_>, revision: u64) -> Result<()> {
     Ok(())
 }
 
+/// Begins a write transaction without the write lock, for writes that need
+/// no order with others (`Backend::unordered_txn`).
+pub(crate) async fn begin_unordered(conn: &mut PgConnection) -> Result<Tx<'_>> {
+    conn.begin().await.map_err(internal)
+}
+
 /// Begins a read-only transaction with one snapshot for all its statements.
 pub(crate) async fn begin_read(conn: &mut PgConnection) -> Result<Tx<'_>> {
     conn.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(internal)

@@ -86,7 +86,8 @@ impl Backend {
 
     pub(crate) async fn host_heartbeat_impl(&self, host: &str) -> Result<()> {
         let mut w = self.writer.lock().await;
-        let mut tx = self.write_txn(&mut w.conn).await?;
+        // A timestamp, no change recorded: no order with other writes.
+        let mut tx = self.unordered_txn(&mut w.conn).await?;
         let known = sqlx::query("UPDATE hosts SET heartbeat_at = $1 WHERE host = $2")
             .bind(now_ms())
             .bind(host)

@@ -9,19 +9,31 @@ use neutrino_model::{NetworkId, Result};
 use super::FeedSignal;
 use super::batch::Batch;
 use super::feed::{Appended, FeedTxn};
-use super::{Backend, Tx, announce, begin, internal, scope};
+use super::{Backend, Tx, announce, begin, begin_unordered, internal, scope};
 use crate::feed::{ChangeOp, Subject};
 
 pub(crate) struct Txn<'c> {
     tx: Tx<'c>,
     feed: FeedTxn,
     signal: &'c FeedSignal,
+    /// Begun with [`Backend::unordered_txn`]: may record no change.
+    unordered: bool,
 }
 
 impl Backend {
     /// Begins a write transaction on the writer connection.
     pub(crate) async fn write_txn<'c>(&'c self, conn: &'c mut Conn) -> Result<Txn<'c>> {
-        Ok(Txn { tx: begin(conn).await?, feed: FeedTxn::default(), signal: &self.signal })
+        Ok(Txn { tx: begin(conn).await?, feed: FeedTxn::default(), signal: &self.signal, unordered: false })
+    }
+
+    /// Begins a write transaction that needs no order with other writers:
+    /// it records no change and writes only values that do not depend on
+    /// what other transactions do (a heartbeat's timestamp). On PostgreSQL
+    /// it does not take the cluster-wide write lock, so that thousands of
+    /// hosts' heartbeats do not queue behind (or hold up) the writes that
+    /// allocate.
+    pub(crate) async fn unordered_txn<'c>(&'c self, conn: &'c mut Conn) -> Result<Txn<'c>> {
+        Ok(Txn { tx: begin_unordered(conn).await?, feed: FeedTxn::default(), signal: &self.signal, unordered: true })
     }
 }
 
@@ -69,6 +81,9 @@ impl Txn<'_> {
     }
 
     pub async fn commit(mut self) -> Result<()> {
+        if self.unordered && !self.feed.changes().pending().is_empty() {
+            return Err(neutrino_model::Error::Internal("an unordered transaction recorded changes".into()));
+        }
         self.feed.flush(&mut self.tx).await?;
         if let Some(revision) = self.feed.revision() {
             announce(&mut self.tx, revision).await?;

@@ -261,6 +261,12 @@ pub(crate) async fn announce(_tx: &mut Tx<'_>, _revision: u64) -> Result<()> {
     Ok(())
 }
 
+/// Begins a write transaction that needs no order with other writers
+/// (`Backend::unordered_txn`): on SQLite every write is ordered anyway.
+pub(crate) async fn begin_unordered(conn: &mut SqliteConnection) -> Result<Tx<'_>> {
+    begin(conn).await
+}
+
 /// Begins a read-only transaction: one snapshot for several statements
 /// (WAL readers see the database as of their first read).
 pub(crate) async fn begin_read(conn: &mut SqliteConnection) -> Result<Tx<'_>> {
