@@ -350,3 +350,29 @@ async fn the_wal_stays_bounded_under_steady_writes() {
         }
     }
 }
+
+/// A PostgreSQL store survives its sessions being killed (a database
+/// restart or failover): the writer reconnects before its next write, the
+/// pools replace their connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_reconnects_after_its_sessions_are_killed() {
+    use sqlx::Connection;
+    let Some(base) = postgres_url() else { return };
+    let url = fresh_postgres(&base).await;
+    let store: Arc<dyn Store> = Arc::new(neutrino_store::PgStore::open(&url, StoreConfig::default()).await.unwrap());
+    let net = store.create_networks(vec![network_request("before")]).await.unwrap().remove(0);
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'neutrino' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let after = store.create_networks(vec![network_request("after")]).await.unwrap().remove(0);
+    assert_eq!(store.get_network(&Viewer::All, &net.id).await.unwrap().name, "before");
+    assert_eq!(store.list_networks(&ListQuery::new(Viewer::All)).await.unwrap().len(), 2);
+    assert_ne!(after.id, net.id);
+}

@@ -128,6 +128,38 @@ pub struct PgStore {
 pub(crate) struct Writer {
     conn: PgConnection,
     ipam: ipam::IpamCache,
+    /// For a new connection when this one is gone (the database restarted
+    /// or failed over).
+    options: PgConnectOptions,
+    /// When the connection last ended a transaction normally.
+    last_ok: std::time::Instant,
+    /// A transaction was abandoned: check the connection before using it.
+    suspect: bool,
+}
+
+/// A writer idle longer than this is checked before use: a database that
+/// restarted meanwhile closed its session.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+impl Writer {
+    /// Replaces the connection if it does not answer. A failure here is
+    /// left to the transaction that follows, which reports it.
+    async fn ensure_connected(&mut self) {
+        if !self.suspect && self.last_ok.elapsed() < CHECK_AFTER_IDLE {
+            return;
+        }
+        if self.conn.ping().await.is_err() {
+            match PgConnection::connect_with(&self.options).await {
+                Ok(conn) => {
+                    tracing::warn!("the database connection of the writer was lost; reconnected");
+                    self.conn = conn;
+                }
+                Err(e) => tracing::warn!(error = %e, "the writer cannot reconnect to the database"),
+            }
+        }
+        self.suspect = false;
+        self.last_ok = std::time::Instant::now();
+    }
 }
 
 pub(crate) struct WriterLock {
@@ -136,7 +168,9 @@ pub(crate) struct WriterLock {
 
 impl WriterLock {
     pub(crate) async fn lock(&self) -> WriterGuard<'_> {
-        WriterGuard { guard: Some(self.writer.lock().await), writer: &self.writer }
+        let mut guard = self.writer.lock().await;
+        guard.ensure_connected().await;
+        WriterGuard { guard: Some(guard), writer: &self.writer }
     }
 }
 
@@ -166,17 +200,21 @@ impl std::ops::DerefMut for WriterGuard<'_> {
 
 impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
-        let Some(guard) = self.guard.take() else { return };
+        let Some(mut guard) = self.guard.take() else { return };
         let unsent = guard.conn.should_flush();
+        if unsent {
+            guard.suspect = true;
+        } else {
+            guard.last_ok = std::time::Instant::now();
+        }
         drop(guard);
         if unsent {
             let writer = self.writer.clone();
             tokio::spawn(async move {
                 let mut w = writer.lock().await;
-                if w.conn.should_flush()
-                    && let Err(e) = w.conn.ping().await
-                {
-                    tracing::warn!(error = %e, "could not end an abandoned transaction");
+                if w.conn.should_flush() {
+                    // Sends the ROLLBACK; reconnects if the session is gone.
+                    w.ensure_connected().await;
                 }
             });
         }
@@ -217,12 +255,20 @@ impl PgStore {
             .max_connections(READERS)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(internal)?;
         let signal = FeedSignal::listen(readers.clone()).await?;
         Ok(PgStore {
-            writer: WriterLock { writer: Arc::new(Mutex::new(Writer { conn, ipam: ipam::IpamCache::default() })) },
+            writer: WriterLock {
+                writer: Arc::new(Mutex::new(Writer {
+                    conn,
+                    ipam: ipam::IpamCache::default(),
+                    options: options.clone(),
+                    last_ok: std::time::Instant::now(),
+                    suspect: false,
+                })),
+            },
             readers,
             config,
             ports: crate::port_cache::PortCache::default(),
