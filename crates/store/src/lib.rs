@@ -14,10 +14,13 @@ mod config;
 mod feed;
 mod l3;
 mod port_cache;
+// Both backends compile the one SQL layer (`sql/`) as modules of their own.
+#[allow(clippy::duplicate_mod)]
 mod postgres;
 mod quota;
 mod rbac;
 mod security_groups;
+#[allow(clippy::duplicate_mod)]
 mod sqlite;
 mod statements;
 

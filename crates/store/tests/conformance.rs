@@ -11,7 +11,7 @@ use neutrino_model::policy::Viewer;
 use neutrino_model::resources::*;
 use neutrino_model::segments::IdRange;
 use neutrino_model::{Error, ProjectId};
-use neutrino_store::{ListQuery, SqliteStore, Store, StoreConfig};
+use neutrino_store::{ListQuery, Store, StoreConfig};
 use support::*;
 
 /// Concurrent allocation on one small subnet hands out each address once.

@@ -60,7 +60,7 @@ fn check_bounds(version: IpVersion, min: u8, default: u8, max: u8) -> Result<()>
 
 async fn check_single_default(conn: &mut Conn, version: IpVersion, except: Option<&SubnetPoolId>) -> Result<()> {
     let rows = sqlx::query("SELECT id FROM subnetpools WHERE is_default AND ip_version = $1 AND id <> $2")
-        .bind(i64::from(version.number()))
+        .bind(version.number())
         .bind(except.map(|e| e.to_string()).unwrap_or_default())
         .fetch_all(&mut *conn)
         .await
