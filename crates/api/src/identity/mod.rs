@@ -137,16 +137,19 @@ impl IdentityService {
     /// Creates the standard roles and, when missing, the `admin` user in the
     /// `admin` project with the `admin` role. Returns whether the admin user
     /// was created.
+    ///
+    /// Several servers may start at once on one empty database: whatever
+    /// another server created first (a unique name taken: `Conflict`) is
+    /// taken as made, and only the server that created the user grants it.
     pub async fn bootstrap(&self, admin_password: &str) -> Result<bool> {
         for name in STANDARD_ROLES {
             if self.store.find_role_by_name(name).await?.is_none() {
-                self.store
-                    .create_role(&Role {
-                        id: uuid::Uuid::new_v4().simple().to_string(),
-                        name: name.to_string(),
-                        description: String::new(),
-                    })
-                    .await?;
+                let role = Role {
+                    id: uuid::Uuid::new_v4().simple().to_string(),
+                    name: name.to_string(),
+                    description: String::new(),
+                };
+                made_or_exists(self.store.create_role(&role).await)?;
             }
         }
         let project = match self.store.find_project_by_name(DEFAULT_DOMAIN_ID, "admin").await? {
@@ -159,8 +162,14 @@ impl IdentityService {
                     description: "Bootstrap project for initializing the cloud.".into(),
                     enabled: true,
                 };
-                self.store.create_project(&p).await?;
-                p
+                if made_or_exists(self.store.create_project(&p).await)? {
+                    p
+                } else {
+                    self.store
+                        .find_project_by_name(DEFAULT_DOMAIN_ID, "admin")
+                        .await?
+                        .ok_or_else(|| Error::Internal("the admin project vanished".into()))?
+                }
             }
         };
         if self.store.find_user_by_name(DEFAULT_DOMAIN_ID, "admin").await?.is_some() {
@@ -176,7 +185,9 @@ impl IdentityService {
             description: String::new(),
             password_hash: Some(hash_password(admin_password)?),
         };
-        self.store.create_user(&user).await?;
+        if !made_or_exists(self.store.create_user(&user).await)? {
+            return Ok(false);
+        }
         let admin =
             self.store.find_role_by_name("admin").await?.ok_or_else(|| Error::Internal("no admin role".into()))?;
         self.store.grant_role(&RoleAssignment { user_id: user.id, project_id: project.id, role_id: admin.id }).await?;
@@ -340,9 +351,11 @@ pub async fn catalog_ids(store: &dyn Store) -> Result<json::CatalogIds> {
     let ids: Vec<String> = match store.get_meta(KEY).await? {
         Some(text) => serde_json::from_str(&text).map_err(|e| Error::Internal(format!("corrupt catalog ids: {e}")))?,
         None => {
+            // The first server to store them wins: every server's catalog
+            // names the same ids.
             let ids: Vec<String> = (0..8).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
-            store.set_meta(KEY, &serde_json::to_string(&ids).unwrap_or_default()).await?;
-            ids
+            let stored = store.claim_meta(KEY, &serde_json::to_string(&ids).unwrap_or_default()).await?;
+            serde_json::from_str(&stored).map_err(|e| Error::Internal(format!("corrupt catalog ids: {e}")))?
         }
     };
     if ids.len() != 8 {
@@ -361,4 +374,14 @@ pub fn keystone_time(unix: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].000000Z");
     t.format(&fmt).unwrap_or_default()
+}
+
+/// `true` when a bootstrap create made the record, `false` when another
+/// server had just made one by that name.
+fn made_or_exists(created: Result<()>) -> Result<bool> {
+    match created {
+        Ok(()) => Ok(true),
+        Err(Error::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
