@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::lab::{DEFAULT_PREFIX, DEFAULT_RUN_ROOT, Lab, LabConfig, teardown};
+use crate::state::LabDatabase;
 use crate::{netns, topology};
 
 /// `neutrino lab` arguments.
@@ -22,13 +23,16 @@ pub struct LabArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum LabCommand {
-    /// Build a lab: an underlay, a controller running the server, hosts
-    /// running agents, and an external network (203.0.113.0/24).
+    /// Build a lab: an underlay, a controller running the server(s) (and
+    /// PostgreSQL with `--database postgres`), hosts running agents, and an
+    /// external network (203.0.113.0/24).
     Up(UpArgs),
-    /// Remove every trace of the lab: processes, namespaces (also those the
-    /// agents made), the run directory. Safe to repeat, and after a crash.
+    /// Remove every trace of the lab: processes (PostgreSQL too),
+    /// namespaces (also those the agents made), the run directory (with
+    /// PostgreSQL's cluster). Safe to repeat, and after a crash.
     Down,
-    /// Show the lab's namespaces, processes, agents and instances.
+    /// Show the lab's namespaces, database, servers, agents (and the server
+    /// each is connected to) and instances.
     Status,
     /// Run a command in a lab namespace: `controller` (with OS_* set, so
     /// `openstack` works), `external`, `underlay`, `h1`..`hN`, an instance,
@@ -44,6 +48,9 @@ enum LabCommand {
     /// Stop or start one host's agent.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Kill, stop or start one server (1-based, as `lab status` lists them).
+    #[command(subcommand)]
+    Server(ServerCommand),
     /// Print the OS_* variables for clients (`set -a; . <(neutrino lab env)`);
     /// they only work inside the lab, e.g. through `lab exec controller`.
     Env,
@@ -125,9 +132,25 @@ struct UpArgs {
     /// Hosts h1..hN are network hosts (routers go there); h1 is also the DHCP host.
     #[arg(long, default_value_t = 1)]
     network_hosts: usize,
-    /// Run the controller as `neutrino server --agent` (it is a compute host too).
+    /// Run the controller as `neutrino server --agent` (it is a compute host
+    /// too; with several servers, server 1 runs that agent).
     #[arg(long)]
     controller_agent: bool,
+    /// The servers' database. `sqlite`: the embedded one, in the server's
+    /// data directory. `postgres`: a throwaway PostgreSQL cluster started in
+    /// the controller namespace (Debian's binaries, /usr/lib/postgresql/*/bin:
+    /// install the package `postgresql`), listening on 172.31.0.2:5432 only,
+    /// with a C-collation database `neutrino`; `lab down` stops it and
+    /// removes its files. `lab exec controller -- psql` reaches it.
+    #[arg(long, value_enum, default_value_t = LabDatabase::Sqlite)]
+    database: LabDatabase,
+    /// How many `neutrino server` processes the controller runs, on ports
+    /// 9696, 9697, ..., all on the same database (more than 1 needs
+    /// `--database postgres`), with the same admin password and agent
+    /// token; every agent gets all of them (`--server URL1,URL2,...`) and
+    /// fails over between them.
+    #[arg(long, default_value_t = 1)]
+    servers: usize,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -151,6 +174,21 @@ enum InstanceCommand {
     Delete { name: String },
     /// List instances and their leases.
     List,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ServerCommand {
+    /// SIGKILL server N (a crash); prints its pid.
+    Kill { n: usize },
+    /// SIGTERM server N (a clean stop); prints its pid.
+    Stop { n: usize },
+    /// Start server N again.
+    Start {
+        n: usize,
+        /// Seconds to wait until it answers (0: do not wait).
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -186,13 +224,17 @@ pub async fn run(args: LabArgs) -> crate::Result<()> {
             config.agent_args = up.agent_args;
             config.network_hosts = up.network_hosts;
             config.controller_agent = up.controller_agent;
+            config.database = up.database;
+            config.servers = up.servers;
             let lab = Lab::up(config).await?;
+            let servers = lab.server_urls().join(", ");
             println!(
-                "lab {} is up: {} host(s), server {} in namespace {}",
+                "lab {} is up: {} host(s), server{} {servers} in namespace {} on {}",
                 lab.prefix(),
                 lab.hosts(),
-                lab.server_url(),
-                lab.controller_namespace()
+                if lab.servers() == 1 { "" } else { "s" },
+                lab.controller_namespace(),
+                lab.database(),
             );
             println!("run directory {} (logs, env)", lab.run_dir().display());
             let p = if args.prefix == DEFAULT_PREFIX { String::new() } else { format!(" --prefix {}", args.prefix) };
@@ -257,6 +299,19 @@ pub async fn run(args: LabArgs) -> crate::Result<()> {
                     lab.start_agent(host(&h)?)?;
                     if timeout > 0 {
                         lab.wait_for_agents(Duration::from_secs(timeout)).await?;
+                    }
+                }
+            }
+        }
+        LabCommand::Server(cmd) => {
+            let lab = attach()?;
+            match cmd {
+                ServerCommand::Kill { n } => println!("killed server {n} (pid {})", lab.kill_server_at(n)?),
+                ServerCommand::Stop { n } => println!("stopped server {n} (pid {})", lab.stop_server_at(n)?),
+                ServerCommand::Start { n, timeout } => {
+                    lab.start_server_at(n)?;
+                    if timeout > 0 {
+                        lab.wait_for_server_at(n, Duration::from_secs(timeout)).await?;
                     }
                 }
             }
@@ -331,7 +386,27 @@ async fn status(prefix: &str, run_root: &std::path::Path) {
         Err(e) => format!("does not answer: {e}"),
     };
     let running = |yes: bool| if yes { "running" } else { "NOT running" };
-    println!("server {} {}: {answers}", lab.server_url(), running(lab.server_running()));
+    match lab.postgres_pid() {
+        Some(pid) => println!("database: postgres on 172.31.0.2:5432, running (pid {pid})"),
+        None if lab.database() == LabDatabase::Postgres => println!("database: postgres, NOT running"),
+        None => println!("database: sqlite"),
+    }
+    if lab.servers() == 1 {
+        println!("server {} {}: {answers}", lab.server_url(), running(lab.server_running()));
+    } else {
+        for i in 1..=lab.servers() {
+            let url = lab.server_url_at(i);
+            let (Some(pid), Ok(api)) = (lab.server_pid(i), lab.api_at(i)) else {
+                println!("server {i} {url} NOT running");
+                continue;
+            };
+            let answers = match api.get("/v2.0/").await {
+                Ok((status, _)) => format!("answers ({status})"),
+                Err(e) => format!("does not answer: {e}"),
+            };
+            println!("server {i} {url} running (pid {pid}): {answers}");
+        }
+    }
     if !lab.agents_started() {
         println!("agents: not started by `lab up` (--no-agents)");
     }
@@ -339,7 +414,11 @@ async fn status(prefix: &str, run_root: &std::path::Path) {
     for i in 1..=lab.hosts() {
         let name = topology::host_name(i);
         let listed = if alive.contains(&name) { "alive" } else { "not alive" };
-        println!("agent {name} {}, {listed} in GET /v2.0/agents", running(lab.agent_running(i)));
+        let on = match lab.agent_server(i) {
+            Ok(Some(server)) if lab.servers() > 1 => format!(", on server {server}"),
+            _ => String::new(),
+        };
+        println!("agent {name} {}, {listed} in GET /v2.0/agents{on}", running(lab.agent_running(i)));
     }
     for name in lab.instances() {
         let address = lab.instance_lease(&name).map(|l| l.address.to_string()).unwrap_or_else(|| "no lease".into());

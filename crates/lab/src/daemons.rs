@@ -1,6 +1,6 @@
-//! The lab's daemons: the server and one agent per host, started, killed
-//! and stopped as tests and people need, and what the agents report of
-//! themselves.
+//! The lab's daemons: the servers (one, or several on one PostgreSQL
+//! database) and one agent per host, started, killed and stopped as tests
+//! and people need, and what the agents report of themselves.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -13,9 +13,15 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::lab::Lab;
 use crate::process::{self, Spec};
-use crate::topology::{self, PROVIDER_PHYSNET};
+use crate::topology::{self, CONTROLLER_IP, PROVIDER_PHYSNET};
 
-pub(crate) const SERVER: &str = "server";
+/// Server 1's daemon name (`server.log`, `server.pid`, `server-data`).
+const SERVER: &str = "server";
+
+/// Server `i`'s daemon name: `server`, `server-2`, `server-3`, ...
+pub(crate) fn server_name(i: usize) -> String {
+    if i == 1 { SERVER.to_string() } else { format!("{SERVER}-{i}") }
+}
 
 /// What an agent reports of itself in its status file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -45,23 +51,36 @@ pub(crate) fn agent_name(i: usize) -> String {
 }
 
 impl Lab {
-    /// Starts the server (again), on the data it had.
+    /// Starts the servers that are not running (again), on the data they
+    /// had; an error if all run.
     pub fn start_server(&self) -> Result<()> {
-        if self.running(SERVER) {
+        let stopped: Vec<usize> = (1..=self.servers()).filter(|&i| !self.server_running_at(i)).collect();
+        if stopped.is_empty() {
             return Err(Error::Invalid("the server is already running".into()));
         }
-        let url = self.topo.server_url();
-        let data_dir = self.run_dir.join("server-data");
+        stopped.into_iter().try_for_each(|i| self.start_server_at(i))
+    }
+
+    /// Starts server `i` (1-based) (again). Server 1 runs the
+    /// controller's agent (`controller_agent`).
+    pub fn start_server_at(&self, i: usize) -> Result<()> {
+        self.check_server(i)?;
+        let name = server_name(i);
+        if self.running(&name) {
+            return Err(Error::Invalid(format!("server {i} is already running")));
+        }
+        let url = self.topo.server_url_at(i);
+        let data_dir = self.run_dir.join(format!("{name}-data"));
         let mut args: Vec<String> = vec![
             "server".into(),
             "--listen".into(),
-            format!("{}:{}", topology::CONTROLLER_IP, topology::API_PORT),
+            format!("{CONTROLLER_IP}:{}", topology::server_port(i)),
             "--data-dir".into(),
             data_dir.display().to_string(),
             "--public-url".into(),
             url,
         ];
-        if self.state.controller_agent {
+        if self.state.controller_agent && i == 1 {
             args.extend(
                 [
                     "--agent",
@@ -80,18 +99,25 @@ impl Lab {
             );
         }
         args.extend(self.state.server_args.iter().cloned());
+        let mut env = vec![
+            ("NEUTRINO_BOOTSTRAP_PASSWORD".into(), self.state.admin_password.clone()),
+            ("NEUTRINO_AGENT_TOKEN".into(), self.state.agent_token.clone()),
+        ];
+        // `--database-url` through its variable: the password stays out
+        // of `ps`.
+        if let Some(pg) = &self.state.postgres {
+            env.push(("NEUTRINO_DATABASE_URL".into(), pg.url()));
+        }
         let spec = Spec {
-            name: SERVER,
+            name: &name,
             netns: &self.topo.controller(),
             program: &self.state.neutrino_bin,
             args,
-            env: vec![
-                ("NEUTRINO_BOOTSTRAP_PASSWORD".into(), self.state.admin_password.clone()),
-                ("NEUTRINO_AGENT_TOKEN".into(), self.state.agent_token.clone()),
-            ],
+            env,
+            user: None,
         };
         let child = process::spawn(&self.run_dir, &spec)?;
-        self.children.lock().expect("children lock").insert(SERVER.into(), child);
+        self.children.lock().expect("children lock").insert(name, child);
         Ok(())
     }
 
@@ -111,7 +137,7 @@ impl Lab {
         let mut args: Vec<String> = vec![
             "agent".into(),
             "--server".into(),
-            self.topo.server_url(),
+            self.server_urls().join(","),
             "--host".into(),
             topology::host_name(i),
             "--tunnel-ip".into(),
@@ -134,21 +160,81 @@ impl Lab {
             program: &self.state.neutrino_bin,
             args,
             env: vec![("NEUTRINO_AGENT_TOKEN".into(), self.state.agent_token.clone())],
+            user: None,
         };
         let child = process::spawn(&self.run_dir, &spec)?;
         self.children.lock().expect("children lock").insert(name, child);
         Ok(())
     }
 
-    /// SIGKILLs the server (a crash) and waits until it is gone. Agents
-    /// keep what they have and retry.
+    /// SIGKILLs every server (a crash) and waits until they are gone.
+    /// Agents keep what they have and retry.
     pub fn kill_server(&self) {
-        self.stop(SERVER, Signal::SIGKILL);
+        for i in 1..=self.servers() {
+            self.stop(&server_name(i), Signal::SIGKILL);
+        }
     }
 
-    /// SIGTERMs the server (a clean stop) and waits until it is gone.
+    /// SIGTERMs every server (a clean stop) and waits until they are gone.
     pub fn stop_server(&self) {
-        self.stop(SERVER, Signal::SIGTERM);
+        for i in 1..=self.servers() {
+            self.stop(&server_name(i), Signal::SIGTERM);
+        }
+    }
+
+    /// SIGKILLs server `i` (a crash: `kill -9`) and waits until it is
+    /// gone; returns the pid it had. The agents on it move to another
+    /// server, and so does [`Lab::api`].
+    pub fn kill_server_at(&self, i: usize) -> Result<i32> {
+        self.end_server(i, Signal::SIGKILL)
+    }
+
+    /// SIGTERMs server `i` (a clean stop) and waits until it is gone;
+    /// returns the pid it had.
+    pub fn stop_server_at(&self, i: usize) -> Result<i32> {
+        self.end_server(i, Signal::SIGTERM)
+    }
+
+    fn end_server(&self, i: usize, signal: Signal) -> Result<i32> {
+        let pid = self.server_pid(i).ok_or_else(|| Error::Invalid(format!("server {i} is not running")))?;
+        self.stop(&server_name(i), signal);
+        self.api_away_from(i);
+        Ok(pid)
+    }
+
+    /// Server `i`'s pid, while it runs.
+    pub fn server_pid(&self, i: usize) -> Option<i32> {
+        if self.check_server(i).is_err() || !self.running(&server_name(i)) {
+            return None;
+        }
+        process::read_pid_file(&process::pid_path(&self.run_dir, &server_name(i)))
+    }
+
+    /// Server `i`'s log.
+    pub fn server_log_at(&self, i: usize) -> PathBuf {
+        process::log_path(&self.run_dir, &server_name(i))
+    }
+
+    pub(crate) fn check_server(&self, i: usize) -> Result<()> {
+        if (1..=self.servers()).contains(&i) {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!("no server {i} in lab {} (1..{})", self.prefix(), self.servers())))
+        }
+    }
+
+    /// The server host `i`'s agent is connected to now (1-based), from
+    /// the established TCP connections it holds to the controller (the
+    /// most of them, should it hold some to several); `None` when it holds
+    /// none (between servers, or not running).
+    pub fn agent_server(&self, i: usize) -> Result<Option<usize>> {
+        self.check_host(i)?;
+        let Some(pid) = process::read_pid_file(&process::pid_path(&self.run_dir, &agent_name(i))) else {
+            return Ok(None);
+        };
+        let ports = process::established_to(pid, CONTROLLER_IP);
+        let count = |j: usize| ports.iter().filter(|&&p| p == topology::server_port(j)).count();
+        Ok((1..=self.servers()).filter(|&j| count(j) > 0).max_by_key(|&j| (count(j), std::cmp::Reverse(j))))
     }
 
     /// Where the controller's agent (`controller_agent`) serves the CNI
@@ -220,26 +306,39 @@ impl Lab {
         process::read_pid_file(&process::pid_path(&self.run_dir, name)).is_some()
     }
 
-    /// Waits until the server answers `GET /v2.0/` and the admin can log in.
+    /// Waits until every server answers `GET /v2.0/` and the admin can
+    /// log in there.
     pub async fn wait_for_server(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let log = || process::log_tail(&self.server_log(), 30);
+        for i in 1..=self.servers() {
+            self.wait_for_server_at(i, deadline.saturating_duration_since(Instant::now())).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until server `i` answers `GET /v2.0/` and the admin can log in.
+    pub async fn wait_for_server_at(&self, i: usize, timeout: Duration) -> Result<()> {
+        let api = self.api_at(i)?;
+        let name = server_name(i);
+        let deadline = Instant::now() + timeout;
+        let log = || process::log_tail(&self.server_log_at(i), 30);
+        let which = if self.servers() == 1 { "the server".to_string() } else { format!("server {i}") };
         loop {
-            if !self.running(SERVER) {
-                return Err(Error::Process { what: "the server exited".into(), log: log() });
+            if !self.running(&name) {
+                return Err(Error::Process { what: format!("{which} exited"), log: log() });
             }
-            if let Ok((status, _)) = self.api().anonymous(Method::GET, "/v2.0/").await
+            if let Ok((status, _)) = api.anonymous(Method::GET, "/v2.0/").await
                 && status < 500
             {
                 break;
             }
             if Instant::now() >= deadline {
-                let what = format!("the server did not answer on {} within {}s", self.server_url(), timeout.as_secs());
+                let what = format!("{which} did not answer on {} within {}s", self.server_url_at(i), timeout.as_secs());
                 return Err(Error::Process { what, log: log() });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.api().token().await.map(drop)
+        api.token().await.map(drop)
     }
 
     /// Waits until every host whose agent runs is alive in `GET /v2.0/agents`.
@@ -284,9 +383,19 @@ impl Lab {
             .collect())
     }
 
-    /// Whether the server and host `i`'s agent run (for `lab status`).
+    /// Whether every server runs (for `lab status`).
     pub fn server_running(&self) -> bool {
-        self.running(SERVER)
+        (1..=self.servers()).all(|i| self.server_running_at(i))
+    }
+
+    /// Whether server `i` runs.
+    pub fn server_running_at(&self, i: usize) -> bool {
+        self.check_server(i).is_ok() && self.running(&server_name(i))
+    }
+
+    /// Whether PostgreSQL (`--database postgres`) runs.
+    pub fn postgres_running(&self) -> bool {
+        self.state.postgres.is_some() && self.running(crate::postgres::DAEMON)
     }
 
     /// Whether `up` started agents (`start_agents`).
@@ -294,6 +403,7 @@ impl Lab {
         self.state.agents
     }
 
+    /// Whether host `i`'s agent runs.
     pub fn agent_running(&self, i: usize) -> bool {
         self.running(&agent_name(i))
     }

@@ -6,6 +6,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -13,12 +14,13 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::api::{Api, admin_credentials};
-use crate::daemons::{SERVER, agent_name};
+use crate::daemons::agent_name;
 use crate::error::{Error, Result};
 use crate::instance::{self, Instance, Lease};
 use crate::netns;
+use crate::postgres;
 use crate::process;
-use crate::state::{self, LabState, Owner};
+use crate::state::{self, LabDatabase, LabState, Owner, PostgresState};
 use crate::topology::{self, Target, Topology};
 
 pub const DEFAULT_PREFIX: &str = "nl-";
@@ -55,6 +57,13 @@ pub struct LabConfig {
     /// is a compute host too (host `controller`, VXLAN endpoint on the
     /// underlay, CNI socket [`Lab::controller_cni_socket`]).
     pub controller_agent: bool,
+    /// The servers' database: the embedded SQLite (default) or a
+    /// PostgreSQL cluster the lab runs in the controller namespace.
+    pub database: LabDatabase,
+    /// `neutrino server` processes in the controller, on ports 9696,
+    /// 9697, ...: more than one needs [`LabDatabase::Postgres`]. Agents
+    /// are given all of them. Default 1.
+    pub servers: usize,
 }
 
 impl LabConfig {
@@ -75,6 +84,8 @@ impl LabConfig {
             agent_args: Vec::new(),
             network_hosts: 1,
             controller_agent: false,
+            database: LabDatabase::Sqlite,
+            servers: 1,
         }
     }
 }
@@ -87,7 +98,10 @@ pub struct Lab {
     pub(crate) topo: Topology,
     pub(crate) run_dir: PathBuf,
     pub(crate) state: LabState,
-    api: Option<Api>,
+    /// One admin client per server (index `i - 1`); [`Lab::api`] is the
+    /// one of `current_api`.
+    apis: Vec<Api>,
+    current_api: AtomicUsize,
     /// Daemons this process started, by name, so they can be reaped.
     pub(crate) children: Mutex<HashMap<String, Child>>,
     keep: bool,
@@ -111,9 +125,24 @@ pub fn run_dir(run_root: &Path, prefix: &str) -> PathBuf {
 }
 
 impl Lab {
-    /// Builds a lab: namespaces and wiring, the server (waited for), and
-    /// the agents. On error everything built so far is removed again.
+    /// Builds a lab: namespaces and wiring, PostgreSQL with
+    /// [`LabDatabase::Postgres`], the servers (server 1 first, each waited
+    /// for), and the agents. On error everything built so far is removed
+    /// again.
     pub async fn up(config: LabConfig) -> Result<Lab> {
+        if !(1..=topology::MAX_SERVERS).contains(&config.servers) {
+            return Err(Error::Invalid(format!(
+                "a lab has 1 to {} servers, not {}",
+                topology::MAX_SERVERS,
+                config.servers
+            )));
+        }
+        if config.servers > 1 && config.database != LabDatabase::Postgres {
+            return Err(Error::Invalid(format!(
+                "{} servers need a database they can share: add --database postgres (SQLite serves one server)",
+                config.servers
+            )));
+        }
         if !is_root() {
             return Err(Error::NotRoot);
         }
@@ -121,6 +150,11 @@ impl Lab {
         if !config.neutrino_bin.is_file() {
             return Err(Error::Invalid(format!("no neutrino binary at {}", config.neutrino_bin.display())));
         }
+        // Before anything is built: PostgreSQL must be there.
+        let postgres = match config.database {
+            LabDatabase::Sqlite => None,
+            LabDatabase::Postgres => Some(PostgresState { bindir: postgres::bindir()?, password: state::secret()? }),
+        };
         let (admin_password, agent_token) = (state::secret()?, state::secret()?);
         let run_dir = run_dir(&config.run_root, &config.prefix);
         if !owned_namespaces(&config.prefix, &config.run_root).is_empty() {
@@ -148,6 +182,9 @@ impl Lab {
             agent_args: config.agent_args.clone(),
             network_hosts: config.network_hosts,
             controller_agent: config.controller_agent,
+            database: config.database,
+            servers: config.servers,
+            postgres,
             owner: None,
         };
         // From here on, dropping `lab` tears down whatever exists.
@@ -155,7 +192,8 @@ impl Lab {
             topo,
             run_dir,
             state,
-            api: None,
+            apis: Vec::new(),
+            current_api: AtomicUsize::new(0),
             children: Mutex::new(HashMap::new()),
             keep: false,
             dhcp_timeout: config.dhcp_timeout,
@@ -170,13 +208,18 @@ impl Lab {
         tokio::task::spawn_blocking(move || topology::build(&topo))
             .await
             .map_err(|e| Error::Invalid(format!("topology builder panicked: {e}")))??;
-        lab.api = Some(Api::spawn(
-            &lab.topo.controller(),
-            &lab.topo.server_url(),
-            admin_credentials(&lab.state.admin_password),
-        )?);
+        lab.apis = spawn_apis(&lab.topo, &lab.state)?;
 
-        lab.start_server()?;
+        if lab.state.postgres.is_some() {
+            lab.start_postgres(config.ready_timeout).await?;
+        }
+        // Server 1 first: it migrates the database and makes the admin;
+        // the others find both done.
+        lab.start_server_at(1)?;
+        lab.wait_for_server_at(1, config.ready_timeout).await?;
+        for i in 2..=lab.state.servers {
+            lab.start_server_at(i)?;
+        }
         lab.wait_for_server(config.ready_timeout).await?;
         if config.start_agents {
             for i in 1..=lab.topo.hosts() {
@@ -206,16 +249,22 @@ impl Lab {
                 detail: format!("namespace {} is gone; run `neutrino lab down`", topo.controller()),
             });
         }
-        let api = Api::spawn(&topo.controller(), &topo.server_url(), admin_credentials(&state.admin_password))?;
-        Ok(Lab {
+        let apis = spawn_apis(&topo, &state)?;
+        let lab = Lab {
             topo,
             run_dir,
             state,
-            api: Some(api),
+            apis,
+            current_api: AtomicUsize::new(0),
             children: Mutex::new(HashMap::new()),
             keep: true,
             dhcp_timeout: Duration::from_secs(30),
-        })
+        };
+        // A killed server 1 leaves the others to ask.
+        if !lab.server_running_at(1) {
+            lab.api_away_from(1);
+        }
+        Ok(lab)
     }
 
     pub fn prefix(&self) -> &str {
@@ -247,14 +296,53 @@ impl Lab {
         self.topo.external()
     }
 
-    /// The server's URL, reachable from lab namespaces only.
+    /// Server 1's URL, reachable from lab namespaces only.
     pub fn server_url(&self) -> String {
         self.topo.server_url()
     }
 
-    /// The admin client (see [`Api`]).
+    /// How many servers the controller runs.
+    pub fn servers(&self) -> usize {
+        self.state.servers
+    }
+
+    /// Server `i`'s URL (1-based).
+    pub fn server_url_at(&self, i: usize) -> String {
+        self.topo.server_url_at(i)
+    }
+
+    /// Every server's URL, in order: what the agents get as `--server`.
+    pub fn server_urls(&self) -> Vec<String> {
+        (1..=self.servers()).map(|i| self.server_url_at(i)).collect()
+    }
+
+    /// The admin client (see [`Api`]) of server 1, or of a server still
+    /// running after [`Lab::kill_server_at`] or [`Lab::stop_server_at`]
+    /// took the one it used.
     pub fn api(&self) -> &Api {
-        self.api.as_ref().expect("the API client starts with the lab")
+        &self.apis[self.current_api.load(Ordering::SeqCst)]
+    }
+
+    /// The admin client of server `i` (1-based).
+    pub fn api_at(&self, i: usize) -> Result<&Api> {
+        self.check_server(i)?;
+        Ok(&self.apis[i - 1])
+    }
+
+    /// Which server [`Lab::api`] uses (1-based).
+    pub fn api_server(&self) -> usize {
+        self.current_api.load(Ordering::SeqCst) + 1
+    }
+
+    /// Points [`Lab::api`] at a running server other than `gone`, if
+    /// [`Lab::api`] used `gone` and there is one.
+    pub(crate) fn api_away_from(&self, gone: usize) {
+        if self.api_server() != gone {
+            return;
+        }
+        if let Some(other) = (1..=self.servers()).find(|&j| j != gone && self.server_running_at(j)) {
+            self.current_api.store(other - 1, Ordering::SeqCst);
+        }
     }
 
     /// OS_* variables for clients, and the agent token.
@@ -270,8 +358,9 @@ impl Lab {
         &self.state.agent_token
     }
 
+    /// Server 1's log.
     pub fn server_log(&self) -> PathBuf {
-        process::log_path(&self.run_dir, SERVER)
+        self.server_log_at(1)
     }
 
     pub fn agent_log(&self, i: usize) -> PathBuf {
@@ -449,16 +538,24 @@ impl Lab {
     }
 
     fn teardown(&mut self) -> Result<Teardown> {
-        // Our own children first, so they are reaped, not left as zombies.
-        let children: Vec<Child> = self.children.lock().expect("children lock").drain().map(|(_, c)| c).collect();
-        let reaped = children.len();
+        // Our own children first, so they are reaped, not left as zombies;
+        // PostgreSQL last, once its clients are gone, with a fast shutdown
+        // (SIGTERM would wait for every client to leave).
+        let (mut children, mut postgres) = (Vec::new(), None);
+        for (name, child) in self.children.lock().expect("children lock").drain() {
+            if name == postgres::DAEMON { postgres = Some(child) } else { children.push(child) }
+        }
+        let reaped = children.len() + usize::from(postgres.is_some());
         std::thread::scope(|s| {
             for mut child in children {
                 s.spawn(move || process::kill_child(&mut child, Signal::SIGTERM, Duration::from_secs(3)));
             }
         });
-        // The API thread holds sockets in the controller namespace.
-        self.api = None;
+        if let Some(mut child) = postgres {
+            process::kill_child(&mut child, Signal::SIGINT, Duration::from_secs(10));
+        }
+        // The API threads hold sockets in the controller namespace.
+        self.apis.clear();
         let run_root = self.run_dir.parent().unwrap_or(Path::new(DEFAULT_RUN_ROOT)).to_path_buf();
         let mut report = teardown(self.prefix(), &run_root)?;
         report.processes += reaped;
@@ -475,6 +572,13 @@ impl Drop for Lab {
             eprintln!("neutrino lab {}: teardown failed: {e}", self.prefix());
         }
     }
+}
+
+/// An admin client per server, each on a thread in the controller.
+fn spawn_apis(topo: &Topology, state: &LabState) -> Result<Vec<Api>> {
+    (1..=state.servers)
+        .map(|i| Api::spawn(&topo.controller(), &topo.server_url_at(i), admin_credentials(&state.admin_password)))
+        .collect()
 }
 
 /// `target: argv...`, for messages.
@@ -507,8 +611,9 @@ fn only_ours(prefix: &str, namespaces: Vec<String>, labs: &[String]) -> Vec<Stri
 
 /// Removes every trace of lab `prefix`, whatever state it is in (also after
 /// a crash, and when nothing exists): the processes of its pid files and
-/// every process inside one of its namespaces (SIGTERM, then SIGKILL), its
-/// namespaces, including those its agents made, and its run directory.
+/// every process inside one of its namespaces (SIGTERM, then SIGKILL;
+/// PostgreSQL last, by SIGINT), its namespaces, including those its agents
+/// made, and its run directory (with PostgreSQL's cluster).
 pub fn teardown(prefix: &str, run_root: &Path) -> Result<Teardown> {
     topology::validate_prefix(prefix)?;
     if !is_root() {
@@ -530,12 +635,21 @@ pub fn teardown(prefix: &str, run_root: &Path) -> Result<Teardown> {
         for ns in owned_namespaces(prefix, run_root) {
             pids.extend(netns::pids(&ns));
         }
-        let pids: Vec<i32> = pids.into_iter().filter(|&p| process::is_alive(p)).collect();
-        if pids.is_empty() {
+        // PostgreSQL (`--database postgres`) after its clients, with a
+        // fast shutdown (SIGTERM would wait for every client to leave),
+        // which stops its own processes (some of them ignore SIGTERM).
+        let postgres = process::read_pid_file(&process::pid_path(&dir, postgres::DAEMON));
+        let ours = |p: i32| postgres.is_some_and(|pg| p == pg || process::parent(p) == Some(pg));
+        let pids: Vec<i32> = pids.into_iter().filter(|&p| process::is_alive(p) && !ours(p)).collect();
+        if pids.is_empty() && postgres.is_none() {
             break;
         }
         report.processes += pids.len();
         process::terminate(&pids, Duration::from_secs(3));
+        if let Some(pid) = postgres {
+            report.processes += 1;
+            process::stop(&[pid], Signal::SIGINT, Duration::from_secs(10));
+        }
     }
     let mut failures = Vec::new();
     for ns in owned_namespaces(prefix, run_root) {

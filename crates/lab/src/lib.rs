@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! <P>u    underlay switch br-u (172.31.0.0/24) and provider switch br-p
-//! <P>ctl  controller, 172.31.0.2: `neutrino server` on :9696
+//! <P>ctl  controller, 172.31.0.2: `neutrino server` on :9696 (with
+//!         `--servers N` also :9697...; with `--database postgres`,
+//!         PostgreSQL on :5432)
 //! <P>hN   hosts, 172.31.0.(10+N), eth1 on the provider: `neutrino agent`
 //! <P>ext  the external network's upstream: 203.0.113.1/24, 2001:db8:ff::1/64
 //! <P>vm-X instances, plugged into ports on a host
@@ -14,7 +16,8 @@
 //!
 //! - [`topology`]: names, addresses, and the wiring.
 //! - [`netns`]: named namespaces and the `ip` command.
-//! - [`process`]: the server and agents, detached, and their pid files.
+//! - [`process`]: the servers and agents, detached, and their pid files.
+//! - [`postgres`]: the PostgreSQL cluster of a lab with `--database postgres`.
 //! - [`api`]: the admin API client in the controller namespace.
 //! - [`instance`]: instances and their DHCP client.
 //! - [`echo`]: a TCP/UDP echo server that records its peers, and its client.
@@ -30,6 +33,7 @@ pub mod error;
 pub mod instance;
 pub mod lab;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 pub mod state;
 pub mod topology;
@@ -41,4 +45,5 @@ pub use echo::{EchoPeer, EchoProtocol};
 pub use error::{Error, Result};
 pub use instance::{Instance, Lease};
 pub use lab::{DEFAULT_PREFIX, DEFAULT_RUN_ROOT, Lab, LabConfig, Teardown, is_root, reap_stale, run_dir, teardown};
+pub use state::{LabDatabase, PostgresState};
 pub use topology::{Target, Topology};

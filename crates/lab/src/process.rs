@@ -5,7 +5,9 @@
 //! /proc/PID/stat): after a crash or a reboot the pid may belong to
 //! someone else, and the start time tells them apart.
 
+use std::collections::BTreeSet;
 use std::fs::File;
+use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +27,38 @@ pub struct Spec<'a> {
     pub program: &'a Path,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Run as another user (PostgreSQL refuses root); `None`: as root.
+    pub user: Option<RunAs>,
+}
+
+/// A user to run a daemon as, and the directory it starts in (one that
+/// user can reach).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub cwd: PathBuf,
+}
+
+/// `nsenter` into namespace `netns` (its network namespace only), as
+/// `user` if given (nsenter drops root's supplementary groups then),
+/// running `program`. Settings of whoever runs the lab do not leak in:
+/// no NEUTRINO_* but NEUTRINO_LOG, no libpq PG* variables.
+pub fn nsenter(netns: &str, user: Option<&RunAs>, program: &Path) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", netns::path(netns).display()));
+    if let Some(user) = user {
+        cmd.arg(format!("--setuid={}", user.uid)).arg(format!("--setgid={}", user.gid)).current_dir(&user.cwd);
+    }
+    cmd.arg("--").arg(program);
+    for (key, _) in std::env::vars_os() {
+        let leaks =
+            key.to_str().is_some_and(|k| (k.starts_with("NEUTRINO_") && k != "NEUTRINO_LOG") || k.starts_with("PG"));
+        if leaks {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
 }
 
 pub fn log_path(run_dir: &Path, name: &str) -> PathBuf {
@@ -47,15 +81,10 @@ pub fn spawn(run_dir: &Path, spec: &Spec) -> Result<Child> {
     // Append: a restarted agent keeps the log of its previous life.
     let out = File::options().create(true).append(true).open(&log).map_err(|e| Error::io_at("cannot open", &log, e))?;
     let err = out.try_clone().map_err(|e| Error::io_at("cannot open", &log, e))?;
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", netns::path(spec.netns).display())).arg("--").arg(spec.program).args(&spec.args);
     // Settings of whoever runs the lab must not leak into its daemons
     // (a NEUTRINO_CONFIG or NEUTRINO_LISTEN would change what they do).
-    for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(|k| k.starts_with("NEUTRINO_") && k != "NEUTRINO_LOG") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = nsenter(spec.netns, spec.user.as_ref(), spec.program);
+    cmd.args(&spec.args);
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
     // A process group of its own: a Ctrl-C at the terminal that ran
     // `neutrino lab up` does not reach the lab.
@@ -75,6 +104,12 @@ pub fn read_pid_file(path: &Path) -> Option<i32> {
     let pid: i32 = fields.next()?.parse().ok()?;
     let start: u64 = fields.next()?.parse().ok()?;
     (pid > 0 && start_time(pid) == Some(start) && is_alive(pid)).then_some(pid)
+}
+
+/// The parent of process `pid`, if it is alive.
+pub fn parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Parses the state and start time out of /proc/PID/stat. The command name
@@ -159,6 +194,58 @@ pub fn kill_child(child: &mut Child, signal: Signal, grace: Duration) {
     let _ = child.wait();
 }
 
+/// The remote ports of the established TCP connections process `pid` holds
+/// to `peer` (IPv4), from its network namespace's /proc/PID/net/tcp and
+/// its own socket descriptors: a cheap `ss -tnp` for one process.
+pub fn established_to(pid: i32, peer: Ipv4Addr) -> Vec<u16> {
+    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")) else {
+        return Vec::new();
+    };
+    let inodes: BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect();
+    parse_tcp_table(&table)
+        .into_iter()
+        .filter(|c| c.established && c.remote.0 == peer && inodes.contains(&c.inode))
+        .map(|c| c.remote.1)
+        .collect()
+}
+
+/// One line of /proc/net/tcp.
+#[derive(Debug, PartialEq, Eq)]
+struct TcpEntry {
+    remote: (Ipv4Addr, u16),
+    established: bool,
+    inode: u64,
+}
+
+/// The connections in /proc/net/tcp's format: `sl local remote st ...
+/// inode ...`, addresses as the hex of the in-memory (network order) u32,
+/// ports as plain hex.
+fn parse_tcp_table(table: &str) -> Vec<TcpEntry> {
+    let parse_addr = |field: &str| -> Option<(Ipv4Addr, u16)> {
+        let (ip, port) = field.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        Some((Ipv4Addr::from(ip.to_le_bytes()), u16::from_str_radix(port, 16).ok()?))
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            Some(TcpEntry {
+                remote: parse_addr(fields.get(2)?)?,
+                established: *fields.get(3)? == "01",
+                inode: fields.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 /// The last `lines` lines of a log, for error messages.
 pub fn log_tail(path: &Path, lines: usize) -> String {
     match std::fs::read_to_string(path) {
@@ -187,6 +274,7 @@ mod tests {
         let me = std::process::id() as i32;
         assert!(is_alive(me));
         assert!(start_time(me).is_some());
+        assert_eq!(parent(me), Some(nix::unistd::getppid().as_raw()));
     }
 
     #[test]
@@ -202,6 +290,23 @@ mod tests {
         std::fs::write(&file, "nonsense").unwrap();
         assert_eq!(read_pid_file(&file), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tcp_table_lines() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0B001FAC:A2C4 02001FAC:25E1 01 00000000:00000000 00:00000000 00000000     0        0 123456 1 0 20 4 30 10 -1
+   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0 100 0 0 10 0
+   2: garbage
+";
+        let entries = parse_tcp_table(table);
+        assert_eq!(
+            entries,
+            [
+                TcpEntry { remote: (Ipv4Addr::new(172, 31, 0, 2), 9697), established: true, inode: 123456 },
+                TcpEntry { remote: (Ipv4Addr::UNSPECIFIED, 0), established: false, inode: 777 },
+            ]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::postgres;
 use crate::topology::{API_PORT, CONTROLLER_IP};
 
 pub const STATE_FILE: &str = "lab.json";
@@ -32,9 +33,57 @@ pub struct LabState {
     /// controller host's agent in one process (one machine, one command).
     #[serde(default)]
     pub controller_agent: bool,
+    /// Where the servers keep their state.
+    #[serde(default)]
+    pub database: LabDatabase,
+    /// How many `neutrino server` processes run in the controller (ports
+    /// 9696, 9697, ...); more than one shares a PostgreSQL database.
+    #[serde(default = "one")]
+    pub servers: usize,
+    /// With [`LabDatabase::Postgres`]: the cluster's binaries and the
+    /// password of its role `neutrino`.
+    #[serde(default)]
+    pub postgres: Option<PostgresState>,
     /// The process whose `Lab` tears this lab down when dropped, if any.
     /// When it died without doing so, the lab is stale (see `reap_stale`).
     pub owner: Option<Owner>,
+}
+
+/// The servers' database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LabDatabase {
+    /// The embedded SQLite database, in the server's data directory (one
+    /// server only).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL cluster the lab starts in the controller namespace.
+    Postgres,
+}
+
+impl std::fmt::Display for LabDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LabDatabase::Sqlite => "sqlite",
+            LabDatabase::Postgres => "postgres",
+        })
+    }
+}
+
+/// The lab's PostgreSQL cluster (see [`crate::postgres`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostgresState {
+    /// Debian's `/usr/lib/postgresql/<version>/bin`.
+    pub bindir: PathBuf,
+    /// Of the role `neutrino`, the only one that may connect.
+    pub password: String,
+}
+
+impl PostgresState {
+    /// The URL the servers connect with (the password in it).
+    pub fn url(&self) -> String {
+        postgres::url(&self.password)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,8 +107,10 @@ impl LabState {
 
     /// The variables `openstack` and friends need, in `KEY=VALUE` lines
     /// (readable by `set -a; . env` and by systemd's EnvironmentFile).
+    /// With PostgreSQL, also libpq's PG* variables, so that `psql` in the
+    /// controller reaches the lab's database.
     pub fn env_vars(&self) -> Vec<(String, String)> {
-        [
+        let mut vars: Vec<(String, String)> = [
             ("OS_AUTH_URL", format!("http://{CONTROLLER_IP}:{API_PORT}/v3")),
             ("OS_USERNAME", "admin".into()),
             ("OS_PASSWORD", self.admin_password.clone()),
@@ -71,7 +122,11 @@ impl LabState {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        .collect();
+        if let Some(pg) = &self.postgres {
+            vars.extend(postgres::client_env(&pg.password));
+        }
+        vars
     }
 
     pub fn write_env(&self, run_dir: &Path) -> Result<()> {
@@ -121,6 +176,9 @@ mod tests {
             agent_args: Vec::new(),
             network_hosts: 1,
             controller_agent: false,
+            database: LabDatabase::Sqlite,
+            servers: 1,
+            postgres: None,
             owner: None,
         };
         let text: String = state.env_vars().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -128,6 +186,24 @@ mod tests {
         assert_eq!(vars, state.env_vars());
         assert!(vars.contains(&("OS_AUTH_URL".into(), "http://172.31.0.2:9696/v3".into())));
         assert!(vars.contains(&("OS_PASSWORD".into(), "pw".into())));
+        assert!(!vars.iter().any(|(k, _)| k.starts_with("PG")));
+    }
+
+    #[test]
+    fn a_state_of_an_older_lab_reads_as_one_server_on_sqlite() {
+        let text = r#"{"prefix": "nl-", "hosts": 1, "neutrino_bin": "/bin/neutrino", "admin_password": "pw",
+            "agent_token": "tok", "agents": true, "owner": null}"#;
+        let state: LabState = serde_json::from_str(text).unwrap();
+        assert_eq!((state.database, state.servers, state.postgres), (LabDatabase::Sqlite, 1, None));
+    }
+
+    #[test]
+    fn postgres_gives_psql_its_variables() {
+        let pg = PostgresState { bindir: "/usr/lib/postgresql/15/bin".into(), password: "sec".into() };
+        assert_eq!(pg.url(), "postgres://neutrino:sec@172.31.0.2:5432/neutrino");
+        let vars = postgres::client_env("sec");
+        assert!(vars.contains(&("PGHOST".into(), "172.31.0.2".into())));
+        assert!(vars.contains(&("PGPASSWORD".into(), "sec".into())));
     }
 
     #[test]

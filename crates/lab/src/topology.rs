@@ -17,9 +17,12 @@ use std::net::Ipv4Addr;
 use crate::error::{Error, Result};
 use crate::netns;
 
-/// The controller's underlay address; the server listens there.
+/// The controller's underlay address; the servers listen there.
 pub const CONTROLLER_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 0, 2);
+/// Server 1's port; server `i` listens on `API_PORT + i - 1`.
 pub const API_PORT: u16 = 9696;
+/// At most this many servers in one controller.
+pub const MAX_SERVERS: usize = 16;
 pub const UNDERLAY_PREFIX_LEN: u8 = 24;
 /// The upstream router of the provider network, in the external namespace.
 pub const EXTERNAL_IPV4: &str = "203.0.113.1/24";
@@ -195,9 +198,21 @@ impl Topology {
         all
     }
 
+    /// Server 1's URL.
     pub fn server_url(&self) -> String {
-        format!("http://{CONTROLLER_IP}:{API_PORT}")
+        self.server_url_at(1)
     }
+
+    /// Server `i`'s URL (1-based).
+    pub fn server_url_at(&self, i: usize) -> String {
+        format!("http://{CONTROLLER_IP}:{}", server_port(i))
+    }
+}
+
+/// Server `i`'s port (1-based): 9696, 9697, ...
+pub fn server_port(i: usize) -> u16 {
+    let offset = u16::try_from(i.clamp(1, MAX_SERVERS) - 1).expect("bounded by MAX_SERVERS");
+    API_PORT + offset
 }
 
 pub fn host_name(i: usize) -> String {
@@ -276,6 +291,8 @@ mod tests {
         assert_eq!(t.router_namespace(2, "r1"), "nl-h2-qrouter-r1");
         assert_eq!(t.base_namespaces(), ["nl-u", "nl-ctl", "nl-ext", "nl-h1", "nl-h2", "nl-h3"]);
         assert_eq!(t.server_url(), "http://172.31.0.2:9696");
+        assert_eq!(t.server_url_at(1), t.server_url());
+        assert_eq!(t.server_url_at(3), "http://172.31.0.2:9698");
     }
 
     #[test]

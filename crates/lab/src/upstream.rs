@@ -95,7 +95,7 @@ impl Lab {
             "--log".into(),
             log.display().to_string(),
         ];
-        let spec = Spec { name: &name, netns: &ns, program: &self.state.neutrino_bin, args, env: vec![] };
+        let spec = Spec { name: &name, netns: &ns, program: &self.state.neutrino_bin, args, env: vec![], user: None };
         let child = process::spawn(self.run_dir(), &spec)?;
         self.children.lock().expect("children lock").insert(name.clone(), child);
         let deadline = Instant::now() + ECHO_READY;
