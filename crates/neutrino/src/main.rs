@@ -40,6 +40,37 @@ enum Command {
     Agent(Box<neutrino_agent::AgentArgs>),
     /// Build and use a multi-host cloud of network namespaces on this machine.
     Lab(Box<neutrino_lab::cli::LabArgs>),
+    /// The database: apply migrations, copy an installation to another database.
+    Db(Box<DbArgs>),
+}
+
+#[derive(clap::Args)]
+struct DbArgs {
+    #[command(subcommand)]
+    command: DbCommand,
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Apply the migrations the database lacks; print its schema version.
+    Migrate {
+        /// The database: `postgres://USER@HOST/DB` or `sqlite://PATH` (or a path).
+        #[arg(long, env = "NEUTRINO_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+    /// Copy everything in one database into another, empty one (SQLite to PostgreSQL, say).
+    ///
+    /// The target is migrated first. The source is read as one snapshot,
+    /// so its server may keep running; what it writes after that snapshot
+    /// is not in the copy.
+    Copy {
+        /// The source: `sqlite://PATH` (or a path), or `postgres://...`.
+        #[arg(long)]
+        from: String,
+        /// The target: `postgres://...`, or `sqlite://PATH`.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -122,7 +153,7 @@ struct ServerArgs {
 enum CliError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error(transparent)]
+    #[error("{}", server_message(.0))]
     Server(#[from] neutrino::server::ServerError),
     #[error(transparent)]
     Bench(#[from] BenchError),
@@ -136,6 +167,42 @@ enum CliError {
     Agent(#[from] neutrino_agent::AgentError),
     #[error(transparent)]
     Lab(#[from] neutrino_lab::Error),
+    #[error("{}", operator_message(.0))]
+    Db(#[from] neutrino_model::Error),
+}
+
+/// A store error as an operator needs it: with the detail an internal
+/// error keeps from API clients.
+fn operator_message(e: &neutrino_model::Error) -> String {
+    match e {
+        neutrino_model::Error::Internal(detail) => detail.clone(),
+        e => e.to_string(),
+    }
+}
+
+/// A server's failure to start, with the detail of an internal database
+/// error (a schema that is not current names `neutrino db migrate`).
+fn server_message(e: &neutrino::server::ServerError) -> String {
+    match e {
+        neutrino::server::ServerError::Database { location, source } => {
+            format!("cannot open the database {location}: {}", operator_message(source))
+        }
+        e => e.to_string(),
+    }
+}
+
+async fn run_db(args: DbArgs) -> Result<(), CliError> {
+    match args.command {
+        DbCommand::Migrate { database_url } => {
+            let version = neutrino_store::migrate(&database_url).await?;
+            println!("schema version {version}");
+        }
+        DbCommand::Copy { from, to } => {
+            let report = neutrino_store::copy(&from, &to).await?;
+            println!("copied {} rows\n{report}", report.total_rows());
+        }
+    }
+    Ok(())
 }
 
 fn init_logging() {
@@ -285,6 +352,7 @@ async fn cli_main() {
         Command::BenchFirewall(args) => neutrino::bench_firewall::run(*args).await.map_err(CliError::from),
         Command::Agent(args) => neutrino_agent::run(*args).await.map_err(CliError::Agent),
         Command::Lab(args) => neutrino_lab::cli::run(*args).await.map_err(CliError::from),
+        Command::Db(args) => run_db(*args).await,
     };
     if let Err(e) = result {
         eprintln!("neutrino: {e}");

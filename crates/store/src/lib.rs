@@ -11,6 +11,7 @@
 
 mod agents;
 mod config;
+mod copy;
 mod feed;
 mod l3;
 mod port_cache;
@@ -34,6 +35,7 @@ use neutrino_model::{NetworkId, PortId, ProjectId, Result, SegmentId, SubnetId, 
 
 pub use agents::*;
 pub use config::StoreConfig;
+pub use copy::{CopyReport, copy};
 pub use feed::{Change, ChangeOp, FeedRead, FeedStore, Subject};
 pub use l3::*;
 pub use postgres::{PgStore, is_postgres_url};
