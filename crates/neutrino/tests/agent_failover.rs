@@ -15,6 +15,8 @@
 
 mod common;
 
+use common::pgdb::{TestDatabase, with_database};
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,54 +45,6 @@ fn shared_database() -> Option<String> {
             assert!(!required, "{why}, and {REQUIRE_DATABASE} is set");
             eprintln!("skipped: {why}");
             None
-        }
-    }
-}
-
-/// A database of the test's own in the cluster of `base`, dropped at the
-/// end: runs never see each other's data (or another admin password).
-struct Database {
-    base: String,
-    name: String,
-    url: String,
-}
-
-fn psql(url: &str, sql: &str) -> Result<(), String> {
-    let out = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .map_err(|e| format!("cannot run psql: {e}"))?;
-    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
-}
-
-/// `url` with its database name replaced by `name` (what follows the
-/// authority up to the query).
-fn with_database(url: &str, name: &str) -> String {
-    let authority = url.find("://").map_or(0, |i| i + 3);
-    let (head, query) = match url[authority..].find('?') {
-        Some(q) => url.split_at(authority + q),
-        None => (url, ""),
-    };
-    let base = match head[authority..].find('/') {
-        Some(slash) => &head[..authority + slash],
-        None => head,
-    };
-    format!("{base}/{name}{query}")
-}
-
-impl Database {
-    fn create(base: &str) -> Database {
-        let name = format!("neutrino_failover_{}", std::process::id());
-        psql(base, &format!("DROP DATABASE IF EXISTS {name}")).expect("drop a leftover test database");
-        psql(base, &format!("CREATE DATABASE {name}")).expect("create the test's database");
-        Database { base: base.to_string(), url: with_database(base, &name), name }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Err(e) = psql(&self.base, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
-            eprintln!("the test database {} was not dropped: {e}", self.name);
         }
     }
 }
@@ -285,7 +239,7 @@ fn an_agent_moves_to_the_other_server_when_its_server_is_killed() {
     if !common::lab_allowed() {
         return;
     }
-    let database = Database::create(&base);
+    let database = TestDatabase::create(&base, "failover");
     let mut cloud = Cloud::new();
     let a = cloud.server("server-a", &database.url);
     let b = cloud.server("server-b", &database.url);

@@ -26,6 +26,8 @@
 
 mod common;
 
+use common::pgdb::{TestDatabase, with_database};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -108,56 +110,6 @@ async fn by_deadline(started: Instant, scenario: impl std::future::Future<Output
 }
 
 // ---- the database and the servers ----------------------------------------
-
-/// A database of the test's own in the cluster of `base`, dropped at the
-/// end: runs never see each other's data.
-struct Database {
-    base: String,
-    name: String,
-    url: String,
-}
-
-fn psql(url: &str, sql: &str) -> Result<(), String> {
-    let out = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .map_err(|e| format!("cannot run psql: {e}"))?;
-    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
-}
-
-/// `url` with its database name replaced by `name` (what follows the
-/// authority up to the query).
-fn with_database(url: &str, name: &str) -> String {
-    let authority = url.find("://").map_or(0, |i| i + 3);
-    let (head, query) = match url[authority..].find('?') {
-        Some(q) => url.split_at(authority + q),
-        None => (url, ""),
-    };
-    let base = match head[authority..].find('/') {
-        Some(slash) => &head[..authority + slash],
-        None => head,
-    };
-    format!("{base}/{name}{query}")
-}
-
-impl Database {
-    fn create(base: &str, tag: &str) -> Database {
-        let name = format!("neutrino_multi_{tag}_{}", std::process::id());
-        psql(base, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).expect("drop a leftover test database");
-        // The C collation the servers insist on, whatever the cluster's.
-        let create = format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'");
-        psql(base, &create).expect("create the test's database");
-        Database { base: base.to_string(), url: with_database(base, &name), name }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Err(e) = psql(&self.base, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
-            eprintln!("the test database {} was not dropped: {e}", self.name);
-        }
-    }
-}
 
 /// Three `neutrino server` processes on one database, killed when this is
 /// dropped (whatever ends the test), their logs shown if it failed.
@@ -762,7 +714,7 @@ fn three_servers_share_allocation_without_duplicates() {
     let Some(base) = shared_database() else { return };
     let _one = one_at_a_time();
     let started = Instant::now();
-    let database = Database::create(&base, "alloc");
+    let database = TestDatabase::create(&base, "multi_alloc");
     let mut servers = Servers::start(&database.url);
     eprintln!("three servers up in {:?}: {:?}", started.elapsed(), servers.urls);
     runtime().block_on(by_deadline(started, allocation(&mut servers, false, started)));
@@ -776,7 +728,7 @@ fn a_killed_server_loses_no_acknowledged_write() {
     let Some(base) = shared_database() else { return };
     let _one = one_at_a_time();
     let started = Instant::now();
-    let database = Database::create(&base, "kill");
+    let database = TestDatabase::create(&base, "multi_kill");
     let mut servers = Servers::start(&database.url);
     eprintln!("three servers up in {:?}: {:?}", started.elapsed(), servers.urls);
     runtime().block_on(by_deadline(started, allocation(&mut servers, true, started)));
@@ -868,7 +820,7 @@ fn a_change_through_one_server_reaches_an_agent_watching_another() {
     let Some(base) = shared_database() else { return };
     let _one = one_at_a_time();
     let started = Instant::now();
-    let database = Database::create(&base, "feed");
+    let database = TestDatabase::create(&base, "multi_feed");
     let servers = Servers::start(&database.url);
     runtime().block_on(by_deadline(started, feed(&servers)));
     drop(servers);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod labnet;
+pub mod pgdb;
 pub mod podman;
 
 use std::path::PathBuf;
