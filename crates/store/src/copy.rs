@@ -64,11 +64,6 @@ const TRIGGERS: &[&str] = &["ip_allocations_added", "ip_allocations_removed"];
 /// counted the copied allocations on top of the copied generation).
 const TRIGGER_MAINTAINED: &[(&str, &str, &str)] = &[("subnets", "id", "ipam_generation")];
 
-/// The PostgreSQL backend's write lock (postgres/mod.rs), held by the
-/// writing transaction so that a server started on the target meanwhile
-/// waits for the copy.
-const PG_WRITE_LOCK: i64 = 0x6e74_726e;
-
 /// Bound parameters per statement: under SQLite's 32,766 and PostgreSQL's
 /// 65,535.
 const MAX_PARAMS: usize = 16_384;
@@ -485,7 +480,11 @@ impl Db {
             Db::Sqlite(_) => self.execute("BEGIN IMMEDIATE".into(), vec![]).await,
             Db::Pg(_) => {
                 self.execute("BEGIN".into(), vec![]).await?;
-                self.execute("SELECT pg_advisory_xact_lock($1)".into(), vec![Value::Int(Some(PG_WRITE_LOCK))]).await
+                self.execute(
+                    "SELECT pg_advisory_xact_lock($1)".into(),
+                    vec![Value::Int(Some(crate::postgres::WRITE_LOCK))],
+                )
+                .await
             }
         }
     }

@@ -111,7 +111,7 @@ pub(crate) type Backend = PgStore;
 
 /// The advisory lock every write transaction holds until it ends (an
 /// arbitrary constant of Neutrino's: "ntrn").
-const WRITE_LOCK: i64 = 0x6e74_726e;
+pub(crate) const WRITE_LOCK: i64 = 0x6e74_726e;
 
 /// Connections for reads, per server.
 const READERS: u32 = 8;
