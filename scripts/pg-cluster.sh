@@ -7,7 +7,7 @@
 #       behind: service starts are refused during the install and the
 #       `main` cluster the package makes is dropped afterwards.
 #
-#   scripts/pg-cluster.sh start [--tcp] [--fast] DIR
+#   scripts/pg-cluster.sh start [--tcp] [--fast | --async-commit] DIR
 #       Creates a cluster in DIR (made if missing; must be empty), starts it
 #       and prints the sqlx URL to reach it on stdout (nothing else goes to
 #       stdout; the URL is also written to DIR/url):
@@ -19,6 +19,11 @@
 #       database `neutrino` is made empty. The cluster is durable (fsync on)
 #       unless --fast: fsync, synchronous_commit and full_page_writes off, for
 #       tests and benchmarks that do not care about crashes of the machine.
+#       --async-commit keeps fsync on and turns synchronous_commit off: a
+#       commit returns before its WAL is flushed (the WAL writer flushes
+#       within ~3 x wal_writer_delay), so a crash of the machine loses the
+#       last moments of commits but never corrupts the database; the
+#       closest match to SQLite's default synchronous=NORMAL in WAL mode.
 #       Collation is C (bytewise, like SQLite's BINARY), encoding UTF8.
 #
 #   scripts/pg-cluster.sh stop DIR
@@ -53,7 +58,7 @@ die() {
 }
 
 usage() {
-    echo "usage: $0 install | start [--tcp] [--fast] DIR | stop DIR" >&2
+    echo "usage: $0 install | start [--tcp] [--fast | --async-commit] DIR | stop DIR" >&2
     exit 2
 }
 
@@ -172,17 +177,19 @@ cmd_install() {
 # ---- start ---------------------------------------------------------------
 
 cmd_start() {
-    local tcp='' fast='' arg
+    local tcp='' fast='' async_commit='' arg
     DIR=''
     for arg in "$@"; do
         case $arg in
             --tcp) tcp=1 ;;
             --fast) fast=1 ;;
+            --async-commit) async_commit=1 ;;
             -*) usage ;;
             *) [[ -z $DIR ]] || usage; DIR=$arg ;;
         esac
     done
     [[ -n $DIR ]] || usage
+    [[ -z $fast || -z $async_commit ]] || die "--fast already turns synchronous_commit off: give one of them"
 
     local bindir
     bindir=$(find_bindir)
@@ -255,6 +262,7 @@ cmd_start() {
                 echo "synchronous_commit = off"
                 echo "full_page_writes = off"
             fi
+            [[ -z $async_commit ]] || echo "synchronous_commit = off"
         } | as_server tee "$data/pg-cluster.conf" >/dev/null
         rm -f "$log" # so that the bind check below reads this attempt only
         STARTED=1

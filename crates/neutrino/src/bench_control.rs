@@ -10,6 +10,13 @@
 //! do; the server's CPU time per create, its memory, and the cold start of
 //! one host's watch are read too.
 //!
+//! With `--database-url` the servers run on PostgreSQL: `--servers` child
+//! processes on one fresh database of that cluster. Host `i` registers
+//! with and watches server `i % N`; every write goes through server 1, so
+//! a change reaches the hosts of the other servers through the database
+//! (its feed rows, woken by LISTEN/NOTIFY). Each server's memory, the
+//! servers' and the cluster's CPU, and the database's size are reported.
+//!
 //! Every wait is bounded: no phase or sample starts after `--max-seconds`,
 //! and a sample, a settle or a cold start gives up after
 //! `--sample-timeout`, reporting what it saw. Nothing here asserts on
@@ -32,10 +39,11 @@ use rand::{RngExt, SeedableRng};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::bench::pg::{Cluster, FreshDatabase, cluster_cpu};
 use crate::bench::{Machine, command_line, loadavg, write_section};
 use agents::{Fleet, Probe, host_name};
 use api::Api;
-use child::ServerChild;
+use child::{ServerChild, Servers};
 use report::{ColdStart, Run, SizeResult};
 
 /// A size where changes take longer than this to reach their host (the
@@ -89,12 +97,33 @@ pub struct ControlBenchArgs {
     /// Free text recorded with the results (e.g. what else the machine ran).
     #[arg(long)]
     pub note: Option<String>,
+    /// Run the servers on PostgreSQL: a fresh database in the cluster of
+    /// this URL, dropped afterwards (its role must be allowed to create
+    /// databases; `psql` must be installed). The results go to their own
+    /// markdown section.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Servers on the one PostgreSQL database (with --database-url): host
+    /// i registers with and watches server i % N; writes go through
+    /// server 1.
+    #[arg(long, default_value_t = 1)]
+    pub servers: usize,
+    /// Simulated agents keep only their own sections of their view, not
+    /// the other hosts' ports (l2population, DHCP hosts, group members):
+    /// for fleets whose full views would not fit in this process (1,000
+    /// hosts of a 100,000-port cloud hold ~10^8 entries). Every event is
+    /// still read and parsed whole.
+    #[arg(long)]
+    pub lean_views: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("{0}")]
     Args(String),
+    /// The PostgreSQL cluster of `--database-url` refused or is missing.
+    #[error("PostgreSQL: {0}")]
+    Database(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("the server did not start: {0}")]
@@ -172,6 +201,15 @@ fn check_args(a: &ControlBenchArgs) -> Result<(), BenchError> {
     if a.fill_batch == 0 || a.samples == 0 {
         return bad("--fill-batch and --samples must be at least 1");
     }
+    if a.servers == 0 || a.servers > 16 {
+        return bad("--servers must be between 1 and 16");
+    }
+    if a.servers > 1 && a.database_url.is_none() {
+        return bad("--servers needs --database-url: several servers share one PostgreSQL database");
+    }
+    if a.database_url.as_deref().is_some_and(|u| !neutrino_store::is_postgres_url(u)) {
+        return bad("--database-url must be a postgres:// URL (SQLite is the default without it)");
+    }
     Ok(())
 }
 
@@ -187,18 +225,67 @@ pub async fn run(args: ControlBenchArgs) -> Result<(), BenchError> {
     let started = Instant::now();
     let mut machine = Machine::probe();
     let bin = std::env::current_exe().map_err(|e| BenchError::io("cannot find this binary", e))?;
+    let cluster = match &args.database_url {
+        Some(url) => Some(Cluster::probe(url).await.map_err(BenchError::Database)?),
+        None => None,
+    };
     let dir = temp_dir()?;
     let agent_token = format!("bench-agent-{}", std::process::id());
     let password = format!("bench-{}", std::process::id());
-    let mut server = ServerChild::start(&bin, &dir, &agent_token, &password).await?;
-    let described = format!(
-        "fresh `neutrino server` child process ({} build) on {}, SQLite in a temporary directory, pid {}",
-        machine.build, server.url, server.pid
-    );
-    eprintln!("bench-control: {described}; log {}", server.log.display());
+    let database = match &args.database_url {
+        Some(url) => {
+            let name = format!("neutrino_bench_control_{}", std::process::id());
+            Some(FreshDatabase::create(url, &name).await.map_err(BenchError::Database)?)
+        }
+        None => None,
+    };
+    let db_url = database.as_ref().map(|d| d.url.clone());
+    let mut all = Vec::new();
+    // One after the other: the first migrates the empty database.
+    for n in 1..=args.servers {
+        match ServerChild::start(&bin, &dir, n, &agent_token, &password, db_url.as_deref()).await {
+            Ok(s) => all.push(s),
+            Err(e) => {
+                Servers { all }.stop().await;
+                if let Some(db) = database {
+                    db.drop().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mut servers = Servers { all };
+    let urls: Vec<&str> = servers.all.iter().map(|s| s.url.as_str()).collect();
+    let pids: Vec<String> = servers.all.iter().map(|s| s.pid.to_string()).collect();
+    let described = match (&database, &cluster) {
+        (Some(db), Some(c)) => format!(
+            "{} fresh `neutrino server` child process{} ({} build) on {}, pid {}, {} a fresh database `{}` \
+             at {} ({}); every write through server 1",
+            args.servers,
+            if args.servers > 1 { "es" } else { "" },
+            machine.build,
+            urls.join(", "),
+            pids.join(", "),
+            if args.servers > 1 { "sharing" } else { "on" },
+            db.name,
+            crate::bench::pg::redact(args.database_url.as_deref().unwrap_or_default()),
+            c.describe()
+        ),
+        _ => format!(
+            "fresh `neutrino server` child process ({} build) on {}, SQLite in a temporary directory, pid {}",
+            machine.build,
+            urls.join(", "),
+            pids.join(", ")
+        ),
+    };
+    eprintln!("bench-control: {described}; logs in {}", dir.display());
 
-    let outcome = measure(&args, &mut server, &agent_token, &password, started).await;
-    server.stop().await;
+    let postmaster = cluster.as_ref().and_then(|c| c.postmaster);
+    let outcome = measure(&args, &mut servers, database.as_ref(), postmaster, &agent_token, &password, started).await;
+    servers.stop().await;
+    if let Some(db) = database {
+        db.drop().await;
+    }
     let (sizes, messages) = outcome?;
     let _ = std::fs::remove_dir_all(&dir);
     machine.load_after = loadavg();
@@ -209,6 +296,9 @@ pub async fn run(args: ControlBenchArgs) -> Result<(), BenchError> {
         dhcp_hosts: args.dhcp_hosts.min(args.hosts),
         networks: args.networks,
         server: described,
+        servers: args.servers,
+        postgres: cluster.is_some(),
+        lean: args.lean_views,
         note: args.note.clone(),
         sizes,
         total: started.elapsed(),
@@ -217,8 +307,9 @@ pub async fn run(args: ControlBenchArgs) -> Result<(), BenchError> {
     let text = report::markdown(&run);
     print!("{text}");
     if let Some(path) = &args.markdown {
-        write_section(path, report::MD_BEGIN, report::MD_END, &text)
-            .map_err(|e| BenchError::Unexpected(e.to_string()))?;
+        let (begin, end) =
+            if run.postgres { (report::MD_PG_BEGIN, report::MD_PG_END) } else { (report::MD_BEGIN, report::MD_END) };
+        write_section(path, begin, end, &text).map_err(|e| BenchError::Unexpected(e.to_string()))?;
         eprintln!("bench-control: wrote {}", path.display());
     }
     Ok(())
@@ -226,22 +317,38 @@ pub async fn run(args: ControlBenchArgs) -> Result<(), BenchError> {
 
 async fn measure(
     args: &ControlBenchArgs,
-    server: &mut ServerChild,
+    servers: &mut Servers,
+    database: Option<&FreshDatabase>,
+    postmaster: Option<u32>,
     agent_token: &str,
     password: &str,
     started: Instant,
 ) -> Result<(Vec<SizeResult>, Vec<String>), BenchError> {
     let deadline = started + Duration::from_secs(args.max_seconds);
     let wait = Duration::from_secs(args.sample_timeout);
-    let api = Api::login(&server.url, password).await?;
+    let url = servers.first().url.clone();
+    let api = Api::login(&url, password).await?;
     let cloud = setup(&api, args).await?;
-    eprintln!("bench-control: {} networks; registering {} hosts", args.networks, args.hosts);
-    let fleet = Fleet::start(&server.url, agent_token, args.hosts, args.dhcp_hosts).await?;
+    eprintln!(
+        "bench-control: {} networks; registering {} hosts with {} server(s)",
+        args.networks,
+        args.hosts,
+        servers.all.len()
+    );
+    let urls: Vec<String> = servers.all.iter().map(|s| s.url.clone()).collect();
+    let fleet = Fleet::start(&urls, agent_token, args.hosts, args.dhcp_hosts, args.lean_views).await?;
     if !fleet.wait_for_snapshots(Instant::now() + wait).await {
         return Err(BenchError::Unexpected("not every agent received its first snapshot".into()));
     }
-    let (url, token) = (server.url.clone(), agent_token.to_string());
-    let mut bench = Bench { args, api, fleet, cloud, deadline, wait, url, token };
+    let token = agent_token.to_string();
+    let n_servers = servers.all.len();
+    // The database with its networks and subnets, before any port.
+    let mut db_base = None;
+    if let Some(db) = database {
+        db_base = db.size().await.ok();
+    }
+    let mut bench =
+        Bench { args, api, fleet, cloud, deadline, wait, url, token, n_servers, database, db_base, postmaster };
     let mut sizes = Vec::new();
     let mut messages = Vec::new();
     for &size in &args.sizes {
@@ -249,9 +356,9 @@ async fn measure(
             messages.push(format!("--max-seconds {} reached before {size} ports", args.max_seconds));
             break;
         }
-        // A failure (the server gone, a refused request) ends the run but
+        // A failure (a server gone, a refused request) ends the run but
         // keeps what the sizes before it measured.
-        let result = match bench.size(size, server).await {
+        let result = match bench.size(size, servers).await {
             Ok(r) => r,
             Err(e) => {
                 messages.push(format!("stopped at {size} ports: {e}"));
@@ -260,8 +367,8 @@ async fn measure(
         };
         let reached = result.ports >= size;
         sizes.push(result);
-        if !server.is_running() {
-            messages.push(format!("the server process died; see {}", server.log.display()));
+        if let Some(n) = servers.dead() {
+            messages.push(format!("server {n} died; see {}", servers.all[n - 1].log.display()));
             break;
         }
         if !reached {
@@ -312,13 +419,20 @@ struct Bench<'a> {
     cloud: Cloud,
     deadline: Instant,
     wait: Duration,
-    /// The server, and the agents' credential.
+    /// Server 1, and the agents' credential.
     url: String,
     token: String,
+    /// Servers: host `i` watches server `i % n_servers`.
+    n_servers: usize,
+    /// The PostgreSQL database and the cluster's postmaster, if any.
+    database: Option<&'a FreshDatabase>,
+    /// Its size before the first port.
+    db_base: Option<u64>,
+    postmaster: Option<u32>,
 }
 
 impl Bench<'_> {
-    async fn size(&mut self, size: usize, server: &ServerChild) -> Result<SizeResult, BenchError> {
+    async fn size(&mut self, size: usize, servers: &Servers) -> Result<SizeResult, BenchError> {
         let mut r = SizeResult { size, samples_wanted: self.args.samples, ..Default::default() };
         let (_, failed_before, _) = self.fleet.trouble();
         eprintln!("bench-control: filling up to {size} bound ports");
@@ -336,15 +450,22 @@ impl Bench<'_> {
         }
         eprintln!("bench-control: {size} ports, settled in {:.1} s; idle CPU", t.elapsed().as_secs_f64());
         let idle = Duration::from_secs(self.args.idle_seconds);
-        if let Some(before) = server.stats().filter(|_| !idle.is_zero()) {
+        if let Some(before) = servers.cpu().filter(|_| !idle.is_zero()) {
             tokio::time::sleep(idle).await;
-            r.idle_cpu = server.stats().map(|after| (after.cpu - before.cpu).as_secs_f64() / idle.as_secs_f64());
+            r.idle_cpu = servers.cpu().map(|after| (after - before).as_secs_f64() / idle.as_secs_f64());
         }
-        self.sample(&mut r, server).await?;
+        self.sample(&mut r, servers).await?;
         eprintln!("bench-control: {size} ports, {} samples; cold start", r.samples());
         r.cold = self.cold_start(&mut r.notes).await;
-        if let Some(s) = server.stats() {
-            (r.rss_kib, r.peak_rss_kib) = (s.rss_kib, s.peak_rss_kib);
+        if let Some(all) = servers.stats() {
+            r.rss_kib = all.iter().map(|s| s.rss_kib).collect();
+            r.peak_rss_kib = all.iter().map(|s| s.peak_rss_kib).collect();
+        }
+        if let Some(db) = self.database {
+            match db.size().await {
+                Ok(bytes) => (r.db_bytes, r.db_base_bytes) = (Some(bytes), self.db_base),
+                Err(e) => r.notes.push(format!("database size: {e}")),
+            }
         }
         r.load = loadavg();
         let (_, failed, error) = self.fleet.trouble();
@@ -377,8 +498,9 @@ impl Bench<'_> {
     }
 
     /// Single creates, one at a time, each followed to its host and peers.
-    async fn sample(&mut self, r: &mut SizeResult, server: &ServerChild) -> Result<(), BenchError> {
-        let before = server.stats();
+    async fn sample(&mut self, r: &mut SizeResult, servers: &Servers) -> Result<(), BenchError> {
+        let before = servers.cpu();
+        let db_before = self.postmaster.and_then(cluster_cpu);
         let bytes = self.fleet.bytes();
         let t = Instant::now();
         let mut wanted = self.args.samples;
@@ -388,6 +510,17 @@ impl Bench<'_> {
             let peers: BTreeSet<usize> = self.cloud.hosts_of[net].iter().copied().filter(|h| *h != own).collect();
             let peer = (!peers.is_empty()).then(|| self.cloud.rng.random_range(0..peers.len()));
             let peer = peer.and_then(|i| peers.iter().nth(i).copied());
+            // With several servers: a peer watching server 1, through which
+            // the write goes, and one watching another server.
+            let (same, other) = if self.n_servers > 1 {
+                let n = self.n_servers;
+                let on_first: Vec<usize> = peers.iter().copied().filter(|h| h % n == 0).collect();
+                let elsewhere: Vec<usize> = peers.iter().copied().filter(|h| h % n != 0).collect();
+                let mut pick = |v: &[usize]| (!v.is_empty()).then(|| v[self.cloud.rng.random_range(0..v.len())]);
+                (pick(&on_first), pick(&elsewhere))
+            } else {
+                (None, None)
+            };
             let mac = MacAddress::random_with_base(PROBE_MAC_BASE, &mut self.cloud.rng);
             let network = &self.cloud.networks[net];
             self.fleet.follow(Probe { mac, network: *network, own, peers: peers.clone(), seen: Default::default() });
@@ -413,6 +546,12 @@ impl Bench<'_> {
             if let Some(p) = peer {
                 r.peer.record(after(&p));
             }
+            if let Some(p) = same {
+                r.peer_same.record(after(&p));
+            }
+            if let Some(p) = other {
+                r.peer_other.record(after(&p));
+            }
             if !peers.is_empty() {
                 let all: Option<Vec<Duration>> = peers.iter().map(after).collect();
                 r.all_peers.record(all.and_then(|v| v.into_iter().max()));
@@ -429,7 +568,8 @@ impl Bench<'_> {
         }
         r.samples_wanted = wanted;
         r.sample_wall = t.elapsed();
-        r.server_cpu = before.zip(server.stats()).map(|(b, a)| a.cpu - b.cpu);
+        r.server_cpu = before.zip(servers.cpu()).map(|(b, a)| a - b);
+        r.db_cpu = db_before.zip(self.postmaster.and_then(cluster_cpu)).map(|(b, a)| a.saturating_sub(b));
         r.watch_bytes = self.fleet.bytes() - bytes;
         if k < wanted {
             r.notes.push(format!("--max-seconds reached after {k} of {wanted} samples"));
@@ -501,5 +641,8 @@ mod tests {
         assert!(check_args(&parse("b --sizes 10000,1000").unwrap()).is_err());
         assert!(check_args(&parse("b --sizes 5000000 --networks 50").unwrap()).is_err());
         assert!(check_args(&parse("b --hosts 1").unwrap()).is_err());
+        assert!(check_args(&parse("b --servers 3").unwrap()).is_err(), "several servers need PostgreSQL");
+        assert!(check_args(&parse("b --servers 3 --database-url postgres://u@h/db").unwrap()).is_ok());
+        assert!(check_args(&parse("b --database-url sqlite:///tmp/x.db").unwrap()).is_err());
     }
 }

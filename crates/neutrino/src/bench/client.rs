@@ -58,6 +58,13 @@ impl Api {
         Ok(Api { client, token: self.token.clone() })
     }
 
+    /// The same token at another server of the same database (tokens are
+    /// kept in the database: every server accepts them).
+    pub(super) fn at(&self, base: &str) -> Result<Api, BenchError> {
+        let client = Client::with_http(http_client()?, base, Auth::Token(self.token.clone()));
+        Ok(Api { client, token: self.token.clone() })
+    }
+
     /// Sends a request and reads the whole body; returns the status and body.
     pub(super) async fn call(
         &self,

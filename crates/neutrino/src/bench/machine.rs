@@ -4,10 +4,14 @@
 //! source shows as "unknown" rather than stopping a benchmark.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The server process named by `--server-pid`, sampled with each phase.
 pub(super) static SERVER_PID: OnceLock<u32> = OnceLock::new();
+/// The postmaster of the PostgreSQL cluster of the run in progress (0:
+/// none), whose processes' CPU time is sampled with each phase.
+pub(super) static POSTMASTER_PID: AtomicU32 = AtomicU32::new(0);
 
 /// Clock ticks per second of /proc (USER_HZ, 100 on every Linux we meet).
 const USER_HZ: u64 = 100;
@@ -19,6 +23,8 @@ pub(super) struct CpuSample {
     pub(super) process: Duration,
     /// The `--server-pid` process's user+system time.
     pub(super) server: Option<Duration>,
+    /// The PostgreSQL cluster's processes' user+system time.
+    pub(super) database: Option<Duration>,
     /// Whole machine, in clock ticks: busy and total.
     pub(super) busy_ticks: u64,
     pub(super) total_ticks: u64,
@@ -28,8 +34,10 @@ impl CpuSample {
     pub(super) fn now() -> Self {
         let process = read_process_cpu("self").unwrap_or_default();
         let server = SERVER_PID.get().and_then(|pid| read_process_cpu(&pid.to_string()));
+        let postmaster = POSTMASTER_PID.load(Ordering::Relaxed);
+        let database = (postmaster != 0).then(|| super::pg::cluster_cpu(postmaster)).flatten();
         let (busy_ticks, total_ticks) = read_machine_ticks().unwrap_or((0, 0));
-        CpuSample { process, server, busy_ticks, total_ticks }
+        CpuSample { process, server, database, busy_ticks, total_ticks }
     }
 }
 
@@ -54,6 +62,7 @@ fn read_machine_ticks() -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
+#[derive(Clone)]
 pub(crate) struct Machine {
     pub(crate) nproc: usize,
     pub(crate) cpu: String,

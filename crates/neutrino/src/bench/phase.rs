@@ -26,6 +26,8 @@ pub(super) struct Phase {
     process_cpu: Duration,
     /// CPU time of the `--server-pid` process during the phase.
     server_cpu: Option<Duration>,
+    /// CPU time of the PostgreSQL cluster's processes during the phase.
+    database_cpu: Option<Duration>,
     /// Share of the whole machine's CPU that was busy during the phase.
     pub(super) machine_busy: f64,
     /// Response size and item count (list phases).
@@ -49,6 +51,7 @@ impl Phase {
             cut_short: false,
             process_cpu: after.process.saturating_sub(before.process),
             server_cpu: after.server.zip(before.server).map(|(a, b)| a.saturating_sub(b)),
+            database_cpu: after.database.zip(before.database).map(|(a, b)| a.saturating_sub(b)),
             machine_busy: if total == 0 { 0.0 } else { busy as f64 / total as f64 },
             bytes: None,
             items: None,
@@ -84,6 +87,11 @@ impl Phase {
     pub(super) fn cpu_per_request(&self) -> Duration {
         let cpu = self.server_cpu.unwrap_or(self.process_cpu);
         if self.count == 0 { Duration::ZERO } else { cpu / self.count as u32 }
+    }
+
+    /// CPU of the PostgreSQL cluster per successful request, when measured.
+    pub(super) fn database_cpu_per_request(&self) -> Option<Duration> {
+        self.database_cpu.map(|cpu| if self.count == 0 { Duration::ZERO } else { cpu / self.count as u32 })
     }
 }
 

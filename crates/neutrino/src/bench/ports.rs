@@ -69,8 +69,10 @@ pub(super) async fn sequential_creates(api: &Api, network: &str, n: usize, deadl
     tally.finish("create: sequential, 1 client", start.elapsed(), cpu)
 }
 
+/// `n` creates shared by `clients` clients, client `i` talking to server
+/// `i % servers.len()` over a connection of its own.
 pub(super) async fn concurrent_creates(
-    api: &Api,
+    servers: &[Api],
     network: &str,
     n: usize,
     clients: usize,
@@ -82,8 +84,8 @@ pub(super) async fn concurrent_creates(
     let mut tasks = Vec::new();
     let cpu = CpuSample::now();
     let start = Instant::now();
-    for _ in 0..clients {
-        let api = api.fresh()?;
+    for c in 0..clients {
+        let api = servers[c % servers.len()].fresh()?;
         let (next, failed, network) = (next.clone(), failed.clone(), network.to_string());
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();

@@ -16,11 +16,24 @@ const TARGET_LIST_P99: Duration = Duration::from_millis(50);
 /// Markers around the generated section of a markdown file.
 const MD_BEGIN: &str = "<!-- neutrino-bench:begin -->";
 const MD_END: &str = "<!-- neutrino-bench:end -->";
+/// Markers around the section of runs on PostgreSQL (`--database-url`).
+const MD_PG_BEGIN: &str = "<!-- neutrino-bench-postgres:begin -->";
+const MD_PG_END: &str = "<!-- neutrino-bench-postgres:end -->";
+/// Targets of issue 12: concurrent creates with the most servers against
+/// one server, and the sequential creates' p99.
+const TARGET_SCALE_OUT: f64 = 2.0;
+const TARGET_SEQUENTIAL_P99: Duration = Duration::from_millis(10);
 
 /// Everything a report shows.
 pub(super) struct Report {
     pub(super) machine: Machine,
     pub(super) target: String,
+    /// `SQLite`, `PostgreSQL, 2 servers`: the run in a comparison.
+    pub(super) label: String,
+    pub(super) servers: usize,
+    pub(super) postgres: bool,
+    /// `pg_database_size` after the run.
+    pub(super) database_bytes: Option<u64>,
     pub(super) command: String,
     pub(super) note: Option<String>,
     pub(super) args_ports: usize,
@@ -137,16 +150,31 @@ pub(super) fn text_report(r: &Report) -> String {
         let _ = writeln!(s, "  note    : {n}");
     }
     let _ = writeln!(s, "  setup {:.2} s, total {:.1} s\n", r.setup.as_secs_f64(), r.total.as_secs_f64());
+    let with_db = has_database_cpu(r);
     let _ = writeln!(
         s,
-        "  {:<32} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
-        "phase", "n", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean ms", "cpu ms/rq", "busy"
+        "  {:<32} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}{}",
+        "phase",
+        "n",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "mean ms",
+        "cpu ms/rq",
+        "busy",
+        if with_db { "  db cpu ms/rq" } else { "" }
     );
     for p in &r.phases {
         let [p50, p90, p99, max, mean, cpu] = ms_columns(p);
+        let db = match p.database_cpu_per_request() {
+            Some(d) if with_db => format!(" {:>14}", ms(d)),
+            _ => String::new(),
+        };
         let _ = writeln!(
             s,
-            "  {:<32} {:>6} {:>9.1} {p50:>8} {p90:>8} {p99:>8} {max:>8} {mean:>8} {cpu:>9} {:>5.0}%",
+            "  {:<32} {:>6} {:>9.1} {p50:>8} {p90:>8} {p99:>8} {max:>8} {mean:>8} {cpu:>9} {:>5.0}%{db}",
             p.name,
             p.count,
             p.rate(),
@@ -158,7 +186,13 @@ pub(super) fn text_report(r: &Report) -> String {
         }
     }
     let _ = writeln!(s, "\n  cpu ms/rq: {}", cpu_meaning());
+    if with_db {
+        let _ = writeln!(s, "  db cpu ms/rq: CPU time of the PostgreSQL cluster's processes per request");
+    }
     let _ = writeln!(s, "  busy: share of the whole machine's CPU in use during the phase (all processes)\n");
+    if let Some(b) = r.database_bytes {
+        let _ = writeln!(s, "  database size after the run: {}\n", size(b as usize));
+    }
     for v in verdicts(r) {
         let _ = writeln!(s, "  target: {v}");
     }
@@ -187,29 +221,7 @@ pub(super) fn markdown_report(r: &Report) -> String {
         r.total.as_secs_f64(),
         r.args_ports
     );
-    let _ = writeln!(
-        s,
-        "| phase | n | req/s | p50 ms | p90 ms | p99 ms | max ms | mean ms | CPU ms/req | machine busy | notes |"
-    );
-    let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
-    for p in &r.phases {
-        let [p50, p90, p99, max, mean, cpu] = ms_columns(p);
-        // An error text may hold a `|`, which would end the cell.
-        let notes = phase_details(p, " (untimed fill, not a target)").join("; ").replace('|', "\\|");
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.1} | {p50} | {p90} | {p99} | {max} | {mean} | {cpu} | {:.0}% | {notes} |",
-            p.name,
-            p.count,
-            p.rate(),
-            p.machine_busy * 100.0,
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\nCPU ms/req: {} Machine busy: share of all CPUs in use during the phase, by any process.\n",
-        cpu_meaning()
-    );
+    phase_table(&mut s, r);
     let _ = writeln!(s, "Targets:\n");
     for v in verdicts(r) {
         let _ = writeln!(s, "- {v}");
@@ -221,9 +233,236 @@ pub(super) fn markdown_report(r: &Report) -> String {
     s
 }
 
+fn has_database_cpu(r: &Report) -> bool {
+    r.phases.iter().any(|p| p.database_cpu_per_request().is_some())
+}
+
+/// A run's phases as a markdown table, with the column notes after it.
+fn phase_table(s: &mut String, r: &Report) {
+    let with_db = has_database_cpu(r);
+    let (db_head, db_rule) = if with_db { (" DB CPU ms/req |", "--:|") } else { ("", "") };
+    let _ = writeln!(
+        s,
+        "| phase | n | req/s | p50 ms | p90 ms | p99 ms | max ms | mean ms | CPU ms/req |{db_head} machine busy | notes |"
+    );
+    let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|{db_rule}--:|---|");
+    for p in &r.phases {
+        let [p50, p90, p99, max, mean, cpu] = ms_columns(p);
+        // An error text may hold a `|`, which would end the cell.
+        let notes = phase_details(p, " (untimed fill, not a target)").join("; ").replace('|', "\\|");
+        let db = if with_db {
+            format!(" {} |", p.database_cpu_per_request().map(ms).unwrap_or_default())
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} | {p50} | {p90} | {p99} | {max} | {mean} | {cpu} |{db} {:.0}% | {notes} |",
+            p.name,
+            p.count,
+            p.rate(),
+            p.machine_busy * 100.0,
+        );
+    }
+    let db_note =
+        if with_db { " DB CPU ms/req: CPU time of the PostgreSQL cluster's processes per request." } else { "" };
+    let _ = writeln!(
+        s,
+        "\nCPU ms/req: {}{db_note} Machine busy: share of all CPUs in use during the phase, by any process.\n",
+        cpu_meaning()
+    );
+}
+
 /// Replaces the bench section of `path` (or appends one, or creates the file).
 pub(super) fn write_markdown(path: &Path, section: &str) -> Result<(), BenchError> {
     write_section(path, MD_BEGIN, MD_END, section)
+}
+
+/// Replaces the PostgreSQL section of `path` (or appends one).
+pub(super) fn write_postgres_markdown(path: &Path, section: &str) -> Result<(), BenchError> {
+    write_section(path, MD_PG_BEGIN, MD_PG_END, section)
+}
+
+/// One row of the side-by-side table: the run, its creates and its list.
+struct Row {
+    label: String,
+    seq: Option<[String; 3]>,
+    conc: Option<[String; 3]>,
+    list: Option<[String; 2]>,
+    db_cpu: String,
+    db_size: String,
+    busy: String,
+}
+
+fn row(r: &Report) -> Row {
+    let rate_p50_p99 = |p: &Phase| [format!("{:.0}", p.rate()), ms(p.pct(50.0)), ms(p.pct(99.0))];
+    let seq = find(r, "create: sequential").filter(|p| p.count > 0);
+    let conc = find(r, "create: concurrent").filter(|p| p.count > 0);
+    let list = find(r, "list: full").filter(|p| p.count > 0);
+    let db = |p: Option<&Phase>| p.and_then(Phase::database_cpu_per_request).map(ms).unwrap_or_else(|| "–".into());
+    let busy = |p: Option<&Phase>| p.map(|p| format!("{:.0}%", p.machine_busy * 100.0)).unwrap_or_else(|| "–".into());
+    Row {
+        label: r.label.clone(),
+        seq: seq.map(rate_p50_p99),
+        conc: conc.map(rate_p50_p99),
+        list: list.map(|p| [ms(p.pct(50.0)), ms(p.pct(99.0))]),
+        db_cpu: format!("{} / {}", db(seq), db(conc)),
+        db_size: r.database_bytes.map(|b| size(b as usize)).unwrap_or_else(|| "–".into()),
+        busy: format!("{} / {}", busy(seq), busy(conc)),
+    }
+}
+
+/// The issue 12 verdicts over the runs: concurrent creates with the most
+/// servers against one, and each PostgreSQL run's sequential p99.
+fn scale_verdicts(runs: &[Report]) -> Vec<String> {
+    let mut out = Vec::new();
+    let conc = |r: &Report| find(r, "create: concurrent").filter(|p| p.count > 0).map(Phase::rate);
+    let pg: Vec<&Report> = runs.iter().filter(|r| r.postgres).collect();
+    let one = pg.iter().find(|r| r.servers == 1).and_then(|r| conc(r));
+    let most = pg.iter().filter(|r| r.servers > 1).max_by_key(|r| r.servers);
+    match (one, most.and_then(|r| conc(r).map(|c| (r.servers, c)))) {
+        (Some(a), Some((n, b))) => {
+            let ratio = b / a.max(1e-9);
+            out.push(format!(
+                "concurrent creates, {n} servers >= {TARGET_SCALE_OUT:.0}x one server: {} ({b:.0}/s vs {a:.0}/s, {ratio:.2}x)",
+                if ratio >= TARGET_SCALE_OUT { "MET" } else { "NOT MET" }
+            ));
+        }
+        _ => out.push("concurrent creates with several servers against one: not measured (give --servers 1,3)".into()),
+    }
+    for r in runs {
+        if let Some(p) = find(r, "create: sequential").filter(|p| p.count > 0) {
+            let p99 = p.pct(99.0);
+            out.push(format!(
+                "sequential create p99 <= {} ms, {}: {} (p99 {} ms, p50 {} ms)",
+                TARGET_SEQUENTIAL_P99.as_millis(),
+                r.label,
+                if p99 <= TARGET_SEQUENTIAL_P99 { "MET" } else { "NOT MET" },
+                ms(p99),
+                ms(p.pct(50.0))
+            ));
+        }
+    }
+    out
+}
+
+/// The runs side by side, for the terminal.
+pub(super) fn text_comparison(runs: &[Report]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\nside by side (same parameters, one after the other):\n");
+    let _ = writeln!(
+        s,
+        "  {:<24} {:>20} {:>20} {:>16} {:>13} {:>11} {:>10}",
+        "run", "seq/s p50 p99 ms", "conc/s p50 p99 ms", "list p50 p99 ms", "db ms/create", "busy", "db size"
+    );
+    for r in runs {
+        let x = row(r);
+        let three = |v: &Option<[String; 3]>| v.as_ref().map(|v| v.join(" ")).unwrap_or_else(|| "–".into());
+        let list = x.list.as_ref().map(|v| v.join(" ")).unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            s,
+            "  {:<24} {:>20} {:>20} {:>16} {:>13} {:>11} {:>10}",
+            x.label,
+            three(&x.seq),
+            three(&x.conc),
+            list,
+            x.db_cpu,
+            x.busy,
+            x.db_size
+        );
+    }
+    let _ = writeln!(s);
+    for v in scale_verdicts(runs) {
+        let _ = writeln!(s, "  target: {v}");
+    }
+    s
+}
+
+/// The PostgreSQL section: the runs side by side, the issue 12 verdicts,
+/// then each run's phases.
+pub(super) fn markdown_postgres(
+    runs: &[Report],
+    cluster: &super::pg::Cluster,
+    command: &str,
+    total: Duration,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{MD_PG_BEGIN}");
+    let Some(first) = runs.first() else {
+        let _ = writeln!(s, "Nothing was measured.\n{MD_PG_END}");
+        return s;
+    };
+    // The first run's machine, with the load after the last run.
+    let last_load = runs.last().map(|r| r.machine.load_after.clone()).unwrap_or_default();
+    let machine = Machine { load_after: last_load, ..first.machine.clone() };
+    let _ = writeln!(s, "### Results of {} (PostgreSQL and several servers)\n", machine.date);
+    let _ = writeln!(s, "Command:\n\n```sh\n{command}\n```\n");
+    let _ = writeln!(s, "| | |\n|---|---|");
+    s.push_str(&machine.markdown_rows());
+    let _ = writeln!(s, "| database | {} |", cluster.describe());
+    if let Some(n) = &first.note {
+        let _ = writeln!(s, "| note | {n} |");
+    }
+    let _ = writeln!(
+        s,
+        "| duration | {:.0} s for {} runs, one after the other; {} ports wanted on the large network |\n",
+        total.as_secs_f64(),
+        runs.len(),
+        first.args_ports
+    );
+    let _ = writeln!(
+        s,
+        "| run | sequential creates/s | p50 / p99 ms | concurrent creates/s | p50 / p99 ms | list of {} ports p50 / p99 ms | \
+         DB CPU ms per create (seq / conc) | machine busy (seq / conc) | database after |",
+        first.args_ports
+    );
+    let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for r in runs {
+        let x = row(r);
+        let rate = |v: &Option<[String; 3]>| v.as_ref().map(|v| v[0].clone()).unwrap_or_else(|| "–".into());
+        let lat =
+            |v: &Option<[String; 3]>| v.as_ref().map(|v| format!("{} / {}", v[1], v[2])).unwrap_or_else(|| "–".into());
+        let list = x.list.as_ref().map(|v| format!("{} / {}", v[0], v[1])).unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {list} | {} | {} | {} |",
+            x.label,
+            rate(&x.seq),
+            lat(&x.seq),
+            rate(&x.conc),
+            lat(&x.conc),
+            x.db_cpu,
+            x.busy,
+            x.db_size
+        );
+    }
+    let _ = writeln!(s, "\nTargets (issue 12):\n");
+    for v in scale_verdicts(runs) {
+        let _ = writeln!(s, "- {v}");
+    }
+    let _ = writeln!(s);
+    for r in runs {
+        let _ = writeln!(s, "#### {}\n", r.label);
+        let _ = writeln!(s, "- server: {}", r.target);
+        let _ = writeln!(
+            s,
+            "- load average {} before, {} after; setup {:.2} s, run {:.1} s\n",
+            r.machine.load_before,
+            r.machine.load_after,
+            r.setup.as_secs_f64(),
+            r.total.as_secs_f64()
+        );
+        phase_table(&mut s, r);
+        for v in verdicts(r) {
+            let _ = writeln!(s, "- {v}");
+        }
+        for msg in &r.messages {
+            let _ = writeln!(s, "- warning: {msg}");
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(s, "{MD_PG_END}");
+    s
 }
 
 /// Replaces the section between the markers `begin` and `end` of `path`

@@ -3,6 +3,15 @@
 //! watch stream open, applies the snapshot and deltas to a local copy of
 //! its host view as an agent does, and heartbeats. No kernel is touched.
 //!
+//! With several servers, host `i` registers with, heartbeats to and
+//! watches server `i % servers` only. With `lean` views an agent keeps
+//! only its own sections (networks, ports, DHCP services, security
+//! groups) and drops the sections about other hosts' ports (l2population,
+//! DHCP hosts, group members) after each event: a thousand hosts' full
+//! views of a 100,000-port cloud would not fit in this process. Events are
+//! still read and parsed whole, and a broken stream resumes from the
+//! revision without a digest (a snapshot unless nothing changed).
+//!
 //! A [`Probe`] names one port (by the MAC the benchmark gave it) and the
 //! hosts that must learn of it: its own host, in the `ports` section, and
 //! the other hosts with its network, in that network's l2population
@@ -104,13 +113,21 @@ pub(super) fn tunnel_ip(index: usize) -> IpAddr {
 
 impl Fleet {
     /// Registers `hosts` hosts (the last `dhcp_hosts` of them also DHCP
-    /// hosts) and starts their watches and heartbeats.
-    pub(super) async fn start(url: &str, token: &str, hosts: usize, dhcp_hosts: usize) -> Result<Fleet, BenchError> {
+    /// hosts), host `i` with server `i % urls.len()`, and starts their
+    /// watches and heartbeats.
+    pub(super) async fn start(
+        urls: &[String],
+        token: &str,
+        hosts: usize,
+        dhcp_hosts: usize,
+        lean: bool,
+    ) -> Result<Fleet, BenchError> {
         let probe = Arc::new(Mutex::new(None));
         let arrived = Arc::new(Notify::new());
         let mut fleet = Fleet { agents: Vec::new(), probe, arrived, tasks: Vec::new() };
         for index in 0..hosts {
             let host = host_name(index);
+            let url = &urls[index % urls.len()];
             let client = AgentClient::new(url, &host, token).map_err(|e| BenchError::channel(&host, e))?;
             let mut roles = BTreeSet::from([HostRole::Compute]);
             if index >= hosts - dhcp_hosts.min(hosts) {
@@ -144,6 +161,7 @@ impl Fleet {
                 state: state.clone(),
                 probe: fleet.probe.clone(),
                 arrived: fleet.arrived.clone(),
+                lean,
             };
             fleet.tasks.push(tokio::spawn(watch.run()));
             // Heartbeats spread over the interval, as independent agents'.
@@ -230,6 +248,8 @@ struct Watcher {
     state: Arc<AgentState>,
     probe: Arc<Mutex<Option<Probe>>>,
     arrived: Arc<Notify>,
+    /// Keep only the host's own sections (see the module's documentation).
+    lean: bool,
 }
 
 impl Watcher {
@@ -237,8 +257,9 @@ impl Watcher {
     async fn run(self) {
         let mut view: Option<HostView> = None;
         loop {
-            let query =
-                WatchQuery { since: view.as_ref().map(|v| v.revision), digest: view.as_ref().map(HostView::digest) };
+            // A lean view's digest is not the server's: resume by revision.
+            let digest = view.as_ref().filter(|_| !self.lean).map(HostView::digest);
+            let query = WatchQuery { since: view.as_ref().map(|v| v.revision), digest };
             match self.client.watch(&query).await {
                 Ok(mut stream) => loop {
                     let before = stream.received();
@@ -286,6 +307,13 @@ impl Watcher {
                 }
             }
             WatchEvent::Keepalive { .. } => {}
+        }
+        if self.lean
+            && let Some(v) = view.as_mut()
+        {
+            v.remote_ports.clear();
+            v.dhcp_hosts.clear();
+            v.group_members.clear();
         }
         true
     }

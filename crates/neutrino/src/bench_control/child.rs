@@ -1,6 +1,7 @@
-//! The server under test: a `neutrino server` child process of this
-//! binary, so its CPU time and memory are its own and can be read from
-//! /proc apart from the simulated agents'.
+//! The servers under test: `neutrino server` child processes of this
+//! binary, so their CPU time and memory are their own and can be read
+//! from /proc apart from the simulated agents'. One on SQLite, or several
+//! on one PostgreSQL database.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,17 +35,30 @@ pub(super) struct ProcStats {
 }
 
 impl ServerChild {
-    /// Starts `bin server` on 127.0.0.1:0 with a data directory `dir`, and
-    /// waits for its readiness line.
-    pub(super) async fn start(bin: &Path, dir: &Path, agent_token: &str, password: &str) -> Result<Self, BenchError> {
-        let log = dir.join("server.log");
+    /// Starts `bin server` number `n` on 127.0.0.1:0 with a data directory
+    /// in `dir` (and on `database_url` when given), and waits for its
+    /// readiness line.
+    pub(super) async fn start(
+        bin: &Path,
+        dir: &Path,
+        n: usize,
+        agent_token: &str,
+        password: &str,
+        database_url: Option<&str>,
+    ) -> Result<Self, BenchError> {
+        let log = dir.join(format!("server-{n}.log"));
         let log_file =
             std::fs::File::create(&log).map_err(|e| BenchError::io(format!("cannot create {}", log.display()), e))?;
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("server")
             .args(["--listen", "127.0.0.1:0", "--agent-token", agent_token, "--bootstrap-password", password])
             .arg("--data-dir")
-            .arg(dir.join("data"))
+            .arg(dir.join(format!("data-{n}")));
+        if let Some(url) = database_url {
+            command.args(["--database-url", url]);
+        }
+        let mut child = command
             .env("NEUTRINO_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -86,6 +100,38 @@ impl ServerChild {
 
     pub(super) async fn stop(mut self) {
         let _ = self.child.kill().await;
+    }
+}
+
+/// The servers of a run: server 1 first.
+pub(super) struct Servers {
+    pub all: Vec<ServerChild>,
+}
+
+impl Servers {
+    pub(super) fn first(&self) -> &ServerChild {
+        &self.all[0]
+    }
+
+    /// Each server's figures, in order; `None` when one cannot be read.
+    pub(super) fn stats(&self) -> Option<Vec<ProcStats>> {
+        self.all.iter().map(ServerChild::stats).collect()
+    }
+
+    /// The servers' CPU time together.
+    pub(super) fn cpu(&self) -> Option<Duration> {
+        self.stats().map(|s| s.iter().map(|s| s.cpu).sum())
+    }
+
+    /// The first server that is no longer running, by number (1, 2...).
+    pub(super) fn dead(&mut self) -> Option<usize> {
+        self.all.iter_mut().position(|s| !s.is_running()).map(|i| i + 1)
+    }
+
+    pub(super) async fn stop(self) {
+        for s in self.all {
+            s.stop().await;
+        }
     }
 }
 
