@@ -56,7 +56,13 @@ const SEEDS: &[(&str, &str)] = &[("feed_head", "id = 1 AND revision = 0 AND comp
 
 /// The schema's triggers. Any other trigger in the target stops the copy:
 /// what it maintains may need restoring ([`TRIGGER_MAINTAINED`]).
-const TRIGGERS: &[&str] = &["ip_allocations_added", "ip_allocations_removed"];
+const TRIGGERS: &[&str] = &["ip_allocations_added", "ip_allocations_removed", "subnets_removed", "feed_head_announce"];
+
+/// Tables of derived data: not copied, and empty in the target afterwards
+/// (on SQLite the triggers fill them while the copy writes). The IPAM log
+/// only spares a server re-reading a subnet's allocations; without it each
+/// server reads them whole once.
+const DERIVED: &[&str] = &["ip_allocation_log"];
 
 /// Columns the triggers move when rows of other tables are written:
 /// (table, key column, column). The copy writes them as the source has
@@ -167,7 +173,7 @@ async fn copy_between(source: &mut Db, target: &mut Db, from: &str, version: i64
 
     let mut report = CopyReport { schema_version: version, tables: Vec::new(), feed_revision: 0 };
     let mut maintained = Vec::new();
-    for name in &order {
+    for name in order.iter().filter(|t| !DERIVED.contains(&t.as_str())) {
         let table = &catalog.tables[name];
         let columns: Vec<String> = table.columns.iter().map(|(c, _)| quote(c)).collect();
         let types: Vec<ColType> = table.columns.iter().map(|(_, t)| *t).collect();
@@ -190,6 +196,9 @@ async fn copy_between(source: &mut Db, target: &mut Db, from: &str, version: i64
     }
     for m in maintained {
         target.restore(m).await?;
+    }
+    for name in DERIVED.iter().filter(|t| catalog.tables.contains_key(**t)) {
+        target.execute(format!("DELETE FROM {}", quote(name)), vec![]).await?;
     }
     target.loud_triggers(&quiet).await?;
     if let Db::Pg(_) = target {

@@ -211,17 +211,95 @@ async fn never_double_allocate(a: Arc<dyn Store>, b: Arc<dyn Store>) {
         }
     }
     // Fill the subnet from both sides: exactly the free addresses remain.
-    let mut i = 0;
-    loop {
-        let store = if i % 2 == 0 { &a } else { &b };
-        match store.create_ports(vec![port_request(&net)]).await {
+    fill_from_both(&a, &b, &net, &mut seen).await;
+    assert_eq!(seen.len(), 13, "a /28 has 13 pool addresses");
+}
+
+/// A store catches up with the other's allocations from the IPAM change
+/// log (one row per generation, the last 1024 kept per subnet, gone with
+/// the subnet) and, when the log has a gap, reloads the subnet whole: no
+/// address is handed out twice either way.
+#[tokio::test]
+async fn sqlite_ipam_log_catches_up_and_survives_gaps() {
+    let stores = SqliteStores::default();
+    let (a, b, url) = stores.pair_with_url(unlimited_ports()).await;
+    ipam_log_catches_up_and_survives_gaps(a, b, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_ipam_log_catches_up_and_survives_gaps() {
+    let Some(base) = postgres_url() else { return };
+    let (a, b, url) = PgStores { base }.pair_with_url(unlimited_ports()).await;
+    ipam_log_catches_up_and_survives_gaps(a, b, &url).await;
+}
+
+/// Creates ports on `net` through `a` and `b` in turn until its subnets
+/// are full, checking that no address is handed out twice.
+async fn fill_from_both(a: &Arc<dyn Store>, b: &Arc<dyn Store>, net: &Network, seen: &mut HashSet<std::net::IpAddr>) {
+    for i in 0.. {
+        let store = if i % 2 == 0 { a } else { b };
+        match store.create_ports(vec![port_request(net)]).await {
             Ok(mut p) => assert!(seen.insert(p.remove(0).fixed_ips[0].ip_address), "handed out twice"),
-            Err(Error::IpAddressGenerationFailure(_)) => break,
+            Err(Error::IpAddressGenerationFailure(_)) => return,
             Err(e) => panic!("unexpected {e:?}"),
         }
-        i += 1;
     }
-    assert_eq!(seen.len(), 13, "a /28 has 13 pool addresses");
+}
+
+fn unlimited_ports() -> StoreConfig {
+    let mut config = StoreConfig::default();
+    config.default_quotas.insert("port".into(), -1);
+    config
+}
+
+async fn ipam_log_catches_up_and_survives_gaps(a: Arc<dyn Store>, b: Arc<dyn Store>, url: &str) {
+    let net = a.create_networks(vec![network_request("log")]).await.unwrap().remove(0);
+    let subnet = a.create_subnets(vec![subnet_request(&net, "10.44.0.0/28")]).await.unwrap().remove(0);
+    let log_rows = format!("SELECT COUNT(*) FROM ip_allocation_log WHERE subnet_id = '{}'", subnet.id);
+    let mut seen = HashSet::new();
+    let mut ports = Vec::new();
+    for i in 0..6 {
+        let store = if i % 2 == 0 { &a } else { &b };
+        let p = store.create_ports(vec![port_request(&net)]).await.unwrap().remove(0);
+        assert!(seen.insert(p.fixed_ips[0].ip_address), "handed out twice");
+        ports.push(p);
+    }
+    // One release crosses over too.
+    let gone = ports.remove(0);
+    b.delete_port(&gone.id, None).await.unwrap();
+    seen.remove(&gone.fixed_ips[0].ip_address);
+    assert_eq!(raw_sql(url, &log_rows).await, Some(7), "one row per allocation and release");
+    let last = format!("SELECT MAX(generation) FROM ip_allocation_log WHERE subnet_id = '{}'", subnet.id);
+    let generation = format!("SELECT ipam_generation FROM subnets WHERE id = '{}'", subnet.id);
+    assert_eq!(raw_sql(url, &last).await, raw_sql(url, &generation).await);
+
+    // A gap (what `db copy` leaves): both fall back to reading the subnet.
+    raw_sql(url, "DELETE FROM ip_allocation_log").await;
+    fill_from_both(&a, &b, &net, &mut seen).await;
+    assert_eq!(seen.len(), 13, "a /28 has 13 pool addresses, each handed out once");
+
+    // Pruned to the last 1024 generations of a subnet.
+    let big = a.create_subnets(vec![subnet_request(&net, "10.45.0.0/21")]).await.unwrap().remove(0);
+    let mut reqs = Vec::new();
+    for _ in 0..1100 {
+        let mut req = port_request(&net);
+        req.fixed_ips = Some(vec![FixedIpRequest { subnet_id: Some(big.id), ip_address: None }]);
+        reqs.push(req);
+    }
+    a.create_ports(reqs).await.unwrap();
+    let big_rows = format!("SELECT COUNT(*) FROM ip_allocation_log WHERE subnet_id = '{}'", big.id);
+    assert_eq!(raw_sql(url, &big_rows).await, Some(1024));
+    let p = b.create_ports(vec![port_request(&net)]).await.unwrap().remove(0);
+    assert!(!seen.contains(&p.fixed_ips[0].ip_address));
+
+    // Gone with its subnet.
+    for p in a.list_ports(&ListQuery::new(Viewer::All)).await.unwrap() {
+        if p.fixed_ips.iter().any(|f| f.subnet_id == subnet.id) {
+            a.delete_port(&p.id, None).await.unwrap();
+        }
+    }
+    a.delete_subnet(&subnet.id, None).await.unwrap();
+    assert_eq!(raw_sql(url, &log_rows).await, Some(0));
 }
 
 /// Two PostgreSQL stores (two servers) with 32 clients between them

@@ -817,3 +817,22 @@ async fn two_stores_on_one_database_share_the_feed_and_its_wakeups() {
     assert_eq!(b.feed_head().await.unwrap(), head2);
     assert_eq!(*c_watch.borrow(), 0);
 }
+
+/// Two PostgreSQL stores on one database (two servers): a commit through
+/// one wakes the other's watch (LISTEN/NOTIFY, the notification sent by
+/// the schema's trigger when the head moves), with the head it committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_stores_wake_each_other() {
+    let Some(base) = postgres_url() else { return };
+    let (a, b) = PgStores { base }.pair().await;
+    let mut b_watch = b.feed_watch();
+    let mut a_watch = a.feed_watch();
+    let net = a.create_networks(vec![network_request("n")]).await.unwrap().remove(0);
+    let head = a.feed_head().await.unwrap();
+    woken_to(&mut b_watch, head).await;
+    b.update_network(&net.id, NetworkUpdate { name: Some("x".into()), ..Default::default() }, None).await.unwrap();
+    woken_to(&mut a_watch, head + 1).await;
+    // (Whether a write that records nothing notifies cannot be told here:
+    // the channel is the database's, and the tests running alongside in
+    // other schemas of it notify too.)
+}

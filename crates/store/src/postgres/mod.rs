@@ -231,6 +231,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "change feed", include_str!("../../migrations/postgres/0005_feed.sql")),
     (6, "agent state", include_str!("../../migrations/postgres/0006_agent_state.sql")),
     (7, "dns", include_str!("../../migrations/postgres/0007_dns.sql")),
+    (8, "write path", include_str!("../../migrations/postgres/0008_write_path.sql")),
 ];
 
 /// Whether `url` names a PostgreSQL database.
@@ -372,22 +373,15 @@ pub(crate) fn aggregate(expr: &str, order_by: &str) -> String {
 /// Begins a write transaction holding the cluster-wide write lock (see
 /// the module's documentation).
 pub(crate) async fn begin(conn: &mut PgConnection) -> Result<Tx<'_>> {
-    let mut tx = conn.begin().await.map_err(internal)?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await.map_err(internal)?;
-    Ok(tx)
+    // One round trip for both (a simple query may hold several
+    // statements): every round trip inside the lock is time the other
+    // servers wait.
+    conn.begin_with(BEGIN_LOCKED).await.map_err(internal)
 }
 
-/// Tells every server's listener that `revision` committed (delivered at
-/// commit, in commit order).
-pub(crate) async fn announce(tx: &mut Tx<'_>, revision: u64) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(signal::CHANNEL)
-        .bind(revision.to_string())
-        .execute(&mut **tx)
-        .await
-        .map_err(internal)?;
-    Ok(())
-}
+/// `BEGIN` and the write lock, as one simple query ([`WRITE_LOCK`] in
+/// decimal; a test holds them together).
+const BEGIN_LOCKED: &str = "BEGIN; SELECT pg_advisory_xact_lock(1853125230)";
 
 /// Begins a write transaction without the write lock, for writes that need
 /// no order with others (`Backend::unordered_txn`).
@@ -425,5 +419,13 @@ impl TestSchema {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}"))).execute(&mut conn).await.unwrap();
         let sep = if base.contains('?') { '&' } else { '?' };
         TestSchema { url: format!("{base}{sep}options=-c%20search_path%3D{name}") }
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    #[test]
+    fn begin_takes_the_write_lock() {
+        assert_eq!(super::BEGIN_LOCKED, format!("BEGIN; SELECT pg_advisory_xact_lock({})", super::WRITE_LOCK));
     }
 }

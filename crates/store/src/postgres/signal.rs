@@ -1,7 +1,8 @@
 //! The change feed's wake-up on PostgreSQL: LISTEN/NOTIFY.
 //!
 //! Every commit that recorded changes notifies [`CHANNEL`] with its
-//! revision (delivered at commit, in commit order, to every listening
+//! revision (the schema's `feed_head_announce` trigger, when the head
+//! moves; delivered at commit, in commit order, to every listening
 //! session). Each server listens on one connection of its own and moves
 //! its watch channel forward, so that watchers on any server wake for a
 //! write made through any other. A lost listening connection may have
@@ -18,7 +19,7 @@ use tokio::sync::watch;
 
 use super::internal;
 
-/// The notification channel.
+/// The notification channel (migration 0008's trigger names it too).
 pub(crate) const CHANNEL: &str = "neutrino_feed";
 
 pub(crate) struct FeedSignal {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::batch::Batch;
 use super::rows::get;
-use super::{Backend, Conn, DbRow, begin, begin_read, internal};
+use super::{Backend, Conn, DbRow, begin, internal};
 use crate::feed::{Change, ChangeOp, ChangeSet, FeedRead, FeedStore, Subject, decode_list, decode_networks};
 
 /// Changes per INSERT statement (7 parameters each, well under SQLite's
@@ -151,27 +151,33 @@ impl FeedStore for Backend {
 
     async fn feed_since(&self, after: u64, limit: usize) -> Result<FeedRead> {
         let mut conn = self.readers.acquire().await.map_err(internal)?;
-        // One snapshot for the head and the entries.
-        let mut tx = begin_read(&mut conn).await?;
-        let (head, compacted) = read_head(&mut tx).await?;
+        // One statement, so one snapshot for the head and the entries, and
+        // one round trip: every server makes this read for every burst of
+        // commits, its own and the other servers'. The head row comes with
+        // each entry (or alone, with NULLs, when there is none).
+        let rows = sqlx::query(
+            "SELECT h.revision AS head, h.compacted, \
+             f.revision, f.seq, f.kind, f.subject, f.op, f.networks, f.hosts, f.at_ms \
+             FROM feed_head h LEFT JOIN feed f ON f.revision IN \
+             (SELECT DISTINCT revision FROM feed WHERE revision > $1 ORDER BY revision LIMIT $2) \
+             WHERE h.id = 1 ORDER BY f.revision, f.seq",
+        )
+        .bind(after as i64)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(internal)?;
+        let first = rows.first().ok_or_else(|| Error::Internal("the change feed has no head row".into()))?;
+        let (head, compacted) = (get::<i64>(first, "head")? as u64, get::<i64>(first, "compacted")? as u64);
         if after < compacted || after > head {
             return Ok(FeedRead::Gap { head });
         }
-        let mut changes = Vec::new();
-        if after < head && limit > 0 {
-            let rows = sqlx::query(
-                "SELECT revision, seq, kind, subject, op, networks, hosts, at_ms FROM feed WHERE revision IN \
-                 (SELECT DISTINCT revision FROM feed WHERE revision > $1 ORDER BY revision LIMIT $2) \
-                 ORDER BY revision, seq",
-            )
-            .bind(after as i64)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(internal)?;
-            changes = rows.iter().map(change_from).collect::<Result<_>>()?;
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if get::<Option<i64>>(row, "revision")?.is_some() {
+                changes.push(change_from(row)?);
+            }
         }
-        tx.commit().await.map_err(internal)?;
         Ok(FeedRead::Entries { changes, head })
     }
 

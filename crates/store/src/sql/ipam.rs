@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::Conn;
+use super::{Conn, DbRow, internal};
 use neutrino_model::ipam;
 use neutrino_model::resources::Subnet;
 use neutrino_model::{Result, SubnetId};
@@ -79,17 +79,25 @@ impl IpamTxn<'_> {
             self.ensured.insert(*subnet);
             return Ok(());
         }
+        // Others' changes came before ours (the write lock orders them):
+        // theirs are generations (cached, generation - pending].
+        let wanted = generation - pending;
+        if let Some(s) = self.cache.subnets.get_mut(subnet)
+            && s.generation < wanted
+            && wanted - s.generation <= LOG_KEPT
+            && catch_up(conn, subnet, s, wanted).await?
+        {
+            self.ensured.insert(*subnet);
+            return Ok(());
+        }
         let rows =
             fetch(conn, "SELECT ip_key FROM ip_allocations WHERE subnet_id = $1".to_string(), &[subnet.to_string()])
                 .await?;
         let mut taken = BTreeSet::new();
         for row in rows {
-            let key: Vec<u8> = get(&row, "ip_key")?;
-            let bytes: [u8; 16] =
-                key.try_into().map_err(|_| neutrino_model::Error::Internal("corrupt ip_key".into()))?;
-            taken.insert(u128::from_be_bytes(bytes));
+            taken.insert(ip_key(&row, "ip_key")?);
         }
-        self.cache.subnets.insert(*subnet, SubnetAllocations { generation: generation - pending, taken });
+        self.cache.subnets.insert(*subnet, SubnetAllocations { generation: wanted, taken });
         self.ensured.insert(*subnet);
         Ok(())
     }
@@ -148,10 +156,15 @@ impl IpamTxn<'_> {
                 s.taken.remove(&addr);
             }
         }
-        // A copy that was current at the start is current now; one that was
-        // not still differs from the database and will be reloaded.
+        // A copy found current in this transaction is current now. One that
+        // was not (a release needs no `ensure`) keeps its generation: moved
+        // by our rows, it would claim a generation whose earlier changes it
+        // never saw, and the log would not bring them. Left behind, the log
+        // replays everything since, ours included, in order.
         for (subnet, rows) in std::mem::take(&mut self.pending) {
-            if let Some(s) = self.cache.subnets.get_mut(&subnet) {
+            if self.ensured.contains(&subnet)
+                && let Some(s) = self.cache.subnets.get_mut(&subnet)
+            {
                 s.generation += rows;
             }
         }
@@ -169,4 +182,52 @@ impl Drop for IpamTxn<'_> {
             }
         }
     }
+}
+
+/// Generations of a subnet the `ip_allocation_log` keeps (its triggers
+/// prune older rows).
+const LOG_KEPT: i64 = 1024;
+
+/// Brings `copy` forward to `wanted` from the IPAM change log. False when
+/// the log does not hold every generation in between (pruned, or written
+/// before the log existed, or emptied by `db copy`): then the caller
+/// reloads the subnet whole.
+async fn catch_up(conn: &mut Conn, subnet: &SubnetId, copy: &mut SubnetAllocations, wanted: i64) -> Result<bool> {
+    let rows = sqlx::query(
+        "SELECT generation, ip_key, allocated FROM ip_allocation_log \
+         WHERE subnet_id = $1 AND generation > $2 AND generation <= $3 ORDER BY generation",
+    )
+    .bind(subnet.to_string())
+    .bind(copy.generation)
+    .bind(wanted)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(internal)?;
+    let mut expected = copy.generation + 1;
+    let mut changes = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if get::<i64>(row, "generation")? != expected {
+            return Ok(false);
+        }
+        expected += 1;
+        changes.push((ip_key(row, "ip_key")?, get::<bool>(row, "allocated")?));
+    }
+    if expected != wanted + 1 {
+        return Ok(false);
+    }
+    for (addr, allocated) in changes {
+        if allocated {
+            copy.taken.insert(addr);
+        } else {
+            copy.taken.remove(&addr);
+        }
+    }
+    copy.generation = wanted;
+    Ok(true)
+}
+
+fn ip_key(row: &DbRow, col: &str) -> Result<u128> {
+    let key: Vec<u8> = get(row, col)?;
+    let bytes: [u8; 16] = key.try_into().map_err(|_| neutrino_model::Error::Internal("corrupt ip_key".into()))?;
+    Ok(u128::from_be_bytes(bytes))
 }

@@ -1,7 +1,8 @@
 //! A write transaction: the database transaction and the changes it records
 //! in the feed. Committing writes what is still pending under the
-//! transaction's revision, has the backend announce the revision to other
-//! servers, commits, and wakes this process's watchers of the feed.
+//! transaction's revision (on PostgreSQL, moving the feed's head notifies
+//! the other servers: a trigger of the schema), commits, and wakes this
+//! process's watchers of the feed.
 
 use super::{Conn, DbRow};
 use neutrino_model::{NetworkId, Result};
@@ -9,7 +10,7 @@ use neutrino_model::{NetworkId, Result};
 use super::FeedSignal;
 use super::batch::Batch;
 use super::feed::{Appended, FeedTxn};
-use super::{Backend, Tx, announce, begin, begin_unordered, internal, scope};
+use super::{Backend, Tx, begin, begin_unordered, internal, scope};
 use crate::feed::{ChangeOp, Subject};
 
 pub(crate) struct Txn<'c> {
@@ -85,9 +86,6 @@ impl Txn<'_> {
             return Err(neutrino_model::Error::Internal("an unordered transaction recorded changes".into()));
         }
         self.feed.flush(&mut self.tx).await?;
-        if let Some(revision) = self.feed.revision() {
-            announce(&mut self.tx, revision).await?;
-        }
         self.tx.commit().await.map_err(internal)?;
         if let Some(revision) = self.feed.revision() {
             self.signal.advance(revision);

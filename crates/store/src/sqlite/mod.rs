@@ -128,6 +128,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "change feed", include_str!("../../migrations/sqlite/0005_feed.sql")),
     (6, "agent state", include_str!("../../migrations/sqlite/0006_agent_state.sql")),
     (7, "dns", include_str!("../../migrations/sqlite/0007_dns.sql")),
+    (8, "write path", include_str!("../../migrations/sqlite/0008_write_path.sql")),
 ];
 
 impl SqliteStore {
@@ -253,12 +254,6 @@ pub(crate) fn aggregate(expr: &str, order_by: &str) -> String {
 /// could not write on (SQLITE_BUSY_SNAPSHOT, "database is locked").
 pub(crate) async fn begin(conn: &mut SqliteConnection) -> Result<Tx<'_>> {
     conn.begin_with("BEGIN IMMEDIATE").await.map_err(internal)
-}
-
-/// Tells other processes that `revision` committed: nothing to do on
-/// SQLite, whose stores of one file live in one process (signal.rs).
-pub(crate) async fn announce(_tx: &mut Tx<'_>, _revision: u64) -> Result<()> {
-    Ok(())
 }
 
 /// Begins a write transaction that needs no order with other writers

@@ -104,12 +104,18 @@ impl SqliteStores {
 
     /// Two stores on one database, as two servers sharing it.
     pub async fn pair(&self) -> (Arc<dyn Store>, Arc<dyn Store>) {
+        let (a, b, _) = self.pair_with_url(StoreConfig::default()).await;
+        (a, b)
+    }
+
+    /// The same, with the database's URL for looking at it directly.
+    pub async fn pair_with_url(&self, config: StoreConfig) -> (Arc<dyn Store>, Arc<dyn Store>, String) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
-        let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, StoreConfig::default()).await.unwrap());
+        let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, config.clone()).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, config).await.unwrap());
         self.dirs.lock().unwrap().push(dir);
-        (a, b)
+        (a, b, format!("sqlite://{}", path.display()))
     }
 }
 
@@ -162,9 +168,30 @@ impl PgStores {
     }
 
     pub async fn pair_with(&self, config: StoreConfig) -> (Arc<dyn Store>, Arc<dyn Store>) {
+        let (a, b, _) = self.pair_with_url(config).await;
+        (a, b)
+    }
+
+    /// The same, with the database's URL for looking at it directly.
+    pub async fn pair_with_url(&self, config: StoreConfig) -> (Arc<dyn Store>, Arc<dyn Store>, String) {
         let url = fresh_postgres(&self.base).await;
         let a: Arc<dyn Store> = Arc::new(PgStore::open(&url, config.clone()).await.unwrap());
         let b: Arc<dyn Store> = Arc::new(PgStore::open(&url, config).await.unwrap());
-        (a, b)
+        (a, b, url)
+    }
+}
+
+/// Runs `sql` on the database at `url` (either backend) outside any store,
+/// and returns the first column of its first row as a number when it has
+/// one.
+pub async fn raw_sql(url: &str, sql: &str) -> Option<i64> {
+    use sqlx::Row;
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    if neutrino_store::is_postgres_url(url) {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sql).fetch_optional(&mut c).await.unwrap().and_then(|r| r.try_get::<i64, _>(0).ok())
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(sql).fetch_optional(&mut c).await.unwrap().and_then(|r| r.try_get::<i64, _>(0).ok())
     }
 }
