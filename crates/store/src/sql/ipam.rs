@@ -4,9 +4,12 @@
 //! read every allocation of a busy subnet on each port create; instead the
 //! writer keeps each subnet's allocated set in memory. The database stays the
 //! truth: triggers move `subnets.ipam_generation` by one for every
-//! allocation row added or removed, a copy whose generation differs is
-//! reloaded, and the (subnet, address) primary key refuses any duplicate
-//! regardless. A transaction counts the rows it changes, so that after the
+//! allocation row added or removed and log the change in
+//! `ip_allocation_log` under the new generation. A copy that is behind
+//! (another server allocated or released meanwhile) replays the log rows
+//! after its generation; one further behind than the log keeps, or facing
+//! a gap, is reloaded whole. The (subnet, address) primary key refuses any
+//! duplicate regardless. A transaction counts the rows it changes, so that after the
 //! commit the copy's generation is what the database says without asking.
 //!
 //! A transaction adds addresses to the copy as it allocates them (so later
