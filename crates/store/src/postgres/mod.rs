@@ -383,6 +383,35 @@ pub(crate) async fn begin(conn: &mut PgConnection) -> Result<Tx<'_>> {
 /// decimal; a test holds them together).
 const BEGIN_LOCKED: &str = "BEGIN; SELECT pg_advisory_xact_lock(1853125230)";
 
+/// A connection for writes that need no order with others
+/// (`Backend::unordered_txn`): one of the pool's, so that they never wait
+/// for this server's writer (a pooled connection's abandoned transaction
+/// is rolled back when it goes back to the pool).
+pub(crate) struct UnorderedConn<'a> {
+    conn: sqlx::pool::PoolConnection<Db>,
+    store: std::marker::PhantomData<&'a PgStore>,
+}
+
+impl std::ops::Deref for UnorderedConn<'_> {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for UnorderedConn<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl PgStore {
+    pub(crate) async fn unordered_conn(&self) -> Result<UnorderedConn<'_>> {
+        let conn = self.readers.acquire().await.map_err(internal)?;
+        Ok(UnorderedConn { conn, store: std::marker::PhantomData })
+    }
+}
+
 /// Begins a write transaction without the write lock, for writes that need
 /// no order with others (`Backend::unordered_txn`).
 pub(crate) async fn begin_unordered(conn: &mut PgConnection) -> Result<Tx<'_>> {

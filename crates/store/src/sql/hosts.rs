@@ -85,9 +85,12 @@ impl Backend {
     }
 
     pub(crate) async fn host_heartbeat_impl(&self, host: &str) -> Result<()> {
-        let mut w = self.writer.lock().await;
-        // A timestamp, no change recorded: no order with other writes.
-        let mut tx = self.unordered_txn(&mut w.conn).await?;
+        // A timestamp, no change recorded: no order with other writes, so
+        // (on PostgreSQL) not behind them either: thousands of hosts'
+        // heartbeats must not time out while a bulk create holds the
+        // writer.
+        let mut conn = self.unordered_conn().await?;
+        let mut tx = self.unordered_txn(&mut conn).await?;
         let known = sqlx::query("UPDATE hosts SET heartbeat_at = $1 WHERE host = $2")
             .bind(now_ms())
             .bind(host)

@@ -256,6 +256,30 @@ pub(crate) async fn begin(conn: &mut SqliteConnection) -> Result<Tx<'_>> {
     conn.begin_with("BEGIN IMMEDIATE").await.map_err(internal)
 }
 
+/// The connection for writes that need no order with others
+/// (`Backend::unordered_txn`): on SQLite, the one writer's (a second
+/// connection would only wait for the database's write lock).
+pub(crate) struct UnorderedConn<'a>(checkpoint::WriterGuard<'a>);
+
+impl std::ops::Deref for UnorderedConn<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.0.conn
+    }
+}
+
+impl std::ops::DerefMut for UnorderedConn<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.0.conn
+    }
+}
+
+impl SqliteStore {
+    pub(crate) async fn unordered_conn(&self) -> Result<UnorderedConn<'_>> {
+        Ok(UnorderedConn(self.writer.lock().await))
+    }
+}
+
 /// Begins a write transaction that needs no order with other writers
 /// (`Backend::unordered_txn`): on SQLite every write is ordered anyway.
 pub(crate) async fn begin_unordered(conn: &mut SqliteConnection) -> Result<Tx<'_>> {
