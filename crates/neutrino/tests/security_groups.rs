@@ -47,8 +47,10 @@ fn host_netns(lab: &Lab, host: usize) -> String {
     lab.topology().host(host)
 }
 
-/// The elements of every set of the agent's inet table on host `host`.
-async fn set_elements(lab: &Lab, host: usize) -> String {
+/// The elements of every set of the agent's inet table on host `host`,
+/// each as its own text (compared whole: 10.0.0.1 is no element because
+/// 10.0.0.12 is).
+async fn set_elements(lab: &Lab, host: usize) -> Vec<String> {
     let text = in_netns(&host_netns(lab, host), &["nft", "-j", "list", "sets", "inet"]).await;
     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     v["nftables"]
@@ -56,9 +58,9 @@ async fn set_elements(lab: &Lab, host: usize) -> String {
         .into_iter()
         .flatten()
         .filter(|o| o["set"]["table"] == "neutrino")
-        .map(|o| o["set"]["elem"].to_string())
-        .collect::<Vec<_>>()
-        .join(" ")
+        .flat_map(|o| o["set"]["elem"].as_array().cloned().unwrap_or_default())
+        .map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string()))
+        .collect()
 }
 
 #[tokio::test]
