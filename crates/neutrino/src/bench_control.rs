@@ -268,7 +268,7 @@ pub async fn run(args: ControlBenchArgs) -> Result<(), BenchError> {
             pids.join(", "),
             if args.servers > 1 { "sharing" } else { "on" },
             db.name,
-            crate::bench::pg::redact(args.database_url.as_deref().unwrap_or_default()),
+            neutrino_store::redact_url(args.database_url.as_deref().unwrap_or_default()),
             c.describe()
         ),
         _ => format!(

@@ -94,7 +94,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let db = config.database_location();
     let store: Arc<dyn Store> = neutrino_store::open(&db, store_config)
         .await
-        .map_err(|e| ServerError::Database { location: redact_url(&db), source: Box::new(e) })?;
+        .map_err(|e| ServerError::Database { location: neutrino_store::redact_url(&db), source: Box::new(e) })?;
 
     let mut admin_password = None;
     let auth = match &config.auth {
@@ -213,20 +213,6 @@ async fn agent_token_of(data_dir: &std::path::Path, store: &dyn Store) -> Result
 
 /// The `meta` key of the generated agent token.
 const AGENT_TOKEN_KEY: &str = "agent_token";
-
-/// A database URL without its password, for messages.
-fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((credentials, host)) => {
-                let user = credentials.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}@{host}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
 
 fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), ServerError> {
     use std::io::Write;

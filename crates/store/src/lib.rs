@@ -24,6 +24,7 @@ mod security_groups;
 #[allow(clippy::duplicate_mod)]
 mod sqlite;
 mod statements;
+mod urls;
 
 use std::collections::BTreeMap;
 
@@ -42,6 +43,7 @@ pub use postgres::{PgStore, is_postgres_url};
 pub use rbac::*;
 pub use security_groups::*;
 pub use sqlite::SqliteStore;
+pub use urls::{redact_url, with_database};
 
 /// Opens the store a database URL names: `postgres://...` (or
 /// `postgresql://`) for PostgreSQL, `sqlite://PATH` or a plain path for

@@ -440,7 +440,7 @@ async fn start_servers(
                 machine.build,
                 addrs.join(", "),
                 if *servers > 1 { "sharing" } else { "on" },
-                pg::redact(base_url),
+                neutrino_store::redact_url(base_url),
                 machine.nproc
             );
             Ok((bases, password, target))

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use neutrino_store::{redact_url, with_database};
 use tokio::process::Command;
 
 /// Clock ticks per second of /proc/<pid>/stat (USER_HZ).
@@ -23,7 +24,7 @@ pub(crate) async fn psql(url: &str, sql: &str) -> Result<String, String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
-        Err(format!("psql on {}: {}", redact(url), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!("psql on {}: {}", redact_url(url), String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -42,35 +43,6 @@ fn psql_binary() -> String {
         version.and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
     });
     found.pop().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| "psql".into())
-}
-
-/// `url` with its database name replaced by `name` (what follows the
-/// authority up to the query).
-pub(crate) fn with_database(url: &str, name: &str) -> String {
-    let authority = url.find("://").map_or(0, |i| i + 3);
-    let (head, query) = match url[authority..].find('?') {
-        Some(q) => url.split_at(authority + q),
-        None => (url, ""),
-    };
-    let base = match head[authority..].find('/') {
-        Some(slash) => &head[..authority + slash],
-        None => head,
-    };
-    format!("{base}/{name}{query}")
-}
-
-/// A database URL without its password, for reports.
-pub(crate) fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((credentials, host)) => {
-                let user = credentials.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}@{host}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
 }
 
 /// What the cluster is and how durable its commits are.
@@ -196,17 +168,6 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_database_name_is_replaced_and_the_query_kept() {
-        assert_eq!(
-            with_database("postgres://neutrino@localhost/neutrino?host=/tmp/pg", "b1"),
-            "postgres://neutrino@localhost/b1?host=/tmp/pg"
-        );
-        assert_eq!(with_database("postgres://u:pw@127.0.0.1:5433/db", "b2"), "postgres://u:pw@127.0.0.1:5433/b2");
-        assert_eq!(with_database("postgres://u@h", "b3"), "postgres://u@h/b3");
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u@h/db");
-    }
 
     #[test]
     fn this_process_counts_as_a_cluster_of_one() {

@@ -39,17 +39,4 @@ pub fn psql(url: &str, sql: &str) -> Result<(), String> {
     if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
 }
 
-/// `url` with its database name replaced by `name` (what follows the
-/// authority up to the query).
-pub fn with_database(url: &str, name: &str) -> String {
-    let authority = url.find("://").map_or(0, |i| i + 3);
-    let (head, query) = match url[authority..].find('?') {
-        Some(q) => url.split_at(authority + q),
-        None => (url, ""),
-    };
-    let base = match head[authority..].find('/') {
-        Some(slash) => &head[..authority + slash],
-        None => head,
-    };
-    format!("{base}/{name}{query}")
-}
+pub use neutrino_store::with_database;
